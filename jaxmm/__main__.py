@@ -1,0 +1,5 @@
+import sys
+
+from jaxmm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""Hugging Face checkpoint import/export with numeric parity.
+
+``from_hf(path)`` reads a Hugging Face model folder, dispatches on
+``config.json``'s ``model_type`` to a registered converter, and returns
+``Converted(model, params, config)``. ``to_hf(model, params, out_dir)`` writes a
+folder that ``transformers`` loads with ``from_pretrained``.
+
+Family files (``jaxmm/convert/bert.py``, ...) register converters with
+:func:`register_converter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from jaxmm.config import nearest
+from jaxmm.convert.io import (
+    ConversionError,
+    TensorStore,
+    read_hf_config,
+    read_hf_tensors,
+    write_hf_folder,
+)
+
+__all__ = [
+    "ConversionError",
+    "Converted",
+    "Converter",
+    "TensorStore",
+    "from_hf",
+    "register_converter",
+    "supported_model_types",
+    "to_hf",
+]
+
+
+class Converted(NamedTuple):
+    model: Any
+    params: Any
+    config: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """How one Hugging Face ``model_type`` maps to a jaxmm model.
+
+    load(hf_config, store, **options) -> (model, params): builds the model from
+      ``config.json`` and takes its tensors from ``store`` (a TensorStore; call
+      ``store.finish()`` to report missing/unexpected tensors).
+    save(model, params) -> (hf_config, tensors): the inverse; ``None`` if export
+      is not supported.
+    handles(model) -> bool: whether ``save`` can export this model instance.
+    """
+
+    model_types: tuple[str, ...]
+    load: Callable[..., tuple[Any, Any]]
+    save: Callable[[Any, Any], tuple[dict, dict]] | None = None
+    handles: Callable[[Any], bool] = lambda model: False
+
+
+_CONVERTERS: dict[str, Converter] = {}
+
+# Modules that register converters (imported lazily on first use).
+_FAMILY_MODULES: tuple[str, ...] = ()
+
+
+def register_converter(converter: Converter) -> Converter:
+    for t in converter.model_types:
+        _CONVERTERS[t] = converter
+    return converter
+
+
+def _load_families() -> None:
+    for name in _FAMILY_MODULES:
+        importlib.import_module(name)
+
+
+def supported_model_types() -> list[str]:
+    _load_families()
+    return sorted(_CONVERTERS)
+
+
+def from_hf(path: str, *, allow_pickle: bool = False, **options) -> Converted:
+    """Loads a Hugging Face model folder into jaxmm.
+
+    Args:
+      path: folder with ``config.json`` and ``model.safetensors`` (or a sharded
+        ``model.safetensors.index.json``).
+      allow_pickle: permit reading a ``pytorch_model.bin``-only folder (with
+        ``torch.load(weights_only=True)``). Off by default.
+      options: passed to the family converter (e.g. ``scan_layers=True``).
+
+    Returns:
+      ``Converted(model, params, config)``; ``model.apply({"params": params}, ...)``.
+    """
+    hf_config = read_hf_config(path)
+    model_type = hf_config.get("model_type")
+    _load_families()
+    if model_type not in _CONVERTERS:
+        close = nearest(str(model_type), list(_CONVERTERS))
+        hint = f" (closest supported: {', '.join(close)})" if close else ""
+        raise ConversionError(
+            f"Unsupported model_type {model_type!r} in {path}/config.json{hint}. "
+            f"Supported: {', '.join(sorted(_CONVERTERS)) or 'none registered'}."
+        )
+    tensors = read_hf_tensors(path, allow_pickle=allow_pickle)
+    store = TensorStore(tensors, source=path)
+    model, params = _CONVERTERS[model_type].load(hf_config, store, **options)
+    return Converted(model, params, model.config)
+
+
+def to_hf(model: Any, params: Any, out_dir: str) -> str:
+    """Writes ``model``/``params`` as a Hugging Face folder; returns ``out_dir``."""
+    _load_families()
+    if isinstance(params, dict) and set(params) == {"params"}:
+        params = params["params"]
+    seen = set()
+    for conv in _CONVERTERS.values():
+        if id(conv) in seen:
+            continue
+        seen.add(id(conv))
+        if conv.save is not None and conv.handles(model):
+            hf_config, tensors = conv.save(model, params)
+            return write_hf_folder(out_dir, hf_config, tensors)
+    raise ConversionError(
+        f"No Hugging Face exporter handles {type(model).__name__}. Exportable model types: "
+        f"{', '.join(sorted(_CONVERTERS))}."
+    )

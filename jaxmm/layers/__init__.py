@@ -1,0 +1,61 @@
+"""Transformer building blocks (functional Flax Linen modules)."""
+
+from jaxmm.layers.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    combine_masks,
+    dot_product_attention,
+    key_padding_mask,
+    padding_mask,
+    prefix_lm_mask,
+)
+from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
+from jaxmm.layers.embeddings import Embed
+from jaxmm.layers.mlp import Mlp, get_activation
+from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
+from jaxmm.layers.positions import (
+    LearnedPositionEmbedding,
+    RelativePositionBias,
+    alibi_bias,
+    alibi_slopes,
+    apply_rotary_embedding,
+    relative_position_bucket,
+    sinusoidal_positions,
+)
+from jaxmm.layers.stack import (
+    StackOutput,
+    TransformerStack,
+    stack_layer_params,
+    unstack_layer_params,
+)
+
+__all__ = [
+    "DTYPES",
+    "DecoderLayer",
+    "Embed",
+    "EncoderLayer",
+    "LayerNorm",
+    "LearnedPositionEmbedding",
+    "Mlp",
+    "MultiHeadAttention",
+    "RMSNorm",
+    "RelativePositionBias",
+    "StackOutput",
+    "TransformerConfig",
+    "TransformerStack",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rotary_embedding",
+    "causal_mask",
+    "combine_masks",
+    "dot_product_attention",
+    "get_activation",
+    "key_padding_mask",
+    "make_norm",
+    "padding_mask",
+    "prefix_lm_mask",
+    "relative_position_bucket",
+    "sinusoidal_positions",
+    "stack_layer_params",
+    "unstack_layer_params",
+]

@@ -1,0 +1,205 @@
+"""Position information: sinusoidal, learned, T5 relative bias, rotary and ALiBi."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+__all__ = [
+    "LearnedPositionEmbedding",
+    "RelativePositionBias",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rotary_embedding",
+    "relative_position_bucket",
+    "rotary_frequencies",
+    "sinusoidal_positions",
+]
+
+
+def sinusoidal_positions(
+    length: int, dim: int, *, base: float = 10000.0, layout: str = "interleaved",
+    dtype: Any = jnp.float32,
+) -> Array:
+    """Fixed sinusoidal table ``(length, dim)`` from "Attention Is All You Need".
+
+    ``layout="interleaved"``: PE[pos, 2i] = sin(pos / base^(2i/dim)),
+    PE[pos, 2i+1] = cos(pos / base^(2i/dim)).
+    ``layout="concat"``: all sines then all cosines (same frequencies).
+    """
+    if dim % 2:
+        raise ValueError(f"Sinusoidal positions need an even width; got {dim}.")
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    inv = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+    angles = pos * inv[None, :]
+    if layout == "interleaved":
+        table = np.zeros((length, dim))
+        table[:, 0::2] = np.sin(angles)
+        table[:, 1::2] = np.cos(angles)
+    elif layout == "concat":
+        table = np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)
+    else:
+        raise ValueError(f"Unknown sinusoidal layout {layout!r}; use 'interleaved' or 'concat'.")
+    return jnp.asarray(table, dtype=dtype)
+
+
+class LearnedPositionEmbedding(nn.Module):
+    """A learned ``(num_positions, features)`` table looked up by position id."""
+
+    num_positions: int
+    features: int
+    embedding_init: Any = nn.initializers.normal(0.02)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, positions: Array) -> Array:
+        table = self.param(
+            "embedding",
+            nn.with_logical_partitioning(self.embedding_init, ("position", "embed")),
+            (self.num_positions, self.features),
+            self.param_dtype,
+        )
+        if not isinstance(positions, jax.core.Tracer):
+            top = int(np.max(np.asarray(positions))) if np.size(positions) else 0
+            if top >= self.num_positions:
+                raise ValueError(
+                    f"Position {top} is outside the learned position table of size "
+                    f"{self.num_positions}; truncate inputs to {self.num_positions} tokens "
+                    "or use a model with a larger max_position_embeddings."
+                )
+        return jnp.take(table, positions, axis=0).astype(self.dtype)
+
+
+# ---------------------------------------------------------------------------
+# T5 relative position bias
+# ---------------------------------------------------------------------------
+
+
+def relative_position_bucket(
+    relative_position: Array, *, bidirectional: bool = True, num_buckets: int = 32,
+    max_distance: int = 128,
+) -> Array:
+    """Maps ``key_pos - query_pos`` to T5's log-spaced buckets."""
+    ret = jnp.zeros_like(relative_position)
+    n = relative_position
+    if bidirectional:
+        num_buckets //= 2
+        ret = ret + (n > 0).astype(jnp.int32) * num_buckets
+        n = jnp.abs(n)
+    else:
+        n = -jnp.minimum(n, 0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    safe_n = jnp.maximum(n, 1).astype(jnp.float32)
+    large = max_exact + (
+        jnp.log(safe_n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return ret + jnp.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5-style bucketed relative position bias, ``(1, H, T, S)``."""
+
+    num_heads: int
+    num_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool = True
+    embedding_init: Any = nn.initializers.normal(0.02)
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, query_length: int, key_length: int, offset: Array | int = 0) -> Array:
+        """Bias for queries at ``offset + [0, T)`` and keys at ``[0, S)``."""
+        table = self.param(
+            "embedding",
+            nn.with_logical_partitioning(self.embedding_init, ("relpos_buckets", "heads")),
+            (self.num_buckets, self.num_heads),
+            self.param_dtype,
+        )
+        q = offset + jnp.arange(query_length)[:, None]
+        k = jnp.arange(key_length)[None, :]
+        buckets = relative_position_bucket(
+            k - q, bidirectional=self.bidirectional, num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+        )
+        values = jnp.take(table, buckets, axis=0)  # (T, S, H)
+        return jnp.transpose(values, (2, 0, 1))[None]
+
+
+# ---------------------------------------------------------------------------
+# Rotary position embedding (RoPE)
+# ---------------------------------------------------------------------------
+
+
+def rotary_frequencies(rotary_dim: int, theta: float = 10000.0) -> Array:
+    """Inverse frequencies ``theta^(-2i/rotary_dim)`` for ``i < rotary_dim/2``."""
+    return 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+
+
+def apply_rotary_embedding(
+    x: Array, positions: Array, *, theta: float = 10000.0, rotary_dim: int | None = None,
+    interleaved: bool = False,
+) -> Array:
+    """Rotates ``x`` ``(B, T, H, D)`` by angle ``position * freq`` per feature pair.
+
+    ``interleaved=False`` pairs feature ``i`` with ``i + rotary_dim/2``
+    (the "rotate half" convention of GPT-NeoX / Llama in Hugging Face);
+    ``interleaved=True`` pairs ``2i`` with ``2i+1`` (the original RoFormer).
+    Only the first ``rotary_dim`` features rotate (partial rotary).
+    """
+    d = x.shape[-1]
+    rotary_dim = d if rotary_dim is None else rotary_dim
+    if rotary_dim % 2 or rotary_dim > d:
+        raise ValueError(f"rotary_dim must be even and <= head dim {d}; got {rotary_dim}.")
+    positions = jnp.asarray(positions)
+    if positions.ndim == 1:
+        positions = positions[None]
+    freqs = rotary_frequencies(rotary_dim, theta)
+    angles = positions[..., None].astype(jnp.float32) * freqs  # (B, T, R/2)
+    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :]
+    rot, rest = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(rot.shape)
+    else:
+        x1, x2 = jnp.split(rot, 2, axis=-1)
+        out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return jnp.concatenate([out.astype(x.dtype), rest], axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# ALiBi
+# ---------------------------------------------------------------------------
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Head slopes from "Train Short, Test Long" (Press et al.), incl. non-powers of 2."""
+
+    def power_of_two(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        return np.asarray(power_of_two(num_heads), np.float32)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    extra = power_of_two(2 * closest)[0::2][: num_heads - closest]
+    return np.asarray(power_of_two(closest) + extra, np.float32)
+
+
+def alibi_bias(num_heads: int, query_length: int, key_length: int, *, causal: bool = True):
+    """``(1, H, T, S)`` bias ``-slope * distance`` (queries aligned to the last keys)."""
+    slopes = jnp.asarray(alibi_slopes(num_heads))[None, :, None, None]
+    q = jnp.arange(query_length)[:, None] + (key_length - query_length)
+    k = jnp.arange(key_length)[None, :]
+    dist = (q - k) if causal else jnp.abs(q - k)
+    return -slopes * dist[None, None].astype(jnp.float32)

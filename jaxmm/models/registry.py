@@ -1,0 +1,84 @@
+"""A small registry: model name -> (config class, module class).
+
+Each model family file registers its models::
+
+    @register("gpt", GPTConfig)
+    class GPTLMHeadModel(nn.Module): ...
+
+and users build them by name with a size or a config::
+
+    model = jaxmm.models.build("gpt", "tiny", num_layers=4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jaxmm.config import ConfigBase, ConfigError, nearest
+
+__all__ = ["ModelSpec", "available", "build", "get", "register"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config_cls: type[ConfigBase]
+    module_cls: type
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, config_cls: type[ConfigBase], description: str = "") -> Callable:
+    """Class decorator registering a Flax module under ``name``."""
+
+    def wrap(module_cls):
+        if name in _REGISTRY and _REGISTRY[name].module_cls is not module_cls:
+            raise ValueError(f"Model name {name!r} is already registered.")
+        _REGISTRY[name] = ModelSpec(name, config_cls, module_cls, description or
+                                    (module_cls.__doc__ or "").strip().split("\n")[0])
+        return module_cls
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the families registers them.
+    import jaxmm.models  # noqa: F401
+
+
+def available() -> list[str]:
+    """Registered model names."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    """The registry entry for ``name`` (clear error with suggestions if unknown)."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = nearest(name, list(_REGISTRY))
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(
+            f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
+        )
+    return _REGISTRY[name]
+
+
+def build(
+    name: str, config: str | ConfigBase | Mapping[str, Any] | None = None, **overrides
+) -> Any:
+    """Builds model ``name`` from a size name, a config object or a mapping."""
+    spec = get(name)
+    if config is None:
+        cfg = spec.config_cls.from_dict(overrides)
+    elif isinstance(config, str):
+        cfg = spec.config_cls.from_size(config, **overrides)
+    elif isinstance(config, ConfigBase):
+        cfg = config.replace(**overrides) if overrides else config
+    else:
+        cfg = spec.config_cls.from_dict({**dict(config), **overrides})
+    return spec.module_cls(cfg)

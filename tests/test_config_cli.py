@@ -1,0 +1,93 @@
+"""Run-config loading, command-line overrides, and the jaxmm CLI entry point."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jaxmm import cli
+from jaxmm.config import ConfigError, load_config, parse_override_args
+
+CONFIG = textwrap.dedent(
+    """
+    import ml_collections
+
+    def get_config(arg=None):
+        c = ml_collections.ConfigDict()
+        c.size = arg or "tiny"
+        c.lr = 1e-3
+        c.use_ema = False
+        c.model = ml_collections.ConfigDict({"num_layers": 2, "name": "gpt"})
+        c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+        c.shape = (4, 4)
+        return c
+    """
+)
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "cfg.py"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def test_load_with_arg_and_overrides(config_file):
+    overrides, rest = parse_override_args(
+        ["--config.model.num_layers=4", "--config.lr", "3e-4", "--workdir", "w",
+         "--config.use_ema=true", "--config.shape=(2, 8)"]
+    )
+    assert rest == ["--workdir", "w"]
+    cfg = load_config(f"{config_file}:small", overrides)
+    assert cfg.size == "small"
+    assert cfg.model.num_layers == 4 and isinstance(cfg.model.num_layers, int)
+    assert cfg.lr == pytest.approx(3e-4)
+    assert cfg.use_ema is True
+    assert cfg.shape == (2, 8)
+    with pytest.raises(AttributeError):
+        cfg.new_key = 1  # configs are locked after loading
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("model.num_layer=4", r"Unknown config key 'num_layer'.*'num_layers'"),
+        ("lrr=1", r"Unknown config key 'lrr'.*'lr'"),
+        ("model.num_layers=abc", "cannot parse as int"),
+        ("model.num_layers=2.5", "expected int"),
+        ("lr.x=1", "is a value, not a section"),
+        ("use_ema=maybe", "expected a boolean"),
+    ],
+)
+def test_bad_overrides(config_file, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(config_file, [override])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/nope.py")
+
+
+def test_cli_help_lists_commands(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "commands:" in out and "info" in out and "config" in out
+
+
+def test_console_script_config_command(config_file):
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxmm", "config", "--config", config_file,
+         "--config.model.num_layers=7"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "num_layers: 7" in out
+    bad = subprocess.run(
+        [sys.executable, "-m", "jaxmm", "config", "--config", config_file,
+         "--config.model.num_layer=7"],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 2
+    assert "Did you mean 'num_layers'" in bad.stderr
+    assert "Traceback" not in bad.stderr
