@@ -84,14 +84,32 @@ def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
 
 
 @register("choose")
-def choose(key: str, out_key: str | None = None):
-    """Picks one random element along axis 0 of ``ex[key]`` (e.g. one of 5 captions)."""
+def choose(keys: str | Sequence[str], out_keys: str | Sequence[str] | None = None):
+    """Picks one random element along axis 0 (e.g. one of 5 captions).
+
+    With several ``keys`` (e.g. ``('questions', 'answers')``) the same index is
+    used for all of them.
+    """
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    outs = keys if out_keys is None else (
+        (out_keys,) if isinstance(out_keys, str) else tuple(out_keys))
+    if len(outs) != len(keys):
+        raise ValueError(f"choose: {len(keys)} keys but {len(outs)} out_keys.")
 
     def op(ex, seed):
-        values = require(ex, key, "choose")
-        n = tf.shape(values)[0]
-        i = tf.random.stateless_uniform([], seed, 0, n, dtype=tf.int32)
-        return {**ex, (out_key or key): tf.gather(values, i)}
+        values = [require(ex, k, "choose") for k in keys]
+        i = tf.random.stateless_uniform([], seed, 0, tf.shape(values[0])[0], dtype=tf.int32)
+        return {**ex, **{o: tf.gather(v, i) for o, v in zip(outs, values)}}
+
+    return op
+
+
+@register("lowercase")
+def lowercase(key: str = "text"):
+    """Lower-cases a string tensor (UTF-8 aware)."""
+
+    def op(ex, seed):
+        return {**ex, key: tf.strings.lower(require(ex, key, "lowercase"), encoding="utf-8")}
 
     return op
 
@@ -192,9 +210,10 @@ def squad_span(max_length: int, question_key: str = "question", context_key: str
         return np.int32(first), np.int32(last)
 
     def op(ex, seed):
-        answers = require(ex, answers_key, "squad_span")
+        text = require(ex, f"{answers_key}/text", "squad_span")
+        answer_start = require(ex, f"{answers_key}/answer_start", "squad_span")
         start, end = tf.numpy_function(
-            run, [ex[question_key], ex[context_key], answers["text"], answers["answer_start"]],
+            run, [ex[question_key], ex[context_key], text, answer_start],
             [tf.int32, tf.int32], stateful=False)
         start.set_shape([])
         end.set_shape([])
@@ -261,7 +280,9 @@ def pad_to(key: str, length: int, value: float = 0, mask_key: str | None = None)
         n = tf.minimum(tf.shape(x)[0], length)
         x = x[:length]
         paddings = tf.concat([[[0, length - n]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0)
-        out = tf.pad(x, paddings, constant_values=tf.cast(value, x.dtype))
+        fill = tf.constant(str(value) if value != 0 else "") if x.dtype == tf.string else \
+            tf.cast(value, x.dtype)
+        out = tf.pad(x, paddings, constant_values=fill)
         out.set_shape([length] + x.shape[1:].as_list())
         result = {**ex, key: out}
         if mask_key:

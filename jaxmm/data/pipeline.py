@@ -29,7 +29,9 @@ are padded with copies of a real example flagged by ``batch["_mask"] == 0``.
 
 from __future__ import annotations
 
+import atexit
 import math
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -49,6 +51,17 @@ _KNOWN_KEYS = {
     "num_parallel_calls", "prefetch", "description", "task",
 }
 
+# Live iterators, closed at exit: a tf.data iterator still running a
+# numpy_function while Python shuts down can deadlock the interpreter.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for it in list(_LIVE):
+        it.close()
+
+
 try:  # TF must never grab accelerators that JAX uses.
     tf.config.set_visible_devices([], "GPU")
 except (RuntimeError, ValueError):  # pragma: no cover - already initialised
@@ -65,6 +78,17 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
     if isinstance(config, Mapping):
         return config.get(key, default)
     return config[key] if key in config else default
+
+
+def _flatten(example: Mapping[str, Any], prefix: str = "") -> dict[str, tf.Tensor]:
+    """Nested feature dicts -> flat ``"parent/child"`` keys (tfds Sequence of dicts)."""
+    out = {}
+    for k, v in example.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 class DataIterator(Iterator):
@@ -109,6 +133,7 @@ class DataIterator(Iterator):
         self._aug_key = _seed_pair(self.seed, 2)
         self._next = 0
         self._it: Iterator | None = None
+        _LIVE.add(self)
 
     # -- the tf.data graph -------------------------------------------------
     def _indices(self, k: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -152,7 +177,7 @@ class DataIterator(Iterator):
         aug_key = tf.constant(self._aug_key[0], tf.int64)
 
         def process(meta):
-            example = self.source.decode(meta["record"])
+            example = _flatten(self.source.decode(meta["record"]))
             seed = tf.stack([aug_key, meta["uid"] + self._aug_key[1]])
             example = self._pp(example, seed)
             # Batch contract: integer features are int32 (tfds decodes ints as int64).
@@ -176,11 +201,25 @@ class DataIterator(Iterator):
             if self.num_batches is not None and self._next >= self.num_batches * self.local_batch:
                 raise StopIteration
             self._it = iter(self._build(self._next).as_numpy_iterator())
-        example, meta = next(self._it)
+        try:
+            example, meta = next(self._it)
+        except StopIteration:
+            self._it = None
+            raise
         self._next = int(meta["_k"][-1]) + 1
         if not self.repeat:
             example[MASK_KEY] = meta[MASK_KEY]
         return example
+
+    def close(self) -> None:
+        """Stops the background tf.data work (the position is kept)."""
+        self._it = None
+
+    def __enter__(self) -> DataIterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:

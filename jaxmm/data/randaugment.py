@@ -159,7 +159,7 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, num_layers: int = 2,
         s = tf.random.experimental.stateless_fold_in(seed, layer)
         which = tf.random.stateless_uniform([], s, 0, len(fns), dtype=tf.int32)
         sign = tf.where(tf.random.stateless_uniform([], s[::-1]) < 0.5, -1.0, 1.0)
-        branches = [lambda f=f, x=x: tf.ensure_shape(f(x, m, sign), x.shape) for f in fns]
+        branches = [lambda f=f, x=x, sg=sign: tf.ensure_shape(f(x, m, sg), x.shape) for f in fns]
         x = tf.switch_case(which, branches)
         x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
     return tf.cast(x, tf.uint8)

@@ -57,12 +57,21 @@ class RecordSource:
         self.name = name
         self.split = split
         self.num_examples = len(data_source)
+        self._batched = True
         if self.num_examples == 0:
             raise DataError(f"Split {split!r} of dataset {name!r} is empty.")
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """Serialized records at ``indices`` -> object array of bytes."""
-        items = self._source.__getitems__([int(i) for i in indices])
+        keys = [int(i) for i in indices]
+        if self._batched:
+            try:
+                items = self._source.__getitems__(keys)
+            except TypeError:
+                # tfds.testing.mock_data's source has no working batched read.
+                self._batched = False
+        if not self._batched:
+            items = [self._source[k] for k in keys]
         out = np.empty(len(items), dtype=object)
         out[:] = list(items)
         return out
