@@ -98,6 +98,10 @@ def open_source(name: str, split: str, data_dir: str | None = None,
     if data_dir is not None and not os.path.isdir(data_dir):
         raise _missing(name, data_dir, prepare, f"Data dir {data_dir!r} does not exist")
     folder = find_prepared(data_dir, name) if data_dir else None
+    if folder is None and data_dir is not None:
+        # Never let tfds create folders or look elsewhere for a dataset that is not there.
+        raise _missing(name, data_dir, prepare,
+                       f"Dataset {name!r} is not prepared in {data_dir!r}")
     try:
         if folder is not None:
             builder = tfds.builder_from_directory(folder)
@@ -126,8 +130,8 @@ def open_source(name: str, split: str, data_dir: str | None = None,
         raise _missing(name, data_dir, prepare,
                        f"Dataset {name!r} is not prepared{where} ({type(e).__name__}: "
                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    except ValueError as e:
-        if "file_format" in str(e).lower() or "array_record" in str(e).lower():
+    except (ValueError, NotImplementedError) as e:
+        if "format" in str(e).lower() or "array_record" in str(e).lower():
             raise DataError(
                 f"Dataset {name!r} is not stored as ArrayRecord ({e}). Rebuild it with "
                 "--file_format array_record or convert it with 'tfds convert_format'."
