@@ -117,7 +117,8 @@ class LocalConfig(tfds.core.BuilderConfig):
 class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    FORMAT = ""
+    # Keep the source files' order on disk (the pipeline shuffles when asked).
+    disable_shuffling = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -136,7 +137,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        return {split: self._generate(split, spec)
+        return {split: self._generate_examples(split, spec)
                 for split, spec in self.builder_config.splits.items()}
 
     def _corrupt(self, split: str, path: str, error: Exception) -> None:
@@ -146,7 +147,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
         log.warning("skipping corrupt file %s (%s)", path, error)
         self.skipped[split].append(path)
 
-    def _generate(self, split: str, spec: Mapping[str, str]):
+    def _generate_examples(self, split: str, spec: Mapping[str, str]):
         count = 0
         for key, example in self._records(split, spec):
             count += 1

@@ -96,9 +96,11 @@ def test_randaugment_deterministic_and_valid(rng):
     np.testing.assert_array_equal(a, b)
     outs = {rand_augment(img, tf.constant([s, 4]), 2, 9).numpy().tobytes() for s in range(6)}
     assert len(outs) > 3 and a.dtype == np.uint8 and a.shape == (12, 12, 3)
-    shifted = apply_transform(img, "translate_x", 10.0, 1.0).numpy()
-    np.testing.assert_array_equal(shifted[:, 6:], img.numpy()[:, :6])  # 0.45 * 12 -> ~5.4 px
-    assert (shifted[:, :5] == 128).all()
+    wide = rng.integers(0, 256, (6, 20, 3), dtype=np.uint8)
+    shifted = apply_transform(tf.constant(wide), "translate_x", 10 / 3, 1.0).numpy()
+    # 0.45 * width * magnitude / 10 = 3 pixels to the right, constant fill 128.
+    assert np.abs(shifted[:, 3:].astype(int) - wide[:, :-3]).max() <= 1
+    assert (np.abs(shifted[:, :3].astype(int) - 128) <= 1).all()
 
 
 def test_tokenize_matches_tokenizer(tokenizer):
