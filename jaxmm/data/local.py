@@ -117,8 +117,6 @@ class LocalConfig(tfds.core.BuilderConfig):
 class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    # Keep the source files' order on disk (the pipeline shuffles when asked).
-    disable_shuffling = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -133,7 +131,9 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,
                                      features=tfds.features.FeaturesDict(self._features()),
-                                     metadata=tfds.core.MetadataDict())
+                                     metadata=tfds.core.MetadataDict(),
+                                     # Keep the files' order (the pipeline shuffles if asked).
+                                     disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
         del dl_manager
