@@ -14,12 +14,14 @@ from jaxmm.layers.embeddings import Embed
 from jaxmm.layers.mlp import Mlp, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
 from jaxmm.layers.positions import (
+    DecodePositions,
     LearnedPositionEmbedding,
     RelativePositionBias,
     alibi_bias,
     alibi_slopes,
     apply_rotary_embedding,
     relative_position_bucket,
+    sinusoidal_embedding,
     sinusoidal_positions,
 )
 from jaxmm.layers.stack import (
@@ -31,6 +33,7 @@ from jaxmm.layers.stack import (
 
 __all__ = [
     "DTYPES",
+    "DecodePositions",
     "DecoderLayer",
     "Embed",
     "EncoderLayer",
@@ -55,6 +58,7 @@ __all__ = [
     "padding_mask",
     "prefix_lm_mask",
     "relative_position_bucket",
+    "sinusoidal_embedding",
     "sinusoidal_positions",
     "stack_layer_params",
     "unstack_layer_params",
