@@ -64,7 +64,10 @@ class Converter:
 _CONVERTERS: dict[str, Converter] = {}
 
 # Modules that register converters (imported lazily on first use).
-_FAMILY_MODULES: tuple[str, ...] = ()
+_FAMILY_MODULES: tuple[str, ...] = (
+    "jaxmm.convert.gpt2",
+    "jaxmm.convert.llama",
+)
 
 
 def register_converter(converter: Converter) -> Converter:
