@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxmm.convert import Converter, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
+from jaxmm.convert.layers import norm_from_hf, norm_to_hf
 from jaxmm.convert.params import (
     activation_from_hf,
     activation_to_hf,
@@ -106,7 +107,7 @@ def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
 
 
 def _split_heads(w: np.ndarray, parts: int, heads: int) -> list[np.ndarray]:
-    """Conv1D ``(in, parts*E)`` (or bias ``(parts*E,)``) -> ``parts`` x ``(in, H, D)``/``(H, D)``."""
+    """Conv1D ``(in, parts*E)`` (or bias) -> ``parts`` arrays ``(in, H, D)`` (or ``(H, D)``)."""
     chunks = np.split(w, parts, axis=-1)
     return [c.reshape(c.shape[:-1] + (heads, c.shape[-1] // heads)) for c in chunks]
 
@@ -121,15 +122,13 @@ def _attention_from_hf(store: TensorStore, p: str, heads: int, cross: bool) -> d
                       for n in ("weight", "bias"))
         out["query"] = {"kernel": k, "bias": b}
     w = store.take(p + "c_proj.weight")
-    out["out"] = {"kernel": w.reshape(heads, -1, w.shape[-1]), "bias": store.take(p + "c_proj.bias")}
+    out["out"] = {"kernel": w.reshape(heads, -1, w.shape[-1]),
+                  "bias": store.take(p + "c_proj.bias")}
     return out
 
 
-def _norm(store: TensorStore, p: str) -> dict:
-    return {"scale": store.take(p + "weight"), "bias": store.take(p + "bias")}
-
-
-def _dense(store: TensorStore, p: str) -> dict:
+def _conv1d(store: TensorStore, p: str) -> dict:
+    """GPT-2 ``Conv1D`` weight is already ``(in, out)``: no transpose."""
     return {"kernel": store.take(p + "weight"), "bias": store.take(p + "bias")}
 
 
@@ -141,17 +140,17 @@ def params_from_hf(store: TensorStore, cfg: GPTConfig, prefix: str = "") -> dict
     for i in range(cfg.num_layers):
         p = f"{prefix}h.{i}."
         layer = {
-            "attention_norm": _norm(store, p + "ln_1."),
+            "attention_norm": norm_from_hf(store, p + "ln_1"),
             "self_attention": _attention_from_hf(store, p + "attn.", cfg.num_heads, False),
-            "mlp_norm": _norm(store, p + "ln_2."),
-            "mlp": {"wi": _dense(store, p + "mlp.c_fc."), "wo": _dense(store, p + "mlp.c_proj.")},
+            "mlp_norm": norm_from_hf(store, p + "ln_2"),
+            "mlp": {"wi": _conv1d(store, p + "mlp.c_fc."), "wo": _conv1d(store, p + "mlp.c_proj.")},
         }
         if cfg.add_cross_attention:
-            layer["cross_attention_norm"] = _norm(store, p + "ln_cross_attn.")
+            layer["cross_attention_norm"] = norm_from_hf(store, p + "ln_cross_attn")
             layer["cross_attention"] = _attention_from_hf(store, p + "crossattention.",
                                                           cfg.num_heads, True)
         layers[f"layers_{i}"] = {"layer": layer}
-    layers["final_norm"] = _norm(store, prefix + "ln_f.")
+    layers["final_norm"] = norm_from_hf(store, prefix + "ln_f")
     return {
         "token_embedding": {"embedding": store.take(prefix + "wte.weight")},
         "position_embedding": {"embedding": store.take(prefix + "wpe.weight")},
@@ -178,22 +177,21 @@ def params_to_hf(params: dict, cfg: GPTConfig, prefix: str = "") -> dict[str, np
     """Inverse of :func:`params_from_hf` (``params``: a :class:`GPTModel`'s)."""
     params = to_numpy_tree(params)
     stack = unstack_layout(params["decoder"], cfg.num_layers)
-    norm = lambda d, p: {p + "weight": d["scale"], p + "bias": d["bias"]}  # noqa: E731
-    dense = lambda d, p: {p + "weight": d["kernel"], p + "bias": d["bias"]}  # noqa: E731
+    conv1d = lambda d, p: {p + "weight": d["kernel"], p + "bias": d["bias"]}  # noqa: E731
     out = {
         prefix + "wte.weight": params["token_embedding"]["embedding"],
         prefix + "wpe.weight": params["position_embedding"]["embedding"],
-        **norm(stack["final_norm"], prefix + "ln_f."),
+        **norm_to_hf(stack["final_norm"], prefix + "ln_f"),
     }
     for i in range(cfg.num_layers):
         layer, p = stack[f"layers_{i}"]["layer"], f"{prefix}h.{i}."
-        out.update(norm(layer["attention_norm"], p + "ln_1."))
+        out.update(norm_to_hf(layer["attention_norm"], p + "ln_1"))
         out.update(_attention_to_hf(layer["self_attention"], p + "attn.", False))
-        out.update(norm(layer["mlp_norm"], p + "ln_2."))
-        out.update(dense(layer["mlp"]["wi"], p + "mlp.c_fc."))
-        out.update(dense(layer["mlp"]["wo"], p + "mlp.c_proj."))
+        out.update(norm_to_hf(layer["mlp_norm"], p + "ln_2"))
+        out.update(conv1d(layer["mlp"]["wi"], p + "mlp.c_fc."))
+        out.update(conv1d(layer["mlp"]["wo"], p + "mlp.c_proj."))
         if cfg.add_cross_attention:
-            out.update(norm(layer["cross_attention_norm"], p + "ln_cross_attn."))
+            out.update(norm_to_hf(layer["cross_attention_norm"], p + "ln_cross_attn"))
             out.update(_attention_to_hf(layer["cross_attention"], p + "crossattention.", True))
     return out
 

@@ -22,14 +22,18 @@ import numpy as np
 
 from jaxmm.convert import Converter, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
+from jaxmm.convert.layers import (
+    attention_from_hf,
+    attention_to_hf,
+    dense_from_hf,
+    dense_to_hf,
+    norm_from_hf,
+    norm_to_hf,
+)
 from jaxmm.convert.params import (
     activation_from_hf,
     activation_to_hf,
     find_prefix,
-    heads_from_linear,
-    heads_to_linear,
-    out_from_linear,
-    out_to_linear,
     stack_layout,
     to_numpy_tree,
     unstack_layout,
@@ -133,43 +137,44 @@ def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
     )
 
 
-def params_from_hf(store: TensorStore, cfg: GPTConfig, prefix: str = "") -> dict:
-    """:class:`GPTModel` params from ``{prefix}embed_tokens.weight``, ``{prefix}layers.N...``."""
-    d = cfg.transformer.resolved_head_dim
-    h, k = cfg.num_heads, cfg.num_kv_heads or cfg.num_heads
+_ATTENTION = ("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"), ("out", "o_proj")
+_MLP = ("wi_0", "gate_proj"), ("wi_1", "up_proj"), ("wo", "down_proj")
+
+
+def _fill_biases(modules: dict, bias_shape) -> None:
+    """Zero biases for projections a mixed-bias checkpoint lacks (jaxmm has one flag)."""
+    for name, mod in modules.items():
+        if "bias" not in mod:
+            mod["bias"] = np.zeros(bias_shape(name, mod["kernel"]), np.float32)
+
+
+def params_from_hf(store: TensorStore, cfg: GPTConfig, prefix: str = "",
+                   hf_biases: tuple[bool, bool] | None = None) -> dict:
+    """:class:`GPTModel` params from ``{prefix}embed_tokens.weight``, ``{prefix}layers.N...``.
+
+    ``hf_biases``: the checkpoint's ``(attention_bias, mlp_bias)``; default both
+    ``cfg.use_bias``.
+    """
+    attn_bias, mlp_bias = hf_biases or (cfg.use_bias, cfg.use_bias)
     store.ignore("rotary_emb.inv_freq")  # buffer saved by old transformers versions
-
-    def bias(name: str, shape: tuple[int, ...]) -> dict:
-        if not cfg.use_bias:
-            return {}
-        b = store.take_optional(name)
-        return {"bias": np.zeros(shape, np.float32) if b is None else b.reshape(shape)}
-
-    def proj(p: str, heads: int) -> dict:
-        return {"kernel": heads_from_linear(store.take(p + "weight"), heads, d),
-                **bias(p + "bias", (heads, d))}
-
-    def dense(p: str) -> dict:
-        w = store.take(p + "weight")
-        return {"kernel": np.ascontiguousarray(w.T), **bias(p + "bias", (w.shape[0],))}
-
     layers = {}
     for i in range(cfg.num_layers):
         p = f"{prefix}layers.{i}."
-        a = p + "self_attn."
+        attention = attention_from_hf(
+            store, {ours: f"{p}self_attn.{theirs}" for ours, theirs in _ATTENTION},
+            cfg.num_heads, cfg.num_kv_heads, bias=attn_bias)
+        mlp = {ours: dense_from_hf(store, f"{p}mlp.{theirs}", bias=mlp_bias)
+               for ours, theirs in _MLP}
+        if cfg.use_bias:
+            _fill_biases(attention, lambda n, k: k.shape[-1:] if n == "out" else k.shape[1:])
+            _fill_biases(mlp, lambda n, k: k.shape[-1:])
         layers[f"layers_{i}"] = {"layer": {
-            "attention_norm": {"scale": store.take(p + "input_layernorm.weight")},
-            "self_attention": {
-                "query": proj(a + "q_proj.", h), "key": proj(a + "k_proj.", k),
-                "value": proj(a + "v_proj.", k),
-                "out": {"kernel": out_from_linear(store.take(a + "o_proj.weight"), h, d),
-                        **bias(a + "o_proj.bias", (cfg.d_model,))},
-            },
-            "mlp_norm": {"scale": store.take(p + "post_attention_layernorm.weight")},
-            "mlp": {"wi_0": dense(p + "mlp.gate_proj."), "wi_1": dense(p + "mlp.up_proj."),
-                    "wo": dense(p + "mlp.down_proj.")},
+            "attention_norm": norm_from_hf(store, p + "input_layernorm", bias=False),
+            "self_attention": attention,
+            "mlp_norm": norm_from_hf(store, p + "post_attention_layernorm", bias=False),
+            "mlp": mlp,
         }}
-    layers["final_norm"] = {"scale": store.take(prefix + "norm.weight")}
+    layers["final_norm"] = norm_from_hf(store, prefix + "norm", bias=False)
     return {
         "token_embedding": {"embedding": store.take(prefix + "embed_tokens.weight")},
         "decoder": stack_layout(layers, cfg.num_layers, cfg.scan_layers),
@@ -181,24 +186,15 @@ def params_to_hf(params: dict, cfg: GPTConfig, prefix: str = "") -> dict[str, np
     params = to_numpy_tree(params)
     stack = unstack_layout(params["decoder"], cfg.num_layers)
     out = {prefix + "embed_tokens.weight": params["token_embedding"]["embedding"],
-           prefix + "norm.weight": stack["final_norm"]["scale"]}
-
-    def put(name: str, weight: np.ndarray, module: dict) -> None:
-        out[name + ".weight"] = weight
-        if "bias" in module:
-            out[name + ".bias"] = module["bias"].reshape(-1)
-
+           **norm_to_hf(stack["final_norm"], prefix + "norm")}
     for i in range(cfg.num_layers):
         layer, p = stack[f"layers_{i}"]["layer"], f"{prefix}layers.{i}."
-        att = layer["self_attention"]
-        out[p + "input_layernorm.weight"] = layer["attention_norm"]["scale"]
-        out[p + "post_attention_layernorm.weight"] = layer["mlp_norm"]["scale"]
-        for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-            put(p + "self_attn." + theirs, heads_to_linear(att[ours]["kernel"]), att[ours])
-        put(p + "self_attn.o_proj", out_to_linear(att["out"]["kernel"]), att["out"])
-        for ours, theirs in (("wi_0", "gate_proj"), ("wi_1", "up_proj"), ("wo", "down_proj")):
-            mod = layer["mlp"][ours]
-            put(p + "mlp." + theirs, np.ascontiguousarray(mod["kernel"].T), mod)
+        out.update(norm_to_hf(layer["attention_norm"], p + "input_layernorm"))
+        out.update(norm_to_hf(layer["mlp_norm"], p + "post_attention_layernorm"))
+        names = {ours: f"{p}self_attn.{theirs}" for ours, theirs in _ATTENTION}
+        out.update(attention_to_hf(layer["self_attention"], names))
+        for ours, theirs in _MLP:
+            out.update(dense_to_hf(layer["mlp"][ours], f"{p}mlp.{theirs}"))
     return out
 
 
@@ -215,7 +211,8 @@ def load(hf_config: dict, store: TensorStore, *, with_head: bool | None = None,
     archs = hf_config.get("architectures") or []
     if with_head is None:
         with_head = prefix == "model." or any("CausalLM" in a for a in archs)
-    params = params_from_hf(store, cfg, prefix)
+    hf_biases = (hf_config.get("attention_bias", False), hf_config.get("mlp_bias", False))
+    params = params_from_hf(store, cfg, prefix, hf_biases)
     if with_head:
         head = store.take_optional("lm_head.weight")
         if cfg.tie_word_embeddings:

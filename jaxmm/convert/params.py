@@ -1,9 +1,6 @@
-"""Helpers shared by the family converters: layouts, activations, prefixes.
+"""Helpers shared by the family converters: scan layouts, activations, prefixes.
 
-Conventions: PyTorch ``nn.Linear`` stores ``weight`` as ``(out, in)``; Flax
-kernels are ``(in, out)``; jaxmm attention projections are ``(E, heads, D)``
-(query/key/value) and ``(heads, D, E)`` (output), head-major like Hugging Face's
-``view(..., heads, head_dim)``.
+(Per-tensor layout mapping of the shared layers is in :mod:`jaxmm.convert.layers`.)
 """
 
 from __future__ import annotations
@@ -23,10 +20,6 @@ __all__ = [
     "activation_from_hf",
     "activation_to_hf",
     "find_prefix",
-    "heads_from_linear",
-    "heads_to_linear",
-    "out_from_linear",
-    "out_to_linear",
     "stack_layout",
     "to_numpy_tree",
     "unstack_layout",
@@ -68,26 +61,6 @@ def unstack_layout(stack_params: Mapping, num_layers: int) -> dict:
     stack_params = dict(stack_params)
     return unstack_layer_params(stack_params, num_layers) if "layers" in stack_params \
         else stack_params
-
-
-def heads_from_linear(w: np.ndarray, heads: int, head_dim: int) -> np.ndarray:
-    """Linear ``(heads*D, E)`` -> kernel ``(E, heads, D)``."""
-    return np.ascontiguousarray(w.T.reshape(w.shape[1], heads, head_dim))
-
-
-def heads_to_linear(k: np.ndarray) -> np.ndarray:
-    """Kernel ``(E, heads, D)`` -> Linear ``(heads*D, E)``."""
-    return np.ascontiguousarray(k.reshape(k.shape[0], -1).T)
-
-
-def out_from_linear(w: np.ndarray, heads: int, head_dim: int) -> np.ndarray:
-    """Linear ``(E, heads*D)`` -> output kernel ``(heads, D, E)``."""
-    return np.ascontiguousarray(w.T.reshape(heads, head_dim, w.shape[0]))
-
-
-def out_to_linear(k: np.ndarray) -> np.ndarray:
-    """Output kernel ``(heads, D, E)`` -> Linear ``(E, heads*D)``."""
-    return np.ascontiguousarray(k.reshape(-1, k.shape[-1]).T)
 
 
 def find_prefix(store: TensorStore, anchor: str, candidates: Iterable[str]) -> str:
