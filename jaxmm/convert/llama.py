@@ -75,6 +75,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
     where = "Llama config.json"
     d, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
     attention_bias, mlp_bias = hf.get("attention_bias", False), hf.get("mlp_bias", False)
+    head_dim = hf.get("head_dim")
     values = dict(
         vocab_size=hf.get("vocab_size", 32000),
         max_position_embeddings=hf.get("max_position_embeddings"),
@@ -82,7 +83,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
         d_model=d,
         num_heads=heads,
         num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or d // heads,
+        head_dim=None if head_dim in (None, d // heads) else head_dim,
         mlp_dim=hf.get("intermediate_size", 11008),
         activation=activation_from_hf(hf.get("hidden_act", "silu"), where),
         gated_mlp=True,
