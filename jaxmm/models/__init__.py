@@ -1,7 +1,6 @@
 """Model families. Importing this package registers every family by name."""
 
+import jaxmm.models.bert  # noqa: F401  (BERT, RoBERTa)
 from jaxmm.models.registry import ModelSpec, available, build, get, register
-
-from jaxmm.models import bert  # noqa: E402,F401,I001
 
 __all__ = ["ModelSpec", "available", "build", "get", "register"]

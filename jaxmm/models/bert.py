@@ -45,6 +45,7 @@ from jaxmm.layers import (
     get_activation,
     key_padding_mask,
 )
+from jaxmm.losses import cross_entropy
 from jaxmm.models.outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -237,7 +238,9 @@ def _check_inputs(cfg: BertConfig, input_ids, attention_mask, token_type_ids, po
         raise ValueError("Pass exactly one of input_ids (B, T) or inputs_embeds (B, T, E).")
     shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:2])
     if input_ids is not None and input_ids.ndim != 2:
-        raise ValueError(f"input_ids must have shape (batch, length); got {tuple(input_ids.shape)}.")
+        raise ValueError(
+            f"input_ids must have shape (batch, length); got {tuple(input_ids.shape)}."
+        )
     if inputs_embeds is not None and (
         inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != cfg.d_model
     ):
@@ -548,7 +551,8 @@ def sequence_classification_loss(config: BertConfig, logits: Array, labels: Arra
     ``problem_type`` (or, when ``None``: regression if ``num_labels == 1``,
     single-label if ``labels`` are integers, else multi-label) selects MSE on
     float ``(B,)``/``(B, num_labels)`` targets, softmax cross-entropy on int
-    ``(B,)`` class ids, or sigmoid BCE on ``(B, num_labels)`` 0/1 targets.
+    ``(B,)`` class ids (``-100`` ignored), or sigmoid BCE on ``(B, num_labels)``
+    0/1 targets.
     """
     labels = jnp.asarray(labels)
     kind = config.problem_type
@@ -563,5 +567,5 @@ def sequence_classification_loss(config: BertConfig, logits: Array, labels: Arra
         preds = logits[:, 0] if config.num_labels == 1 else logits
         return jnp.mean(jnp.square(preds - labels.reshape(preds.shape).astype(preds.dtype)))
     if kind == "single_label_classification":
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        return cross_entropy(logits, labels)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)))
