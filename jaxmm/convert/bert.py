@@ -110,7 +110,9 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> B.BertConfig:
 
 def config_to_hf(cfg: B.BertConfig, architecture: str) -> dict[str, Any]:
     """:class:`BertConfig` -> ``config.json`` dict for HF class ``architecture``."""
-    labels = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
+    # HF's QA head is Linear(hidden, num_labels) split into start/end: always 2.
+    num_labels = 2 if architecture.endswith("ForQuestionAnswering") else cfg.num_labels
+    labels = {str(i): f"LABEL_{i}" for i in range(num_labels)}
     return {
         "architectures": [architecture],
         "model_type": cfg.model_type,
@@ -201,15 +203,15 @@ def _head_map(cfg: B.BertConfig, head: str) -> Iterator[Entry]:
         if roberta:
             yield from _linear("lm_head.dense", ("mlm_head", "dense"))
             yield from _norm("lm_head.layer_norm", ("mlm_head", "norm"))
-            yield "lm_head.bias", ("mlm_head", "bias"), "copy"
-            decoder = "lm_head.decoder"
         else:
             yield from _linear("cls.predictions.transform.dense", ("mlm_head", "dense"))
             yield from _norm("cls.predictions.transform.LayerNorm", ("mlm_head", "norm"))
-            yield "cls.predictions.bias", ("mlm_head", "bias"), "copy"
-            decoder = "cls.predictions.decoder"
-        if not cfg.tie_word_embeddings:
+        bias, decoder = _mlm_bias_names(cfg)
+        if cfg.tie_word_embeddings:
+            yield bias, ("mlm_head", "bias"), "copy"
+        else:  # HF's forward then uses the decoder's own weight and bias
             yield f"{decoder}.weight", ("mlm_head", "decoder"), "linear"
+            yield f"{decoder}.bias", ("mlm_head", "bias"), "copy"
     if head in ("nsp", "pretraining"):
         yield from _linear("cls.seq_relationship", ("nsp_head",))
     if head == "classifier":
@@ -224,10 +226,19 @@ def _head_map(cfg: B.BertConfig, head: str) -> Iterator[Entry]:
         yield from _linear("qa_outputs", ("qa_outputs",))
 
 
+def _mlm_bias_names(cfg: B.BertConfig) -> tuple[str, str]:
+    """(the head's own bias tensor, the decoder Linear's name) in HF."""
+    if cfg.model_type == "roberta":
+        return "lm_head.bias", "lm_head.decoder"
+    return "cls.predictions.bias", "cls.predictions.decoder"
+
+
 def _decoder_copies(cfg: B.BertConfig) -> tuple[str, ...]:
-    """Tensors HF ties to others (absent in new files, present in old ones)."""
-    dec = "lm_head.decoder" if cfg.model_type == "roberta" else "cls.predictions.decoder"
-    return (f"{dec}.bias",) + ((f"{dec}.weight",) if cfg.tie_word_embeddings else ())
+    """MLM tensors HF keeps as copies of others (old files store them, new ones may not)."""
+    bias, decoder = _mlm_bias_names(cfg)
+    if cfg.tie_word_embeddings:
+        return f"{decoder}.weight", f"{decoder}.bias"
+    return (bias,)
 
 
 def _to_jax(arr: np.ndarray, kind: str, cfg: B.BertConfig) -> np.ndarray:
@@ -406,6 +417,9 @@ def save(model: nn.Module, params: dict) -> tuple[dict, dict]:
     ] + list(_head_map(cfg, head))
     for hf_name, path, kind in entries:
         tensors[hf_name] = _to_hf(np.asarray(_get(params, path), np.float32), kind)
+    if head in ("mlm", "pretraining") and not cfg.tie_word_embeddings:
+        bias, decoder = _mlm_bias_names(cfg)
+        tensors[bias] = tensors[f"{decoder}.bias"]  # HF requires both when untied
     arch = _PREFIX[cfg.model_type] + HEADS[head][1]
     return config_to_hf(cfg, arch), tensors
 
