@@ -1,6 +1,9 @@
 """Model families. Importing this package registers every family by name."""
 
-import jaxmm.models.bert  # noqa: F401  (BERT, RoBERTa)
+from jaxmm.models import (
+    bert,  # noqa: F401
+    vit,  # noqa: F401
+)
 from jaxmm.models.registry import ModelSpec, available, build, get, register
 
 __all__ = ["ModelSpec", "available", "build", "get", "register"]
