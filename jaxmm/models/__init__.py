@@ -1,6 +1,7 @@
 """Model families. Importing this package registers every family by name."""
 
 from jaxmm.models import (
+    fusion,  # noqa: F401  (registers "fusion")
     vit,  # noqa: F401
     whisper,  # noqa: F401
 )
