@@ -67,6 +67,7 @@ _CONVERTERS: dict[str, Converter] = {}
 _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.bert",
     "jaxmm.convert.vit",
+    "jaxmm.convert.whisper",
 )
 
 
