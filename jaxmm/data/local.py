@@ -85,15 +85,11 @@ def _image_bytes(path: str) -> bytes:
 def _audio_int16(path: str) -> np.ndarray:
     """Decoded audio, mono, resampled to 16 kHz, int16."""
     import soundfile as sf
-    from scipy.signal import resample_poly
+
+    from jaxmm.audio import resample
 
     wave, rate = sf.read(path, dtype="float32", always_2d=True)
-    wave = wave.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        from math import gcd
-
-        g = gcd(int(rate), SAMPLE_RATE)
-        wave = resample_poly(wave, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    wave = resample(wave.mean(axis=1), int(rate), SAMPLE_RATE)
     if wave.size == 0:
         raise ValueError("empty audio")
     return np.round(np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)

@@ -1,9 +1,10 @@
 """Audio ops (TF, one example at a time): waveforms at 16 kHz, float32 in [-1, 1].
 
-Log-mel features are not re-implemented here: ``log_mel`` is a thin op over
-the project's single feature front end (or any NumPy function you name), so
-the math lives in one place. Models can equally take ``audio`` and compute
-``input_features`` on device.
+Signal processing is not re-implemented here: ``resample`` and ``log_mel`` are
+thin ops over the project's audio front end (:mod:`jaxmm.audio`), so the math
+lives in one place. Models can equally take ``audio`` and compute
+``input_features`` on device with :func:`jaxmm.audio.whisper_log_mel`, which is
+usually faster than running it per example on the host.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import tensorflow as tf
 from jaxmm.config import ConfigError
 from jaxmm.data.preprocess import register, require
 
-# Where the project's log-mel front end lives (module:function). It must accept
+# The project's log-mel front end (module:function). A replacement must accept
 # ``(waveform float32 (N,), sample_rate=..., **kwargs)`` and return ``(n_mels, frames)``.
-DEFAULT_LOG_MEL = "jaxmm.models.audio:log_mel_spectrogram"
+DEFAULT_LOG_MEL = "jaxmm.audio:whisper_log_mel"
 
 
 @register("audio_to_float")
@@ -38,20 +39,15 @@ def audio_to_float(key: str = "audio"):
 
 @register("resample")
 def resample(rate_in: int, rate_out: int = 16000, key: str = "audio"):
-    """Polyphase resampling (``scipy.signal.resample_poly``) from ``rate_in`` to ``rate_out``."""
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(rate_in, rate_out)
-    up, down = rate_out // g, rate_in // g
+    """Polyphase resampling from ``rate_in`` to ``rate_out`` (:func:`jaxmm.audio.resample`)."""
+    from jaxmm.audio import resample as resample_fn
 
     def run(x):
-        return resample_poly(x.astype(np.float32), up, down).astype(np.float32)
+        return resample_fn(x, rate_in, rate_out)
 
     def op(ex, seed):
         x = tf.cast(require(ex, key, "resample"), tf.float32)
-        if up == down:
+        if rate_in == rate_out:
             return {**ex, key: x}
         out = tf.numpy_function(run, [x], tf.float32, stateful=False)
         out.set_shape([None])

@@ -171,3 +171,13 @@ def test_log_mel_is_a_thin_op_over_a_named_function(rng):
     np.testing.assert_allclose(out, mel(wave, 16000), rtol=1e-6)
     with pytest.raises(ConfigError, match="cannot import 'nope.mod:f'"):
         preprocess.build("log_mel(fn='nope.mod:f')")
+
+
+def test_log_mel_default_is_the_project_front_end(rng):
+    from jaxmm.audio import whisper_log_mel
+
+    wave = rng.normal(0, 0.1, 8000).astype(np.float32)
+    out = run("log_mel(chunk_seconds=1.0)", audio=wave)["input_features"]
+    ref = np.asarray(whisper_log_mel(wave, sample_rate=16000, chunk_seconds=1.0))
+    assert out.shape == (80, 100)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
