@@ -2,6 +2,7 @@
 
 from jaxmm.models import (
     fusion,  # noqa: F401  (registers "fusion")
+    resnet,  # noqa: F401
     vit,  # noqa: F401
     whisper,  # noqa: F401
 )
