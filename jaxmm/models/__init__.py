@@ -1,6 +1,7 @@
 """Model families. Importing this package registers every family by name."""
 
 from jaxmm.models import (
+    audio,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     resnet,  # noqa: F401
     vit,  # noqa: F401
