@@ -4,6 +4,7 @@ from jaxmm.models import (
     audio,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     resnet,  # noqa: F401
+    video,  # noqa: F401
     vit,  # noqa: F401
     whisper,  # noqa: F401
 )

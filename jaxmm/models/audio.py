@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from jaxmm.audio import check_sample_rate
 from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.layers import classifier_head
 from jaxmm.layers.blocks import DTYPES
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
@@ -155,12 +156,8 @@ class ASTForAudioClassification(nn.Module):
             input_features, attention_mask, sample_rate=sample_rate, deterministic=deterministic,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
-        logits = nn.Dense(
-            cfg.num_labels, dtype=DTYPES[cfg.dtype], param_dtype=DTYPES[cfg.param_dtype],
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-            name="classifier",
-        )(out.pooler_output)
+        head = classifier_head(cfg.num_labels, DTYPES[cfg.dtype], DTYPES[cfg.param_dtype])
+        logits = head(out.pooler_output)
         return SequenceClassifierOutput(logits=logits.astype(jnp.float32),
                                         hidden_states=out.hidden_states,
                                         attentions=out.attentions)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.layers import classifier_head
 from jaxmm.layers.blocks import DTYPES
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
@@ -230,11 +231,7 @@ class ResNetForImageClassification(nn.Module):
         cfg = self.config
         out = ResNetEncoder(cfg, name="resnet")(image, deterministic=deterministic,
                                                 output_hidden_states=output_hidden_states)
-        logits = nn.Dense(
-            cfg.num_labels, dtype=DTYPES[cfg.dtype], param_dtype=DTYPES[cfg.param_dtype],
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-            name="classifier",
-        )(out.pooler_output)
+        head = classifier_head(cfg.num_labels, DTYPES[cfg.dtype], DTYPES[cfg.param_dtype])
+        logits = head(out.pooler_output)
         return SequenceClassifierOutput(logits=logits.astype(jnp.float32),
                                         hidden_states=out.hidden_states)

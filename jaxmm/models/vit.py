@@ -31,6 +31,7 @@ from jaxmm.layers import (
     PatchEmbed,
     TransformerConfig,
     TransformerStack,
+    classifier_head,
     get_activation,
     key_padding_mask,
     resize_position_grid,
@@ -324,12 +325,8 @@ class ViTForImageClassification(nn.Module):
             deterministic=deterministic, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = nn.Dense(
-            cfg.num_labels, dtype=DTYPES[cfg.dtype], param_dtype=DTYPES[cfg.param_dtype],
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-            name="classifier",
-        )(out.pooler_output)
+        head = classifier_head(cfg.num_labels, DTYPES[cfg.dtype], DTYPES[cfg.param_dtype])
+        logits = head(out.pooler_output)
         return SequenceClassifierOutput(
             logits=logits.astype(jnp.float32), hidden_states=out.hidden_states,
             attentions=out.attentions,
