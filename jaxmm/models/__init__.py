@@ -2,6 +2,7 @@
 
 from jaxmm.models import (
     audio,  # noqa: F401
+    bert,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     resnet,  # noqa: F401
     video,  # noqa: F401
