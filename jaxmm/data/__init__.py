@@ -1,0 +1,1 @@
+"""Data pipelines, preprocessing and tokenizers (``jaxmm.data.tokenizers``)."""
