@@ -14,6 +14,7 @@ from jaxmm.layers.embeddings import Embed, PatchEmbed
 from jaxmm.layers.mlp import Mlp, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
 from jaxmm.layers.positions import (
+    DecodePositions,
     LearnedPositionEmbedding,
     RelativePositionBias,
     alibi_bias,
@@ -22,6 +23,7 @@ from jaxmm.layers.positions import (
     bicubic_resize_matrix,
     relative_position_bucket,
     resize_position_grid,
+    sinusoidal_embedding,
     sinusoidal_positions,
 )
 from jaxmm.layers.stack import (
@@ -33,6 +35,7 @@ from jaxmm.layers.stack import (
 
 __all__ = [
     "DTYPES",
+    "DecodePositions",
     "DecoderLayer",
     "Embed",
     "EncoderLayer",
@@ -60,6 +63,7 @@ __all__ = [
     "prefix_lm_mask",
     "relative_position_bucket",
     "resize_position_grid",
+    "sinusoidal_embedding",
     "sinusoidal_positions",
     "stack_layer_params",
     "unstack_layer_params",
