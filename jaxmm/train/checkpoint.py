@@ -41,6 +41,33 @@ log = logging.getLogger(__name__)
 __all__ = ["Checkpointer", "export_params", "load_exported"]
 
 
+# Orbax splits each replicated shard among its replicas for parallel writes
+# ("replica-parallel"), which costs one small compiled slice per shard and
+# shape; below this many bytes per slice that overhead dominates, so smaller
+# arrays are written whole by one replica.
+MIN_REPLICA_PARALLEL_BYTES = 4 << 20
+_orbax_configured = False
+
+
+def _configure_orbax() -> None:
+    """Registers jaxmm's jax.Array handler options with Orbax (once per process)."""
+    global _orbax_configured
+    if _orbax_configured:
+        return
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # Orbax warns that it overrides the default handler
+    try:
+        ocp.type_handlers.register_type_handler(
+            jax.Array,
+            ocp.type_handlers.ArrayHandler(
+                min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_BYTES),
+            override=True)
+    finally:
+        absl_log.setLevel(level)
+    _orbax_configured = True
+
+
 # ---------------------------------------------------------------------------
 # Per-process JSON (data iterator state)
 # ---------------------------------------------------------------------------
@@ -109,6 +136,7 @@ class Checkpointer:
             raise ConfigError(f"checkpoint.best_mode must be 'min' or 'max'; got {best_mode!r}.")
         if keep < 1:
             raise ConfigError(f"checkpoint.keep must be >= 1; got {keep}.")
+        _configure_orbax()
         pp = ocp.checkpoint_managers
         policies = [pp.LatestN(keep)]
         if best_metric:
@@ -186,6 +214,7 @@ class Checkpointer:
 def export_params(variables: Any, directory: str | os.PathLike, *, model_name: str,
                   model_config: dict[str, Any], task: str | None = None) -> str:
     """Writes ``variables`` alone (Orbax) and ``model.json`` to ``directory``."""
+    _configure_orbax()
     directory = epath.Path(directory).absolute()
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(directory / "variables", variables, force=True)

@@ -25,7 +25,7 @@ from jaxmm.train.tasks.base import Task
 
 __all__ = ["any_process", "make_source", "pad_batch", "to_global"]
 
-_SYNTHETIC_OPTIONS = ("name", "num_batches", "nan_at_batch", "layout", "seed")
+_SYNTHETIC_OPTIONS = ("name", "num_batches", "nan_at_batch", "layout", "seed", "delay_s")
 
 
 def make_source(data: Mapping[str, Any] | None, *, task: Task, split: str, batch_size: int,
@@ -44,7 +44,7 @@ def make_source(data: Mapping[str, Any] | None, *, task: Task, split: str, batch
             seed=int(data.get("seed") or 0), process_index=pi, process_count=pc,
             num_batches=num_batches or data.get("num_batches"), repeat=repeat,
             nan_at_batch=data.get("nan_at_batch") if split == "train" else None,
-            split=split, **dims,
+            split=split, delay_s=float(data.get("delay_s") or 0.0), **dims,
         )
     try:
         from jaxmm.data import make_iterator

@@ -123,7 +123,8 @@ class Progress:
                  stream: TextIO | None = None, enabled: bool = True):
         self.total, self.start, self.unit = total, start, unit
         self.stream = stream or sys.stdout
-        self.enabled = enabled and jax.process_index() == 0
+        self.main = jax.process_index() == 0
+        self.enabled = enabled and self.main  # the per-step line; messages always print
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.perf_counter()
 
@@ -151,9 +152,9 @@ class Progress:
         self.stream.flush()
 
     def message(self, text: str) -> None:
-        if not self.enabled:
+        if not self.main:
             return
-        if self.tty:
+        if self.tty and self.enabled:
             self.stream.write("\n")
         self.stream.write(text + "\n")
         self.stream.flush()

@@ -21,14 +21,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
 from jaxmm import sharding
 from jaxmm.config import ConfigError
 from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import distributed, input as input_lib
+from jaxmm.train import distributed
+from jaxmm.train import input as input_lib
 from jaxmm.train import logging as log_lib
 from jaxmm.train.optim import make_optimizer, trainable_mask
 from jaxmm.train.run_config import resolve_config
@@ -37,7 +38,7 @@ from jaxmm.train.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteError", "build_task", "evaluate", "run"]
+__all__ = ["NonFiniteError", "build_task", "evaluate", "evaluate_checkpoint", "run"]
 
 
 class NonFiniteError(RuntimeError):
@@ -81,7 +82,8 @@ def _merge_initial(init: Any, loaded: Any, source: str) -> Any:
     """Takes ``loaded`` params where path and shape match ``init`` (fine-tuning)."""
     flat_init = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(init)}
     flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
-    used = [k for k in flat_init if k in flat_new and np.shape(flat_new[k]) == np.shape(flat_init[k])]
+    used = [k for k in flat_init
+            if k in flat_new and np.shape(flat_new[k]) == np.shape(flat_init[k])]
     if not used:
         raise ConfigError(f"init from {source}: no parameter matches the model (by path and "
                           "shape); check model.name / model.config.")
@@ -108,6 +110,21 @@ def _initial_params(config: ConfigDict, params: Any, shardings: Any) -> Any:
         return params
     merged = _merge_initial(jax.device_get(params), jax.device_get(loaded), source)
     return jax.tree.map(jax.device_put, merged, shardings)
+
+
+def _example(task: Task, config: ConfigDict) -> dict[str, np.ndarray]:
+    """A one-row batch with the run's shapes (for init and abstract evaluation)."""
+    dims = {k: v for k, v in dict(config.data).items()
+            if k in ("seq_len", "image_size", "frames", "n_mels", "channels")}
+    return task.example_batch(1, **dims)
+
+
+def _variable_shardings(task: Task, example, rng, mesh, rules) -> tuple[Any, dict[str, Any]]:
+    """``(param shardings, {collection: shardings})`` from the logical axis names."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        boxed = jax.eval_shape(task.init, rng, example)
+    shardings = dict(sharding.logical_shardings(boxed, mesh, rules))
+    return shardings.pop("params"), shardings
 
 
 def _fetch(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
@@ -152,13 +169,16 @@ def evaluate(eval_step, variables: Any, constants: Any, batches: Iterator, mesh,
 # ---------------------------------------------------------------------------
 
 
-def run(config: ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
+def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
+        mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains (or resumes) the run ``config`` in ``workdir``; returns the summary.
 
     ``config`` is a run config (``configs/*.py``'s ``get_config()``, possibly
     partial: it is completed with the defaults of
-    :func:`jaxmm.train.run_config.default_config`). Raises
-    :class:`NonFiniteError` if the loss or gradients become NaN/Inf.
+    :func:`jaxmm.train.run_config.default_config`). ``mesh``: a mesh with the
+    axes ``data``, ``fsdp``, ``tensor`` to use instead of ``config.mesh`` (e.g.
+    on a subset of the devices). Raises :class:`NonFiniteError` if the loss or
+    gradients become NaN/Inf.
     """
     # -- config & processes ---------------------------------------------------
     config = resolve_config(config)
@@ -173,7 +193,7 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
             f.write(config.to_json(indent=2))
 
     # -- mesh -----------------------------------------------------------------
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = mesh or sharding.make_mesh(config.mesh)
     rules = tuple(tuple(r) for r in config.sharding_rules) + sharding.DEFAULT_RULES
     _check_batch(config, mesh)
     repl = NamedSharding(mesh, PartitionSpec())
@@ -188,7 +208,6 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
         tokenizer = tokenizers.load(config.tokenizer)
 
     # -- input ----------------------------------------------------------------
-    rows = config.batch_size // jax.process_count()
     train_iter = input_lib.make_source(
         config.data, task=task, split="train", batch_size=config.batch_size,
         seed=config.seed, shuffle=True, repeat=True, tokenizer=tokenizer)
@@ -204,9 +223,7 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
 
     # -- shard: abstract state, shardings, optimizer ----------------------------
     tx, schedule = make_optimizer(config)
-    example = task.example_batch(1, **{k: v for k, v in dict(config.data).items()
-                                       if k in ("seq_len", "image_size", "frames", "n_mels",
-                                                "channels")})
+    example = _example(task, config)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
 
     def init_state(rng) -> TrainState:
@@ -216,12 +233,9 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
                           opt_state=tx.init(params), rng=state_rng)
 
+    param_shardings, var_shardings = _variable_shardings(task, example, init_rng, mesh, rules)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(task.init, init_rng, example)
         abstract = jax.eval_shape(init_state, init_rng)
-    var_shardings = sharding.logical_shardings(boxed, mesh, rules)
-    var_shardings = dict(var_shardings)
-    param_shardings = var_shardings.pop("params")
     state_shardings = TrainState(
         step=repl, params=param_shardings, extra=var_shardings,
         opt_state=sharding.shardings_like(abstract.opt_state, abstract.params,
@@ -400,3 +414,54 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str) -> dict[str, Any]:
     writer.write_summary(summary, os.path.join(workdir, "summary.json"))
     writer.close()
     return summary
+
+
+def evaluate_checkpoint(config: ConfigDict | Mapping[str, Any], workdir: str, *,
+                        step: int | None = None, params_dir: str | None = None
+                        ) -> dict[str, Any]:
+    """Evaluates a run's checkpoint (latest, or ``step``) or an exported params dir.
+
+    Returns ``{"step", "metrics"}`` and writes ``workdir/eval_<step>.json``.
+    """
+    config = resolve_config(config)
+    distributed.initialize(config.distributed)
+    mesh = sharding.make_mesh(config.mesh)
+    rules = tuple(tuple(r) for r in config.sharding_rules) + sharding.DEFAULT_RULES
+    task = build_task(config)
+    example = _example(task, config)
+    param_shardings, var_shardings = _variable_shardings(
+        task, example, jax.random.PRNGKey(0), mesh, rules)
+    shardings = {"params": param_shardings, **var_shardings}
+    with jax.set_mesh(mesh):
+        if params_dir is not None:
+            _, variables = ckpt_lib.load_exported(params_dir, shardings=shardings)
+            step = -1
+        else:
+            checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+            step = checkpointer.latest_step() if step is None else step
+            if step is None:
+                raise ConfigError(f"No checkpoint in {workdir}/checkpoints to evaluate; train "
+                                  "first or pass an exported params directory.")
+            with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+                boxed = jax.eval_shape(task.init, jax.random.PRNGKey(0), example)
+            target = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                nn.meta.unbox(boxed), shardings)
+            variables = checkpointer.restore_variables(step, target)
+            checkpointer.close()
+        constants = task.constants(config, mesh, rules)
+        eval_step = jax.jit(make_eval_step(task, rules=rules))
+        eval_batch = config.eval.batch_size or config.batch_size
+        batches = input_lib.make_source(
+            config.eval.data if config.eval.data is not None else config.data, task=task,
+            split=config.eval.split, batch_size=eval_batch, seed=config.seed, shuffle=False,
+            repeat=False, num_batches=config.eval.num_batches)
+        metrics = evaluate(eval_step, variables, constants, batches, mesh,
+                           per_process_rows=eval_batch // jax.process_count(),
+                           num_batches=config.eval.num_batches, task=task)
+    result = {"step": step, "metrics": metrics}
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    return result

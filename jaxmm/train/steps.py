@@ -152,9 +152,9 @@ def make_train_step(
             params = optax.apply_updates(state.params, updates)
             metrics = {"loss": loss_sum / denom}
             metrics.update({k: s / jnp.maximum(c, 1e-9) for k, (s, c) in msums.items()})
-            metrics["grad_norm"] = optax.global_norm(grads)
+            metrics["grad_norm"] = optax.tree.norm(grads)
             finite = _all_finite(metrics)
-            metrics["param_norm"] = optax.global_norm(params)
+            metrics["param_norm"] = optax.tree.norm(params)
             metrics["weight"] = weight
             if schedule is not None:
                 metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)

@@ -25,6 +25,7 @@ Token ids ``0..3`` are reserved (pad, bos, eos, mask); content tokens start at 4
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,7 +83,8 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
     independent stream of examples from it (train vs validation).
     """
     if layout not in LAYOUTS:
-        raise ConfigError(f"Unknown synthetic layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+        raise ConfigError(
+            f"Unknown synthetic layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
     unknown = set(dims) - set(DEFAULT_DIMS)
     if unknown:
         raise ConfigError(
@@ -137,6 +139,7 @@ class SyntheticSource(Iterator):
       repeat: start over after ``num_batches`` (else ``StopIteration``).
       nan_at_batch: fill the float fields of that global batch with NaN (to
         test the non-finite guard of the training loop).
+      delay_s: sleep this long per batch (emulates a slow input pipeline).
       dims: ``seq_len``, ``vocab_size``, ``image_size``, ``channels``,
         ``num_classes``, ``n_mels``, ``frames``, ``min_len_frac``.
     """
@@ -144,7 +147,8 @@ class SyntheticSource(Iterator):
     def __init__(self, layout: str, *, batch_size: int, seed: int = 0,
                  process_index: int = 0, process_count: int = 1,
                  num_batches: int | None = None, repeat: bool = True,
-                 nan_at_batch: int | None = None, split: str = "train", **dims: Any):
+                 nan_at_batch: int | None = None, split: str = "train",
+                 delay_s: float = 0.0, **dims: Any):
         if batch_size % process_count:
             raise ConfigError(
                 f"batch_size={batch_size} is not divisible by the {process_count} processes."
@@ -152,7 +156,7 @@ class SyntheticSource(Iterator):
         self.layout, self.batch_size, self.seed = layout, batch_size, seed
         self.process_index, self.process_count = process_index, process_count
         self.num_batches, self.repeat, self.nan_at_batch = num_batches, repeat, nan_at_batch
-        self.dims, self.split = dims, split
+        self.dims, self.split, self.delay_s = dims, split, delay_s
         make_batch(layout, 0, 1, seed, split, **dims)  # validates layout and dims early
         self._next = 0
 
@@ -168,6 +172,8 @@ class SyntheticSource(Iterator):
             batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
                      for k, v in batch.items()}
         self._next += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
         per = self.batch_size // self.process_count
         lo = self.process_index * per
         return {k: v[lo:lo + per] for k, v in batch.items()}

@@ -39,7 +39,8 @@ class ClassificationOptions(ConfigBase):
                 f"task.modality={self.modality!r} is not one of {', '.join(_LAYOUTS)}."
             )
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"task.label_smoothing must be in [0, 1); got {self.label_smoothing}.")
+            raise ConfigError(
+                f"task.label_smoothing must be in [0, 1); got {self.label_smoothing}.")
 
 
 def classification_loss(logits, batch, label_smoothing: float = 0.0) -> LossOutput:

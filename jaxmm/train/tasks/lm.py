@@ -32,7 +32,8 @@ class LMOptions(ConfigBase):
 
     def validate(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"task.label_smoothing must be in [0, 1); got {self.label_smoothing}.")
+            raise ConfigError(
+                f"task.label_smoothing must be in [0, 1); got {self.label_smoothing}.")
 
 
 def lm_targets(batch) -> jnp.ndarray:
