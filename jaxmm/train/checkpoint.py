@@ -194,8 +194,12 @@ class Checkpointer:
                            opt_state=train["opt_state"], rng=train["rng"])
         return state, restored.data
 
-    def restore_variables(self, step: int, target: Any) -> Any:
-        """Restores only the model variables of ``step`` (evaluation, export)."""
+    def restore_variables(self, step: int, target: Any = None) -> Any:
+        """Restores only the model variables of ``step`` (evaluation, export).
+
+        ``target``: a tree of ``ShapeDtypeStruct`` with shardings; ``None``
+        restores with the saved shardings where the devices allow.
+        """
         return self.manager.restore(
             step, args=ocp.args.Composite(model=ocp.args.StandardRestore(target))).model
 

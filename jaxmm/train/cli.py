@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteError as e:
         print(f"jaxmm train: error: {e}", file=sys.stderr)
         return 1
-    if not summary["preempted"]:
+    import jax
+
+    if not summary["preempted"] and jax.process_index() == 0:
         print(f"jaxmm train: done at step {summary['step']}; eval {summary['eval']}")
     return 0

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm import losses
 from jaxmm.config import ConfigBase, ConfigError, nearest
 
 Array = jax.Array
@@ -70,7 +71,7 @@ __all__ = [
     "softmax_xent",
 ]
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = losses.IGNORE_INDEX
 
 # Batch keys that are model inputs when present (in the shared naming).
 INPUT_KEYS = ("image", "input_ids", "attention_mask", "token_type_ids", "input_features",
@@ -145,24 +146,21 @@ def example_weights(batch: Mapping[str, Array]) -> Array:
 
 def softmax_xent(logits: Array, labels: Array, *, weights: Array | None = None,
                  label_smoothing: float = 0.0) -> tuple[Array, Array, Array]:
-    """Summed softmax cross-entropy over integer labels.
+    """Summed softmax cross-entropy (:func:`jaxmm.losses.cross_entropy`) and hits.
 
     logits ``(..., V)``, labels ``(...)`` int (``-100`` = ignore), weights
     broadcastable to labels. Returns ``(loss_sum, correct_sum, weight_sum)``:
     the loss and the top-1 hits summed over the non-ignored positions, and
-    their count. Computed in float32 whatever the logits' dtype.
+    their count (all float32).
     """
-    logits = logits.astype(jnp.float32)
     valid = (labels != IGNORE_INDEX).astype(jnp.float32)
     if weights is not None:
-        valid = valid * jnp.broadcast_to(weights, valid.shape)
+        valid = valid * jnp.broadcast_to(weights, valid.shape).astype(jnp.float32)
+    nll = losses.cross_entropy(logits, labels, label_smoothing=label_smoothing,
+                               weights=valid, reduction="sum")
     safe = jnp.where(labels == IGNORE_INDEX, 0, labels)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-    if label_smoothing:
-        nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
     correct = (jnp.argmax(logits, axis=-1) == safe).astype(jnp.float32)
-    return (nll * valid).sum(), (correct * valid).sum(), valid.sum()
+    return nll, (correct * valid).sum(), valid.sum()
 
 
 class Task:

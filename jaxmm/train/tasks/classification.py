@@ -22,21 +22,27 @@ from jaxmm.train.tasks.base import (
     softmax_xent,
 )
 
-_LAYOUTS = {"image": "image", "text": "text", "audio": "audio_text", "vqa": "vqa"}
+# modality -> (batch keys passed to the model, synthetic layout)
+_MODALITIES = {
+    "image": (("image",), "image"),
+    "text": (("input_ids", "attention_mask", "token_type_ids"), "text"),
+    "audio": (("input_features", "audio"), "audio_text"),
+    "video": (("video",), "image"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationOptions(ConfigBase):
-    """label_smoothing: as in the LM task. modality: image | text | audio
-    (picks the synthetic-data layout; real data brings its own fields)."""
+    """label_smoothing: as in the LM task. modality: image | text | audio | video
+    (which batch fields the model reads, and the synthetic-data layout)."""
 
     label_smoothing: float = 0.0
     modality: str = "image"
 
     def validate(self) -> None:
-        if self.modality not in _LAYOUTS:
+        if self.modality not in _MODALITIES:
             raise ConfigError(
-                f"task.modality={self.modality!r} is not one of {', '.join(_LAYOUTS)}."
+                f"task.modality={self.modality!r} is not one of {', '.join(_MODALITIES)}."
             )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(
@@ -61,12 +67,11 @@ class ClassificationTask(Task):
     name = "classification"
     Options = ClassificationOptions
     default_model = "vit_classifier"
-    model_inputs = ("image", "input_ids", "attention_mask", "token_type_ids",
-                    "input_features", "audio", "video")
+    model_inputs = ("image",)
 
     def __init__(self, options, model, teacher=None):
         super().__init__(options, model, teacher)
-        self.layout = _LAYOUTS[options.modality]
+        self.model_inputs, self.layout = _MODALITIES[options.modality]
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
         out, extra = self.apply(variables, batch, train=train, rng=rng)
