@@ -152,6 +152,11 @@ def evaluate(eval_step, variables: Any, constants: Any, batches: Iterator, mesh,
         local = next(batches, None)
         if input_lib.any_process(local is None) if num_batches is None else local is None:
             break
+        short = len(next(iter(local.values()))) < per_process_rows
+        if not task.supports_padding and input_lib.any_process(short):
+            log.warning("Skipping the short last eval batch: task %s cannot mask padding.",
+                        task.name)
+            break
         local = input_lib.pad_batch(local, per_process_rows)
         out = jax.device_get(eval_step(variables, input_lib.to_global(local, mesh), constants))
         for k, (s, c) in out.items():

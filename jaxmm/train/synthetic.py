@@ -16,7 +16,8 @@ for any process count (a run on 2 processes sees exactly the data of a run on
 * ``image_text``: an image of class ``c`` and a caption determined by ``c``
   (``input_ids``/``attention_mask``), ``label`` and ``image_id``.
 * ``vqa``: an image of class ``c``, a question of type ``q`` and
-  ``label = (c + q) mod num_answers``.
+  ``label = (c + q) mod num_answers`` (also as answer text:
+  ``decoder_input_ids`` / ``labels``).
 * ``audio_text``: log-mel-like ``input_features`` whose frames encode the
   caption tokens of class ``c`` (``input_ids``/``attention_mask``).
 
@@ -116,7 +117,12 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
     elif layout == "vqa":
         qtype = rng.integers(0, k, size=n)
         ids, mask = _caption(qtype, length, vocab)
-        out.update(input_ids=ids, attention_mask=mask, label=((cls + qtype) % k).astype(np.int32))
+        answer = ((cls + qtype) % k).astype(np.int32)
+        # Generative VQA targets: "<bos> answer" -> "answer <eos>".
+        token = (_FIRST + answer % (vocab - _FIRST)).astype(np.int32)
+        out.update(input_ids=ids, attention_mask=mask, label=answer,
+                   decoder_input_ids=np.stack([np.full(n, BOS, np.int32), token], 1),
+                   labels=np.stack([token, np.full(n, EOS, np.int32)], 1))
     elif layout == "audio_text":
         ids, mask = _caption(cls, length, vocab)
         table = _prototypes(seed, vocab, (d["n_mels"],))

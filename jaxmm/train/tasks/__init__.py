@@ -5,7 +5,15 @@ Built in: ``lm``, ``mlm``, ``classification``, ``contrastive``, ``captioning``,
 to add one.
 """
 
-from jaxmm.train.tasks import classification, lm  # noqa: F401  (registers them)
+from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
+    classification,
+    contrastive,
+    distillation,
+    lm,
+    mlm,
+    seq2seq,
+    vqa,
+)
 from jaxmm.train.tasks.base import (
     IGNORE_INDEX,
     LossOutput,

@@ -178,6 +178,8 @@ class Task:
     default_model: ClassVar[str | None] = None
     model_inputs: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
     layout: ClassVar[str] = "text"
+    # False when the loss couples all rows (contrastive): padded eval batches are skipped.
+    supports_padding: ClassVar[bool] = True
 
     def __init__(self, options: ConfigBase, model: nn.Module, teacher: nn.Module | None = None):
         self.options = options
