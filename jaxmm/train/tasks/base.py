@@ -209,7 +209,8 @@ class Task:
                            "image_size": ("image_size",),
                            "channels": ("num_channels", "channels"),
                            "num_classes": ("num_labels", "num_classes"),
-                           "n_mels": ("num_mel_bins", "n_mels")}.items():
+                           "n_mels": ("num_mel_bins", "n_mels"),
+                           "frames": ("num_frames",)}.items():
             for key in keys:
                 val = getattr(cfg, key, None)
                 if isinstance(val, int) and not isinstance(val, bool):
