@@ -316,14 +316,16 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
     # -- MFU ------------------------------------------------------------------
     flops_per_step, peak, peak_how = None, None, ""
     if config.log.mfu:
-        batch_abstract = {k: jax.ShapeDtypeStruct((config.batch_size, *v.shape[1:]), v.dtype)
-                          for k, v in example.items()}
+        peak, peak_how = log_lib.peak_flops_total()
+
+    def model_flops(batch) -> float | None:
+        """3x XLA's forward FLOPs of the loss on this (global) batch."""
         fwd = lambda v, b, c: task.loss(v, b, train=False, rng=jax.random.PRNGKey(0),  # noqa: E731
                                         constants=c).loss
+        shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            f = log_lib.forward_flops(fwd, abstract.variables, batch_abstract, constants)
-        flops_per_step = 3.0 * f if f else None
-        peak, peak_how = log_lib.peak_flops_total()
+            f = log_lib.forward_flops(fwd, abstract.variables, shapes, constants)
+        return 3.0 * f if f else None
 
     # -- loop -----------------------------------------------------------------
     preempted = False
@@ -331,8 +333,7 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
     eval_metrics: dict[str, float] = {}
     pending = None  # (step, device metrics) of the previous step: checked one step late
     t_mark, step_mark = None, start
-    tokens_per_example = int(np.prod(example["input_ids"].shape[1:])) \
-        if "input_ids" in example else 0
+    tokens_per_example = 0
 
     def finish_step(step: int, device_metrics) -> dict[str, float]:
         metrics = _fetch(device_metrics)
@@ -351,6 +352,10 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
                     finish_step(*pending)
                 pending = (step, metrics)
                 if t_mark is None:  # exclude compilation from throughput
+                    if "input_ids" in batch:
+                        tokens_per_example = int(np.prod(batch["input_ids"].shape[1:]))
+                    if peak:
+                        flops_per_step = model_flops(batch)
                     jax.block_until_ready(metrics)
                     t_mark, step_mark = time.perf_counter(), step
                 is_last = step == config.num_steps

@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 
 from jaxmm.config import ConfigError, apply_overrides, load_config, nearest
 
-__all__ = ["default_config", "resolve_config", "load_run_config"]
+__all__ = ["default_config", "load_run_config", "parse_config_arg", "resolve_config"]
 
 # Sections whose keys are not checked against the defaults.
 _FREE_FORM = ("data", "eval.data", "model.config", "task", "teacher.config")
@@ -198,3 +198,31 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
 def load_run_config(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
     """``configs/x.py[:arg]`` + ``a.b=v`` overrides -> complete run config."""
     return resolve_config(load_config(spec), overrides)
+
+
+def parse_config_arg(arg: str | None, **defaults: Any) -> ConfigDict:
+    """Parses a config file's ``:arg`` (``"tiny,steps=100"``) over ``defaults``.
+
+    A bare word sets the first default; ``key=value`` sets ``key`` (values are
+    converted to the default's type). Unknown keys raise :class:`ConfigError`.
+    """
+    out = dict(defaults)
+    for i, item in enumerate(p for p in (arg or "").split(",") if p):
+        key, sep, value = item.partition("=")
+        if not sep:
+            if i or not defaults:
+                raise ConfigError(f"Config argument {item!r} must be key=value.")
+            key, value = next(iter(defaults)), item
+        if key not in defaults:
+            close = nearest(key, list(defaults))
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Unknown config argument {key!r}.{hint} Valid: "
+                              f"{', '.join(defaults)}.")
+        cur = defaults[key]
+        if isinstance(cur, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(cur, int | float) and cur is not None:
+            out[key] = type(cur)(value)
+        else:
+            out[key] = value
+    return ConfigDict(out)

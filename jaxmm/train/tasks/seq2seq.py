@@ -16,11 +16,8 @@ Metrics: ``loss`` (per token), ``accuracy`` (next-token top-1), ``perplexity``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase
 from jaxmm.train.tasks.base import (
     IGNORE_INDEX,
     LossOutput,
@@ -29,12 +26,7 @@ from jaxmm.train.tasks.base import (
     register_task,
     softmax_xent,
 )
-from jaxmm.train.tasks.lm import perplexity
-
-
-@dataclasses.dataclass(frozen=True)
-class Seq2SeqOptions(ConfigBase):
-    label_smoothing: float = 0.0
+from jaxmm.train.tasks.lm import LMOptions, perplexity
 
 
 def decoder_batch(batch) -> dict:
@@ -57,7 +49,7 @@ def decoder_batch(batch) -> dict:
 class Seq2SeqTask(Task):
     """Teacher-forced next-token loss of an encoder-decoder model."""
 
-    Options = Seq2SeqOptions
+    Options = LMOptions
     encoder_inputs: tuple[str, ...] = ()
 
     @property
