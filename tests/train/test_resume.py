@@ -55,6 +55,11 @@ def _last_step(workdir):
         return 0
 
 
+def _complete(workdir):
+    d = os.path.join(workdir, "checkpoints")
+    return [int(n) for n in os.listdir(d) if n.isdigit()] if os.path.isdir(d) else []
+
+
 def _tmp_checkpoints(workdir):
     d = os.path.join(workdir, "checkpoints")
     return [n for n in os.listdir(d) if "tmp" in n] if os.path.isdir(d) else []
@@ -89,14 +94,14 @@ def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path, refere
     proc = subprocess.Popen(_train_cmd(cfg, workdir), cwd=ROOT, env=cpu_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # Kill while the checkpoint of step 8 (or later) is being written.
-        caught = _wait_for(lambda: _last_step(workdir) >= 7 and _tmp_checkpoints(workdir))
+        # Kill while a later checkpoint is being written, once one is complete.
+        caught = _wait_for(lambda: _complete(workdir) and _tmp_checkpoints(workdir))
         proc.kill()
         proc.wait(timeout=60)
     finally:
         proc.kill()
     assert caught, "no save in progress was observed"
-    complete = sorted(int(s) for s in os.listdir(f"{workdir}/checkpoints") if s.isdigit())
+    complete = sorted(_complete(workdir))
     assert complete and complete[-1] < STEPS
 
     again = run_cli("train", "--config", cfg, "--workdir", workdir)
