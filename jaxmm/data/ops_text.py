@@ -45,13 +45,18 @@ def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_lengt
 
 @register("tokenize")
 def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
-             prefix: str = "", add_special_tokens: bool = True, tokenizer: Any = None):
+             prefix: str = "", add_special_tokens: bool = True, pad: bool = True,
+             tokenizer: Any = None):
     """Tokenises ``ex[key]`` (scalar or 1-D string tensor; optional ``pair_key``).
 
     Writes ``{prefix}input_ids``, ``{prefix}attention_mask`` (and
     ``{prefix}token_type_ids`` when the tokenizer makes them), int32 of shape
     ``(max_length,)`` for a scalar text or ``(N, max_length)`` for N texts.
+    With ``pad=False`` (scalar texts, e.g. before packing) only
+    ``{prefix}input_ids`` is written, unpadded, at most ``max_length`` long.
     """
+    if not pad:
+        return _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer)
     probe = tokenizer.encode(["a"], pairs=["a"] if pair_key else None, max_length=4)
     names = ["input_ids", "attention_mask"]
     if probe.get("token_type_ids") is not None:
@@ -79,6 +84,23 @@ def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
                 r.set_shape([text.shape[0], max_length])
             out[prefix + name] = r
         return out
+
+    return op
+
+
+def _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer):
+    def run(text):
+        enc = tokenizer.encode(_texts(text), max_length=max_length, padding=False,
+                               truncation=True, add_special_tokens=add_special_tokens)
+        return np.asarray(enc["input_ids"], np.int32)[0][:max_length]
+
+    def op(ex, seed):
+        text = require(ex, key, "tokenize")
+        if text.shape.rank != 0:
+            raise ValueError("tokenize(pad=False) takes one text per example.")
+        ids = tf.numpy_function(run, [tf.reshape(text, [1])], tf.int32, stateful=False)
+        ids.set_shape([None])
+        return {**ex, prefix + "input_ids": ids}
 
     return op
 
