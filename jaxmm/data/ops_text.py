@@ -105,6 +105,49 @@ def _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer):
     return op
 
 
+@register("mlm_mask")
+def mlm_mask(mlm_probability: float = 0.15, key: str = "input_ids",
+             mask_key: str = "attention_mask", tokenizer: Any = None, **kwargs: Any):
+    """BERT masked-LM corruption on the host: a thin op over :func:`jaxmm.losses.mlm_mask`.
+
+    Replaces ``ex[key]`` with the corrupted ids and writes ``labels`` (original
+    ids where selected, -100 elsewhere). Special tokens of ``tokenizer`` and
+    padding are never selected. Deterministic given the example's seed. For
+    large batches, masking on device in the train step is faster.
+    """
+    import jax
+
+    from jaxmm.losses import mlm_mask as mask_fn
+
+    special = [t for t in (tokenizer.cls_token_id, tokenizer.sep_token_id,
+                           tokenizer.pad_token_id, tokenizer.bos_token_id,
+                           tokenizer.eos_token_id) if t is not None]
+    cpu = jax.devices("cpu")[0]
+
+    @jax.jit
+    def corrupt(seed, ids, mask):
+        rng = jax.random.wrap_key_data(seed, impl="threefry2x32")  # the op's [2] seed
+        return mask_fn(rng, ids, mask_token_id=tokenizer.mask_token_id,
+                       vocab_size=tokenizer.vocab_size, special_ids=special,
+                       attention_mask=mask, mlm_probability=mlm_probability, **kwargs)
+
+    def run(seed, ids, mask):
+        with jax.default_device(cpu):
+            out, labels = corrupt(np.asarray(seed, np.uint32), ids, mask)
+        return np.asarray(out, np.int32), np.asarray(labels, np.int32)
+
+    def op(ex, seed):
+        ids = tf.cast(require(ex, key, "mlm_mask"), tf.int32)
+        mask = tf.cast(require(ex, mask_key, "mlm_mask"), tf.int32)
+        out, labels = tf.numpy_function(run, [tf.cast(seed, tf.int64), ids, mask],
+                                        [tf.int32, tf.int32], stateful=False)
+        out.set_shape(ids.shape)
+        labels.set_shape(ids.shape)
+        return {**ex, key: out, "labels": labels}
+
+    return op
+
+
 @register("choose")
 def choose(keys: str | Sequence[str], out_keys: str | Sequence[str] | None = None):
     """Picks one random element along axis 0 (e.g. one of 5 captions).
