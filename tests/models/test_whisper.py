@@ -152,4 +152,5 @@ def test_bad_inputs_raise_clear_errors(rng):
     with pytest.raises(ValueError, match="80 mel bins.*whisper_log_mel"):
         model.apply({"params": params}, feats[:, :40], ids)
     with pytest.raises(ValueError, match="exceeds max_target_positions=32"):
-        model.apply({"params": params}, feats, np.zeros((1, 40), np.int32))
+        model.apply({"params": params}, np.zeros((1, 40), np.int32), np.zeros((1, 32, 64)),
+                    method="decode")
