@@ -4,14 +4,13 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from jaxmm.config import ConfigError
 from jaxmm.convert import from_hf
 from jaxmm.models import build
 from jaxmm.models.vit import ViTConfig, ViTModel, decode_variant, resize_position_embeddings
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HF_KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              image_size=32, patch_size=8, hidden_dropout_prob=0.0,

@@ -5,13 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from jaxmm.convert import from_hf
 from jaxmm.models import build
 from jaxmm.models.whisper import WhisperConfig, WhisperModel, whisper_sinusoids
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HF_KW = dict(vocab_size=96, num_mel_bins=8, d_model=32, encoder_layers=2, decoder_layers=2,
              encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
