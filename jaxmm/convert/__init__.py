@@ -64,7 +64,9 @@ class Converter:
 _CONVERTERS: dict[str, Converter] = {}
 
 # Modules that register converters (imported lazily on first use).
-_FAMILY_MODULES: tuple[str, ...] = ()
+_FAMILY_MODULES: tuple[str, ...] = (
+    "jaxmm.convert.vit",
+)
 
 
 def register_converter(converter: Converter) -> Converter:

@@ -10,7 +10,7 @@ from jaxmm.layers.attention import (
     prefix_lm_mask,
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
-from jaxmm.layers.embeddings import Embed
+from jaxmm.layers.embeddings import Embed, PatchEmbed
 from jaxmm.layers.mlp import Mlp, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
 from jaxmm.layers.positions import (
@@ -19,7 +19,9 @@ from jaxmm.layers.positions import (
     alibi_bias,
     alibi_slopes,
     apply_rotary_embedding,
+    bicubic_resize_matrix,
     relative_position_bucket,
+    resize_position_grid,
     sinusoidal_positions,
 )
 from jaxmm.layers.stack import (
@@ -37,6 +39,7 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionEmbedding",
     "Mlp",
+    "PatchEmbed",
     "MultiHeadAttention",
     "RMSNorm",
     "RelativePositionBias",
@@ -46,6 +49,7 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "apply_rotary_embedding",
+    "bicubic_resize_matrix",
     "causal_mask",
     "combine_masks",
     "dot_product_attention",
@@ -55,6 +59,7 @@ __all__ = [
     "padding_mask",
     "prefix_lm_mask",
     "relative_position_bucket",
+    "resize_position_grid",
     "sinusoidal_positions",
     "stack_layer_params",
     "unstack_layer_params",

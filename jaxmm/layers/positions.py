@@ -18,7 +18,9 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "apply_rotary_embedding",
+    "bicubic_resize_matrix",
     "relative_position_bucket",
+    "resize_position_grid",
     "rotary_frequencies",
     "sinusoidal_positions",
 ]
@@ -203,3 +205,63 @@ def alibi_bias(num_heads: int, query_length: int, key_length: int, *, causal: bo
     k = jnp.arange(key_length)[None, :]
     dist = (q - k) if causal else jnp.abs(q - k)
     return -slopes * dist[None, None].astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------
+# Resizing learned 2-D position grids (ViT / CLIP at a new image size)
+# ---------------------------------------------------------------------------
+
+
+def bicubic_resize_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
+    """``(out_size, in_size)`` matrix of PyTorch's bicubic interpolation weights.
+
+    Matches ``torch.nn.functional.interpolate(mode="bicubic",
+    align_corners=False)`` with an explicit output size: source coordinate
+    ``(i + 0.5) * in/out - 0.5``, Keys cubic kernel with ``a = -0.75`` and
+    indices clamped at the borders (no antialiasing when shrinking).
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"Resize sizes must be >= 1; got {in_size} -> {out_size}.")
+    scale = in_size / out_size
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+    base = np.floor(src)
+    t = src - base
+
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+    out = np.zeros((out_size, in_size), np.float64)
+    for k in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + k, 0, in_size - 1)
+        np.add.at(out, (np.arange(out_size), idx), weights[:, k])
+    return out
+
+
+def resize_position_grid(
+    table: Array, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> Array:
+    """Bicubically resizes a learned ``(gh * gw, D)`` position table to ``new_grid``.
+
+    Rows are in row-major grid order (as ViT/CLIP store them, without the
+    class-token row). Matches Hugging Face ``interpolate_pos_encoding``
+    (PyTorch bicubic, ``align_corners=False``). Returns ``(nh * nw, D)`` in the
+    table's dtype; jit-friendly (grid sizes are static).
+    """
+    gh, gw = old_grid
+    nh, nw = new_grid
+    if table.ndim != 2 or table.shape[0] != gh * gw:
+        raise ValueError(
+            f"Position table of shape {tuple(table.shape)} does not hold a {gh}x{gw} grid "
+            f"({gh * gw} rows, without the class-token row)."
+        )
+    if (gh, gw) == (nh, nw):
+        return table
+    rows = jnp.asarray(bicubic_resize_matrix(gh, nh), jnp.float32)
+    cols = jnp.asarray(bicubic_resize_matrix(gw, nw), jnp.float32)
+    grid = table.reshape(gh, gw, -1).astype(jnp.float32)
+    out = jnp.einsum("ih,jw,hwd->ijd", rows, cols, grid, precision=jax.lax.Precision.HIGHEST)
+    return out.reshape(nh * nw, -1).astype(table.dtype)
