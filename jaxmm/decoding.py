@@ -229,11 +229,12 @@ def _compiled(model, plan: _Plan):
         if plan.output_scores:
             scores = jnp.zeros((n, plan.max_new_tokens, vocab), jnp.float32)
 
-        def model_step(state, token_index):
-            feed = jax.lax.dynamic_slice_in_dim(state["tokens"], p + token_index, 1, 1)
+        def model_step(cache, feed, token_index):
+            """Logits after feeding ``feed`` ``(n, 1)``, the new token number ``token_index``."""
             pos = (next_position + token_index)[:, None]
-            return _call(model, plan, {"params": params, "cache": state["cache"]}, feed, mask,
-                         pos, None, enc_mask)
+            logits, cache = _call(model, plan, {"params": params, "cache": cache}, feed, mask,
+                                  pos, None, enc_mask)
+            return logits[:, -1].astype(jnp.float32), cache
 
         common = dict(p=p, start=start, knobs=knobs, rng=rng, model_step=model_step)
         state = dict(i=jnp.int32(0), tokens=tokens, cache=cache, logits=logits,
@@ -244,6 +245,26 @@ def _compiled(model, plan: _Plan):
         return _greedy_or_sample(plan, state, **common)
 
     return jax.jit(run)
+
+
+def _loop(state, select, active, feed, model_step):
+    """``while active: select the next tokens; if still active, run the model on them``.
+
+    The model runs once per iteration (inside a ``cond``, so the last token is
+    never fed), which keeps one copy of the model and of ``select`` in the
+    compiled program.
+    """
+
+    def body(s):
+        s = select(s)
+
+        def advance(s):
+            return model_step(s["cache"], feed(s), s["i"] - 1)
+
+        logits, cache = jax.lax.cond(active(s), advance, lambda s: (s["logits"], s["cache"]), s)
+        return dict(s, logits=logits, cache=cache)
+
+    return jax.lax.while_loop(active, body, state)
 
 
 def _greedy_or_sample(plan: _Plan, state, *, p, start, knobs, rng, model_step):
@@ -265,14 +286,13 @@ def _greedy_or_sample(plan: _Plan, state, *, p, start, knobs, rng, model_step):
             out["scores"] = jax.lax.dynamic_update_slice_in_dim(s["scores"], sc[:, None], i, 1)
         return out
 
-    def cond(s):
+    def active(s):
         return (s["i"] < plan.max_new_tokens) & ~jnp.all(s["done"])
 
-    def body(s):
-        logits, cache = model_step(s, s["i"] - 1)
-        return choose(dict(s, logits=logits[:, -1].astype(jnp.float32), cache=cache))
+    def feed(s):
+        return jax.lax.dynamic_slice_in_dim(s["tokens"], p + s["i"] - 1, 1, 1)
 
-    state = jax.lax.while_loop(cond, body, choose(state))
+    state = _loop(state, choose, active, feed, model_step)
     return dict(tokens=state["tokens"], steps=state["i"], scores=state["scores"])
 
 
@@ -360,11 +380,10 @@ def _beam_search(plan: _Plan, state, axes, *, p, start, knobs, rng, model_step):
             out["scores"] = jax.lax.dynamic_update_slice_in_dim(s["scores"], logp[:, None], i, 1)
         return out
 
-    def body(s):
-        logits, cache = model_step(dict(s, tokens=s["running"].reshape(n, total)), s["i"] - 1)
-        return step(dict(s, logits=logits[:, -1].astype(jnp.float32), cache=cache))
+    def feed(s):
+        return jax.lax.dynamic_slice_in_dim(s["running"], p + s["i"] - 1, 1, 2).reshape(n, 1)
 
-    state = jax.lax.while_loop(lambda s: s["go"], body, step(state))
+    state = _loop(state, step, lambda s: s["go"], feed, model_step)
     r = plan.num_return_sequences
     lengths = state["fin_lengths"][:, :r].reshape(-1)
     return dict(tokens=state["finished"][:, :r].reshape(b * r, total), steps=jnp.max(lengths),
@@ -502,25 +521,47 @@ def generate(
         length_penalty=jnp.float32(length_penalty), min_new_tokens=jnp.int32(min_new_tokens),
         eos=jnp.asarray(eos, jnp.int32).reshape(-1), pad=jnp.int32(0 if pad is None else pad),
     )
-    b, plen = prompt.shape
-    bucket = prompt_bucket(plen, bucket_multiple)
     fill = 0 if pad is None else pad
-    padded = np.full((b, bucket), fill, np.int32)
-    padded[:, bucket - plen:] = prompt
-    padded_mask = np.zeros((b, bucket), np.int32)
-    padded_mask[:, bucket - plen:] = mask
-    out = _compiled(model, plan)(params, padded, padded_mask, jnp.int32(bucket - plen), enc,
-                                 enc_mask, knobs, rng)
+    padded, padded_mask, start = _bucket_prompt(prompt, mask, fill, max_new_tokens, cfg,
+                                                bucket_multiple)
+    out = _compiled(model, plan)(params, padded, padded_mask, jnp.int32(start), enc, enc_mask,
+                                 knobs, rng)
 
+    # The prompt as given (left-aligned) followed by the new tokens.
     steps = int(out["steps"])
-    sequences = out["tokens"][:, bucket - plen: bucket + steps]
-    scores = out["scores"][:, :steps] if output_scores else None
+    bucket = padded.shape[1]
+    new = np.asarray(out["tokens"][:, bucket: bucket + steps])
     if plan.num_beams > 1:
         # Past each hypothesis' own end (EOS), fill with padding.
-        keep = np.arange(plen + steps)[None, :] < plen + np.asarray(out["lengths"])[:, None]
-        sequences = jnp.where(keep, sequences, fill)
-        return GenerateOutput(sequences, scores, out["sequences_scores"])
-    return GenerateOutput(sequences, scores)
+        new = np.where(np.arange(steps)[None, :] < np.asarray(out["lengths"])[:, None], new, fill)
+    rows = new.shape[0] // prompt.shape[0]
+    sequences = jnp.asarray(np.concatenate([np.repeat(prompt, rows, axis=0), new], axis=1))
+    scores = out["scores"][:, :steps] if output_scores else None
+    return GenerateOutput(sequences, scores, out.get("sequences_scores"))
+
+
+def _bucket_prompt(prompt: np.ndarray, mask: np.ndarray, fill: int, max_new: int, cfg,
+                   multiple: int | None):
+    """Left-pads the prompt to its length bucket; returns ``(ids, mask, start)``,
+    ``start`` being the column where the caller's prompt begins.
+
+    The cache holds ``bucket + max_new`` slots; models with a position table
+    may refuse a cache longer than the table, so the bucket shrinks (and
+    columns that are padding in every row are dropped) when needed.
+    """
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if limit is not None and prompt.shape[1] + max_new > limit:
+        first = int(np.argmax(mask.any(0)))
+        prompt, mask = prompt[:, first:], mask[:, first:]
+    plen = prompt.shape[1]
+    bucket = prompt_bucket(plen, multiple)
+    if limit is not None:
+        bucket = max(plen, min(bucket, limit - max_new))
+    ids = np.full((prompt.shape[0], bucket), fill, np.int32)
+    ids[:, bucket - plen:] = prompt
+    out_mask = np.zeros(ids.shape, np.int32)
+    out_mask[:, bucket - plen:] = mask
+    return ids, out_mask, bucket - plen
 
 
 # ---------------------------------------------------------------------------
