@@ -65,7 +65,9 @@ _CONVERTERS: dict[str, Converter] = {}
 
 # Modules that register converters (imported lazily on first use).
 _FAMILY_MODULES: tuple[str, ...] = (
+    "jaxmm.convert.bert",
     "jaxmm.convert.vit",
+    "jaxmm.convert.whisper",
 )
 
 
