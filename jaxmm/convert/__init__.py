@@ -64,7 +64,13 @@ class Converter:
 _CONVERTERS: dict[str, Converter] = {}
 
 # Modules that register converters (imported lazily on first use).
-_FAMILY_MODULES: tuple[str, ...] = ()
+_FAMILY_MODULES: tuple[str, ...] = (
+    "jaxmm.convert.bert",
+    "jaxmm.convert.gpt2",
+    "jaxmm.convert.llama",
+    "jaxmm.convert.vit",
+    "jaxmm.convert.whisper",
+)
 
 
 def register_converter(converter: Converter) -> Converter:

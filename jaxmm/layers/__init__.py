@@ -10,16 +10,20 @@ from jaxmm.layers.attention import (
     prefix_lm_mask,
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
-from jaxmm.layers.embeddings import Embed
-from jaxmm.layers.mlp import Mlp, get_activation
+from jaxmm.layers.embeddings import Embed, PatchEmbed
+from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
 from jaxmm.layers.positions import (
+    DecodePositions,
     LearnedPositionEmbedding,
     RelativePositionBias,
     alibi_bias,
     alibi_slopes,
     apply_rotary_embedding,
+    bicubic_resize_matrix,
     relative_position_bucket,
+    resize_position_grid,
+    sinusoidal_embedding,
     sinusoidal_positions,
 )
 from jaxmm.layers.stack import (
@@ -31,12 +35,14 @@ from jaxmm.layers.stack import (
 
 __all__ = [
     "DTYPES",
+    "DecodePositions",
     "DecoderLayer",
     "Embed",
     "EncoderLayer",
     "LayerNorm",
     "LearnedPositionEmbedding",
     "Mlp",
+    "PatchEmbed",
     "MultiHeadAttention",
     "RMSNorm",
     "RelativePositionBias",
@@ -46,7 +52,9 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "apply_rotary_embedding",
+    "bicubic_resize_matrix",
     "causal_mask",
+    "classifier_head",
     "combine_masks",
     "dot_product_attention",
     "get_activation",
@@ -55,6 +63,8 @@ __all__ = [
     "padding_mask",
     "prefix_lm_mask",
     "relative_position_bucket",
+    "resize_position_grid",
+    "sinusoidal_embedding",
     "sinusoidal_positions",
     "stack_layer_params",
     "unstack_layer_params",

@@ -13,13 +13,17 @@ import numpy as np
 Array = jax.Array
 
 __all__ = [
+    "DecodePositions",
     "LearnedPositionEmbedding",
     "RelativePositionBias",
     "alibi_bias",
     "alibi_slopes",
     "apply_rotary_embedding",
+    "bicubic_resize_matrix",
     "relative_position_bucket",
+    "resize_position_grid",
     "rotary_frequencies",
+    "sinusoidal_embedding",
     "sinusoidal_positions",
 ]
 
@@ -48,6 +52,91 @@ def sinusoidal_positions(
     else:
         raise ValueError(f"Unknown sinusoidal layout {layout!r}; use 'interleaved' or 'concat'.")
     return jnp.asarray(table, dtype=dtype)
+
+
+def sinusoidal_embedding(
+    positions: Array, dim: int, *, base: float = 10000.0, layout: str = "interleaved",
+    dtype: Any = jnp.float32,
+) -> Array:
+    """Sinusoidal embeddings ``(..., dim)`` of (possibly traced) integer ``positions``.
+
+    Row ``p`` equals ``sinusoidal_positions(p + 1, dim, ...)[p]``; use this when
+    positions are not a static ``arange`` (left-padded prompts, decoding).
+    """
+    if dim % 2:
+        raise ValueError(f"Sinusoidal positions need an even width; got {dim}.")
+    if layout not in ("interleaved", "concat"):
+        raise ValueError(f"Unknown sinusoidal layout {layout!r}; use 'interleaved' or 'concat'.")
+    inv = jnp.asarray(base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim), jnp.float32)
+    angles = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv
+    sin, cos = jnp.sin(angles), jnp.cos(angles)
+    if layout == "interleaved":
+        table = jnp.stack([sin, cos], axis=-1).reshape(angles.shape[:-1] + (dim,))
+    else:
+        table = jnp.concatenate([sin, cos], axis=-1)
+    return table.astype(dtype)
+
+
+class DecodePositions(nn.Module):
+    """Position ids of this call's tokens, and the KV-cache write index.
+
+    Call: ``positions, index, cache_length = DecodePositions()(batch, length,
+    position_ids, decode)``.
+
+    * Outside decode mode: ``positions`` are ``position_ids`` (broadcast to
+      ``(B, T)``) or ``arange(T)``; ``index`` is 0 and ``cache_length`` None.
+    * ``decode=True``, first call (cache creation, the input length is the
+      cache length ``L``): records ``L`` and returns ``index`` 0 without
+      advancing, like ``MultiHeadAttention``'s cache.
+    * ``decode=True``, later calls: ``positions`` default to
+      ``index + arange(T)``; the index advances by ``T``; ``cache_length`` is
+      ``L`` (a static int).
+
+    The ``cache`` collection holds ``index`` (int32 scalar) and
+    ``slot_positions`` ``(B, L)``, the position id written to each cache slot.
+    """
+
+    @nn.compact
+    def __call__(
+        self, batch: int, length: int, position_ids: Array | None = None, decode: bool = False,
+    ) -> tuple[Array, Array, int | None]:
+        if position_ids is not None:
+            position_ids = jnp.asarray(position_ids)
+            if position_ids.ndim == 1:
+                position_ids = position_ids[None]
+            if position_ids.ndim != 2 or position_ids.shape[1] != length or (
+                position_ids.shape[0] not in (1, batch)
+            ):
+                raise ValueError(
+                    f"position_ids must have shape (batch, length) = ({batch}, {length}); got "
+                    f"{tuple(position_ids.shape)}."
+                )
+            if not jnp.issubdtype(position_ids.dtype, jnp.integer):
+                raise ValueError(f"position_ids must be integers; got {position_ids.dtype}.")
+            position_ids = jnp.broadcast_to(position_ids.astype(jnp.int32), (batch, length))
+        zero = jnp.zeros((), jnp.int32)
+        if not decode:
+            if position_ids is None:
+                position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32),
+                                                (batch, length))
+            return position_ids, zero, None
+        initialized = self.has_variable("cache", "index")
+        index = self.variable("cache", "index", lambda: zero)
+        start = index.value if initialized else zero
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(start + jnp.arange(length, dtype=jnp.int32),
+                                            (batch, length))
+        slots = self.variable("cache", "slot_positions", lambda: position_ids)
+        cache_length = slots.value.shape[1]
+        if initialized:
+            if slots.value.shape[0] != batch:
+                raise ValueError(
+                    f"The decode cache was created for batch {slots.value.shape[0]}, got {batch}; "
+                    "re-create the cache for this batch size."
+                )
+            slots.value = jax.lax.dynamic_update_slice(slots.value, position_ids, (zero, start))
+            index.value = start + length
+        return position_ids, start, cache_length
 
 
 class LearnedPositionEmbedding(nn.Module):
@@ -203,3 +292,63 @@ def alibi_bias(num_heads: int, query_length: int, key_length: int, *, causal: bo
     k = jnp.arange(key_length)[None, :]
     dist = (q - k) if causal else jnp.abs(q - k)
     return -slopes * dist[None, None].astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------
+# Resizing learned 2-D position grids (ViT / CLIP at a new image size)
+# ---------------------------------------------------------------------------
+
+
+def bicubic_resize_matrix(in_size: int, out_size: int, a: float = -0.75) -> np.ndarray:
+    """``(out_size, in_size)`` matrix of PyTorch's bicubic interpolation weights.
+
+    Matches ``torch.nn.functional.interpolate(mode="bicubic",
+    align_corners=False)`` with an explicit output size: source coordinate
+    ``(i + 0.5) * in/out - 0.5``, Keys cubic kernel with ``a = -0.75`` and
+    indices clamped at the borders (no antialiasing when shrinking).
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"Resize sizes must be >= 1; got {in_size} -> {out_size}.")
+    scale = in_size / out_size
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+    base = np.floor(src)
+    t = src - base
+
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+    out = np.zeros((out_size, in_size), np.float64)
+    for k in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + k, 0, in_size - 1)
+        np.add.at(out, (np.arange(out_size), idx), weights[:, k])
+    return out
+
+
+def resize_position_grid(
+    table: Array, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> Array:
+    """Bicubically resizes a learned ``(gh * gw, D)`` position table to ``new_grid``.
+
+    Rows are in row-major grid order (as ViT/CLIP store them, without the
+    class-token row). Matches Hugging Face ``interpolate_pos_encoding``
+    (PyTorch bicubic, ``align_corners=False``). Returns ``(nh * nw, D)`` in the
+    table's dtype; jit-friendly (grid sizes are static).
+    """
+    gh, gw = old_grid
+    nh, nw = new_grid
+    if table.ndim != 2 or table.shape[0] != gh * gw:
+        raise ValueError(
+            f"Position table of shape {tuple(table.shape)} does not hold a {gh}x{gw} grid "
+            f"({gh * gw} rows, without the class-token row)."
+        )
+    if (gh, gw) == (nh, nw):
+        return table
+    rows = jnp.asarray(bicubic_resize_matrix(gh, nh), jnp.float32)
+    cols = jnp.asarray(bicubic_resize_matrix(gw, nw), jnp.float32)
+    grid = table.reshape(gh, gw, -1).astype(jnp.float32)
+    out = jnp.einsum("ih,jw,hwd->ijd", rows, cols, grid, precision=jax.lax.Precision.HIGHEST)
+    return out.reshape(nh * nw, -1).astype(table.dtype)
