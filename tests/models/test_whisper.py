@@ -5,13 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from jaxmm.convert import from_hf
 from jaxmm.models import build
 from jaxmm.models.whisper import WhisperConfig, WhisperModel, whisper_sinusoids
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HF_KW = dict(vocab_size=96, num_mel_bins=8, d_model=32, encoder_layers=2, decoder_layers=2,
              encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
@@ -152,4 +151,5 @@ def test_bad_inputs_raise_clear_errors(rng):
     with pytest.raises(ValueError, match="80 mel bins.*whisper_log_mel"):
         model.apply({"params": params}, feats[:, :40], ids)
     with pytest.raises(ValueError, match="exceeds max_target_positions=32"):
-        model.apply({"params": params}, feats, np.zeros((1, 40), np.int32))
+        model.apply({"params": params}, np.zeros((1, 40), np.int32), np.zeros((1, 32, 64)),
+                    method="decode")
