@@ -84,34 +84,54 @@ def hf_folders(tmp_path_factory):
             ref = model(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
                         token_type_ids=torch.tensor(types, dtype=torch.long),
                         output_hidden_states=True, output_attentions=True)
-        out[family, head] = (str(folder), (ids, mask, types), ref)
+        out[family, head] = (str(folder), (ids, mask, types), ref, model)
     return out
 
 
 @pytest.mark.parametrize("family,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
 def test_every_head_matches_transformers(hf_folders, family, head):
-    folder, (ids, mask, types), ref = hf_folders[family, head]
-    for scan in (False, True):
-        conv = convert.from_hf(folder, scan_layers=scan)
-        assert conv.config.scan_layers is scan and conv.config.model_type == family
-        out = conv.model.apply({"params": conv.params}, ids, attention_mask=mask,
-                               token_type_ids=types, output_hidden_states=True,
-                               output_attentions=True)
-        compared = 0
-        for hf_name, name in FIELDS.items():
-            if hf_name in ref and ref[hf_name] is not None:
-                got = np.asarray(getattr(out, name))
-                want = ref[hf_name].numpy()
-                assert got.shape == want.shape, name
-                assert np.abs(want).max() > 0.05, f"{name} too small to be a useful check"
-                np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=name)
-                compared += 1
-        assert compared >= 1
-        assert len(out.hidden_states) == len(ref.hidden_states) == 3
-        for got, want in zip(out.hidden_states, ref.hidden_states):
-            np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-4, rtol=0)
-        for got, want in zip(out.attentions, ref.attentions):
-            np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-5, rtol=0)
+    folder, (ids, mask, types), ref, hf_model = hf_folders[family, head]
+    conv = convert.from_hf(folder)
+    assert not conv.config.scan_layers and conv.config.model_type == family
+    out = conv.model.apply({"params": conv.params}, ids, attention_mask=mask,
+                           token_type_ids=types, output_hidden_states=True,
+                           output_attentions=True)
+    compared = 0
+    for hf_name, name in FIELDS.items():
+        if hf_name in ref and ref[hf_name] is not None:
+            got = np.asarray(getattr(out, name))
+            want = ref[hf_name].numpy()
+            assert got.shape == want.shape, name
+            assert np.abs(want).max() > 0.05, f"{name} too small to be a useful check"
+            np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=name)
+            compared += 1
+    assert compared >= 1
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3
+    for got, want in zip(out.hidden_states, ref.hidden_states):
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-4, rtol=0)
+    for got, want in zip(out.attentions, ref.attentions):
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-5, rtol=0)
+    # The scan layout holds the same tensors, stacked on a leading layer axis.
+    scan = convert.from_hf(folder, scan_layers=True)
+    inner = (lambda p: p["bert"]) if "bert" in conv.params else (lambda p: p)
+    stacked = stack_layer_params(inner(conv.params)["encoder"], 2)
+    jax.tree.map(np.testing.assert_array_equal, inner(scan.params)["encoder"], stacked)
+    if (family, head) == ("bert", "ForPreTraining"):  # one scan forward (scan == loop)
+        again = scan.model.apply({"params": scan.params}, ids, attention_mask=mask,
+                                 token_type_ids=types)
+        np.testing.assert_allclose(again.prediction_logits, out.prediction_logits, atol=1e-5)
+    if head == "Model" and family == "roberta":  # left padding: positions skip the pads
+        left = np.stack([np.roll(r, int((m == 0).sum())) for r, m in zip(ids, mask)])
+        left_mask = np.stack([np.roll(m, int((m == 0).sum())) for m in mask])
+        with torch.no_grad():
+            want = hf_model(torch.tensor(left, dtype=torch.long),
+                            attention_mask=torch.tensor(left_mask)).last_hidden_state.numpy()
+        got = conv.model.apply({"params": conv.params}, left, attention_mask=left_mask)
+        real = left_mask == 1
+        np.testing.assert_allclose(np.asarray(got.last_hidden_state)[real], want[real],
+                                   atol=1e-4, rtol=0)
+        np.testing.assert_allclose(np.asarray(got.last_hidden_state)[real],
+                                   np.asarray(out.last_hidden_state)[mask == 1], atol=1e-4)
 
 
 def test_roberta_positions_follow_hf_and_skip_padding():
@@ -124,23 +144,11 @@ def test_roberta_positions_follow_hf_and_skip_padding():
     np.testing.assert_array_equal(got[1], [1, 1, 2, 3, 4, 5])
 
 
-def test_left_padding_gives_same_real_token_outputs_for_roberta():
-    model = _tiny("roberta")
-    right = np.array([[0, 5, 6, 7, 2, 1, 1]], np.int32)
-    left = np.array([[1, 1, 0, 5, 6, 7, 2]], np.int32)
-    params = model.init(jax.random.key(0), right)["params"]
-    apply = jax.jit(lambda p, ids: model.apply({"params": p}, ids,
-                                               attention_mask=(ids != 1).astype(np.int32)))
-    a, b = apply(params, right), apply(params, left)
-    np.testing.assert_allclose(np.asarray(a.last_hidden_state)[0, :5],
-                               np.asarray(b.last_hidden_state)[0, 2:], atol=1e-5)
-
-
 def test_scan_remat_and_loop_agree_in_outputs_and_gradients(rng):
     loop = _tiny()
     scan = _tiny(scan_layers=True, remat_policy="full")
     ids = rng.integers(0, 40, (2, 9)).astype(np.int32)
-    params = nn.meta.unbox(jax.jit(loop.init)(jax.random.key(0), ids))["params"]
+    params = nn.meta.unbox(loop.init(jax.random.key(0), ids))["params"]
     sparams = dict(params, bert={**params["bert"],
                                  "encoder": stack_layer_params(params["bert"]["encoder"], 2)})
     assert jax.tree.map(jnp.shape, nn.meta.unbox(jax.eval_shape(
@@ -155,6 +163,12 @@ def test_scan_remat_and_loop_agree_in_outputs_and_gradients(rng):
     np.testing.assert_allclose(la, lb, rtol=1e-5)
     ga = dict(ga, bert={**ga["bert"], "encoder": stack_layer_params(ga["bert"]["encoder"], 2)})
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), ga, gb)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert():
+    model = _tiny("bert")
+    return model, model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
 
 
 def test_bfloat16_compute_stays_close_to_float32(rng, tiny_bert):
@@ -177,12 +191,6 @@ def test_sizes_match_hf_parameter_counts():
         assert sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)) == want
     cfg = B.BertConfig.from_size("large")
     assert (cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.mlp_dim) == (24, 1024, 16, 4096)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert():
-    model = _tiny("bert")
-    return model, jax.jit(model.init)(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
 
 
 def test_input_longer_than_position_table_raises(tiny_bert):
@@ -218,9 +226,9 @@ def test_bad_inputs_raise_clear_errors(tiny_bert):
 
 
 def test_dropout_is_active_only_when_not_deterministic(rng):
-    model = _tiny("bert_classifier", dropout_rate=0.3)
+    model = _tiny("bert_classifier", dropout_rate=0.3, num_layers=1)
     ids = rng.integers(0, 40, (2, 9)).astype(np.int32)
-    params = jax.jit(model.init)(jax.random.key(0), ids)["params"]
+    params = model.init(jax.random.key(0), ids)["params"]
 
     @functools.partial(jax.jit, static_argnums=3)  # arguments, not constants: no folding
     def run(p, x, key, deterministic):
@@ -236,7 +244,7 @@ def test_dropout_is_active_only_when_not_deterministic(rng):
 
 def test_sharded_init_and_apply_match_unsharded(rng):
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    model = _tiny("bert_mlm", d_model=64, num_heads=4)
+    model = _tiny("bert_mlm")
     ids = rng.integers(0, 40, (4, 8)).astype(np.int32)
     variables, shardings = sharding.init_sharded(model, jax.random.key(0), ids, mesh=mesh)
     emb = shardings["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"]
