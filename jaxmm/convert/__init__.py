@@ -66,6 +66,7 @@ _CONVERTERS: dict[str, Converter] = {}
 # Modules that register converters (imported lazily on first use).
 _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.vit",
+    "jaxmm.convert.clip",
 )
 
 
