@@ -65,8 +65,12 @@ _CONVERTERS: dict[str, Converter] = {}
 
 # Modules that register converters (imported lazily on first use).
 _FAMILY_MODULES: tuple[str, ...] = (
+    "jaxmm.convert.bert",
+    "jaxmm.convert.gpt2",
+    "jaxmm.convert.llama",
     "jaxmm.convert.vit",
     "jaxmm.convert.clip",
+    "jaxmm.convert.whisper",
 )
 
 

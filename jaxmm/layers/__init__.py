@@ -11,9 +11,10 @@ from jaxmm.layers.attention import (
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
 from jaxmm.layers.embeddings import Embed, PatchEmbed
-from jaxmm.layers.mlp import Mlp, get_activation
+from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
 from jaxmm.layers.positions import (
+    DecodePositions,
     LearnedPositionEmbedding,
     RelativePositionBias,
     alibi_bias,
@@ -22,6 +23,7 @@ from jaxmm.layers.positions import (
     bicubic_resize_matrix,
     relative_position_bucket,
     resize_position_grid,
+    sinusoidal_embedding,
     sinusoidal_positions,
 )
 from jaxmm.layers.stack import (
@@ -33,6 +35,7 @@ from jaxmm.layers.stack import (
 
 __all__ = [
     "DTYPES",
+    "DecodePositions",
     "DecoderLayer",
     "Embed",
     "EncoderLayer",
@@ -51,6 +54,7 @@ __all__ = [
     "apply_rotary_embedding",
     "bicubic_resize_matrix",
     "causal_mask",
+    "classifier_head",
     "combine_masks",
     "dot_product_attention",
     "get_activation",
@@ -60,6 +64,7 @@ __all__ = [
     "prefix_lm_mask",
     "relative_position_bucket",
     "resize_position_grid",
+    "sinusoidal_embedding",
     "sinusoidal_positions",
     "stack_layer_params",
     "unstack_layer_params",

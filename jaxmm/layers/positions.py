@@ -13,6 +13,7 @@ import numpy as np
 Array = jax.Array
 
 __all__ = [
+    "DecodePositions",
     "LearnedPositionEmbedding",
     "RelativePositionBias",
     "alibi_bias",
@@ -22,6 +23,7 @@ __all__ = [
     "relative_position_bucket",
     "resize_position_grid",
     "rotary_frequencies",
+    "sinusoidal_embedding",
     "sinusoidal_positions",
 ]
 
@@ -50,6 +52,91 @@ def sinusoidal_positions(
     else:
         raise ValueError(f"Unknown sinusoidal layout {layout!r}; use 'interleaved' or 'concat'.")
     return jnp.asarray(table, dtype=dtype)
+
+
+def sinusoidal_embedding(
+    positions: Array, dim: int, *, base: float = 10000.0, layout: str = "interleaved",
+    dtype: Any = jnp.float32,
+) -> Array:
+    """Sinusoidal embeddings ``(..., dim)`` of (possibly traced) integer ``positions``.
+
+    Row ``p`` equals ``sinusoidal_positions(p + 1, dim, ...)[p]``; use this when
+    positions are not a static ``arange`` (left-padded prompts, decoding).
+    """
+    if dim % 2:
+        raise ValueError(f"Sinusoidal positions need an even width; got {dim}.")
+    if layout not in ("interleaved", "concat"):
+        raise ValueError(f"Unknown sinusoidal layout {layout!r}; use 'interleaved' or 'concat'.")
+    inv = jnp.asarray(base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim), jnp.float32)
+    angles = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv
+    sin, cos = jnp.sin(angles), jnp.cos(angles)
+    if layout == "interleaved":
+        table = jnp.stack([sin, cos], axis=-1).reshape(angles.shape[:-1] + (dim,))
+    else:
+        table = jnp.concatenate([sin, cos], axis=-1)
+    return table.astype(dtype)
+
+
+class DecodePositions(nn.Module):
+    """Position ids of this call's tokens, and the KV-cache write index.
+
+    Call: ``positions, index, cache_length = DecodePositions()(batch, length,
+    position_ids, decode)``.
+
+    * Outside decode mode: ``positions`` are ``position_ids`` (broadcast to
+      ``(B, T)``) or ``arange(T)``; ``index`` is 0 and ``cache_length`` None.
+    * ``decode=True``, first call (cache creation, the input length is the
+      cache length ``L``): records ``L`` and returns ``index`` 0 without
+      advancing, like ``MultiHeadAttention``'s cache.
+    * ``decode=True``, later calls: ``positions`` default to
+      ``index + arange(T)``; the index advances by ``T``; ``cache_length`` is
+      ``L`` (a static int).
+
+    The ``cache`` collection holds ``index`` (int32 scalar) and
+    ``slot_positions`` ``(B, L)``, the position id written to each cache slot.
+    """
+
+    @nn.compact
+    def __call__(
+        self, batch: int, length: int, position_ids: Array | None = None, decode: bool = False,
+    ) -> tuple[Array, Array, int | None]:
+        if position_ids is not None:
+            position_ids = jnp.asarray(position_ids)
+            if position_ids.ndim == 1:
+                position_ids = position_ids[None]
+            if position_ids.ndim != 2 or position_ids.shape[1] != length or (
+                position_ids.shape[0] not in (1, batch)
+            ):
+                raise ValueError(
+                    f"position_ids must have shape (batch, length) = ({batch}, {length}); got "
+                    f"{tuple(position_ids.shape)}."
+                )
+            if not jnp.issubdtype(position_ids.dtype, jnp.integer):
+                raise ValueError(f"position_ids must be integers; got {position_ids.dtype}.")
+            position_ids = jnp.broadcast_to(position_ids.astype(jnp.int32), (batch, length))
+        zero = jnp.zeros((), jnp.int32)
+        if not decode:
+            if position_ids is None:
+                position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32),
+                                                (batch, length))
+            return position_ids, zero, None
+        initialized = self.has_variable("cache", "index")
+        index = self.variable("cache", "index", lambda: zero)
+        start = index.value if initialized else zero
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(start + jnp.arange(length, dtype=jnp.int32),
+                                            (batch, length))
+        slots = self.variable("cache", "slot_positions", lambda: position_ids)
+        cache_length = slots.value.shape[1]
+        if initialized:
+            if slots.value.shape[0] != batch:
+                raise ValueError(
+                    f"The decode cache was created for batch {slots.value.shape[0]}, got {batch}; "
+                    "re-create the cache for this batch size."
+                )
+            slots.value = jax.lax.dynamic_update_slice(slots.value, position_ids, (zero, start))
+            index.value = start + length
+        return position_ids, start, cache_length
 
 
 class LearnedPositionEmbedding(nn.Module):

@@ -54,6 +54,7 @@ __all__ = [
     "MaskedLMOutput",
     "QuestionAnsweringOutput",
     "Seq2SeqLMOutput",
+    "Seq2SeqModelOutput",
     "SequenceClassifierOutput",
     "TokenClassifierOutput",
 ]
@@ -65,6 +66,7 @@ class BaseModelOutput:
     pooler_output: Array | None = None
     hidden_states: tuple[Array, ...] | None = None
     attentions: tuple[Array, ...] | None = None
+    cross_attentions: tuple[Array, ...] | None = None
 
 
 EncoderOutput = BaseModelOutput
@@ -82,6 +84,19 @@ class CausalLMOutput:
 @flax.struct.dataclass
 class Seq2SeqLMOutput:
     logits: Array
+    encoder_last_hidden_state: Array | None = None
+    decoder_hidden_states: tuple[Array, ...] | None = None
+    decoder_attentions: tuple[Array, ...] | None = None
+    cross_attentions: tuple[Array, ...] | None = None
+    encoder_hidden_states: tuple[Array, ...] | None = None
+    encoder_attentions: tuple[Array, ...] | None = None
+
+
+@flax.struct.dataclass
+class Seq2SeqModelOutput:
+    """Encoder-decoder outputs without an LM head (``last_hidden_state`` is the decoder's)."""
+
+    last_hidden_state: Array
     encoder_last_hidden_state: Array | None = None
     decoder_hidden_states: tuple[Array, ...] | None = None
     decoder_attentions: tuple[Array, ...] | None = None

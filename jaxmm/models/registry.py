@@ -18,7 +18,7 @@ from typing import Any
 
 from jaxmm.config import ConfigBase, ConfigError, nearest
 
-__all__ = ["ModelSpec", "available", "build", "get", "register"]
+__all__ = ["ModelSpec", "available", "build", "get", "name_of", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +66,19 @@ def get(name: str) -> ModelSpec:
             f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
         )
     return _REGISTRY[name]
+
+
+def name_of(model: Any) -> str:
+    """The registered name of a model instance (or module class)."""
+    _ensure_loaded()
+    cls = model if isinstance(model, type) else type(model)
+    for name, spec in _REGISTRY.items():
+        if spec.module_cls is cls:
+            return name
+    raise ConfigError(
+        f"{cls.__name__} is not a registered jaxmm model; register it with "
+        "jaxmm.models.register(name, ConfigClass)."
+    )
 
 
 def build(

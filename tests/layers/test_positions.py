@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from jaxmm.layers import (
+    DecodePositions,
     LearnedPositionEmbedding,
     RelativePositionBias,
     alibi_bias,
     alibi_slopes,
     apply_rotary_embedding,
     relative_position_bucket,
+    sinusoidal_embedding,
     sinusoidal_positions,
 )
 
@@ -114,3 +116,35 @@ def test_alibi_slopes_follow_the_paper():
         for i in range(3):
             for j in range(5):
                 assert bias[0, h, i, j] == pytest.approx(-slopes[h] * ((i + 2) - j))
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "concat"])
+def test_sinusoidal_embedding_of_position_ids_matches_table(layout):
+    table = np.asarray(sinusoidal_positions(40, 12, layout=layout))
+    pos = np.array([[0, 5, 39], [7, 7, 1]])
+    got = np.asarray(jax.jit(lambda p: sinusoidal_embedding(p, 12, layout=layout))(pos))
+    np.testing.assert_allclose(got, table[pos], atol=1e-5)
+
+
+def test_decode_positions_track_the_cache_index():
+    mod = DecodePositions()
+    # Outside decode mode: arange or explicit ids, nothing stored.
+    pos, index, length = mod.apply({}, 2, 3)
+    np.testing.assert_array_equal(np.asarray(pos), [[0, 1, 2]] * 2)
+    assert int(index) == 0 and length is None
+    # Cache creation with the cache length 6, then a prefill of 2 and steps of 1.
+    _, cache = mod.apply({}, 2, 6, None, True, mutable=["cache"])
+    assert int(cache["cache"]["index"]) == 0
+    (pos, index, length), cache = mod.apply(cache, 2, 2, None, True, mutable=["cache"])
+    np.testing.assert_array_equal(np.asarray(pos), [[0, 1]] * 2)
+    assert (int(index), length) == (0, 6)
+    explicit = np.array([[0, 0], [4, 5]])
+    (pos, index, _), cache = mod.apply(cache, 2, 2, explicit, True, mutable=["cache"])
+    np.testing.assert_array_equal(np.asarray(pos), explicit)
+    assert int(index) == 2 and int(cache["cache"]["index"]) == 4
+    np.testing.assert_array_equal(np.asarray(cache["cache"]["slot_positions"])[:, :4],
+                                  [[0, 1, 0, 0], [0, 1, 4, 5]])
+    with pytest.raises(ValueError, match="position_ids must have shape"):
+        mod.apply({}, 2, 3, np.zeros((2, 4), np.int32))
+    with pytest.raises(ValueError, match="created for batch 2"):
+        mod.apply(cache, 3, 1, None, True, mutable=["cache"])

@@ -4,14 +4,13 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from jaxmm.config import ConfigError
 from jaxmm.convert import from_hf
 from jaxmm.models import build
 from jaxmm.models.vit import ViTConfig, ViTModel, decode_variant, resize_position_embeddings
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HF_KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              image_size=32, patch_size=8, hidden_dropout_prob=0.0,
@@ -80,11 +79,12 @@ def test_resize_position_embeddings_equals_runtime_interpolation(hf_vit, rng):
     _, path = hf_vit
     model, params, cfg = from_hf(path)
     x = _images(rng, 1, 48, 48)
-    want = model.apply({"params": params}, x, interpolate_pos_encoding=True).last_hidden_state
+    want = jax.jit(lambda p, x: model.apply({"params": p}, x, interpolate_pos_encoding=True))(
+        params, x).last_hidden_state
     new_params, new_cfg = resize_position_embeddings(params, cfg, 48)
     assert new_cfg.image_size == 48
     assert new_params["embeddings"]["position_embedding"].shape == (1 + 36, 32)
-    got = ViTModel(new_cfg).apply({"params": new_params}, x).last_hidden_state
+    got = jax.jit(ViTModel(new_cfg).apply)({"params": new_params}, x).last_hidden_state
     np.testing.assert_allclose(got, want, atol=1e-5)
     # The original params are untouched.
     assert params["embeddings"]["position_embedding"].shape == (17, 32)
@@ -94,9 +94,9 @@ def test_mean_pooling_and_patch_mask(rng):
     cfg = ViTConfig.from_size("tiny", pool_type="mean", class_token=False, use_pooler=False)
     model = ViTModel(cfg)
     x = _images(rng, 2, 32, 32)
-    params = model.init(jax.random.key(0), x)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
     apply = jax.jit(lambda x, m: model.apply({"params": params}, x, attention_mask=m))
-    out = model.apply({"params": params}, x)
+    out = apply(x, np.ones((2, 16), np.int32))
     assert out.last_hidden_state.shape == (2, 16, 64)
     np.testing.assert_allclose(out.pooler_output, out.last_hidden_state.mean(1), atol=1e-5)
     # Masking patches: pooled features are the mean of the kept tokens, and the
@@ -115,15 +115,16 @@ def test_sizes_and_registry():
                                           num_heads=12, patch_size=16)
     cfg = ViTConfig.from_size("L/16")
     assert (cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.num_patches) == (1024, 24, 16, 196)
-    assert ViTConfig.from_size("S/32").grid_size == 7
+    assert ViTConfig.from_size("S/32").grid == (7, 7)
+    assert ViTConfig(image_size=(32, 64), patch_size=16).num_patches == 8
     with pytest.raises(ConfigError, match="B/16"):
         ViTConfig.from_size("B/15x")
     with pytest.raises(ConfigError, match="multiple of patch_size"):
         ViTConfig(image_size=30, patch_size=8)
     model = build("vit_classifier", "tiny", num_labels=3)
     x = np.zeros((1, 32, 32, 3), np.float32)
-    variables = model.init(jax.random.key(0), x)
-    assert model.apply(variables, x).logits.shape == (1, 3)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    assert jax.eval_shape(model.apply, variables, x).logits.shape == (1, 3)
     # Every parameter carries logical axis names.
     specs = nn.get_partition_spec(variables)
     leaves = jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec))
@@ -132,7 +133,7 @@ def test_sizes_and_registry():
 
 def test_bad_inputs_raise_clear_errors():
     model = build("vit", "tiny")
-    params = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
     with pytest.raises(ValueError, match="does not match the model's 32x32.*interpolate"):
         model.apply({"params": params}, np.zeros((1, 48, 48, 3), np.float32))
     with pytest.raises(ValueError, match="expects 3 channels.*NCHW"):

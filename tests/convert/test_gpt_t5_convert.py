@@ -1,0 +1,176 @@
+"""GPT-2, Llama and T5 import/export against Hugging Face transformers (same weights)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from jaxmm.convert import ConversionError, from_hf, to_hf  # noqa: E402
+
+ATOL = 1e-4  # float32 parity target (max abs)
+
+
+def _padded_batch(rng, vocab, length=9, left=True):
+    ids = rng.integers(3, vocab, (3, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    if left:
+        mask[1, :3] = 0
+        mask[2, :1] = 0
+    else:
+        mask[1, -3:] = 0
+    ids[mask == 0] = 0
+    return ids, mask
+
+
+def _maxdiff(ours, theirs, valid):
+    return float(np.abs(np.asarray(ours)[valid] - theirs.detach().numpy()[valid]).max())
+
+
+def _save(model, path, **kwargs):
+    model.save_pretrained(str(path), **kwargs)
+    return str(path)
+
+
+def _hf_outputs(model, ids, mask, positions, **kwargs):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     position_ids=torch.tensor(positions), output_hidden_states=True, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Decoder-only: GPT-2 and Llama
+# ---------------------------------------------------------------------------
+
+
+def _gpt2(**kw):
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                  initializer_range=0.2, bos_token_id=1, eos_token_id=2, **kw)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def _llama(**kw):
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rope_theta=500.0, initializer_range=0.2,
+        max_position_embeddings=64, **kw)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def _check_causal_parity(jax_model, params, hf_model, ids, mask, **extra):
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    hf = _hf_outputs(hf_model, ids, mask, positions, **{
+        k: torch.tensor(v) for k, v in extra.items()})
+    ours = jax.jit(lambda *a: jax_model.apply({"params": params}, *a, output_hidden_states=True,
+                                              **extra))(ids, mask, positions)
+    valid = mask.astype(bool)
+    assert _maxdiff(ours.logits, hf.logits, valid) < ATOL
+    assert len(ours.hidden_states) == len(hf.hidden_states) == 3
+    for a, b in zip(ours.hidden_states, hf.hidden_states):
+        assert _maxdiff(a, b, valid) < ATOL
+    return ours
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_causal_lm_parity_with_padding(tmp_path, rng, family):
+    hf_model = _gpt2() if family == "gpt2" else _llama()
+    conv = from_hf(_save(hf_model, tmp_path / family))
+    assert type(conv.model).__name__ == "GPTLMHeadModel"
+    if family == "llama":
+        assert (conv.config.num_kv_heads, conv.config.rope_theta) == (2, 500.0)
+        assert "lm_head" in conv.params
+    else:
+        assert "lm_head" not in conv.params  # tied; absent from the file
+    for left in (True, False):
+        ids, mask = _padded_batch(rng, 96, left=left)
+        _check_causal_parity(conv.model, conv.params, hf_model, ids, mask)
+
+
+def test_base_models_and_scan_layout(tmp_path, rng):
+    ids, mask = _padded_batch(rng, 96)
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    for hf_lm in (_gpt2(), _llama()):
+        base = hf_lm.base_model
+        path = _save(base, tmp_path / type(base).__name__)
+        conv = from_hf(path, scan_layers=True)
+        assert type(conv.model).__name__ == "GPTModel" and conv.config.scan_layers
+        assert "layers" in conv.params["decoder"]  # stacked layer params
+        ours = jax.jit(conv.model.apply)({"params": conv.params}, ids, mask, positions)
+        hf = _hf_outputs(base, ids, mask, positions)
+        assert _maxdiff(ours.last_hidden_state, hf.last_hidden_state, mask.astype(bool)) < ATOL
+        # Export of the base model loads back into transformers with the same outputs.
+        out = to_hf(conv.model, conv.params, str(tmp_path / "export"))
+        again = type(base).from_pretrained(out).eval()
+        assert _maxdiff(ours.last_hidden_state, _hf_outputs(again, ids, mask, positions)
+                        .last_hidden_state, mask.astype(bool)) < ATOL
+
+
+def test_gpt2_cross_attention_parity(tmp_path, rng):
+    hf_model = _gpt2(add_cross_attention=True)
+    conv = from_hf(_save(hf_model, tmp_path / "xattn"))
+    assert conv.config.add_cross_attention
+    ids, mask = _padded_batch(rng, 96)
+    enc = rng.normal(size=(3, 5, 32)).astype(np.float32)
+    enc_mask = np.array([[1] * 5, [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+    _check_causal_parity(conv.model, conv.params, hf_model, ids, mask,
+                         encoder_hidden_states=enc, encoder_attention_mask=enc_mask)
+
+
+def test_sharded_checkpoint(tmp_path, rng):
+    hf_model = _llama()
+    path = _save(hf_model, tmp_path / "sharded", max_shard_size="20KB")
+    assert os.path.isfile(os.path.join(path, "model.safetensors.index.json"))
+    assert len([f for f in os.listdir(path) if f.endswith(".safetensors")]) > 1
+    conv = from_hf(path)
+    _check_causal_parity(conv.model, conv.params, hf_model, *_padded_batch(rng, 96))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_causal_lm_export_round_trip(tmp_path, rng, family):
+    from jaxmm.models import build
+
+    size = "tiny" if family == "gpt2" else "llama-tiny"
+    model = build("gpt", size, vocab_size=96, max_position_embeddings=32, d_model=32,
+                  num_layers=2, initializer_range=0.2)
+    params = model.init(jax.random.key(0), np.zeros((1, 4), np.int32))["params"]  # boxed
+    out = to_hf(model, params, str(tmp_path / "out"))
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["model_type"] == family
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(hf_model).__name__ == ("GPT2LMHeadModel" if family == "gpt2" else
+                                       "LlamaForCausalLM")
+    ids, mask = _padded_batch(rng, 96)
+    _check_causal_parity(model, params, hf_model, ids, mask)
+    back = from_hf(out)
+    assert back.config == model.config
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, back.params),
+                 jax.tree.map(np.asarray, jax.tree.map(lambda b: b.unbox(), params,
+                              is_leaf=lambda b: hasattr(b, "unbox"))))
+
+
+def test_conversion_errors(tmp_path):
+    from jaxmm.models import build
+
+    path = _save(_gpt2(), tmp_path / "gpt2")
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["model_type"] = "gpt3"
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ConversionError, match="Unsupported model_type 'gpt3'.*closest"):
+        from_hf(path)
+    cfg.update(model_type="llama", rope_parameters={"rope_type": "yarn", "rope_theta": 1e4})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ConversionError, match="rope_type 'yarn'"):
+        from_hf(path)
+    odd = build("gpt", "tiny", vocab_size=16, norm="rmsnorm")  # learned positions + RMSNorm
+    params = odd.init(jax.random.key(0), np.zeros((1, 2), np.int32))["params"]
+    with pytest.raises(ConversionError, match="neither as GPT-2 nor as Llama.*'rope'"):
+        to_hf(odd, params, str(tmp_path / "odd"))
