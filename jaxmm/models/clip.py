@@ -170,6 +170,10 @@ class CLIPVisionConfig(ConfigBase):
         self.transformer  # noqa: B018
 
     @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.image_size, self.image_size
+
+    @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
 
@@ -182,29 +186,63 @@ class CLIPVisionConfig(ConfigBase):
         return _tower_transformer(self, final_norm=False)
 
 
+_SHARED = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl")
+
+
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig(ConfigBase):
     """Full CLIP: ``text`` and ``vision`` tower configs, ``projection_dim`` and
-    the initial ``logit_scale`` (HF ``logit_scale_init_value``, log(1/0.07))."""
+    the initial ``logit_scale`` (HF ``logit_scale_init_value``, log(1/0.07)).
+
+    ``dtype``, ``param_dtype``, ``scan_layers``, ``remat_policy`` and
+    ``attention_impl``, when set here, apply to both towers (so a run config
+    can say ``model.config.dtype=bfloat16``). ``image_size``, ``num_channels``
+    and ``vocab_size`` are read-only views of the towers'.
+    """
 
     text: CLIPTextConfig = dataclasses.field(default_factory=CLIPTextConfig)
     vision: CLIPVisionConfig = dataclasses.field(default_factory=CLIPVisionConfig)
     projection_dim: int = 512
     logit_scale_init_value: float = 2.6592
+    dtype: str | None = None
+    param_dtype: str | None = None
+    scan_layers: bool | None = None
+    remat_policy: str | None = None
+    attention_impl: str | None = None
 
     SIZES: ClassVar = {
         "tiny": dict(text=CLIPTextConfig.SIZES["tiny"], vision=CLIPVisionConfig.SIZES["tiny"],
                      projection_dim=32),
+        "base": {},  # ViT-B/32
         "ViT-B/32": dict(vision=dict(patch_size=32)),
         "ViT-B/16": dict(vision=dict(patch_size=16)),
         "ViT-L/14": dict(text=CLIPTextConfig.SIZES["large"], vision=CLIPVisionConfig.SIZES["L/14"],
                          projection_dim=768),
     }
 
+    def __post_init__(self):
+        shared = {k: getattr(self, k) for k in _SHARED if getattr(self, k) is not None}
+        if shared:
+            object.__setattr__(self, "text", self.text.replace(**shared))
+            object.__setattr__(self, "vision", self.vision.replace(**shared))
+        super().__post_init__()
+
     def validate(self) -> None:
         if self.projection_dim < 1:
             raise ConfigError(f"CLIPConfig: projection_dim must be >= 1; got "
                               f"{self.projection_dim}.")
+
+    @property
+    def image_size(self) -> int:
+        return self.vision.image_size
+
+    @property
+    def num_channels(self) -> int:
+        return self.vision.num_channels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text.vocab_size
 
 
 # ---------------------------------------------------------------------------
