@@ -97,8 +97,10 @@ def jaxmm_case(case: dict, repeats: int):
         jax.block_until_ready(m)
 
     seconds = _median_time(one, repeats)
-    fwd = forward_flops(lambda v, b: task.loss(v, b, train=False, rng=jax.random.PRNGKey(0)).loss,
-                        {"params": holder["state"].params, **variables}, batch)
+    rng = jax.random.PRNGKey(0)
+    fwd = forward_flops(
+        lambda v, b: task.loss(v, task.prepare(b, rng, False), train=False, rng=rng).loss,
+        {"params": holder["state"].params, **variables}, batch)
     return seconds, (3 * fwd if fwd else None), holder, step, batch
 
 

@@ -69,6 +69,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.gpt2",
     "jaxmm.convert.llama",
     "jaxmm.convert.vit",
+    "jaxmm.convert.clip",
     "jaxmm.convert.whisper",
 )
 

@@ -30,7 +30,8 @@ from jaxmm.data import speech
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NAME", "SIZES", "JaxmmScenes", "ScenesConfig", "build", "plan_splits"]
+__all__ = ["NAME", "SIZES", "JaxmmScenes", "ScenesConfig", "build", "corpus_path", "plan_splits",
+           "text_corpus"]
 
 NAME = "jaxmm_scenes"
 SPLITS = ("train", "validation", "test")
@@ -207,9 +208,24 @@ class JaxmmScenes(tfds.core.GeneratorBasedBuilder):
             yield scene_id, example
 
 
+def text_corpus(config: ScenesConfig, split: str = "train") -> list[str]:
+    """All captions and questions of ``split`` (for training a tokenizer), without images."""
+    lines = []
+    for scene_id, scene in plan_splits(config)[split]:
+        lines += scenes_lib.make_captions(scene, _example_seed(config, scene_id, "captions"),
+                                          config.num_captions)
+        lines += [q for q, _, _ in scenes_lib.answer_questions(
+            scene, _example_seed(config, scene_id, "qa"), config.num_questions)]
+    return lines
+
+
 def build(data_dir: str, size: str = "small", name: str | None = None,
           **overrides) -> tfds.core.DatasetBuilder:
-    """Generates the dataset into ``data_dir`` (idempotent) and returns its builder."""
+    """Generates the dataset into ``data_dir`` (idempotent) and returns its builder.
+
+    Also writes ``<data_dir>/jaxmm_scenes/<config>/train_text.txt`` (captions and
+    questions of the train split, one per line) for tokenizer training.
+    """
     config = make_config(size, name, **overrides)
     os.makedirs(data_dir, exist_ok=True)
     presets = {c.name: c for c in JaxmmScenes.BUILDER_CONFIGS}
@@ -220,5 +236,16 @@ def build(data_dir: str, size: str = "small", name: str | None = None,
     builder = JaxmmScenes(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    corpus = corpus_path(builder)
+    if not os.path.exists(corpus):
+        resolved = builder.builder_config
+        with open(corpus + ".tmp", "w", encoding="utf-8") as f:
+            f.write("\n".join(text_corpus(resolved)) + "\n")
+        os.replace(corpus + ".tmp", corpus)
     log.info("built %s at %s", builder.info.full_name, builder.data_dir)
     return builder
+
+
+def corpus_path(builder: tfds.core.DatasetBuilder) -> str:
+    """Path of the train-split text corpus written by :func:`build`."""
+    return os.path.join(os.path.dirname(str(builder.data_dir)), "train_text.txt")

@@ -60,7 +60,8 @@ def _build_builtin(args) -> int:
     builder = builtin.build(args.data_dir, args.size, args.name, **overrides)
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     print(json.dumps({"name": f"{builtin.NAME}/{builder.builder_config.name}",
-                      "path": str(builder.data_dir), "splits": splits}))
+                      "path": str(builder.data_dir), "splits": splits,
+                      "text_corpus": builtin.corpus_path(builder)}))
     return 0
 
 

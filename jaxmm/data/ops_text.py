@@ -45,13 +45,18 @@ def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_lengt
 
 @register("tokenize")
 def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
-             prefix: str = "", add_special_tokens: bool = True, tokenizer: Any = None):
+             prefix: str = "", add_special_tokens: bool = True, pad: bool = True,
+             tokenizer: Any = None):
     """Tokenises ``ex[key]`` (scalar or 1-D string tensor; optional ``pair_key``).
 
     Writes ``{prefix}input_ids``, ``{prefix}attention_mask`` (and
     ``{prefix}token_type_ids`` when the tokenizer makes them), int32 of shape
     ``(max_length,)`` for a scalar text or ``(N, max_length)`` for N texts.
+    With ``pad=False`` (scalar texts, e.g. before packing) only
+    ``{prefix}input_ids`` is written, unpadded, at most ``max_length`` long.
     """
+    if not pad:
+        return _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer)
     probe = tokenizer.encode(["a"], pairs=["a"] if pair_key else None, max_length=4)
     names = ["input_ids", "attention_mask"]
     if probe.get("token_type_ids") is not None:
@@ -79,6 +84,66 @@ def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
                 r.set_shape([text.shape[0], max_length])
             out[prefix + name] = r
         return out
+
+    return op
+
+
+def _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer):
+    def run(text):
+        enc = tokenizer.encode(_texts(text), max_length=max_length, padding=False,
+                               truncation=True, add_special_tokens=add_special_tokens)
+        return np.asarray(enc["input_ids"], np.int32)[0][:max_length]
+
+    def op(ex, seed):
+        text = require(ex, key, "tokenize")
+        if text.shape.rank != 0:
+            raise ValueError("tokenize(pad=False) takes one text per example.")
+        ids = tf.numpy_function(run, [tf.reshape(text, [1])], tf.int32, stateful=False)
+        ids.set_shape([None])
+        return {**ex, prefix + "input_ids": ids}
+
+    return op
+
+
+@register("mlm_mask")
+def mlm_mask(mlm_probability: float = 0.15, key: str = "input_ids",
+             mask_key: str = "attention_mask", tokenizer: Any = None, **kwargs: Any):
+    """BERT masked-LM corruption on the host: a thin op over :func:`jaxmm.losses.mlm_mask`.
+
+    Replaces ``ex[key]`` with the corrupted ids and writes ``labels`` (original
+    ids where selected, -100 elsewhere). Special tokens of ``tokenizer`` and
+    padding are never selected. Deterministic given the example's seed. For
+    large batches, masking on device in the train step is faster.
+    """
+    import jax
+
+    from jaxmm.losses import mlm_mask as mask_fn
+
+    special = [t for t in (tokenizer.cls_token_id, tokenizer.sep_token_id,
+                           tokenizer.pad_token_id, tokenizer.bos_token_id,
+                           tokenizer.eos_token_id) if t is not None]
+    cpu = jax.devices("cpu")[0]
+
+    @jax.jit
+    def corrupt(seed, ids, mask):
+        rng = jax.random.wrap_key_data(seed, impl="threefry2x32")  # the op's [2] seed
+        return mask_fn(rng, ids, mask_token_id=tokenizer.mask_token_id,
+                       vocab_size=tokenizer.vocab_size, special_ids=special,
+                       attention_mask=mask, mlm_probability=mlm_probability, **kwargs)
+
+    def run(seed, ids, mask):
+        with jax.default_device(cpu):
+            out, labels = corrupt(np.asarray(seed, np.uint32), ids, mask)
+        return np.asarray(out, np.int32), np.asarray(labels, np.int32)
+
+    def op(ex, seed):
+        ids = tf.cast(require(ex, key, "mlm_mask"), tf.int32)
+        mask = tf.cast(require(ex, mask_key, "mlm_mask"), tf.int32)
+        out, labels = tf.numpy_function(run, [tf.cast(seed, tf.int64), ids, mask],
+                                        [tf.int32, tf.int32], stateful=False)
+        out.set_shape(ids.shape)
+        labels.set_shape(ids.shape)
+        return {**ex, key: out, "labels": labels}
 
     return op
 

@@ -24,7 +24,8 @@ With ``repeat=True`` each process takes ``N // P`` examples per epoch (a new
 permutation each epoch, so the few dropped examples differ). With
 ``repeat=False`` (evaluation) every example is yielded exactly once across
 processes; each process yields the same number of batches, and the last ones
-are padded with copies of a real example flagged by ``batch["_mask"] == 0``.
+are padded with copies of a real example flagged by ``batch["example_mask"] == 0``
+(float32 1/0, the key the trainer's tasks weight metrics with).
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ from jaxmm.data.sources import DataError, RecordSource, open_source
 
 __all__ = ["DataIterator", "make_iterator", "MASK_KEY"]
 
-MASK_KEY = "_mask"
+MASK_KEY = "example_mask"
 _INT64_MAX = np.iinfo(np.int64).max
 _KNOWN_KEYS = {
     "name", "data_dir", "splits", "pp", "pp_train", "pp_eval", "prepare", "read_chunk",
-    "num_parallel_calls", "prefetch", "description", "task",
+    "num_parallel_calls", "prefetch", "description", "task", "pack",
 }
+_PACK_KEYS = {"length", "window", "mode", "eos_id", "pad_id", "key"}
 
 # Live iterators, closed at exit: a tf.data iterator still running a
 # numpy_function while Python shuts down can deadlock the interpreter.
@@ -101,7 +103,7 @@ class DataIterator(Iterator):
     def __init__(self, source: RecordSource, pp: preprocess.Op, *, local_batch: int, seed: int,
                  shuffle: bool, repeat: bool, process_index: int, process_count: int,
                  read_chunk: int = 64, num_parallel_calls: int | None = None,
-                 prefetch: int | None = None):
+                 prefetch: int | None = None, pack: Mapping[str, Any] | None = None):
         n = source.num_examples
         if not 0 <= process_index < process_count:
             raise ConfigError(f"process_index {process_index} must be in [0, {process_count}).")
@@ -125,6 +127,7 @@ class DataIterator(Iterator):
         else:
             self.per_epoch = math.ceil(n / process_count)
             self.num_batches = math.ceil(self.per_epoch / local_batch)
+        self._pack = _check_pack(pack, repeat)
         self._pp = pp
         self._read_chunk = read_chunk
         self._parallel = num_parallel_calls or tf.data.AUTOTUNE
@@ -132,6 +135,7 @@ class DataIterator(Iterator):
         self._shuffle_key = _seed_pair(self.seed, 1)
         self._aug_key = _seed_pair(self.seed, 2)
         self._next = 0
+        self._skip = 0  # packed streams: rows of window ``_next`` already returned
         self._it: Iterator | None = None
         _LIVE.add(self)
 
@@ -158,7 +162,47 @@ class DataIterator(Iterator):
             index = pos
         return {"k": k, "index": index, "valid": valid, "uid": epoch * n + pos}
 
-    def _build(self, start: int) -> tf.data.Dataset:
+    def _packed(self, ds: tf.data.Dataset, start: int, skip: int) -> tf.data.Dataset:
+        """Windows of ``pack.window`` examples -> fixed-length rows (see jaxmm.data.packing)."""
+        from jaxmm.data.packing import pack_sequences
+
+        p = self._pack
+        names = ["input_ids", "attention_mask", "labels"]
+        if p["mode"] == "segments":
+            names += ["segment_ids", "positions"]
+        key = p["key"]
+
+        def only_ids(example, meta):
+            ids = preprocess.require(example, key, "pack")
+            if ids.shape.rank != 1:
+                raise ConfigError(f"pack: {key!r} must be one 1-D sequence per example (use "
+                                  "tokenize(..., pad=False)); got rank "
+                                  f"{ids.shape.rank}.")
+            return tf.cast(ids, tf.int32), meta["_k"]
+
+        def run(values, row_lengths):
+            seqs = np.split(values, np.cumsum(row_lengths)[:-1])
+            out = pack_sequences(seqs, p["length"], p["mode"], p["eos_id"], p["pad_id"])
+            return [out[n] for n in names]
+
+        def pack_window(ids, ks):
+            rows = tf.numpy_function(run, [ids.flat_values, ids.row_lengths()],
+                                     [tf.int32] * len(names), stateful=False)
+            rows = [tf.ensure_shape(r, [None, p["length"]]) for r in rows]
+            n = tf.shape(rows[0])[0]
+            meta = {"_k": tf.fill([n], ks[0]), "_row": tf.range(n, dtype=tf.int64),
+                    MASK_KEY: tf.ones([n], tf.bool)}
+            return dict(zip(names, rows)), meta
+
+        ds = ds.map(only_ids).ragged_batch(p["window"], drop_remainder=True)
+        ds = ds.map(pack_window, num_parallel_calls=self._parallel, deterministic=True)
+        ds = ds.unbatch()
+        if skip:
+            ds = ds.filter(lambda ex, meta: tf.logical_not(
+                (meta["_k"] == start) & (meta["_row"] < skip)))
+        return ds
+
+    def _build(self, start: int, skip: int = 0) -> tf.data.Dataset:
         if self.repeat:
             stop = _INT64_MAX
         else:
@@ -186,6 +230,8 @@ class DataIterator(Iterator):
             return example, {"_k": meta["k"], MASK_KEY: meta["valid"]}
 
         ds = ds.map(process, num_parallel_calls=self._parallel, deterministic=True)
+        if self._pack:
+            ds = self._packed(ds, start, skip)
         ds = ds.batch(self.local_batch, drop_remainder=True)
         ds = ds.prefetch(self._prefetch)
         options = tf.data.Options()
@@ -200,15 +246,18 @@ class DataIterator(Iterator):
         if self._it is None:
             if self.num_batches is not None and self._next >= self.num_batches * self.local_batch:
                 raise StopIteration
-            self._it = iter(self._build(self._next).as_numpy_iterator())
+            self._it = iter(self._build(self._next, self._skip).as_numpy_iterator())
         try:
             example, meta = next(self._it)
         except StopIteration:
             self._it = None
             raise
-        self._next = int(meta["_k"][-1]) + 1
+        if self._pack:  # resume inside the window of the last row
+            self._next, self._skip = int(meta["_k"][-1]), int(meta["_row"][-1]) + 1
+        else:
+            self._next = int(meta["_k"][-1]) + 1
         if not self.repeat:
-            example[MASK_KEY] = meta[MASK_KEY]
+            example[MASK_KEY] = meta[MASK_KEY].astype(np.float32)
         return example
 
     def close(self) -> None:
@@ -230,11 +279,16 @@ class DataIterator(Iterator):
         return {"dataset": self.source.name, "split": self.source.split,
                 "num_examples": self.source.num_examples, "seed": self.seed,
                 "shuffle": self.shuffle, "repeat": self.repeat,
-                "process_index": self.process_index, "process_count": self.process_count}
+                "process_index": self.process_index, "process_count": self.process_count,
+                "pack": dict(self._pack) if self._pack else None}
 
     def get_state(self) -> dict[str, Any]:
-        """``{"next": examples consumed by this process, ...identity}`` (JSON-safe)."""
-        return {"next": self._next, **self._identity()}
+        """``{"next": examples consumed by this process, ...identity}`` (JSON-safe).
+
+        For packed streams ``next`` is the first example of the current window
+        and ``skip`` the number of its rows already returned.
+        """
+        return {"next": self._next, "skip": self._skip, **self._identity()}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continues from ``state`` (taken from an iterator with the same settings)."""
@@ -245,11 +299,33 @@ class DataIterator(Iterator):
             raise DataError(f"Cannot restore the data iterator: settings differ ({detail}). "
                             "Resume with the same data config, seed and process count.")
         self._next = int(state["next"])
+        self._skip = int(state.get("skip", 0))
         self._it = None
 
     @property
     def position(self) -> int:
         return self._next
+
+
+def _check_pack(pack: Any, repeat: bool) -> dict[str, Any] | None:
+    if not pack:
+        return None
+    pack = dict(pack)
+    unknown = set(pack) - _PACK_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown pack option(s) {sorted(unknown)}; valid: "
+                          f"{sorted(_PACK_KEYS)}.")
+    if "length" not in pack:
+        raise ConfigError("pack needs 'length' (tokens per packed row).")
+    if not repeat:
+        raise ConfigError("Packing is for training streams (repeat=True); evaluate unpacked "
+                          "so every example is scored exactly once.")
+    out = {"length": int(pack["length"]), "window": int(pack.get("window", 64)),
+           "mode": pack.get("mode", "concat"), "eos_id": pack.get("eos_id"),
+           "pad_id": int(pack.get("pad_id", 0)), "key": pack.get("key", "input_ids")}
+    if out["mode"] not in ("concat", "segments"):
+        raise ConfigError(f"pack mode {out['mode']!r}: use 'concat' or 'segments'.")
+    return out
 
 
 def _pp_spec(data_config: Any, split: str) -> Any:
@@ -277,7 +353,9 @@ def make_iterator(
         :mod:`jaxmm.data.preprocess`), optional ``splits`` (logical name ->
         tfds split, e.g. ``{"validation": "validation_matched"}``), ``prepare``
         (command shown when the data is missing), ``read_chunk``,
-        ``num_parallel_calls``, ``prefetch``.
+        ``num_parallel_calls``, ``prefetch``, and ``pack`` (``{"length", "window",
+        "mode", "eos_id", "pad_id", "key"}``: pack windows of examples into rows, see
+        :mod:`jaxmm.data.packing`; training streams only).
       split: logical split ("train", "validation", "test", or a tfds split).
         ``pp_train`` applies to "train", ``pp_eval`` to the others.
       batch_size: GLOBAL batch size; each process yields
@@ -317,4 +395,5 @@ def make_iterator(
         read_chunk=int(_get(data_config, "read_chunk", 64) or 64),
         num_parallel_calls=_get(data_config, "num_parallel_calls"),
         prefetch=_get(data_config, "prefetch"),
+        pack=_get(data_config, "pack"),
     )

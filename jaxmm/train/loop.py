@@ -320,8 +320,9 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
 
     def model_flops(batch) -> float | None:
         """3x XLA's forward FLOPs of the loss on this (global) batch."""
-        fwd = lambda v, b, c: task.loss(v, b, train=False, rng=jax.random.PRNGKey(0),  # noqa: E731
-                                        constants=c).loss
+        rng = jax.random.PRNGKey(0)
+        fwd = lambda v, b, c: task.loss(v, task.prepare(b, rng, False), train=False,  # noqa: E731
+                                        rng=rng, constants=c).loss
         shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             f = log_lib.forward_flops(fwd, abstract.variables, shapes, constants)

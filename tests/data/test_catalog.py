@@ -119,3 +119,22 @@ def test_scenes_task_layouts(task, scenes_dir, tokenizer):
         assert 0 < train["audio_mask"].sum(axis=1).min() and np.abs(train["audio"]).max() <= 1
     if task == "classification":
         assert set(train) == {"image", "label"} and train["label"].max() < len(scenes.SHAPES)
+
+
+def test_scenes_with_the_project_tokenizer(scenes_dir, tmp_path):
+    """The built-in text corpus trains a jaxmm tokenizer that round-trips captions."""
+    import os
+
+    from jaxmm.data.tokenizers import train_tokenizer
+
+    corpus = os.path.join(scenes_dir, "jaxmm_scenes", "test", "train_text.txt")
+    lines = open(corpus).read().splitlines()
+    assert len(lines) == 48 * (5 + 4)
+    tok = train_tokenizer("wordpiece", [corpus], vocab_size=120, min_frequency=1)
+    cfg = {"name": "jaxmm_scenes/test", "data_dir": scenes_dir,
+           "pp": "select('captions', 0, 'text')|tokenize(32, key='text')|keep('text', 'input_ids')"}
+    with make_iterator(cfg, split="test", batch_size=4, shuffle=False, repeat=False,
+                       process_index=0, process_count=1, tokenizer=tok) as it:
+        batch = next(it)
+    for text, ids in zip(batch["text"], batch["input_ids"]):
+        assert tok.decode(ids).replace(" ,", ",") == text.decode()

@@ -172,4 +172,6 @@ def test_cli_build_builtin_subprocess(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["splits"] == {"train": 8, "validation": 4, "test": 4}
     assert summary["name"].startswith("jaxmm_scenes/tiny-")
+    with open(summary["text_corpus"]) as f:
+        assert len(f.read().splitlines()) == 8 * (5 + 4)  # captions + questions per scene
     assert cli.main(["info", "--data-dir", data_dir, "--name", summary["name"]]) == 0

@@ -181,3 +181,29 @@ def test_log_mel_default_is_the_project_front_end(rng):
     ref = np.asarray(whisper_log_mel(wave, sample_rate=16000, chunk_seconds=1.0))
     assert out.shape == (80, 100)
     np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_mlm_mask_op_is_jaxmm_losses_mlm_mask(tokenizer):
+    import jax
+
+    from jaxmm.losses import mlm_mask
+
+    text = " ".join(["red circle blue square"] * 20)
+    out = run("tokenize(64, key='t')|mlm_mask(0.3)", tokenizer, t=text)
+    again = run("tokenize(64, key='t')|mlm_mask(0.3)", tokenizer, t=text)
+    np.testing.assert_array_equal(out["input_ids"], again["input_ids"])
+    enc = tokenizer.encode([text], max_length=64)
+    ids, mask = enc["input_ids"][0], enc["attention_mask"][0]
+    selected = out["labels"] != -100
+    np.testing.assert_array_equal(out["labels"][selected], ids[selected])
+    assert not selected[0] and not selected[ids == tokenizer.sep_token_id].any()
+    assert 5 <= selected.sum() <= 35
+    # Same numbers as calling jaxmm.losses.mlm_mask with the op's seed.
+    op_seed = tf.random.experimental.stateless_fold_in(SEED, 1).numpy().astype(np.uint32)
+    key = jax.random.wrap_key_data(op_seed, impl="threefry2x32")
+    ref_ids, ref_labels = mlm_mask(
+        key, ids, mask_token_id=tokenizer.mask_token_id, vocab_size=tokenizer.vocab_size,
+        special_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id],
+        attention_mask=mask, mlm_probability=0.3)
+    np.testing.assert_array_equal(out["input_ids"], ref_ids)
+    np.testing.assert_array_equal(out["labels"], ref_labels)

@@ -1,4 +1,5 @@
-"""Sharded training equals one-device training; gradient accumulation equals one big batch."""
+"""Sharded training (GPT) equals one-device training; gradient accumulation equals one
+big batch."""
 
 import jax
 import numpy as np
@@ -13,8 +14,11 @@ STEPS = 3
 
 def _train(tmp_path, name, mesh=None, **overrides):
     cfg = tiny_config("lm", {"num_steps": STEPS, "checkpoint.export_params": True,
-                             "checkpoint.save_final": False,
-                             "model.config": {"num_heads": 2, "mlp_dim": 64}, **overrides})
+                             "checkpoint.save_final": False, "model.name": "gpt",
+                             "model.size": "tiny", "model.config": {
+                                 "vocab_size": 64, "max_position_embeddings": 16,
+                                 "num_layers": 1, "d_model": 32, "mlp_dim": 64},
+                             **overrides})
     workdir = str(tmp_path / name)
     run(cfg, workdir, mesh=mesh)
     _, variables = load_exported(f"{workdir}/export")

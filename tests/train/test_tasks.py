@@ -48,9 +48,13 @@ def _tb_scalars(logdir):
     return tags
 
 
-def test_lm_learns_and_logs(tmp_path):
+GPT = {"model.name": "gpt", "model.size": "tiny",
+       "model.config": {"vocab_size": 64, "max_position_embeddings": 32, "num_layers": 1}}
+
+
+def test_lm_learns_and_logs_with_gpt(tmp_path):
     workdir, ev, first = _train(tmp_path, "lm", {
-        "log.tensorboard": True, "log.mfu": True, "checkpoint.export_params": True})
+        **GPT, "log.tensorboard": True, "log.mfu": True, "checkpoint.export_params": True})
     assert ev["loss"] < first - 0.5 and ev["accuracy"] > 0.2  # chance is 1/60
     assert ev["perplexity"] == pytest.approx(math.exp(ev["loss"]))
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -61,9 +65,9 @@ def test_lm_learns_and_logs(tmp_path):
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     assert summary["step"] == 30 and summary["mfu_peak_source"] == "measured f32 matmul"
     # The checkpoint and the export evaluate to the same metrics as the run's final eval.
-    again = evaluate_checkpoint(tiny_config("lm", COMMON), workdir)
+    again = evaluate_checkpoint(tiny_config("lm", {**COMMON, **GPT}), workdir)
     assert again["step"] == 30 and again["metrics"]["loss"] == pytest.approx(ev["loss"], 1e-6)
-    exported = evaluate_checkpoint(tiny_config("lm", COMMON), workdir,
+    exported = evaluate_checkpoint(tiny_config("lm", {**COMMON, **GPT}), workdir,
                                    params_dir=f"{workdir}/export")
     assert exported["metrics"]["loss"] == pytest.approx(ev["loss"], 1e-6)
 
