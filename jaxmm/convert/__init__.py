@@ -68,6 +68,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.bert",
     "jaxmm.convert.gpt2",
     "jaxmm.convert.llama",
+    "jaxmm.convert.t5",
     "jaxmm.convert.vit",
     "jaxmm.convert.whisper",
 )
