@@ -41,6 +41,7 @@ __all__ = [
     "param_shardings",
     "replicated",
     "shard_params",
+    "shardings_like",
 ]
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -221,3 +222,51 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """Fully replicated sharding on ``mesh``."""
     return NamedSharding(mesh, PartitionSpec())
+
+
+def _tree_key_str(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def shardings_like(tree: Any, params: Any, param_shards: Any, mesh: Mesh) -> Any:
+    """Shardings for a tree whose leaves mirror parameters (e.g. optimizer state).
+
+    ``params`` (arrays or ``ShapeDtypeStruct``) and ``param_shards`` (matching
+    ``NamedSharding``) are the parameters; ``tree`` (e.g. ``jax.eval_shape`` of
+    ``tx.init(params)``) holds leaves whose tree path *ends with* a parameter's
+    path. A leaf with that parameter's shape gets its sharding (Adam moments);
+    a leaf with one dimension fewer gets it with that dimension dropped
+    (Adafactor's factored row/column statistics); anything else (step
+    counters, unmatched leaves) is replicated.
+    """
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_s = jax.tree.leaves(param_shards, is_leaf=lambda x: isinstance(x, NamedSharding))
+    by_path = {
+        tuple(_tree_key_str(k) for k in path): (tuple(np.shape(leaf)), sh.spec)
+        for (path, leaf), sh in zip(flat_p, flat_s)
+    }
+    repl = NamedSharding(mesh, PartitionSpec())
+
+    def pick(path, leaf):
+        keys = tuple(_tree_key_str(k) for k in path)
+        shape = tuple(np.shape(leaf))
+        for start in range(len(keys)):
+            hit = by_path.get(keys[start:])
+            if hit is None:
+                continue
+            pshape, spec = hit
+            entries = tuple(spec) + (None,) * (len(pshape) - len(spec))
+            if shape == pshape:
+                return NamedSharding(mesh, _fit_spec(PartitionSpec(*entries), shape, mesh))
+            if len(shape) == len(pshape) - 1:
+                for drop in reversed(range(len(pshape))):
+                    if pshape[:drop] + pshape[drop + 1:] == shape:
+                        kept = entries[:drop] + entries[drop + 1:]
+                        return NamedSharding(mesh, _fit_spec(PartitionSpec(*kept), shape, mesh))
+            return repl
+        return repl
+
+    return jax.tree_util.tree_map_with_path(pick, tree)

@@ -33,12 +33,17 @@ _ATTN = {
 }
 
 
-def _image_size(value: Any, name: str) -> int:
+def _size(value: Any) -> int | tuple[int, int]:
     if isinstance(value, list | tuple):
-        if len(set(value)) != 1:
-            raise ConversionError(f"Non-square {name}={value} is not supported by jaxmm ViT.")
-        value = value[0]
+        return int(value[0]) if value[0] == value[1] else (int(value[0]), int(value[1]))
     return int(value)
+
+
+def _patch(value: Any) -> int:
+    size = _size(value)
+    if not isinstance(size, int):
+        raise ConversionError(f"Non-square patch_size={value} is not supported by jaxmm ViT.")
+    return size
 
 
 def config_from_hf(hf: dict[str, Any], **overrides) -> ViTConfig:
@@ -50,8 +55,8 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ViTConfig:
             "jaxmm ViT's pooler keeps the width."
         )
     values = dict(
-        image_size=_image_size(hf.get("image_size", 224), "image_size"),
-        patch_size=_image_size(hf.get("patch_size", 16), "patch_size"),
+        image_size=_size(hf.get("image_size", 224)),
+        patch_size=_patch(hf.get("patch_size", 16)),
         num_channels=hf.get("num_channels", 3),
         num_layers=hf["num_hidden_layers"],
         d_model=hf["hidden_size"],
@@ -78,7 +83,8 @@ def config_to_hf(cfg: ViTConfig, classifier: bool) -> dict[str, Any]:
     out = dict(
         model_type="vit",
         architectures=["ViTForImageClassification" if classifier else "ViTModel"],
-        image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=cfg.num_channels,
+        image_size=cfg.image_size if isinstance(cfg.image_size, int) else list(cfg.image_size),
+        patch_size=cfg.patch_size, num_channels=cfg.num_channels,
         num_hidden_layers=cfg.num_layers, hidden_size=cfg.d_model,
         num_attention_heads=cfg.num_heads, intermediate_size=cfg.mlp_dim,
         hidden_act=cfg.activation, layer_norm_eps=cfg.norm_eps,

@@ -12,7 +12,7 @@ from jaxmm.layers.attention import (
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
 from jaxmm.layers.embeddings import Embed, PatchEmbed
-from jaxmm.layers.mlp import Mlp, get_activation
+from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
 from jaxmm.layers.positions import (
     DecodePositions,
@@ -56,6 +56,7 @@ __all__ = [
     "bicubic_resize_matrix",
     "causal_mask",
     "check_token_mask",
+    "classifier_head",
     "combine_masks",
     "dot_product_attention",
     "get_activation",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["ACTIVATIONS", "Mlp", "get_activation"]
+__all__ = ["ACTIVATIONS", "Mlp", "classifier_head", "get_activation"]
 
 
 def _quick_gelu(x):
@@ -87,3 +87,17 @@ class Mlp(nn.Module):
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
         return self._dense(out_dim, ("mlp", "embed"), "wo")(h)
+
+
+def classifier_head(num_labels: int, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                    name: str = "classifier") -> nn.Dense:
+    """Zero-initialised linear classifier ``(..., embed) -> (..., num_labels)``.
+
+    Kernel axes ``("embed", None)``; zero init makes the first logits uniform.
+    """
+    return nn.Dense(
+        num_labels, dtype=dtype, param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+        name=name,
+    )

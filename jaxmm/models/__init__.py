@@ -1,11 +1,14 @@
 """Model families. Importing this package registers every family by name."""
 
 from jaxmm.models import (
+    audio,  # noqa: F401
     bert,  # noqa: F401
     encoder_decoder,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     gpt,  # noqa: F401
+    resnet,  # noqa: F401
     t5,  # noqa: F401
+    video,  # noqa: F401
     vit,  # noqa: F401
     whisper,  # noqa: F401
 )

@@ -31,6 +31,7 @@ from jaxmm.layers import (
     PatchEmbed,
     TransformerConfig,
     TransformerStack,
+    classifier_head,
     get_activation,
     key_padding_mask,
     resize_position_grid,
@@ -86,7 +87,8 @@ _SIZES.update({"base": _SIZES["B/16"], "large": _SIZES["L/16"]})
 class ViTConfig(ConfigBase):
     """ViT hyper-parameters (Hugging Face ``ViTConfig`` equivalents in brackets).
 
-    image_size [image_size], patch_size [patch_size], num_channels [num_channels];
+    image_size [image_size]: ``S`` (square) or ``(H, W)``; patch_size [patch_size];
+    num_channels [num_channels];
     num_layers, d_model [hidden_size], num_heads, mlp_dim [intermediate_size],
     activation [hidden_act], norm_eps [layer_norm_eps], dropout_rate
     [hidden_dropout_prob], attention_dropout_rate, qkv_bias;
@@ -96,7 +98,7 @@ class ViTConfig(ConfigBase):
     num_labels: classes of :class:`ViTForImageClassification`.
     """
 
-    image_size: int = 224
+    image_size: int | tuple[int, int] = 224
     patch_size: int = 16
     num_channels: int = 3
     num_layers: int = 12
@@ -122,7 +124,8 @@ class ViTConfig(ConfigBase):
     SIZES: ClassVar = _SIZES
 
     def validate(self) -> None:
-        if self.image_size % self.patch_size:
+        h, w = self.image_hw
+        if h % self.patch_size or w % self.patch_size:
             raise ConfigError(
                 f"ViTConfig: image_size ({self.image_size}) must be a multiple of patch_size "
                 f"({self.patch_size})."
@@ -137,12 +140,19 @@ class ViTConfig(ConfigBase):
         self.transformer  # noqa: B018 - validates the stack settings
 
     @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
+    def image_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the images the model was built for."""
+        s = self.image_size
+        return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(height // patch_size, width // patch_size)``."""
+        return self.image_hw[0] // self.patch_size, self.image_hw[1] // self.patch_size
 
     @property
     def num_patches(self) -> int:
-        return self.grid_size**2
+        return self.grid[0] * self.grid[1]
 
     @property
     def num_positions(self) -> int:
@@ -179,10 +189,10 @@ def _check_image(image: Array, config: ViTConfig, interpolate: bool, what: str) 
         raise ValueError(
             f"Image size {h}x{w} is not a multiple of the patch size {p}; resize or crop it."
         )
-    if not interpolate and (h, w) != (config.image_size, config.image_size):
+    if not interpolate and (h, w) != config.image_hw:
         raise ValueError(
-            f"Image size {h}x{w} does not match the model's {config.image_size}x"
-            f"{config.image_size}. Resize the image, pass interpolate_pos_encoding=True to "
+            f"Image size {h}x{w} does not match the model's {config.image_hw[0]}x"
+            f"{config.image_hw[1]}. Resize the image, pass interpolate_pos_encoding=True to "
             "interpolate the position embeddings, or resize them for fine-tuning with "
             "jaxmm.models.vit.resize_position_embeddings."
         )
@@ -222,9 +232,7 @@ class ViTEmbeddings(nn.Module):
             )
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, cfg.d_model)), x], 1)
         n_cls = int(cfg.class_token)
-        patch_table = resize_position_grid(
-            table[n_cls:], (cfg.grid_size, cfg.grid_size), (gh, gw)
-        )
+        patch_table = resize_position_grid(table[n_cls:], cfg.grid, (gh, gw))
         table = jnp.concatenate([table[:n_cls], patch_table], 0)
         x = x + table[None].astype(dtype)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
@@ -317,20 +325,16 @@ class ViTForImageClassification(nn.Module):
             deterministic=deterministic, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = nn.Dense(
-            cfg.num_labels, dtype=DTYPES[cfg.dtype], param_dtype=DTYPES[cfg.param_dtype],
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-            name="classifier",
-        )(out.pooler_output)
+        head = classifier_head(cfg.num_labels, DTYPES[cfg.dtype], DTYPES[cfg.param_dtype])
+        logits = head(out.pooler_output)
         return SequenceClassifierOutput(
             logits=logits.astype(jnp.float32), hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
 
 
-def resize_position_embeddings(params: Any, config: ViTConfig, image_size: int
-                               ) -> tuple[Any, ViTConfig]:
+def resize_position_embeddings(params: Any, config: ViTConfig,
+                               image_size: int | tuple[int, int]) -> tuple[Any, ViTConfig]:
     """Resizes the stored position table for fine-tuning at ``image_size``.
 
     ``params`` is a :class:`ViTModel` param tree (or one holding it under
@@ -355,7 +359,6 @@ def resize_position_embeddings(params: Any, config: ViTConfig, image_size: int
             f"Position table has {table.shape[0]} rows but the config expects "
             f"{config.num_positions}; pass the config these params were made with."
         )
-    g, ng = config.grid_size, new_config.grid_size
-    grid = resize_position_grid(jnp.asarray(table[n_cls:]), (g, g), (ng, ng))
+    grid = resize_position_grid(jnp.asarray(table[n_cls:]), config.grid, new_config.grid)
     emb["position_embedding"] = jnp.concatenate([jnp.asarray(table[:n_cls]), grid], 0)
     return {**params, "embeddings": emb}, new_config

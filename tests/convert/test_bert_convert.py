@@ -13,6 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 from jaxmm import convert
 from jaxmm.convert import ConversionError
+from jaxmm.data import tokenizers
 from jaxmm.models import bert as B
 from jaxmm.models import build
 
@@ -116,18 +117,18 @@ def test_real_minilm_sentence_embeddings_match_transformers():
     hf = transformers.BertModel.from_pretrained(path).eval()
     with torch.no_grad():
         ref = hf(**{k: torch.tensor(v) for k, v in enc.items()}).last_hidden_state.numpy()
+    # Ours end to end: jaxmm's tokenizer on the same folder, then the converted model.
+    batch = tokenizers.load(path).encode(sentences)
     conv = convert.from_hf(path)  # keys have no "bert." prefix; architectures: BertModel
     assert isinstance(conv.model, B.BertModel)
     assert (conv.config.num_layers, conv.config.d_model) == (6, 384)
-    out = conv.model.apply({"params": conv.params}, enc["input_ids"].astype(np.int32),
-                           attention_mask=enc["attention_mask"].astype(np.int32),
-                           token_type_ids=enc["token_type_ids"].astype(np.int32))
+    out = conv.model.apply({"params": conv.params}, **batch)
 
     def mean_pool(h, m):
         return (h * m[..., None]).sum(1) / m.sum(1, keepdims=True)
 
-    m = enc["attention_mask"].astype(np.float32)
-    ours, want = mean_pool(np.asarray(out.last_hidden_state), m), mean_pool(ref, m)
+    ours = mean_pool(np.asarray(out.last_hidden_state), batch["attention_mask"])
+    want = mean_pool(ref, enc["attention_mask"])
     np.testing.assert_allclose(ours, want, atol=1e-4, rtol=0)
     unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
     sim = unit @ unit.T

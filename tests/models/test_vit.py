@@ -115,7 +115,8 @@ def test_sizes_and_registry():
                                           num_heads=12, patch_size=16)
     cfg = ViTConfig.from_size("L/16")
     assert (cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.num_patches) == (1024, 24, 16, 196)
-    assert ViTConfig.from_size("S/32").grid_size == 7
+    assert ViTConfig.from_size("S/32").grid == (7, 7)
+    assert ViTConfig(image_size=(32, 64), patch_size=16).num_patches == 8
     with pytest.raises(ConfigError, match="B/16"):
         ViTConfig.from_size("B/15x")
     with pytest.raises(ConfigError, match="multiple of patch_size"):

@@ -1,0 +1,135 @@
+"""``jaxmm data``: build the built-in dataset and datasets from local files.
+
+Examples::
+
+    jaxmm data build-builtin --data-dir data --size small
+    jaxmm data build-coco --root /data/coco --data-dir data --name coco2017 \\
+        --split train=annotations/captions_train2017.json:train2017 \\
+        --split validation=annotations/captions_val2017.json:val2017
+    jaxmm data build-vqa --root /data/vqa --data-dir data \\
+        --split train=q_train.json:a_train.json:train2014
+    jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
+    jaxmm data build-text --root /data/text --data-dir data --split train=corpus.txt
+    jaxmm data info --data-dir data --name jaxmm_scenes/small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# split spec fields per format, in the order they appear after "NAME=".
+_FIELDS = {
+    "coco": ("annotations", "images"),
+    "vqa": ("questions", "annotations", "images"),
+    "audio": ("manifest",),
+    "text": ("input",),
+}
+
+
+def _parse_splits(fmt: str, items: Sequence[str]) -> dict[str, dict[str, str]]:
+    fields = _FIELDS[fmt]
+    out = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        if not sep or not name:
+            shape = ":".join(f.upper() for f in fields)
+            raise ValueError(f"--split {item!r}: expected NAME={shape}")
+        parts = rest.split(":")
+        if len(parts) > len(fields):
+            raise ValueError(f"--split {item!r}: at most {len(fields)} ':'-separated parts "
+                             f"({', '.join(fields)}).")
+        out[name] = {f: p for f, p in zip(fields, parts) if p}
+    return out
+
+
+def _build_builtin(args) -> int:
+    from jaxmm.data import builtin
+
+    overrides = {k: v for k, v in {
+        "train_size": args.train_size, "validation_size": args.validation_size,
+        "test_size": args.test_size, "image_size": args.image_size, "seed": args.seed,
+        "max_objects": args.max_objects,
+    }.items() if v is not None}
+    if args.no_audio:
+        overrides["with_audio"] = False
+    builder = builtin.build(args.data_dir, args.size, args.name, **overrides)
+    splits = {k: v.num_examples for k, v in builder.info.splits.items()}
+    print(json.dumps({"name": f"{builtin.NAME}/{builder.builder_config.name}",
+                      "path": str(builder.data_dir), "splits": splits,
+                      "text_corpus": builtin.corpus_path(builder)}))
+    return 0
+
+
+def _build_local(fmt: str, args) -> int:
+    from jaxmm.data.local import build_local
+
+    summary = build_local(fmt, args.root, _parse_splits(fmt, args.split), args.data_dir,
+                          name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field)
+    print(json.dumps(summary))
+    return 0
+
+
+def _info(args) -> int:
+    from jaxmm.data.sources import DataError, find_prepared
+
+    folder = find_prepared(args.data_dir, args.name)
+    if folder is None:
+        raise DataError(f"No prepared dataset {args.name!r} in {args.data_dir!r}.")
+    with open(f"{folder}/dataset_info.json") as f:
+        info = json.load(f)
+    splits = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) for s in info["splits"]}
+    print(json.dumps({"name": args.name, "path": folder, "splits": splits,
+                      "file_format": info.get("fileFormat")}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxmm data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build-builtin", help="generate the built-in scenes dataset")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--size", default="small", help="tiny | small | base")
+    p.add_argument("--name", default=None, help="config name (default: derived from options)")
+    for opt in ("train-size", "validation-size", "test-size", "image-size", "seed",
+                "max-objects"):
+        p.add_argument(f"--{opt}", type=int, default=None)
+    p.add_argument("--no-audio", action="store_true", help="skip the spoken captions")
+
+    for fmt, fields in _FIELDS.items():
+        p = sub.add_parser(f"build-{fmt}", help=f"build a dataset from local {fmt} files")
+        p.add_argument("--root", required=True, help="dataset folder; all paths stay inside it")
+        p.add_argument("--data-dir", required=True)
+        p.add_argument("--name", default="default")
+        p.add_argument("--split", action="append", default=[],
+                       help=f"NAME={':'.join(f.upper() for f in fields)} (relative to --root); "
+                       "repeat per split")
+        p.add_argument("--on-corrupt", choices=("skip", "fail"), default="skip")
+        p.add_argument("--text-field", default="text", help="JSON-lines text field (text)")
+
+    p = sub.add_parser("info", help="show a prepared dataset's splits")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--name", required=True, help="e.g. jaxmm_scenes/small")
+
+    args = parser.parse_args(argv)
+    from jaxmm.data.sources import DataError
+
+    try:
+        if args.command == "build-builtin":
+            return _build_builtin(args)
+        if args.command == "info":
+            return _info(args)
+        return _build_local(args.command.removeprefix("build-"), args)
+    except (DataError, ValueError) as e:
+        print(f"jaxmm data {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Image and video preprocessing ops (TF, one example at a time).
+
+Images enter as uint8 ``(H, W, C)`` (tfds ``Image`` features) or encoded bytes
+(``decode``) and leave as float32 ``(H, W, C)`` after ``value_range`` or
+``normalize``. Random ops use only their stateless ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from jaxmm.data.preprocess import register, require
+
+__all__ = ["MEANS_STDS"]
+
+# Per-channel (mean, std) in [0, 1] units.
+MEANS_STDS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def _to_float(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(image, tf.float32)
+
+
+def _restore_dtype(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    if dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return tf.cast(image, dtype)
+
+
+@register("decode")
+def decode(key: str = "image", channels: int = 3):
+    """Decodes encoded image bytes (PNG/JPEG/...) to uint8 ``(H, W, channels)``.
+
+    Already decoded images (tfds ``Image`` features) pass through unchanged.
+    """
+
+    def op(ex, seed):
+        image = require(ex, key, "decode")
+        if image.dtype == tf.string:
+            image = tf.io.decode_image(image, channels=channels, expand_animations=False)
+            image.set_shape([None, None, channels])
+        return {**ex, key: image}
+
+    return op
+
+
+@register("resize")
+def resize(size: int | Sequence[int], key: str = "image", method: str = "bilinear",
+           antialias: bool = True):
+    """Resizes to ``size`` (int or ``(h, w)``), keeping the dtype."""
+    h, w = _hw(size)
+
+    def op(ex, seed):
+        image = require(ex, key, "resize")
+        out = tf.image.resize(image, (h, w), method=method, antialias=antialias)
+        return {**ex, key: _restore_dtype(out, image.dtype)}
+
+    return op
+
+
+@register("resize_small")
+def resize_small(size: int, key: str = "image", method: str = "bilinear"):
+    """Resizes so the shorter side is ``size``, keeping the aspect ratio."""
+
+    def op(ex, seed):
+        image = require(ex, key, "resize_small")
+        shape = tf.shape(image)
+        h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+        ratio = float(size) / tf.minimum(h, w)
+        new = (tf.cast(tf.round(h * ratio), tf.int32), tf.cast(tf.round(w * ratio), tf.int32))
+        out = tf.image.resize(image, new, method=method, antialias=True)
+        return {**ex, key: _restore_dtype(out, image.dtype)}
+
+    return op
+
+
+@register("central_crop")
+def central_crop(size: int | Sequence[int], key: str = "image"):
+    """Crops the central ``size`` window (the image must be at least that large)."""
+    h, w = _hw(size)
+
+    def op(ex, seed):
+        image = require(ex, key, "central_crop")
+        shape = tf.shape(image)
+        top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+        out = image[top:top + h, left:left + w]
+        out.set_shape([h, w, image.shape[-1]])
+        return {**ex, key: out}
+
+    return op
+
+
+@register("random_crop")
+def random_crop(size: int | Sequence[int], key: str = "image"):
+    """Crops a random ``size`` window."""
+    h, w = _hw(size)
+
+    def op(ex, seed):
+        image = require(ex, key, "random_crop")
+        channels = image.shape[-1] if image.shape[-1] is not None else tf.shape(image)[-1]
+        out = tf.image.stateless_random_crop(image, [h, w, channels], seed=seed)
+        return {**ex, key: out}
+
+    return op
+
+
+@register("inception_crop")
+def inception_crop(size: int | Sequence[int], key: str = "image", area_min: float = 0.05,
+                   area_max: float = 1.0, aspect_min: float = 0.75, aspect_max: float = 1.333):
+    """Random-resized crop (Inception style): random area/aspect box, resized to ``size``."""
+    h, w = _hw(size)
+
+    def op(ex, seed):
+        image = require(ex, key, "inception_crop")
+        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
+            area_range=(area_min, area_max), aspect_ratio_range=(aspect_min, aspect_max),
+            min_object_covered=0.0, use_image_if_no_bounding_boxes=True,
+        )
+        crop = tf.slice(image, begin, crop_size)
+        out = tf.image.resize(crop, (h, w), antialias=True)
+        return {**ex, key: _restore_dtype(out, image.dtype)}
+
+    return op
+
+
+@register("flip_lr")
+def flip_lr(key: str = "image"):
+    """Flips left-right with probability 1/2 (works on images and videos)."""
+
+    def op(ex, seed):
+        image = require(ex, key, "flip_lr")
+        flip = tf.random.stateless_uniform([], seed) < 0.5
+        out = tf.cond(flip, lambda: tf.reverse(image, axis=[-2]), lambda: image)
+        return {**ex, key: out}
+
+    return op
+
+
+@register("value_range")
+def value_range(vmin: float = -1.0, vmax: float = 1.0, key: str = "image",
+                in_min: float = 0.0, in_max: float = 255.0, clip: bool = False):
+    """Linearly maps ``[in_min, in_max]`` to ``[vmin, vmax]`` (float32)."""
+
+    def op(ex, seed):
+        x = _to_float(require(ex, key, "value_range"))
+        x = (x - in_min) / (in_max - in_min) * (vmax - vmin) + vmin
+        if clip:
+            x = tf.clip_by_value(x, vmin, vmax)
+        return {**ex, key: x}
+
+    return op
+
+
+@register("normalize")
+def normalize(stats: str | None = "imagenet", mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, key: str = "image"):
+    """``(x / 255 - mean) / std`` per channel; ``stats`` names a preset in MEANS_STDS."""
+    if mean is None or std is None:
+        if stats not in MEANS_STDS:
+            raise ValueError(f"normalize: unknown stats {stats!r}; use one of "
+                             f"{list(MEANS_STDS)} or pass mean= and std=.")
+        mean, std = MEANS_STDS[stats]
+    m = tf.constant(mean, tf.float32)
+    s = tf.constant(std, tf.float32)
+
+    def op(ex, seed):
+        x = _to_float(require(ex, key, "normalize")) / 255.0
+        return {**ex, key: (x - m) / s}
+
+    return op
+
+
+@register("sample_frames")
+def sample_frames(num_frames: int, stride: int = 1, key: str = "video", random: bool = True):
+    """Takes ``num_frames`` frames ``stride`` apart from a ``(F, H, W, C)`` video.
+
+    The clip starts at a random frame (``random=True``) or is centred. Short
+    videos are looped so the output always has ``num_frames`` frames.
+    """
+
+    def op(ex, seed):
+        video = require(ex, key, "sample_frames")
+        total = tf.shape(video)[0]
+        span = (num_frames - 1) * stride + 1
+        max_start = tf.maximum(total - span, 0)
+        if random:
+            start = tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
+        else:
+            start = max_start // 2
+        idx = (start + tf.range(num_frames) * stride) % tf.maximum(total, 1)
+        out = tf.gather(video, idx)
+        out.set_shape([num_frames] + video.shape[1:].as_list())
+        return {**ex, key: out}
+
+    return op
+
+
+@register("randaugment")
+def randaugment(num_layers: int = 2, magnitude: int = 9, key: str = "image"):
+    """RandAugment (Cubuk et al. 2019) on uint8 images: see :mod:`jaxmm.data.randaugment`."""
+    from jaxmm.data.randaugment import rand_augment
+
+    def op(ex, seed):
+        image = require(ex, key, "randaugment")
+        if image.dtype != tf.uint8:
+            raise TypeError("randaugment expects uint8 images; put it before value_range/"
+                            "normalize.")
+        return {**ex, key: rand_augment(image, seed, num_layers, magnitude)}
+
+    return op

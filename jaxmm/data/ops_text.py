@@ -1,0 +1,357 @@
+"""Text, label and bookkeeping ops (TF, one example at a time).
+
+Tokenisation goes through the project ``Tokenizer`` interface
+(``encode(texts, pairs=None, max_length=..., ...) -> dict of int32 arrays``,
+see :mod:`jaxmm.data.tokenizers`) inside ``tf.numpy_function``; the outputs
+are padded/truncated to exactly ``max_length``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from jaxmm.data.preprocess import register, require
+
+IGNORE_INDEX = -100
+
+
+def _texts(arr: np.ndarray) -> list[str]:
+    return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in arr.reshape(-1)]
+
+
+def _fit(a: np.ndarray, length: int, value: int) -> np.ndarray:
+    """Pads/truncates the last axis of a 2-D array to ``length``."""
+    a = np.asarray(a, np.int32)[:, :length]
+    if a.shape[1] < length:
+        a = np.pad(a, ((0, 0), (0, length - a.shape[1])), constant_values=value)
+    return a
+
+
+def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int,
+            add_special_tokens: bool) -> dict[str, np.ndarray]:
+    enc = tokenizer.encode(texts, pairs=pairs, max_length=max_length, padding=True,
+                           truncation=True, add_special_tokens=add_special_tokens)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = {"input_ids": _fit(enc["input_ids"], max_length, pad),
+           "attention_mask": _fit(enc["attention_mask"], max_length, 0)}
+    if enc.get("token_type_ids") is not None:
+        out["token_type_ids"] = _fit(enc["token_type_ids"], max_length, 0)
+    return out
+
+
+@register("tokenize")
+def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
+             prefix: str = "", add_special_tokens: bool = True, pad: bool = True,
+             tokenizer: Any = None):
+    """Tokenises ``ex[key]`` (scalar or 1-D string tensor; optional ``pair_key``).
+
+    Writes ``{prefix}input_ids``, ``{prefix}attention_mask`` (and
+    ``{prefix}token_type_ids`` when the tokenizer makes them), int32 of shape
+    ``(max_length,)`` for a scalar text or ``(N, max_length)`` for N texts.
+    With ``pad=False`` (scalar texts, e.g. before packing) only
+    ``{prefix}input_ids`` is written, unpadded, at most ``max_length`` long.
+    """
+    if not pad:
+        return _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer)
+    probe = tokenizer.encode(["a"], pairs=["a"] if pair_key else None, max_length=4)
+    names = ["input_ids", "attention_mask"]
+    if probe.get("token_type_ids") is not None:
+        names.append("token_type_ids")
+
+    def run(texts, pairs):
+        out = _encode(tokenizer, _texts(texts), _texts(pairs) if pair_key else None,
+                      max_length, add_special_tokens)
+        return [out[n] for n in names]
+
+    def op(ex, seed):
+        text = require(ex, key, "tokenize")
+        pair = require(ex, pair_key, "tokenize") if pair_key else tf.constant([""])
+        flat = tf.reshape(text, [-1])
+        flat_pair = tf.reshape(pair, [-1])
+        results = tf.numpy_function(run, [flat, flat_pair], [tf.int32] * len(names),
+                                    stateful=False)
+        out = dict(ex)
+        shape = [max_length] if text.shape.rank == 0 else [-1, max_length]
+        for name, r in zip(names, results):
+            r = tf.reshape(r, shape)
+            if text.shape.rank == 0:
+                r.set_shape([max_length])
+            elif text.shape.rank == 1:
+                r.set_shape([text.shape[0], max_length])
+            out[prefix + name] = r
+        return out
+
+    return op
+
+
+def _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer):
+    def run(text):
+        enc = tokenizer.encode(_texts(text), max_length=max_length, padding=False,
+                               truncation=True, add_special_tokens=add_special_tokens)
+        return np.asarray(enc["input_ids"], np.int32)[0][:max_length]
+
+    def op(ex, seed):
+        text = require(ex, key, "tokenize")
+        if text.shape.rank != 0:
+            raise ValueError("tokenize(pad=False) takes one text per example.")
+        ids = tf.numpy_function(run, [tf.reshape(text, [1])], tf.int32, stateful=False)
+        ids.set_shape([None])
+        return {**ex, prefix + "input_ids": ids}
+
+    return op
+
+
+@register("mlm_mask")
+def mlm_mask(mlm_probability: float = 0.15, key: str = "input_ids",
+             mask_key: str = "attention_mask", tokenizer: Any = None, **kwargs: Any):
+    """BERT masked-LM corruption on the host: a thin op over :func:`jaxmm.losses.mlm_mask`.
+
+    Replaces ``ex[key]`` with the corrupted ids and writes ``labels`` (original
+    ids where selected, -100 elsewhere). Special tokens of ``tokenizer`` and
+    padding are never selected. Deterministic given the example's seed. For
+    large batches, masking on device in the train step is faster.
+    """
+    import jax
+
+    from jaxmm.losses import mlm_mask as mask_fn
+
+    special = [t for t in (tokenizer.cls_token_id, tokenizer.sep_token_id,
+                           tokenizer.pad_token_id, tokenizer.bos_token_id,
+                           tokenizer.eos_token_id) if t is not None]
+    cpu = jax.devices("cpu")[0]
+
+    @jax.jit
+    def corrupt(seed, ids, mask):
+        rng = jax.random.wrap_key_data(seed, impl="threefry2x32")  # the op's [2] seed
+        return mask_fn(rng, ids, mask_token_id=tokenizer.mask_token_id,
+                       vocab_size=tokenizer.vocab_size, special_ids=special,
+                       attention_mask=mask, mlm_probability=mlm_probability, **kwargs)
+
+    def run(seed, ids, mask):
+        with jax.default_device(cpu):
+            out, labels = corrupt(np.asarray(seed, np.uint32), ids, mask)
+        return np.asarray(out, np.int32), np.asarray(labels, np.int32)
+
+    def op(ex, seed):
+        ids = tf.cast(require(ex, key, "mlm_mask"), tf.int32)
+        mask = tf.cast(require(ex, mask_key, "mlm_mask"), tf.int32)
+        out, labels = tf.numpy_function(run, [tf.cast(seed, tf.int64), ids, mask],
+                                        [tf.int32, tf.int32], stateful=False)
+        out.set_shape(ids.shape)
+        labels.set_shape(ids.shape)
+        return {**ex, key: out, "labels": labels}
+
+    return op
+
+
+@register("choose")
+def choose(keys: str | Sequence[str], out_keys: str | Sequence[str] | None = None):
+    """Picks one random element along axis 0 (e.g. one of 5 captions).
+
+    With several ``keys`` (e.g. ``('questions', 'answers')``) the same index is
+    used for all of them.
+    """
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    outs = keys if out_keys is None else (
+        (out_keys,) if isinstance(out_keys, str) else tuple(out_keys))
+    if len(outs) != len(keys):
+        raise ValueError(f"choose: {len(keys)} keys but {len(outs)} out_keys.")
+
+    def op(ex, seed):
+        values = [require(ex, k, "choose") for k in keys]
+        i = tf.random.stateless_uniform([], seed, 0, tf.shape(values[0])[0], dtype=tf.int32)
+        return {**ex, **{o: tf.gather(v, i) for o, v in zip(outs, values)}}
+
+    return op
+
+
+@register("lowercase")
+def lowercase(key: str = "text"):
+    """Lower-cases a string tensor (UTF-8 aware)."""
+
+    def op(ex, seed):
+        return {**ex, key: tf.strings.lower(require(ex, key, "lowercase"), encoding="utf-8")}
+
+    return op
+
+
+@register("select")
+def select(key: str, index: int = 0, out_key: str | None = None):
+    """Takes element ``index`` along axis 0 of ``ex[key]``."""
+
+    def op(ex, seed):
+        return {**ex, (out_key or key): tf.gather(require(ex, key, "select"), index)}
+
+    return op
+
+
+@register("lookup")
+def lookup(key: str, vocab: Sequence[str], out_key: str | None = None, default: int = -1):
+    """Maps strings to their index in ``vocab`` (``default`` if absent), int32."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(vocab)), tf.range(len(vocab), dtype=tf.int32)),
+        default_value=default,
+    )
+
+    def op(ex, seed):
+        return {**ex, (out_key or key): table.lookup(require(ex, key, "lookup"))}
+
+    return op
+
+
+@register("lm_labels")
+def lm_labels(key: str = "input_ids", mask_key: str = "attention_mask", out_key: str = "labels"):
+    """``labels`` = ``input_ids`` with ``-100`` where ``attention_mask`` is 0.
+
+    Labels are *not* shifted (Hugging Face convention: the loss shifts).
+    """
+
+    def op(ex, seed):
+        ids = require(ex, key, "lm_labels")
+        mask = require(ex, mask_key, "lm_labels")
+        return {**ex, out_key: tf.where(mask > 0, ids, IGNORE_INDEX)}
+
+    return op
+
+
+@register("decoder_targets")
+def decoder_targets(start_id: int, key: str = "input_ids", mask_key: str = "attention_mask",
+                    pad_id: int = 0):
+    """Encoder-decoder targets from a tokenised target ``key``.
+
+    ``labels`` = ids with -100 at padding; ``decoder_input_ids`` = labels
+    shifted right with ``start_id`` first (padding -> ``pad_id``);
+    ``decoder_attention_mask`` = the shifted mask with 1 for the start token.
+    The source ``key``/``mask_key`` are removed.
+    """
+
+    def op(ex, seed):
+        ids = require(ex, key, "decoder_targets")
+        mask = require(ex, mask_key, "decoder_targets")
+        start = tf.fill(tf.concat([tf.shape(ids)[:-1], [1]], 0), tf.constant(start_id, ids.dtype))
+        shifted = tf.concat([start, ids[..., :-1]], axis=-1)
+        shifted_mask = tf.concat([tf.ones_like(mask[..., :1]), mask[..., :-1]], axis=-1)
+        out = {k: v for k, v in ex.items() if k not in (key, mask_key)}
+        out["labels"] = tf.where(mask > 0, ids, IGNORE_INDEX)
+        out["decoder_input_ids"] = tf.where(shifted_mask > 0, shifted, pad_id)
+        out["decoder_attention_mask"] = shifted_mask
+        return out
+
+    return op
+
+
+@register("squad_span")
+def squad_span(max_length: int, question_key: str = "question", context_key: str = "context",
+               answers_key: str = "answers", tokenizer: Any = None):
+    """Extractive-QA layout: token ``start_positions``/``end_positions`` of the first answer.
+
+    Token positions are found by tokenising the question with the context cut
+    at the answer's character start/end (the tokenizer interface has no offset
+    mapping). An answer truncated away points at position 0 (the CLS token),
+    as in the Hugging Face SQuAD recipe.
+    """
+
+    def count(q: str, c: str) -> int:
+        """Tokens of ``[CLS] q [SEP] c`` (without the closing separator)."""
+        enc = tokenizer.encode([q], pairs=[c], max_length=None, padding=False,
+                               truncation=False)
+        n = int(np.asarray(enc["attention_mask"]).sum())
+        return n - (1 if tokenizer.sep_token_id is not None else 0)
+
+    def run(question, context, text, start):
+        q, c = question.decode(), context.decode()
+        if len(text) == 0:
+            return np.int32(0), np.int32(0)
+        ans, s = text[0].decode(), int(start[0])
+        first = count(q, c[:s])  # index of the first answer token
+        last = count(q, c[: s + len(ans)]) - 1
+        if last >= max_length - 1 or first > last:
+            return np.int32(0), np.int32(0)
+        return np.int32(first), np.int32(last)
+
+    def op(ex, seed):
+        text = require(ex, f"{answers_key}/text", "squad_span")
+        answer_start = require(ex, f"{answers_key}/answer_start", "squad_span")
+        start, end = tf.numpy_function(
+            run, [ex[question_key], ex[context_key], text, answer_start],
+            [tf.int32, tf.int32], stateful=False)
+        start.set_shape([])
+        end.set_shape([])
+        return {**ex, "start_positions": start, "end_positions": end}
+
+    return op
+
+
+@register("keep")
+def keep(*keys: str):
+    """Keeps only ``keys`` (missing ones are an error)."""
+
+    def op(ex, seed):
+        return {k: require(ex, k, "keep") for k in keys}
+
+    return op
+
+
+@register("drop")
+def drop(*keys: str):
+    def op(ex, seed):
+        return {k: v for k, v in ex.items() if k not in keys}
+
+    return op
+
+
+@register("rename")
+def rename(**mapping: str):
+    """``rename(new=old, ...)``: renames keys."""
+
+    def op(ex, seed):
+        out = {k: v for k, v in ex.items() if k not in mapping.values()}
+        for new, old in mapping.items():
+            out[new] = require(ex, old, "rename")
+        return out
+
+    return op
+
+
+@register("copy")
+def copy(src: str, dst: str):
+    def op(ex, seed):
+        return {**ex, dst: require(ex, src, "copy")}
+
+    return op
+
+
+@register("cast")
+def cast(key: str, dtype: str):
+    """Casts ``ex[key]`` to ``dtype`` (e.g. 'int32', 'float32')."""
+
+    def op(ex, seed):
+        return {**ex, key: tf.cast(require(ex, key, "cast"), tf.as_dtype(dtype))}
+
+    return op
+
+
+@register("pad_to")
+def pad_to(key: str, length: int, value: float = 0, mask_key: str | None = None):
+    """Pads/truncates the first axis of ``ex[key]`` to ``length``; optional 0/1 mask."""
+
+    def op(ex, seed):
+        x = require(ex, key, "pad_to")
+        n = tf.minimum(tf.shape(x)[0], length)
+        x = x[:length]
+        paddings = tf.concat([[[0, length - n]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0)
+        fill = tf.constant(str(value) if value != 0 else "") if x.dtype == tf.string else \
+            tf.cast(value, x.dtype)
+        out = tf.pad(x, paddings, constant_values=fill)
+        out.set_shape([length] + x.shape[1:].as_list())
+        result = {**ex, key: out}
+        if mask_key:
+            result[mask_key] = tf.cast(tf.range(length) < n, tf.int32)
+        return result
+
+    return op

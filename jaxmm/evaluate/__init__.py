@@ -1,0 +1,42 @@
+"""Evaluation metrics: retrieval, captioning, VQA, GLUE, SQuAD, WER, perplexity.
+
+Functions take plain Python/NumPy inputs (host side, after gathering model
+outputs) and return dicts of floats.
+"""
+
+from jaxmm.evaluate.captioning import caption_metrics
+from jaxmm.evaluate.classification import (
+    GLUE_METRICS,
+    accuracy,
+    f1,
+    glue_metrics,
+    matthews,
+    pearson,
+    spearman,
+)
+from jaxmm.evaluate.retrieval import retrieval_recall
+from jaxmm.evaluate.squad import exact_match, normalize_answer, squad_f1, squad_metrics
+from jaxmm.evaluate.text import cer, perplexity, wer
+from jaxmm.evaluate.vqa import normalize_vqa_answer, vqa_accuracy, vqa_score
+
+__all__ = [
+    "GLUE_METRICS",
+    "accuracy",
+    "caption_metrics",
+    "cer",
+    "exact_match",
+    "f1",
+    "glue_metrics",
+    "matthews",
+    "normalize_answer",
+    "normalize_vqa_answer",
+    "pearson",
+    "perplexity",
+    "retrieval_recall",
+    "spearman",
+    "squad_f1",
+    "squad_metrics",
+    "vqa_accuracy",
+    "vqa_score",
+    "wer",
+]

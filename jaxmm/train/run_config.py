@@ -1,0 +1,228 @@
+"""The run config: every key ``jaxmm train`` understands, its default, and validation.
+
+A ``configs/*.py`` file only sets what differs from :func:`default_config`;
+:func:`resolve_config` merges it over the defaults, applies ``--config.a.b=v``
+overrides, fills ``task`` and ``model.config`` with every field of the chosen
+task's options and model's config class (so any of them can be overridden on
+the command line), and rejects unknown keys with the nearest valid ones.
+
+Free-form sections, validated by their consumers rather than here: ``data`` and
+``eval.data`` (``jaxmm.data.make_iterator`` or the synthetic source),
+``model.config`` (the model's config class) and ``task`` (the task's options).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from jaxmm.config import ConfigError, apply_overrides, load_config, nearest
+
+__all__ = ["default_config", "load_run_config", "parse_config_arg", "resolve_config"]
+
+# Sections whose keys are not checked against the defaults.
+_FREE_FORM = ("data", "eval.data", "model.config", "task", "teacher.config")
+
+
+def default_config() -> ConfigDict:
+    """All run-config keys with their defaults (see the comments for meaning)."""
+    c = ConfigDict()
+    c.seed = 0
+    c.num_steps = 1000  # optimizer steps
+    c.batch_size = 32  # global batch (all processes, all micro-batches)
+    c.grad_accum_steps = 1  # micro-batches per optimizer step (scan inside the step)
+    c.imports = ()  # extra modules imported first (to register your models/tasks)
+
+    c.task = ConfigDict({"name": "lm"})  # task name + that task's options
+    c.model = ConfigDict({"name": None, "size": None, "config": ConfigDict()})
+    # Teacher for distillation (frozen): a registered model and where its weights are.
+    c.teacher = ConfigDict({"name": None, "size": None, "config": ConfigDict(),
+                            "params": None, "hf": None})
+    # Initial weights (fine-tuning): an exported params dir or a Hugging Face folder.
+    c.init = ConfigDict({"params": None, "hf": None})
+
+    c.data = ConfigDict({"name": "synthetic"})  # passed to jaxmm.data.make_iterator
+    c.tokenizer = None  # path for jaxmm.data.tokenizers.load (text data)
+
+    c.mesh = ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    # Extra (logical axis, mesh axes) rules tried before jaxmm.sharding.DEFAULT_RULES.
+    c.sharding_rules = ()
+
+    c.optimizer = ConfigDict({
+        "name": "adamw",  # adamw | adafactor | lion | sgd
+        "learning_rate": 1e-3,  # peak learning rate
+        "b1": 0.9, "b2": 0.999, "eps": 1e-8,  # adamw/lion betas (lion: b2=0.99 typical)
+        "momentum": 0.9, "nesterov": False,  # sgd
+        "mu_dtype": None,  # e.g. "bfloat16" first-moment storage
+        "weight_decay": 0.0,
+        # Params whose "/"-joined path matches one of these regexes get no weight
+        # decay; params with fewer than 2 dims never do (biases, norm scales).
+        "weight_decay_exclude": ("embedding", "pos_embed", "position", "cls_token"),
+        "clip_norm": 1.0,  # global-norm clipping (None/0 = off)
+        "freeze": (),  # regexes of params that are not trained
+        "lr_multipliers": (),  # ((regex, multiplier), ...); first match wins
+        "factored": True, "decay_rate": 0.8,  # adafactor
+    })
+    c.schedule = ConfigDict({
+        "name": "cosine",  # cosine | linear | rsqrt | constant
+        "warmup_steps": 0,
+        "init_value": 0.0,  # learning rate at step 0 of the warmup
+        "end_value_ratio": 0.0,  # final lr / peak lr (cosine, linear)
+        "decay_steps": None,  # default: num_steps
+        "timescale": None,  # rsqrt: lr = peak * sqrt(timescale / step); default warmup
+    })
+
+    c.checkpoint = ConfigDict({
+        "every_steps": 1000,
+        "keep": 2,  # latest checkpoints kept
+        "best_metric": None,  # e.g. "eval/loss": also keep the best `keep_best`
+        "best_mode": "min",
+        "keep_best": 1,
+        "async_save": True,
+        "save_final": True,
+        "export_params": True,  # params alone in workdir/export for inference
+    })
+    c.eval = ConfigDict({
+        "every_steps": 1000,  # 0 = only at the end
+        "num_batches": 8,  # None = until the eval data ends
+        "batch_size": None,  # default: batch_size
+        "split": "validation",
+        "data": None,  # a data section for eval; None = `data` with `split`
+        "at_end": True,
+    })
+    c.log = ConfigDict({
+        "every_steps": 10,
+        "progress": True,  # console progress line
+        "tensorboard": True,
+        "mfu": True,  # model FLOP utilisation (needs the device peak)
+    })
+    c.compilation_cache_dir = None  # persistent XLA compilation cache
+    c.distributed = ConfigDict({
+        "initialize": "auto",  # auto | on | off
+        "coordinator_address": None,
+        "num_processes": None,
+        "process_id": None,
+        "local_device_ids": None,
+        "timeout_s": 300,
+    })
+    return c
+
+
+def _check_keys(user: ConfigDict, ref: ConfigDict, prefix: str = "") -> None:
+    for key in user.keys():
+        path = f"{prefix}{key}"
+        if path in _FREE_FORM:
+            continue
+        if key not in ref:
+            close = nearest(key, list(ref.keys()))
+            hint = f" Did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"Unknown config key {path!r}.{hint} Valid keys here: "
+                f"{', '.join(prefix + k for k in sorted(ref.keys()))}."
+            )
+        if isinstance(ref[key], ConfigDict) and isinstance(user[key], ConfigDict):
+            _check_keys(user[key], ref[key], path + ".")
+        elif isinstance(ref[key], ConfigDict) and user[key] is not None:
+            raise ConfigError(f"Config key {path!r} must be a section (ConfigDict).")
+
+
+def _merge(into: ConfigDict, src: ConfigDict, prefix: str = "") -> None:
+    for key in src.keys():
+        val = src[key]
+        if isinstance(val, ConfigDict) and isinstance(into.get(key), ConfigDict):
+            _merge(into[key], val, f"{prefix}{key}.")
+        else:
+            with into.ignore_type():
+                into[key] = val
+        if isinstance(into[key], list):
+            with into.ignore_type():
+                into[key] = tuple(into[key])
+
+
+def _fill(section: ConfigDict, values: dict[str, Any]) -> None:
+    """Adds every field of a config class's defaults that the section lacks."""
+    for key, val in values.items():
+        if key not in section:
+            section[key] = ConfigDict(val) if isinstance(val, dict) else val
+        elif isinstance(val, dict) and isinstance(section[key], ConfigDict):
+            _fill(section[key], val)
+
+
+def _model_defaults(name: str, size: str | None) -> dict[str, Any]:
+    from jaxmm.models import registry
+
+    spec = registry.get(name)
+    cfg = spec.config_cls.from_size(size) if size else spec.config_cls()
+    return cfg.to_dict()
+
+
+def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Defaults <- ``user`` <- ``overrides``; completed, checked and locked.
+
+    Idempotent: resolving an already resolved config gives the same config.
+    """
+    user = ConfigDict(user.to_dict() if isinstance(user, ConfigDict) else user)
+    _check_keys(user, default_config())
+    config = default_config()
+    _merge(config, user)
+    for module in config.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"imports: cannot import {module!r}: {e}") from None
+    overrides = [o.removeprefix("--config.") for o in overrides]
+    late = ("model.config.", "task.", "teacher.config.")
+    apply_overrides(config, [o for o in overrides if not o.startswith(late)])
+    from jaxmm.train.tasks import get_task
+
+    task_cls = get_task(config.task.name)
+    _fill(config.task, task_cls.Options().to_dict())
+    if config.model.name is None:
+        config.model.name = task_cls.default_model
+    if config.model.name is None:
+        raise ConfigError(
+            f"model.name is not set and task {config.task.name!r} has no default model; "
+            "set --config.model.name=<registered model>."
+        )
+    for section in (config.model, config.teacher):
+        if section.name is not None:
+            _fill(section.config, _model_defaults(section.name, section.size))
+    apply_overrides(config, [o for o in overrides if o.startswith(late)])
+    config.lock()
+    return config
+
+
+def load_run_config(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
+    """``configs/x.py[:arg]`` + ``a.b=v`` overrides -> complete run config."""
+    return resolve_config(load_config(spec), overrides)
+
+
+def parse_config_arg(arg: str | None, **defaults: Any) -> ConfigDict:
+    """Parses a config file's ``:arg`` (``"tiny,steps=100"``) over ``defaults``.
+
+    A bare word sets the first default; ``key=value`` sets ``key`` (values are
+    converted to the default's type). Unknown keys raise :class:`ConfigError`.
+    """
+    out = dict(defaults)
+    for i, item in enumerate(p for p in (arg or "").split(",") if p):
+        key, sep, value = item.partition("=")
+        if not sep:
+            if i or not defaults:
+                raise ConfigError(f"Config argument {item!r} must be key=value.")
+            key, value = next(iter(defaults)), item
+        if key not in defaults:
+            close = nearest(key, list(defaults))
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Unknown config argument {key!r}.{hint} Valid: "
+                              f"{', '.join(defaults)}.")
+        cur = defaults[key]
+        if isinstance(cur, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(cur, int | float) and cur is not None:
+            out[key] = type(cur)(value)
+        else:
+            out[key] = value
+    return ConfigDict(out)

@@ -1,0 +1,195 @@
+"""A deterministic in-memory data source for tests, benchmarks and smoke runs.
+
+:class:`SyntheticSource` satisfies the training-data contract of
+``jaxmm.data.make_iterator``: it yields per-process batches (dicts of NumPy
+arrays with the shared field names) and has ``get_state()`` /
+``set_state(state)`` that restore its position exactly.
+
+Global batch ``b`` is a pure function of ``(seed, b)``; process ``p`` of ``P``
+gets rows ``[p * B/P, (p + 1) * B/P)`` of it, so the global batch is the same
+for any process count (a run on 2 processes sees exactly the data of a run on
+1). The data is *learnable*, so smoke tests can assert that the loss falls:
+
+* ``text``: arithmetic token sequences ``x_t = start + t * stride (mod V)``
+  with random lengths (right padding); ``label`` is the stride class.
+* ``image``: a per-class prototype image plus noise; ``label`` the class.
+* ``image_text``: an image of class ``c`` and a caption determined by ``c``
+  (``input_ids``/``attention_mask``), ``label`` and ``image_id``.
+* ``vqa``: an image of class ``c``, a question of type ``q`` and
+  ``label = (c + q) mod num_answers`` (also as answer text:
+  ``decoder_input_ids`` / ``labels``).
+* ``audio_text``: log-mel-like ``input_features`` whose frames encode the
+  caption tokens of class ``c`` (``input_ids``/``attention_mask``).
+
+Token ids ``0..3`` are reserved (pad, bos, eos, mask); content tokens start at 4.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from jaxmm.config import ConfigError
+
+__all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batch"]
+
+PAD, BOS, EOS, MASK = 0, 1, 2, 3
+_FIRST = 4
+LAYOUTS = ("text", "image", "image_text", "vqa", "audio_text")
+
+DEFAULT_DIMS: dict[str, Any] = {
+    "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
+    "num_classes": 4, "n_mels": 16, "frames": 32, "min_len_frac": 0.5,
+}
+
+
+def _prototypes(seed: int, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng([seed, 7919]).normal(size=(n, *shape)).astype(np.float32)
+
+
+def _token_seqs(rng, starts, strides, length, vocab):
+    content = vocab - _FIRST
+    t = np.arange(length)[None, :]
+    return (_FIRST + (starts[:, None] + t * strides[:, None]) % content).astype(np.int32)
+
+
+def _lengths_mask(rng, n, length, min_frac):
+    lo = max(2, int(np.ceil(length * min_frac)))
+    lengths = rng.integers(lo, length + 1, size=n)
+    return (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
+
+
+def _caption(cls, length, vocab):
+    """A fixed caption per class: bos, class-dependent tokens, eos, pad."""
+    n = cls.shape[0]
+    ids = np.full((n, length), PAD, np.int32)
+    mask = np.zeros((n, length), np.int32)
+    body = max(1, min(length - 2, 6))
+    t = np.arange(body)[None, :]
+    ids[:, 0] = BOS
+    ids[:, 1:1 + body] = _FIRST + (cls[:, None] * 5 + t * (cls[:, None] + 1)) % (vocab - _FIRST)
+    ids[:, 1 + body] = EOS
+    mask[:, :2 + body] = 1
+    return ids, mask
+
+
+def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
+               split: str = "train", **dims: Any) -> dict[str, np.ndarray]:
+    """Global batch number ``index`` of ``layout`` (see the module docstring).
+
+    ``seed`` fixes the underlying task (class prototypes); ``split`` picks an
+    independent stream of examples from it (train vs validation).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(
+            f"Unknown synthetic layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+    unknown = set(dims) - set(DEFAULT_DIMS)
+    if unknown:
+        raise ConfigError(
+            f"Unknown synthetic data option(s) {sorted(unknown)}; valid: {sorted(DEFAULT_DIMS)}."
+        )
+    d = {**DEFAULT_DIMS, **{k: v for k, v in dims.items() if v is not None}}
+    if d["vocab_size"] < _FIRST + 2:
+        raise ConfigError(f"synthetic data: vocab_size must be >= {_FIRST + 2}.")
+    rng = np.random.default_rng([seed, sum(map(ord, split)), index])
+    n, length, vocab, k = batch_size, d["seq_len"], d["vocab_size"], d["num_classes"]
+    out: dict[str, np.ndarray] = {}
+    if layout == "text":
+        strides = rng.integers(1, k + 1, size=n)
+        ids = _token_seqs(rng, rng.integers(0, vocab, size=n), strides, length, vocab)
+        mask = _lengths_mask(rng, n, length, d["min_len_frac"])
+        out = {"input_ids": np.where(mask == 1, ids, PAD).astype(np.int32),
+               "attention_mask": mask, "token_type_ids": np.zeros_like(mask),
+               "label": (strides - 1).astype(np.int32)}
+        return out
+    cls = rng.integers(0, k, size=n).astype(np.int32)
+    if layout in ("image", "image_text", "vqa"):
+        shape = (d["image_size"], d["image_size"], d["channels"])
+        protos = _prototypes(seed, k, shape)
+        out["image"] = protos[cls] + 0.5 * rng.normal(size=(n, *shape)).astype(np.float32)
+        out["label"] = cls
+    if layout == "image_text":
+        out["input_ids"], out["attention_mask"] = _caption(cls, length, vocab)
+        out["image_id"] = (index * batch_size + np.arange(n)).astype(np.int32)
+    elif layout == "vqa":
+        qtype = rng.integers(0, k, size=n)
+        ids, mask = _caption(qtype, length, vocab)
+        answer = ((cls + qtype) % k).astype(np.int32)
+        # Generative VQA targets: "<bos> answer" -> "answer <eos>".
+        token = (_FIRST + answer % (vocab - _FIRST)).astype(np.int32)
+        out.update(input_ids=ids, attention_mask=mask, label=answer,
+                   decoder_input_ids=np.stack([np.full(n, BOS, np.int32), token], 1),
+                   labels=np.stack([token, np.full(n, EOS, np.int32)], 1))
+    elif layout == "audio_text":
+        ids, mask = _caption(cls, length, vocab)
+        table = _prototypes(seed, vocab, (d["n_mels"],))
+        frames = d["frames"]
+        pos = np.minimum(np.arange(frames) * length // frames, length - 1)
+        feats = table[ids[:, pos]] + 0.3 * rng.normal(size=(n, frames, d["n_mels"]))
+        out.update(input_features=np.swapaxes(feats, 1, 2).astype(np.float32),
+                   input_ids=ids, attention_mask=mask, label=cls)
+    return out
+
+
+class SyntheticSource(Iterator):
+    """Per-process iterator over synthetic global batches (see module docstring).
+
+    Args:
+      layout: one of :data:`LAYOUTS`.
+      batch_size: the *global* batch size; each process yields
+        ``batch_size // process_count`` rows.
+      seed: data seed. ``num_batches``: batches per epoch (``None``: endless).
+      repeat: start over after ``num_batches`` (else ``StopIteration``).
+      nan_at_batch: fill the float fields of that global batch with NaN (to
+        test the non-finite guard of the training loop).
+      delay_s: sleep this long per batch (emulates a slow input pipeline).
+      dims: ``seq_len``, ``vocab_size``, ``image_size``, ``channels``,
+        ``num_classes``, ``n_mels``, ``frames``, ``min_len_frac``.
+    """
+
+    def __init__(self, layout: str, *, batch_size: int, seed: int = 0,
+                 process_index: int = 0, process_count: int = 1,
+                 num_batches: int | None = None, repeat: bool = True,
+                 nan_at_batch: int | None = None, split: str = "train",
+                 delay_s: float = 0.0, **dims: Any):
+        if batch_size % process_count:
+            raise ConfigError(
+                f"batch_size={batch_size} is not divisible by the {process_count} processes."
+            )
+        self.layout, self.batch_size, self.seed = layout, batch_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        self.num_batches, self.repeat, self.nan_at_batch = num_batches, repeat, nan_at_batch
+        self.dims, self.split, self.delay_s = dims, split, delay_s
+        make_batch(layout, 0, 1, seed, split, **dims)  # validates layout and dims early
+        self._next = 0
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        index = self._next
+        if self.num_batches is not None:
+            if index >= self.num_batches and not self.repeat:
+                raise StopIteration
+            index %= self.num_batches
+        batch = make_batch(self.layout, index, self.batch_size, self.seed, self.split,
+                           **self.dims)
+        if self.nan_at_batch is not None and self._next == self.nan_at_batch:
+            batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
+                     for k, v in batch.items()}
+        self._next += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        per = self.batch_size // self.process_count
+        lo = self.process_index * per
+        return {k: v[lo:lo + per] for k, v in batch.items()}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"next_batch": self._next, "seed": self.seed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"Synthetic data state has seed {state['seed']}, this source has {self.seed}."
+            )
+        self._next = int(state["next_batch"])

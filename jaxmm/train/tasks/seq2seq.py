@@ -1,0 +1,88 @@
+"""Encoder-decoder text generation tasks: image ``captioning`` and speech ``asr``.
+
+The model reads encoder inputs (``image`` for captioning, ``input_features``
+for ASR) and ``decoder_input_ids`` / ``decoder_attention_mask``, and returns
+``logits`` ``(B, T, V)`` for the next token (teacher forcing).
+
+Batch, either:
+* ``decoder_input_ids`` (+ ``decoder_attention_mask``) and ``labels`` aligned
+  with them (the Hugging Face convention: ``labels[t]`` is the token after
+  ``decoder_input_ids[t]``; ``-100`` = ignore); or
+* ``input_ids`` / ``attention_mask``: the target text *including* its start
+  token; the task feeds ``input_ids[:, :-1]`` and predicts ``input_ids[:, 1:]``.
+
+Metrics: ``loss`` (per token), ``accuracy`` (next-token top-1), ``perplexity``.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxmm.train.tasks.base import (
+    IGNORE_INDEX,
+    LossOutput,
+    Task,
+    example_weights,
+    register_task,
+    softmax_xent,
+)
+from jaxmm.train.tasks.lm import LMOptions, perplexity
+
+
+def decoder_batch(batch) -> dict:
+    """``decoder_input_ids``, ``decoder_attention_mask`` and ``labels`` for teacher forcing."""
+    keep = example_weights(batch)[:, None] > 0
+    if "decoder_input_ids" in batch:
+        dec = batch["decoder_input_ids"]
+        mask = batch.get("decoder_attention_mask", jnp.ones_like(dec))
+        labels = batch["labels"] if "labels" in batch else jnp.where(
+            mask > 0, jnp.roll(dec, -1, axis=1), IGNORE_INDEX).at[:, -1].set(IGNORE_INDEX)
+    else:
+        ids, mask = batch["input_ids"], batch.get("attention_mask",
+                                                  jnp.ones_like(batch["input_ids"]))
+        dec, labels = ids[:, :-1], jnp.where(mask[:, 1:] > 0, ids[:, 1:], IGNORE_INDEX)
+        mask = mask[:, :-1]
+    return {"decoder_input_ids": dec, "decoder_attention_mask": mask,
+            "labels": jnp.where(keep, labels, IGNORE_INDEX)}
+
+
+class Seq2SeqTask(Task):
+    """Teacher-forced next-token loss of an encoder-decoder model."""
+
+    Options = LMOptions
+    encoder_inputs: tuple[str, ...] = ()
+
+    @property
+    def model_inputs(self):  # type: ignore[override]
+        return (*self.encoder_inputs, "decoder_input_ids", "decoder_attention_mask")
+
+    def example_batch(self, batch_size=1, **dims):
+        batch = super().example_batch(batch_size, **dims)
+        dec = decoder_batch({k: jnp.asarray(v) for k, v in batch.items()})
+        return {**batch, **{k: v for k, v in dec.items() if k != "labels"}}
+
+    def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
+        dec = decoder_batch(batch)
+        out, extra = self.apply(variables, {**batch, **dec}, train=train, rng=rng)
+        nll, correct, n = softmax_xent(out.logits, dec["labels"],
+                                       label_smoothing=self.options.label_smoothing)
+        return LossOutput(loss=nll, weight=n, metrics={"accuracy": (correct, n)}, extra=extra)
+
+    def summarize(self, metrics):
+        return perplexity(metrics)
+
+
+@register_task
+class CaptioningTask(Seq2SeqTask):
+    name = "captioning"
+    default_model = "captioner"
+    encoder_inputs = ("image",)
+    layout = "image_text"
+
+
+@register_task
+class ASRTask(Seq2SeqTask):
+    name = "asr"
+    default_model = "whisper"
+    encoder_inputs = ("input_features",)
+    layout = "audio_text"

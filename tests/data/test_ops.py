@@ -1,0 +1,209 @@
+"""Preprocessing ops against NumPy/PIL/SciPy references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageOps
+from scipy.signal import resample_poly
+
+from jaxmm.config import ConfigError
+from jaxmm.data import preprocess
+from jaxmm.data.randaugment import apply_transform, rand_augment
+
+SEED = tf.constant([1, 2], tf.int64)
+
+
+def run(spec, tokenizer=None, seed=SEED, **example):
+    op = preprocess.build(spec, tokenizer=tokenizer)
+    out = op({k: tf.convert_to_tensor(v) for k, v in example.items()}, seed)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_parse_spec_forms():
+    assert preprocess.parse("flip_lr|resize(8, key='x')|keep('a', 'b')") == [
+        ("flip_lr", (), {}), ("resize", (8,), {"key": "x"}), ("keep", ("a", "b"), {})]
+    assert preprocess.parse([{"op": "resize", "size": 8}, "flip_lr"]) == [
+        ("resize", (), {"size": 8}), ("flip_lr", (), {})]
+    with pytest.raises(ConfigError, match="not a literal"):
+        preprocess.parse("resize(size)")
+    with pytest.raises(ConfigError, match="no 'op' key"):
+        preprocess.parse([{"size": 3}])
+    with pytest.raises(ConfigError, match="needs a tokenizer"):
+        preprocess.build("tokenize(8)")
+    with pytest.raises(ConfigError, match="needs key 'image'.*'text'"):
+        run("flip_lr", text="x")
+
+
+def test_image_geometry_ops(rng):
+    img = rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    out = run("central_crop((4, 6))", image=img)["image"]
+    np.testing.assert_array_equal(out, img[3:7, 4:10])
+    crop = run("random_crop(5)", image=img)["image"]
+    windows = [img[i:i + 5, j:j + 5] for i in range(6) for j in range(10)]
+    assert any(np.array_equal(crop, w) for w in windows)
+    flips = {run("flip_lr", image=img, seed=tf.constant([s, 0]))["image"].tobytes()
+             for s in range(8)}
+    assert flips == {img.tobytes(), img[:, ::-1].tobytes()}
+    small = run("resize_small(5)", image=img)["image"]
+    assert small.shape == (5, 7, 3) and small.dtype == np.uint8
+    resized = run("resize((7, 7), method='nearest', antialias=False)", image=img)["image"]
+    ref = tf.image.resize(img, (7, 7), method="nearest").numpy()
+    np.testing.assert_array_equal(resized, ref)
+    inc = run("inception_crop(6)", image=img)["image"]
+    assert inc.shape == (6, 6, 3) and inc.dtype == np.uint8
+
+
+def test_value_range_and_normalize(rng):
+    img = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    np.testing.assert_allclose(run("value_range(-1, 1)", image=img)["image"],
+                               img / 127.5 - 1.0, atol=1e-6)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(run("normalize('imagenet')", image=img)["image"],
+                               (img / 255.0 - mean) / std, atol=1e-5)
+
+
+def test_decode_and_frames(rng, tmp_path):
+    img = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    data = (tmp_path / "x.png").read_bytes()
+    np.testing.assert_array_equal(run("decode", image=data)["image"], img)
+    video = np.arange(10)[:, None, None, None] * np.ones((10, 2, 2, 1), np.uint8)
+    out = run("sample_frames(3, stride=2, random=False)", video=video)["video"]
+    np.testing.assert_array_equal(out[:, 0, 0, 0], [2, 4, 6])
+    rand = run("sample_frames(4, stride=3)", video=video)["video"][:, 0, 0, 0]
+    assert np.all(np.diff(rand) == 3) and 0 <= rand[0] <= 1
+    looped = run("sample_frames(4, random=False)", video=video[:2])["video"][:, 0, 0, 0]
+    np.testing.assert_array_equal(looped, [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("name,pil", [
+    ("solarize", lambda im, m: ImageOps.solarize(im, 256 - int(m / 10 * 256))),
+    ("posterize", lambda im, m: ImageOps.posterize(im, 8 - round(m / 10 * 4))),
+    ("autocontrast", lambda im, m: ImageOps.autocontrast(im)),
+    ("equalize", lambda im, m: ImageOps.equalize(im)),
+])
+def test_randaugment_transforms_match_pil(rng, name, pil):
+    img = rng.integers(30, 200, (16, 16, 3), dtype=np.uint8)
+    got = apply_transform(tf.constant(img), name, 5.0).numpy()
+    want = np.asarray(pil(Image.fromarray(img), 5.0))
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_randaugment_deterministic_and_valid(rng):
+    img = tf.constant(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    a = rand_augment(img, tf.constant([3, 4]), 3, 9).numpy()
+    b = rand_augment(img, tf.constant([3, 4]), 3, 9).numpy()
+    np.testing.assert_array_equal(a, b)
+    outs = {rand_augment(img, tf.constant([s, 4]), 2, 9).numpy().tobytes() for s in range(6)}
+    assert len(outs) > 3 and a.dtype == np.uint8 and a.shape == (12, 12, 3)
+    wide = rng.integers(0, 256, (6, 20, 3), dtype=np.uint8)
+    shifted = apply_transform(tf.constant(wide), "translate_x", 10 / 3, 1.0).numpy()
+    # 0.45 * width * magnitude / 10 = 3 pixels to the right, constant fill 128.
+    assert np.abs(shifted[:, 3:].astype(int) - wide[:, :-3]).max() <= 1
+    assert (np.abs(shifted[:, :3].astype(int) - 128) <= 1).all()
+
+
+def test_tokenize_matches_tokenizer(tokenizer):
+    out = run("tokenize(8, key='t')|lm_labels", tokenizer, t="a red circle")
+    ref = tokenizer.encode(["a red circle"], max_length=8)
+    np.testing.assert_array_equal(out["input_ids"], ref["input_ids"][0])
+    np.testing.assert_array_equal(out["attention_mask"], [1, 1, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(out["labels"][5:], [-100] * 3)
+    np.testing.assert_array_equal(out["labels"][:5], ref["input_ids"][0][:5])
+    many = run("tokenize(6, key='t', prefix='q_')", tokenizer, t=np.array(["red", "a b c d e f"]))
+    assert many["q_input_ids"].shape == (2, 6) and many["q_attention_mask"][1].all()
+    pair = run("tokenize(10, key='a', pair_key='b')", tokenizer, a="red", b="blue circle")
+    np.testing.assert_array_equal(pair["token_type_ids"][:6], [0, 0, 0, 1, 1, 1])
+    dec = run("tokenize(6, key='t')|decoder_targets(start_id=2, pad_id=0)", tokenizer,
+              t="red circle")
+    ids = tokenizer.encode(["red circle"], max_length=6)["input_ids"][0]
+    np.testing.assert_array_equal(dec["decoder_input_ids"], [2, *ids[:4], 0][:6])
+    np.testing.assert_array_equal(dec["labels"], [*ids[:4], -100, -100])
+    np.testing.assert_array_equal(dec["decoder_attention_mask"], [1, 1, 1, 1, 1, 0])
+    assert "input_ids" not in dec
+
+
+def test_choose_select_lookup_bookkeeping():
+    qs, ans = np.array(["q0", "q1", "q2"]), np.array(["a0", "a1", "a2"])
+    picks = set()
+    for s in range(10):
+        out = run("choose(('q', 'a'), ('question', 'answer'))", q=qs, a=ans,
+                  seed=tf.constant([s, 9]))
+        assert out["question"][1:] == out["answer"][1:]  # same index for both
+        picks.add(out["question"])
+    assert len(picks) == 3
+    assert run("select('q', 2)", q=qs)["q"] == b"q2"
+    out = run("lookup('a', ['a2', 'a0'], 'label')", a=ans)
+    np.testing.assert_array_equal(out["label"], [1, -1, 0])
+    out = run("rename(x='a')|copy('x', 'y')|cast('n', 'float32')|drop('q')", a=ans, q=qs, n=3)
+    assert sorted(out) == ["n", "x", "y"] and out["n"].dtype == np.float32
+    out = run("pad_to('q', 5, mask_key='m')|pad_to('v', 2)", q=qs, v=np.arange(4))
+    np.testing.assert_array_equal(out["q"], [b"q0", b"q1", b"q2", b"", b""])
+    np.testing.assert_array_equal(out["m"], [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(out["v"], [0, 1])
+    assert run("lowercase('t')", t="ÀB c")["t"].decode() == "àb c"
+
+
+def test_audio_ops(rng):
+    pcm = rng.integers(-32768, 32767, 1000).astype(np.int16)
+    wave = run("audio_to_float", audio=pcm)["audio"]
+    np.testing.assert_allclose(wave, pcm / 32768.0)
+    res = run("resample(8000, 16000)", audio=wave)["audio"]
+    np.testing.assert_allclose(res, resample_poly(wave, 2, 1), atol=1e-5)
+    out = run("crop_or_pad(1500, mask_key='m')", audio=wave)
+    np.testing.assert_array_equal(out["audio"][:1000], wave)
+    assert out["m"].sum() == 1000 and not out["audio"][1000:].any()
+    crop = run("crop_or_pad(100)", audio=wave)["audio"]
+    start = int(np.argmin([np.abs(wave[i:i + 100] - crop).max() for i in range(901)]))
+    np.testing.assert_array_equal(crop, wave[start:start + 100])
+
+
+def test_log_mel_is_a_thin_op_over_a_named_function(rng):
+    librosa = pytest.importorskip("librosa")
+
+    def mel(x, sample_rate):
+        m = librosa.feature.melspectrogram(y=x, sr=sample_rate, n_fft=400, hop_length=160,
+                                           n_mels=16)
+        return np.log10(np.maximum(m, 1e-10)).astype(np.float32)
+
+    wave = rng.normal(0, 0.1, 4000).astype(np.float32)
+    out = run([{"op": "log_mel", "fn": mel}], audio=wave)["input_features"]
+    np.testing.assert_allclose(out, mel(wave, 16000), rtol=1e-6)
+    with pytest.raises(ConfigError, match="cannot import 'nope.mod:f'"):
+        preprocess.build("log_mel(fn='nope.mod:f')")
+
+
+def test_log_mel_default_is_the_project_front_end(rng):
+    from jaxmm.audio import whisper_log_mel
+
+    wave = rng.normal(0, 0.1, 8000).astype(np.float32)
+    out = run("log_mel(chunk_seconds=1.0)", audio=wave)["input_features"]
+    ref = np.asarray(whisper_log_mel(wave, sample_rate=16000, chunk_seconds=1.0))
+    assert out.shape == (80, 100)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_mlm_mask_op_is_jaxmm_losses_mlm_mask(tokenizer):
+    import jax
+
+    from jaxmm.losses import mlm_mask
+
+    text = " ".join(["red circle blue square"] * 20)
+    out = run("tokenize(64, key='t')|mlm_mask(0.3)", tokenizer, t=text)
+    again = run("tokenize(64, key='t')|mlm_mask(0.3)", tokenizer, t=text)
+    np.testing.assert_array_equal(out["input_ids"], again["input_ids"])
+    enc = tokenizer.encode([text], max_length=64)
+    ids, mask = enc["input_ids"][0], enc["attention_mask"][0]
+    selected = out["labels"] != -100
+    np.testing.assert_array_equal(out["labels"][selected], ids[selected])
+    assert not selected[0] and not selected[ids == tokenizer.sep_token_id].any()
+    assert 5 <= selected.sum() <= 35
+    # Same numbers as calling jaxmm.losses.mlm_mask with the op's seed.
+    op_seed = tf.random.experimental.stateless_fold_in(SEED, 1).numpy().astype(np.uint32)
+    key = jax.random.wrap_key_data(op_seed, impl="threefry2x32")
+    ref_ids, ref_labels = mlm_mask(
+        key, ids, mask_token_id=tokenizer.mask_token_id, vocab_size=tokenizer.vocab_size,
+        special_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id],
+        attention_mask=mask, mlm_probability=0.3)
+    np.testing.assert_array_equal(out["input_ids"], ref_ids)
+    np.testing.assert_array_equal(out["labels"], ref_labels)

@@ -1,0 +1,82 @@
+"""Shared helpers for the training-system tests: tiny run configs and subprocess runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.path.join(ROOT, ".cache", "jax-tests")
+
+MODELS = {"lm": "test_tiny_lm", "classification": "test_tiny_classifier"}
+
+
+def tiny_config(task: str = "lm", overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """A few-step run of a tiny model on synthetic data (no eval, no TensorBoard)."""
+    c = ml_collections.ConfigDict()
+    c.imports = ("tests.train.tiny_models",)
+    c.task = ml_collections.ConfigDict({"name": task})
+    c.model = ml_collections.ConfigDict({"name": MODELS.get(task)})
+    c.num_steps = 6
+    c.batch_size = 16
+    c.data = ml_collections.ConfigDict({"name": "synthetic", "seq_len": 16})
+    c.optimizer = ml_collections.ConfigDict({"learning_rate": 3e-3})
+    c.schedule = ml_collections.ConfigDict({"name": "constant"})
+    c.log = ml_collections.ConfigDict(
+        {"every_steps": 1, "tensorboard": False, "mfu": False, "progress": False})
+    c.eval = ml_collections.ConfigDict({"every_steps": 0, "num_batches": 2, "at_end": False})
+    c.checkpoint = ml_collections.ConfigDict({"every_steps": 1000, "export_params": False})
+    c.compilation_cache_dir = CACHE
+    for key, value in (overrides or {}).items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if p not in node:
+                node[p] = ml_collections.ConfigDict()
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def write_config(path, task: str = "lm", overrides: dict | None = None) -> str:
+    """A configs/*.py-style file returning :func:`tiny_config` (for CLI subprocesses)."""
+    text = textwrap.dedent(f"""
+        from tests.train.helpers import tiny_config
+
+        def get_config(arg=None):
+            return tiny_config({task!r}, {overrides or {}!r})
+    """)
+    with open(path, "w") as f:
+        f.write(text)
+    return str(path)
+
+
+def jaxmm_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jaxmm", *args]
+
+
+def cpu_env(devices: int = 8, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, devices: int = 8, timeout: float = 120,
+            **env) -> subprocess.CompletedProcess:
+    """Runs ``python -m jaxmm ARGS`` in the repo root and returns the finished process."""
+    return subprocess.run(jaxmm_cmd(*args), cwd=ROOT, env=cpu_env(devices, **env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def losses(workdir: str) -> dict[int, float]:
+    """step -> train/loss from a run's metrics.jsonl."""
+    from jaxmm.train.logging import read_jsonl
+
+    return {r["step"]: r["train/loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+            if "train/loss" in r}

@@ -1,0 +1,62 @@
+"""Two processes on this machine train one model via jax.distributed (gloo on localhost)
+and match a single-process run with the same global devices, batch and mesh."""
+
+import socket
+import subprocess
+
+import jax
+import numpy as np
+
+from jaxmm.train import load_exported, run
+from tests.train.helpers import ROOT, cpu_env, jaxmm_cmd, losses, tiny_config, write_config
+
+CFG = {"num_steps": 4, "checkpoint.every_steps": 2, "checkpoint.export_params": True,
+       "mesh.data": 4, "mesh.fsdp": 2}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    cfg, workdir = write_config(tmp_path / "cfg.py", "lm", CFG), str(tmp_path / "multi")
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            jaxmm_cmd("train", "--config", cfg, "--workdir", workdir,
+                      f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                      "--config.distributed.num_processes=2",
+                      f"--config.distributed.process_id={i}",
+                      "--config.distributed.timeout_s=60"),
+            cwd=ROOT, env=cpu_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        for i in range(2)
+    ]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=240))
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 process(es)" in outs[0][0] and "8 cpu device(s)" in outs[0][0]
+    assert "jaxmm train" not in outs[1][0]  # only process 0 prints and writes logs
+
+    single = str(tmp_path / "single")
+    run(tiny_config("lm", CFG), single)
+    got, want = losses(workdir), losses(single)
+    assert sorted(got) == [1, 2, 3, 4]  # one record per step: no duplicate writers
+    np.testing.assert_allclose([got[s] for s in range(1, 5)], [want[s] for s in range(1, 5)],
+                               rtol=1e-5)
+    _, multi_vars = load_exported(f"{workdir}/export")
+    _, single_vars = load_exported(f"{single}/export")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
+                 jax.device_get(multi_vars), jax.device_get(single_vars))
+    # Both processes' data positions were saved with the checkpoint.
+    data_dir = tmp_path / "multi" / "checkpoints" / "4" / "data"
+    assert sorted(p.name for p in data_dir.iterdir() if p.suffix == ".json") == [
+        "process_0-of-2.json", "process_1-of-2.json"]
