@@ -90,13 +90,16 @@ def cross_entropy(
         )
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}.")
-    num_classes = logits.shape[-1]
     valid = jnp.ones(labels.shape, jnp.float32)
     if ignore_index is not None:
         valid = (labels != ignore_index).astype(jnp.float32)
     safe = jnp.where(valid > 0, labels, 0)
-    targets = optax.smooth_labels(jax.nn.one_hot(safe, num_classes), label_smoothing)
-    per_item = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+    logits = logits.astype(jnp.float32)
+    # (1 - eps) * NLL(y) + eps * mean_k(-log p_k), without a (..., K) one-hot.
+    per_item = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    if label_smoothing:
+        uniform = jax.nn.logsumexp(logits, axis=-1) - jnp.mean(logits, axis=-1)
+        per_item = (1.0 - label_smoothing) * per_item + label_smoothing * uniform
     if weights is not None:
         valid = valid * weights.astype(jnp.float32)
     return _reduce(per_item, valid, reduction)

@@ -7,13 +7,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 from safetensors.numpy import load_file, save_file
 
 from jaxmm.convert import ConversionError, from_hf, supported_model_types, to_hf
 from jaxmm.models import build
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 
 def _perturbed(params, seed=0):

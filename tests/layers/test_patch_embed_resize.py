@@ -5,10 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jaxmm.layers import PatchEmbed, resize_position_grid
-
-torch = pytest.importorskip("torch")
 
 
 def test_position_grid_resize_matches_torch_bicubic(rng):

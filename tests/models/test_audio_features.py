@@ -6,13 +6,12 @@ atol 5e-4 dB [3e-5]; Whisper log-mel features atol 5e-5 [5e-6].
 """
 
 import jax
+import librosa
 import numpy as np
 import pytest
+import transformers
 
 from jaxmm import audio
-
-librosa = pytest.importorskip("librosa")
-transformers = pytest.importorskip("transformers")
 
 
 def _signal(seconds=1.0, sr=16000, seed=0):

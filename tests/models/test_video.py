@@ -23,7 +23,8 @@ def tiny():
 
 def test_tubelet_embedding_equals_3d_convolution(tiny):
     cfg, model, params, video = tiny
-    out, state = model.apply({"params": params}, video, capture_intermediates=True)
+    out, state = jax.jit(lambda p, v: model.apply({"params": p}, v, capture_intermediates=True))(
+        params, video)
     assert out.last_hidden_state.shape == (2, 1 + 4, 32)
     assert out.pooler_output.shape == (2, 32)
     emb = state["intermediates"]["frames"]["embeddings"]["patch"]["__call__"][0]
@@ -39,7 +40,7 @@ def test_tubelet_embedding_equals_3d_convolution(tiny):
 def test_frame_counts_and_padded_clips(tiny):
     cfg, model, params, video = tiny
     apply = jax.jit(lambda v, m: model.apply({"params": params}, v, m))
-    short = model.apply({"params": params}, video[:, :4])  # fewer frames: first positions
+    short = jax.jit(lambda v: model.apply({"params": params}, v))(video[:, :4])  # first positions
     assert short.last_hidden_state.shape == (2, 3, 32)
     # A 4-frame clip padded to 8 frames with garbage + mask == the 4-frame clip.
     padded = video.copy()
@@ -65,11 +66,12 @@ def test_per_frame_mode_uses_an_image_vit_per_frame(rng):
     model = VideoEncoder(cfg)
     video = rng.normal(size=(1, 3, 16, 16, 3)).astype(np.float32)
     params = jax.jit(model.init)(jax.random.key(0), video)["params"]
-    out, state = model.apply({"params": params}, video, capture_intermediates=True)
+    out, state = jax.jit(lambda p, v: model.apply({"params": p}, v, capture_intermediates=True))(
+        params, video)
     assert out.last_hidden_state.shape == (1, 4, 32)
     # The frame encoder is a plain image ViT: frame 1's feature = ViT(frame 1).
     vit = build("vit", cfg.frame_encoder)
-    frame1 = vit.apply({"params": params["frames"]}, video[:, 1]).pooler_output
+    frame1 = jax.jit(vit.apply)({"params": params["frames"]}, video[:, 1]).pooler_output
     feats = state["intermediates"]["frames"]["__call__"][0].pooler_output
     np.testing.assert_allclose(feats[1], frame1[0], atol=1e-5)
     np.testing.assert_allclose(out.pooler_output, out.last_hidden_state[:, 1:].mean(1),

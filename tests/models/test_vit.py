@@ -4,14 +4,13 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from jaxmm.config import ConfigError
 from jaxmm.convert import from_hf
 from jaxmm.models import build
 from jaxmm.models.vit import ViTConfig, ViTModel, decode_variant, resize_position_embeddings
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 HF_KW = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              image_size=32, patch_size=8, hidden_dropout_prob=0.0,
@@ -80,11 +79,12 @@ def test_resize_position_embeddings_equals_runtime_interpolation(hf_vit, rng):
     _, path = hf_vit
     model, params, cfg = from_hf(path)
     x = _images(rng, 1, 48, 48)
-    want = model.apply({"params": params}, x, interpolate_pos_encoding=True).last_hidden_state
+    want = jax.jit(lambda p, x: model.apply({"params": p}, x, interpolate_pos_encoding=True))(
+        params, x).last_hidden_state
     new_params, new_cfg = resize_position_embeddings(params, cfg, 48)
     assert new_cfg.image_size == 48
     assert new_params["embeddings"]["position_embedding"].shape == (1 + 36, 32)
-    got = ViTModel(new_cfg).apply({"params": new_params}, x).last_hidden_state
+    got = jax.jit(ViTModel(new_cfg).apply)({"params": new_params}, x).last_hidden_state
     np.testing.assert_allclose(got, want, atol=1e-5)
     # The original params are untouched.
     assert params["embeddings"]["position_embedding"].shape == (17, 32)
@@ -94,9 +94,9 @@ def test_mean_pooling_and_patch_mask(rng):
     cfg = ViTConfig.from_size("tiny", pool_type="mean", class_token=False, use_pooler=False)
     model = ViTModel(cfg)
     x = _images(rng, 2, 32, 32)
-    params = model.init(jax.random.key(0), x)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
     apply = jax.jit(lambda x, m: model.apply({"params": params}, x, attention_mask=m))
-    out = model.apply({"params": params}, x)
+    out = apply(x, np.ones((2, 16), np.int32))
     assert out.last_hidden_state.shape == (2, 16, 64)
     np.testing.assert_allclose(out.pooler_output, out.last_hidden_state.mean(1), atol=1e-5)
     # Masking patches: pooled features are the mean of the kept tokens, and the
@@ -123,8 +123,8 @@ def test_sizes_and_registry():
         ViTConfig(image_size=30, patch_size=8)
     model = build("vit_classifier", "tiny", num_labels=3)
     x = np.zeros((1, 32, 32, 3), np.float32)
-    variables = model.init(jax.random.key(0), x)
-    assert model.apply(variables, x).logits.shape == (1, 3)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    assert jax.eval_shape(model.apply, variables, x).logits.shape == (1, 3)
     # Every parameter carries logical axis names.
     specs = nn.get_partition_spec(variables)
     leaves = jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec))
@@ -133,7 +133,7 @@ def test_sizes_and_registry():
 
 def test_bad_inputs_raise_clear_errors():
     model = build("vit", "tiny")
-    params = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
     with pytest.raises(ValueError, match="does not match the model's 32x32.*interpolate"):
         model.apply({"params": params}, np.zeros((1, 48, 48, 3), np.float32))
     with pytest.raises(ValueError, match="expects 3 channels.*NCHW"):
@@ -146,3 +146,20 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="num_patches"):
         model.apply({"params": params}, np.zeros((1, 32, 32, 3), np.float32),
                     attention_mask=np.ones((1, 17)))
+
+
+def test_sharded_init_and_forward_match_unsharded(rng):
+    from jaxmm import sharding
+
+    model = build("vit", "tiny")
+    x = _images(rng, 4, 32, 32)
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    variables, shardings = sharding.init_sharded(model, jax.random.key(0), x, mesh=mesh)
+    qkv = shardings["params"]["encoder"]["layers_0"]["layer"]["self_attention"]["query"]["kernel"]
+    assert qkv.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    plain = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), x))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
+        xs = jax.device_put(x, sharding.batch_sharding(mesh, 4))
+        got = jax.jit(model.apply)(variables, xs).pooler_output
+    want = jax.jit(model.apply)(plain, x).pooler_output
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -1,0 +1,145 @@
+"""``jaxmm generate MODEL --prompt TEXT [...]``: text generation from the command line.
+
+``MODEL`` is a Hugging Face folder (``config.json`` + safetensors, imported
+with :func:`jaxmm.convert.from_hf`), a jaxmm params export (``model.json`` +
+``variables/``), or a training workdir holding one in ``export/``. The
+tokenizer comes from the same folder (or ``--tokenizer``). Decoder-only
+models continue each prompt; encoder-decoders (T5) take it as the encoder
+input. The decoded text of every returned sequence is printed, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["load_model", "main"]
+
+
+def _early_stopping(text: str) -> bool | str:
+    value = text.lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    if value == "never":
+        return "never"
+    raise argparse.ArgumentTypeError(f"expected true, false or never; got {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxmm generate", description=__doc__.split("\n")[0])
+    p.add_argument("model", help="HF folder, jaxmm params export, or training workdir")
+    p.add_argument("--prompt", action="append", default=[],
+                   help="a prompt (repeat for a batch)")
+    p.add_argument("--prompt-file", help="text file with one prompt per line")
+    p.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--early-stopping", type=_early_stopping, default=False,
+                   help="true, false or never (beam search)")
+    p.add_argument("--num-return-sequences", type=int, default=1)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--eos-token-id", type=int, action="append",
+                   help="EOS id (repeatable); default: the model config's")
+    p.add_argument("--keep-special-tokens", action="store_true",
+                   help="do not strip special tokens when decoding")
+    p.add_argument("--show-prompt", action="store_true",
+                   help="decoder-only: print the prompt too, not just the continuation")
+    return p
+
+
+def load_model(path: str) -> tuple[Any, Any]:
+    """``(model, params)`` from a HF folder, a params export or a training workdir."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Model folder {path!r} does not exist.")
+    if os.path.exists(os.path.join(path, "config.json")):
+        from jaxmm.convert import from_hf
+
+        model, params, _ = from_hf(path)
+        return model, params
+    for folder in (path, os.path.join(path, "export")):
+        if os.path.exists(os.path.join(folder, "model.json")):
+            from jaxmm.train.checkpoint import load_exported
+
+            model, variables = load_exported(folder)
+            return model, variables["params"] if "params" in variables else variables
+    raise FileNotFoundError(
+        f"{path} is neither a Hugging Face model folder (config.json + model.safetensors) nor "
+        "a jaxmm params export (model.json + variables/, or a workdir with export/).")
+
+
+def _prompts(args) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts += [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        raise ValueError("Give at least one --prompt (or --prompt-file).")
+    return prompts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        prompts = _prompts(args)
+        tok_dir = args.tokenizer or args.model
+        if not os.path.isdir(tok_dir):
+            raise FileNotFoundError(f"Tokenizer folder {tok_dir!r} does not exist.")
+        from jaxmm.data.tokenizers import load as load_tokenizer
+
+        tokenizer = load_tokenizer(tok_dir)
+        model, params = load_model(args.model)
+    except (OSError, ValueError) as e:
+        print(f"jaxmm generate: error: {e}", file=sys.stderr)
+        return 2
+
+    import jaxmm
+    from jaxmm.decoding import is_encoder_decoder
+
+    encdec = is_encoder_decoder(model)
+    batch = tokenizer.encode(prompts, padding=True, truncation=False)
+    ids, mask = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
+    cfg = getattr(model, "config", None)
+    pad = getattr(cfg, "pad_token_id", None)
+    if pad is None:
+        pad = tokenizer.pad_token_id
+    try:
+        out = jaxmm.generate(
+            model, params, ids, mask, max_new_tokens=args.max_new_tokens,
+            min_new_tokens=args.min_new_tokens, do_sample=args.do_sample,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            num_beams=args.num_beams, length_penalty=args.length_penalty,
+            early_stopping=args.early_stopping, num_return_sequences=args.num_return_sequences,
+            repetition_penalty=args.repetition_penalty,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
+            eos_token_id=args.eos_token_id if args.eos_token_id else None,
+            pad_token_id=pad, rng=args.seed if args.do_sample else None,
+        )
+    except ValueError as e:
+        print(f"jaxmm generate: error: {e}", file=sys.stderr)
+        return 2
+    seq = np.asarray(out.sequences)
+    start = 0 if (encdec or args.show_prompt) else ids.shape[1]
+    skip = not args.keep_special_tokens
+    for row in seq:
+        text = tokenizer.decode(row[start:].tolist(), skip_special_tokens=skip)
+        print(text.replace("\n", "\\n"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
