@@ -74,6 +74,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.llama",
     "jaxmm.convert.t5",
     "jaxmm.convert.vit",
+    "jaxmm.convert.clip",
     "jaxmm.convert.whisper",
 )
 

@@ -3,6 +3,8 @@
 from jaxmm.models import (
     audio,  # noqa: F401
     bert,  # noqa: F401
+    clip,  # noqa: F401
+    dual_encoder,  # noqa: F401
     encoder_decoder,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     gpt,  # noqa: F401
