@@ -1,0 +1,87 @@
+"""The demo's three runs on the built-in ``jaxmm_scenes`` data (``jaxmm demo`` runs them).
+
+  jaxmm train --config configs/demo.py:clip,data_dir=DIR,tokenizer=TOK --workdir runs/clip
+
+``arg`` is the run (``clip``, ``captioner`` or ``vqa``) followed by ``key=value``
+options: ``data_dir`` (where ``jaxmm data build-builtin`` wrote the data),
+``tokenizer`` (a ``jaxmm tokenizer train`` folder; WordPiece with [PAD]=0,
+[CLS]=2, [SEP]=3), ``vocab`` (its size), ``size`` (dataset size preset),
+``steps`` (0 = the run's default) and ``batch``.
+
+Images are 64x64 with 8x8 patches (64 patch tokens); every tower is 2-3 layers
+of width 96, small enough to train on two CPU cores in minutes.
+"""
+
+import ml_collections
+
+from jaxmm.data import catalog
+from jaxmm.data.scenes import ANSWERS
+from jaxmm.train.run_config import parse_config_arg
+
+IMAGE_SIZE = 64
+PATCH = 8
+MAX_LENGTH = 32
+WIDTH = 96
+BOS, EOS, PAD = 2, 3, 0  # WordPiece [CLS], [SEP], [PAD]
+
+DEFAULT_STEPS = {"clip": 1000, "captioner": 1200, "vqa": 1200}
+
+
+def _tower(**overrides) -> dict:
+    return dict(dict(num_layers=2, d_model=WIDTH, num_heads=4, mlp_dim=2 * WIDTH), **overrides)
+
+
+def _vision() -> dict:
+    return _tower(image_size=IMAGE_SIZE, patch_size=PATCH, num_layers=3)
+
+
+def _decoder(vocab: int) -> dict:
+    return _tower(vocab_size=vocab, max_position_embeddings=MAX_LENGTH + 1, bos_token_id=BOS,
+                  eos_token_id=EOS, pad_token_id=PAD)
+
+
+def _data(task: str, a) -> ml_collections.ConfigDict:
+    return catalog.data_config("scenes", task=task, size=a.size, data_dir=a.data_dir or None,
+                               image_size=IMAGE_SIZE, max_length=MAX_LENGTH)
+
+
+def get_config(arg=None):
+    a = parse_config_arg(arg, run="clip", data_dir="", tokenizer="", vocab=200, size="small",
+                         steps=0, batch=64)
+    if a.run not in DEFAULT_STEPS:
+        raise ValueError(f"Unknown demo run {a.run!r}; use clip, captioner or vqa.")
+    c = ml_collections.ConfigDict()
+    c.tokenizer = a.tokenizer or None
+    c.batch_size = a.batch
+    c.num_steps = a.steps or DEFAULT_STEPS[a.run]
+    c.log = {"every_steps": 25}
+    c.checkpoint = {"every_steps": 250, "keep": 1}
+    c.schedule = {"name": "cosine", "warmup_steps": min(50, c.num_steps // 10)}
+    c.optimizer = {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.05, "clip_norm": 1.0}
+    # In-training eval: a few validation batches at the end (the demo then evaluates
+    # the exported params on the whole test split).
+    c.eval = {"every_steps": 0, "num_batches": 2}
+    if a.run == "clip":
+        c.task = {"name": "contrastive", "loss": "infonce"}
+        c.model = {"name": "clip", "config": {
+            "text": _tower(vocab_size=a.vocab, max_position_embeddings=MAX_LENGTH,
+                           pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS),
+            "vision": _vision(), "projection_dim": 64}}
+        c.data = _data("retrieval", a)
+        # One caption per image for the in-training eval; the demo scores all five.
+        c.eval.data = _data("captioning", a)
+    elif a.run == "captioner":
+        c.task = {"name": "captioning"}
+        c.model = {"name": "captioner", "config": {
+            "encoder": "vit", "encoder_config": _vision(), "decoder": _decoder(a.vocab)}}
+        c.data = _data("captioning", a)
+    else:
+        c.task = {"name": "vqa"}
+        c.model = {"name": "vqa", "config": {
+            "mode": "classify", "num_answers": len(ANSWERS),
+            "fusion": dict(_tower(num_layers=3), kind="early", modalities=("image", "text"),
+                           max_positions=IMAGE_SIZE**2 // PATCH**2 + MAX_LENGTH),
+            "encoders": {"image": {"width": WIDTH, "patch_size": PATCH},
+                         "text": {"width": WIDTH, "vocab_size": a.vocab}}}}
+        c.data = _data("vqa", a)
+    return c

@@ -1,0 +1,453 @@
+"""``jaxmm demo``: train and evaluate multimodal models on the built-in data.
+
+One command, run by the README's main set-up step (``make demo``)::
+
+    jaxmm demo --workdir runs/demo [--size small] [--steps-scale 1.0]
+
+1. builds the built-in ``jaxmm_scenes`` dataset (rendered scenes, captions,
+   questions/answers) into ``WORKDIR/data`` and trains a WordPiece tokenizer on
+   its training text;
+2. trains three models with the real trainer (``jaxmm.train.run``, configs in
+   ``configs/demo.py``): a CLIP-style dual encoder (InfoNCE), a ViT->GPT
+   captioner with cross-attention, and an early-fusion VQA classifier;
+3. evaluates the exported params on the whole test split: image<->text
+   retrieval recall@K with all five captions per image, zero-shot
+   classification, caption BLEU/METEOR/ROUGE-L/CIDEr of generated captions
+   (``jaxmm.generate``), and VQA accuracy by question type, each next to
+   chance or a trivial baseline;
+4. writes ``results.json``/``results.md``, ``samples.png`` (test images with
+   generated captions, answers and the captioner's cross-attention map),
+   ``attention.png`` (per-token cross-attention) and ``training_curves.png``.
+
+Each run keeps its checkpoints and TensorBoard logs in ``WORKDIR/<run>``.
+Re-running the command resumes unfinished training and reuses finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "run_demo"]
+
+RUNS = ("clip", "captioner", "vqa")
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _config_file() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(os.path.dirname(here), "configs", "demo.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"configs/demo.py not found next to the jaxmm package ({path}); run the demo from a "
+            "jaxmm source checkout (pip install -e .)."
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Data and tokenizer
+# ---------------------------------------------------------------------------
+
+
+def _prepare(workdir: str, size: str):
+    from jaxmm.data import builtin, tokenizers
+
+    data_dir = os.path.join(workdir, "data")
+    _log(f"building the built-in dataset (size={size}) in {data_dir}")
+    builder = builtin.build(data_dir, size)
+    tok_dir = os.path.join(workdir, "tokenizer")
+    if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
+        tokenizers.train_tokenizer("wordpiece", builtin.corpus_path(builder), 256,
+                                   out_dir=tok_dir, min_frequency=1, model_max_length=64)
+    tok = tokenizers.load(tok_dir)
+    return data_dir, tok_dir, tok, builder
+
+
+def _test_examples(builder) -> list[dict[str, Any]]:
+    """The raw test split (reference strings, questions, answers, labels)."""
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(builder.info.full_name.rsplit("/", 1)[0],
+                              data_dir=builder.data_dir_root, split="test")
+    out = []
+    for i in range(len(source)):
+        ex = source[i]
+        out.append({
+            "image_id": int(ex["image_id"]),
+            "image": ex["image"],
+            "label": int(ex["label"]),
+            "captions": [c.decode() for c in ex["captions"]],
+            "questions": [q.decode() for q in ex["questions"]],
+            "answers": [a.decode() for a in ex["answers"]],
+            "question_types": [t.decode() for t in ex["question_types"]],
+        })
+    return out
+
+
+def _batches(run: str, data_dir: str, tok, size: str, batch_size: int = 50):
+    """Test-split batches with each run's evaluation preprocessing."""
+    from jaxmm.config import load_config
+    from jaxmm.data import make_iterator
+
+    cfg = load_config(f"{_config_file()}:{run},data_dir={data_dir},size={size}")
+    it = make_iterator(cfg.data, split="test", batch_size=batch_size, seed=0, shuffle=False,
+                       repeat=False, process_index=0, process_count=1, tokenizer=tok)
+    try:
+        for batch in it:
+            keep = np.asarray(batch.get("example_mask", np.ones(len(batch["image"])))) > 0
+            yield {k: np.asarray(v)[keep] for k, v in batch.items()}
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+def _train(run: str, workdir: str, data_dir: str, tok_dir: str, vocab: int, size: str,
+           steps_scale: float) -> dict:
+    import jaxmm.train
+    from jaxmm.config import load_config
+
+    defaults = _default_steps()
+    steps = max(10, int(round(defaults[run] * steps_scale)))
+    cfg = load_config(f"{_config_file()}:{run},data_dir={data_dir},tokenizer={tok_dir},"
+                      f"vocab={vocab},size={size},steps={steps}")
+    run_dir = os.path.join(workdir, run)
+    summary_path = os.path.join(run_dir, "summary.json")
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if summary.get("step") == steps and not summary.get("preempted"):
+            _log(f"{run}: already trained ({steps} steps), reusing {run_dir}")
+            return summary
+    _log(f"training {run} for {steps} steps -> {run_dir}")
+    start = time.time()
+    summary = jaxmm.train.run(cfg, run_dir)
+    summary["train_seconds"] = time.time() - start
+    return summary
+
+
+def _default_steps() -> dict[str, int]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_jaxmm_demo_config", _config_file())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.DEFAULT_STEPS)
+
+
+def _load(workdir: str, run: str):
+    from jaxmm.train import load_exported
+
+    model, variables = load_exported(os.path.join(workdir, run, "export"))
+    return model, variables["params"]
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+
+
+def evaluate_clip(model, params, batches, examples, tok) -> dict[str, float]:
+    """Retrieval recall@K (5 captions per image) and zero-shot shape classification."""
+    import jax
+
+    from jaxmm.data.scenes import SHAPES
+    from jaxmm.evaluate import retrieval_recall
+
+    enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
+    enc_txt = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="encode_text"))
+    images, texts, image_ids, text_ids = [], [], [], []
+    for b in batches:
+        images.append(np.asarray(enc_img(params, b["image"])))
+        ids, mask = b["input_ids"], b["attention_mask"]  # (B, C, T)
+        n, c, t = ids.shape
+        valid = mask[:, :, 0] > 0
+        emb = np.asarray(enc_txt(params, ids.reshape(n * c, t), mask.reshape(n * c, t)))
+        texts.append(emb[valid.reshape(-1)])
+        text_ids.append(np.repeat(b["image_id"], c)[valid.reshape(-1)])
+        image_ids.append(b["image_id"])
+    img, txt = np.concatenate(images), np.concatenate(texts)
+    img = img / np.linalg.norm(img, axis=-1, keepdims=True)
+    txt = txt / np.linalg.norm(txt, axis=-1, keepdims=True)
+    ids = np.concatenate(image_ids)
+    out = retrieval_recall(img @ txt.T, ids, np.concatenate(text_ids), ks=(1, 5, 10))
+    # Zero-shot: "the biggest object is a <shape>" for each class, argmax cosine.
+    prompts = [f"the biggest object is a {s}" for s in SHAPES]
+    enc = tok.encode(prompts, max_length=32, padding="max_length")
+    cls = np.asarray(enc_txt(params, enc["input_ids"], enc["attention_mask"]))
+    cls = cls / np.linalg.norm(cls, axis=-1, keepdims=True)
+    label_of = {e["image_id"]: e["label"] for e in examples}
+    pred = (img @ cls.T).argmax(-1)
+    out["zero_shot_accuracy"] = 100.0 * float(np.mean(
+        [p == label_of[int(i)] for p, i in zip(pred, ids)]))
+    out["num_images"], out["num_texts"] = int(len(ids)), int(len(txt))
+    return out
+
+
+def generate_captions(model, params, images: np.ndarray, tok, *, batch_size: int = 50,
+                      num_beams: int = 1, max_new_tokens: int = 24) -> list[np.ndarray]:
+    """Token ids (decoder start token first) for each image, via jaxmm.generate."""
+    import jax
+
+    from jaxmm.decoding import generate
+
+    cfg = model.config
+    encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode"))
+    out = []
+    for i in range(0, len(images), batch_size):
+        enc = encode(params, images[i:i + batch_size])
+        res = generate(model, params, encoder_outputs=enc.last_hidden_state,
+                       max_new_tokens=max_new_tokens, num_beams=num_beams,
+                       eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
+                       decoder_start_token_id=cfg.decoder_start_token_id)
+        out.extend(np.asarray(res.sequences))
+    return out
+
+
+def evaluate_captioner(model, params, examples, tok, sequences) -> tuple[dict, dict]:
+    """Caption metrics of the generated captions and of a constant-caption baseline."""
+    from jaxmm.evaluate import caption_metrics
+
+    refs = {e["image_id"]: e["captions"] for e in examples}
+    hyps = {e["image_id"]: tok.decode(s) for e, s in zip(examples, sequences)}
+    scores = caption_metrics(hyps, refs)
+    return scores, hyps
+
+
+def caption_baseline(train_captions: Sequence[str], examples) -> dict[str, float]:
+    """Every image gets the most frequent training caption."""
+    from jaxmm.evaluate import caption_metrics
+
+    common = Counter(train_captions).most_common(1)[0][0]
+    refs = {e["image_id"]: e["captions"] for e in examples}
+    return dict(caption_metrics({k: common for k in refs}, refs), caption=common)
+
+
+def evaluate_vqa(model, params, batches, examples) -> dict[str, Any]:
+    """Exact-match accuracy over all test questions, overall and by question type."""
+    import jax
+
+    from jaxmm.data.scenes import ANSWERS
+
+    run = jax.jit(lambda p, x, i, m: model.apply({"params": p}, image=x, input_ids=i,
+                                                 attention_mask=m).logits)
+    preds, ids = [], []
+    for b in batches:
+        n, q, t = b["input_ids"].shape
+        images = np.repeat(b["image"], q, axis=0)
+        logits = run(params, images, b["input_ids"].reshape(n * q, t),
+                     b["attention_mask"].reshape(n * q, t))
+        preds.append(np.asarray(logits).argmax(-1).reshape(n, q))
+        ids.append(b["image_id"])
+    pred_of = {int(i): p for i, p in zip(np.concatenate(ids), np.concatenate(preds))}
+    per_type: dict[str, list[float]] = {}
+    answers: dict[int, list[str]] = {}
+    for e in examples:
+        p = pred_of[e["image_id"]]
+        answers[e["image_id"]] = [ANSWERS[k] for k in p]
+        for k, gold, qt in zip(p, e["answers"], e["question_types"]):
+            per_type.setdefault(qt, []).append(float(ANSWERS[k] == gold))
+    every = [x for v in per_type.values() for x in v]
+    out = {"accuracy": 100.0 * float(np.mean(every)), "num_questions": len(every)}
+    out.update({f"accuracy/{k}": 100.0 * float(np.mean(v)) for k, v in sorted(per_type.items())})
+    return out, answers
+
+
+def vqa_baselines(train_source, examples) -> dict[str, float]:
+    """Chance and the majority answer per question type (learned from train)."""
+    from jaxmm.data.scenes import ANSWERS
+
+    by_type: dict[str, Counter] = {}
+    for ex in train_source:
+        for a, t in zip(ex["answers"], ex["question_types"]):
+            by_type.setdefault(t.decode(), Counter())[a.decode()] += 1
+    prior = {t: c.most_common(1)[0][0] for t, c in by_type.items()}
+    hits = [float(prior.get(t) == a) for e in examples
+            for a, t in zip(e["answers"], e["question_types"])]
+    return {"majority_per_type": 100.0 * float(np.mean(hits)), "chance": 100.0 / len(ANSWERS)}
+
+
+# ---------------------------------------------------------------------------
+# Pictures
+# ---------------------------------------------------------------------------
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    return np.clip((np.asarray(image, np.float32) + 1.0) / 2.0, 0.0, 1.0)  # [-1, 1] -> [0, 1]
+
+
+def draw_samples(workdir: str, model, params, images, sequences, captions, answers,
+                 examples, tok, count: int = 8) -> tuple[str, str]:
+    from jaxmm.data.scenes import COLORS, SHAPES
+    from jaxmm.models.captioner import cross_attention_maps
+    from jaxmm.viz import save_attention_figure, save_sample_grid
+
+    content = set(COLORS) | set(SHAPES)
+
+    n = min(count, len(images))
+    seqs = np.stack([np.asarray(s) for s in sequences[:n]])
+    maps = cross_attention_maps(model, params, images[:n], seqs)  # (n, T-1, gh, gw)
+    special = set(tok.all_special_ids)
+    chosen, texts = [], []
+    for i in range(n):
+        tokens = [int(t) for t in seqs[i, 1:]]
+        words = [j for j, t in enumerate(tokens) if t not in special]
+        # Attention of the first colour or shape word if there is one.
+        pick = next((j for j in words if tok.id_to_token(tokens[j]) in content), None)
+        pick = words[0] if pick is None and words else (0 if pick is None else pick)
+        chosen.append(maps[i, pick])
+        e = examples[i]
+        qa = f"Q: {e['questions'][0]}? A: {answers[e['image_id']][0]}"
+        texts.append(f"{captions[e['image_id']]}\n{qa}\n(map: '{tok.id_to_token(tokens[pick])}')")
+    shown = [_display(x) for x in images[:n]]
+    grid = save_sample_grid(os.path.join(workdir, "samples.png"), shown, texts,
+                            attention=chosen)
+    tokens = [int(t) for t in seqs[0, 1:]]
+    keep = [j for j, t in enumerate(tokens) if t not in special][:8]
+    fig = save_attention_figure(
+        os.path.join(workdir, "attention.png"), shown[0],
+        [tok.id_to_token(tokens[j]) for j in keep], [maps[0, j] for j in keep],
+        title=f"captioner cross-attention: {captions[examples[0]['image_id']]}")
+    return grid, fig
+
+
+# ---------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------
+
+
+def _table(results: dict) -> str:
+    rows = [("model", "metric", "jaxmm", "baseline", "baseline is")]
+    c, b = results["clip"], results["baselines"]
+    for k in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"):
+        rows.append(("CLIP", k, f"{c[k]:.1f}%", f"{b['retrieval'][k]:.1f}%", "chance"))
+    rows.append(("CLIP", "zero-shot shape", f"{c['zero_shot_accuracy']:.1f}%",
+                 f"{b['zero_shot_chance']:.1f}%", "chance"))
+    cap, cb = results["captioner"], b["captioning"]
+    for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L"):
+        rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb[k]:.3f}", "most frequent caption"))
+    v, vb = results["vqa"], b["vqa"]
+    rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['majority_per_type']:.1f}%",
+                 "majority answer per question type"))
+    rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['chance']:.1f}%", "chance"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(x.ljust(w) for x, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _retrieval_chance(num_images: int, num_texts: int) -> dict[str, float]:
+    per_image = num_texts / num_images
+    out = {}
+    for k in (1, 5):
+        # A random ranking of texts: P(some caption of the image in the top k).
+        miss = 1.0
+        for j in range(k):
+            miss *= max(0.0, (num_texts - per_image - j) / (num_texts - j))
+        out[f"i2t_R@{k}"] = 100.0 * (1.0 - miss)
+        out[f"t2i_R@{k}"] = 100.0 * min(1.0, k / num_images)
+    return out
+
+
+def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
+             samples: int = 8) -> dict:
+    """The whole demo; returns the results dict (also written to results.json)."""
+    import tensorflow_datasets as tfds
+
+    from jaxmm.data.scenes import SHAPES
+    from jaxmm.viz import plot_training_curves, read_metrics
+
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    start = time.time()
+    data_dir, tok_dir, tok, builder = _prepare(workdir, size)
+
+    summaries = {run: _train(run, workdir, data_dir, tok_dir, tok.vocab_size, size, steps_scale)
+                 for run in RUNS}
+
+    _log("evaluating on the test split")
+    examples = _test_examples(builder)
+    results: dict[str, Any] = {"size": size, "steps_scale": steps_scale}
+    model, params = _load(workdir, "clip")
+    results["clip"] = evaluate_clip(model, params, _batches("clip", data_dir, tok, size),
+                                    examples, tok)
+
+    cap_model, cap_params = _load(workdir, "captioner")
+    images = np.concatenate([b["image"] for b in _batches("captioner", data_dir, tok, size)])
+    sequences = generate_captions(cap_model, cap_params, images, tok)
+    results["captioner"], captions = evaluate_captioner(cap_model, cap_params, examples, tok,
+                                                        sequences)
+
+    vqa_model, vqa_params = _load(workdir, "vqa")
+    results["vqa"], answers = evaluate_vqa(vqa_model, vqa_params,
+                                           _batches("vqa", data_dir, tok, size), examples)
+
+    train = tfds.data_source(builder.info.full_name.rsplit("/", 1)[0],
+                             data_dir=builder.data_dir_root, split="train")
+    train_captions = [c.decode() for i in range(len(train)) for c in train[i]["captions"]]
+    results["baselines"] = {
+        "retrieval": _retrieval_chance(results["clip"]["num_images"],
+                                       results["clip"]["num_texts"]),
+        "zero_shot_chance": 100.0 / len(SHAPES),
+        "captioning": caption_baseline(train_captions, examples),
+        "vqa": vqa_baselines((train[i] for i in range(len(train))), examples),
+    }
+    results["train"] = {run: {k: summaries[run].get(k) for k in
+                              ("step", "num_params", "train_seconds", "eval")}
+                        for run in RUNS}
+    results["samples"] = {str(e["image_id"]): {"caption": captions[e["image_id"]],
+                                               "references": e["captions"]}
+                          for e in examples[:samples]}
+
+    _log("drawing samples, attention maps and training curves")
+    draw_samples(workdir, cap_model, cap_params, images, sequences, captions, answers, examples,
+                 tok, count=samples)
+    curves = {run: read_metrics(os.path.join(workdir, run, "metrics.jsonl")) for run in RUNS}
+    plot_training_curves(curves, os.path.join(workdir, "training_curves.png"),
+                         metrics=["train/loss"] + [m for m in (
+                             "train/i2t_accuracy", "train/accuracy") if any(
+                             m in r for recs in curves.values() for r in recs)])
+    results["seconds"] = time.time() - start
+    table = _table(results)
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print("\n" + table + "\n", flush=True)
+    _log(f"done in {results['seconds'] / 60:.1f} min; results, samples.png, attention.png and "
+         f"training_curves.png are in {workdir}")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jaxmm demo",
+        description="Build the built-in dataset, train CLIP, a captioner and a VQA model, "
+                    "evaluate them against baselines and draw samples.",
+    )
+    parser.add_argument("--workdir", required=True, help="output folder (created)")
+    parser.add_argument("--size", default="small", choices=("tiny", "small", "base"),
+                        help="built-in dataset size preset (default: small)")
+    parser.add_argument("--steps-scale", type=float, default=1.0,
+                        help="multiply every run's training steps (default: 1.0)")
+    parser.add_argument("--samples", type=int, default=8, help="images in samples.png")
+    args = parser.parse_args(argv)
+    if args.steps_scale <= 0:
+        parser.error("--steps-scale must be > 0")
+    run_demo(args.workdir, size=args.size, steps_scale=args.steps_scale, samples=args.samples)
+    return 0
