@@ -70,6 +70,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.llama",
     "jaxmm.convert.vit",
     "jaxmm.convert.clip",
+    "jaxmm.convert.vision_encoder_decoder",
     "jaxmm.convert.whisper",
 )
 
