@@ -6,9 +6,11 @@ from jaxmm.models import (
     captioner,  # noqa: F401
     clip,  # noqa: F401
     dual_encoder,  # noqa: F401
+    encoder_decoder,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     gpt,  # noqa: F401
     resnet,  # noqa: F401
+    t5,  # noqa: F401
     video,  # noqa: F401
     vit,  # noqa: F401
     whisper,  # noqa: F401

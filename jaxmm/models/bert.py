@@ -342,6 +342,9 @@ class BertModel(nn.Module):
         output_hidden_states: bool = False,
     ) -> BaseModelOutput:
         cfg = self.config
+        as_array = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731 (lists ok)
+        input_ids, attention_mask, token_type_ids, position_ids = map(
+            as_array, (input_ids, attention_mask, token_type_ids, position_ids))
         b, t = _check_inputs(cfg, input_ids, attention_mask, token_type_ids, position_ids,
                              inputs_embeds)
         if token_type_ids is None:

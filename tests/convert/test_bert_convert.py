@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 from jaxmm import convert
 from jaxmm.convert import ConversionError
 from jaxmm.data import tokenizers
+from jaxmm.layers import stack_layer_params
 from jaxmm.models import bert as B
 from jaxmm.models import build
 
@@ -91,20 +92,21 @@ def test_export_round_trip_through_transformers(tmp_path, name):
 
 
 def test_scan_layout_and_untied_decoder_export(tmp_path):
-    model = tiny("bert_mlm", scan_layers=True, tie_word_embeddings=False)
-    params = random_params(model)
-    assert params["bert"]["encoder"]["layers"]["layer"]["mlp"]["wi"]["kernel"].shape == (2, 32, 64)
-    ids, mask, types = batch(model.config)
-    ours = model.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types)
-    convert.to_hf(model, params, str(tmp_path))
+    loop = tiny("bert_mlm", tie_word_embeddings=False)
+    params = random_params(loop)
+    ids, mask, types = batch(loop.config)
+    ours = loop.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types)
+    # Export from the scan layout: the exporter unstacks the layers.
+    scan = loop.clone(config=loop.config.replace(scan_layers=True))
+    stacked = dict(params, bert={**params["bert"], "encoder": stack_layer_params(
+        params["bert"]["encoder"], 2)})
+    convert.to_hf(scan, stacked, str(tmp_path))
     assert "cls.predictions.decoder.weight" in load_file(str(tmp_path / "model.safetensors"))
     ref = hf_forward(str(tmp_path), "BertForMaskedLM", ids, mask, types)
     np.testing.assert_allclose(ours.logits, ref.logits.numpy(), atol=1e-4, rtol=0)
-    loop = convert.from_hf(str(tmp_path))  # loop layout by default
-    assert "layers_1" in loop.params["bert"]["encoder"]
-    again = loop.model.apply({"params": loop.params}, ids, attention_mask=mask,
-                             token_type_ids=types)
-    np.testing.assert_allclose(again.logits, ours.logits, atol=1e-5)
+    back = convert.from_hf(str(tmp_path), scan_layers=True)
+    assert back.config.scan_layers and not back.config.tie_word_embeddings
+    jax.tree.map(np.testing.assert_array_equal, back.params, stacked)
 
 
 def test_real_minilm_sentence_embeddings_match_transformers():
