@@ -45,6 +45,7 @@ Array = jax.Array
 __all__ = [
     "CaptionerConfig",
     "ConditionalDecoder",
+    "DecoderConfigMixin",
     "ImageCaptioner",
     "cross_attention_maps",
     "shift_tokens_right",
@@ -65,8 +66,45 @@ _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embed
                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
+class DecoderConfigMixin:
+    """Shared by configs with a GPT ``decoder`` plus ``decoder_start_token_id`` and
+    ``pad_token_id`` fields: resolves them, and exposes the decoder's ids and
+    sizes where the decoding protocol and the trainer look for them."""
+
+    def resolve_decoder(self) -> None:
+        """Call from ``__post_init__``: decoder from a mapping, cross-attention on,
+        start/pad ids defaulting to the decoder's bos / pad (or first EOS)."""
+        dec = self.decoder
+        if not isinstance(dec, GPTConfig):
+            dec = GPTConfig.from_dict(dict(dec))
+        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
+        if self.decoder_start_token_id is None:
+            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
+        if self.pad_token_id is None:
+            eos = dec.eos_token_id
+            pad = dec.pad_token_id if dec.pad_token_id is not None else (
+                eos[0] if isinstance(eos, tuple) else eos)
+            object.__setattr__(self, "pad_token_id", pad)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.vocab_size
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        return self.decoder.max_position_embeddings
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.decoder.bos_token_id
+
+    @property
+    def eos_token_id(self):
+        return self.decoder.eos_token_id
+
+
 @dataclasses.dataclass(frozen=True)
-class CaptionerConfig(ConfigBase):
+class CaptionerConfig(DecoderConfigMixin, ConfigBase):
     """Encoder-decoder captioner.
 
     Attributes:
@@ -98,17 +136,7 @@ class CaptionerConfig(ConfigBase):
     def __post_init__(self):
         object.__setattr__(self, "encoder_config",
                            resolve_encoder_config(self.encoder, self.encoder_config))
-        dec = self.decoder
-        if not isinstance(dec, GPTConfig):
-            dec = GPTConfig.from_dict(dict(dec))
-        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
-        if self.decoder_start_token_id is None:
-            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
-        if self.pad_token_id is None:
-            eos = dec.eos_token_id
-            pad = dec.pad_token_id if dec.pad_token_id is not None else (
-                eos[0] if isinstance(eos, tuple) else eos)
-            object.__setattr__(self, "pad_token_id", pad)
+        self.resolve_decoder()
         super().__post_init__()
 
     def validate(self) -> None:
@@ -125,23 +153,6 @@ class CaptionerConfig(ConfigBase):
         if self.encoder_projection is not None:
             return self.encoder_projection
         return self.encoder_width != self.decoder.d_model
-
-    # Fields the decoding protocol and the trainer read from the model config.
-    @property
-    def vocab_size(self) -> int:
-        return self.decoder.vocab_size
-
-    @property
-    def max_position_embeddings(self) -> int | None:
-        return self.decoder.max_position_embeddings
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self.decoder.bos_token_id
-
-    @property
-    def eos_token_id(self):
-        return self.decoder.eos_token_id
 
     @property
     def image_size(self) -> int | None:

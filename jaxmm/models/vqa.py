@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import LayerNorm
-from jaxmm.models.captioner import ConditionalDecoder
+from jaxmm.models.captioner import ConditionalDecoder, DecoderConfigMixin
 from jaxmm.models.classifier import classifier_head
 from jaxmm.models.fusion import FusionConfig, FusionOutput
 from jaxmm.models.gpt import GPTConfig
@@ -44,7 +44,7 @@ _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embed
 
 
 @dataclasses.dataclass(frozen=True)
-class VQAConfig(ConfigBase):
+class VQAConfig(DecoderConfigMixin, ConfigBase):
     """Attributes:
       mode: ``classify`` or ``generate``.
       fusion: fusion encoder over ``("image", "text")`` (any kind).
@@ -80,14 +80,7 @@ class VQAConfig(ConfigBase):
     }
 
     def __post_init__(self):
-        dec = self.decoder
-        if not isinstance(dec, GPTConfig):
-            dec = GPTConfig.from_dict(dict(dec))
-        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
-        if self.decoder_start_token_id is None:
-            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
-        if self.pad_token_id is None:
-            object.__setattr__(self, "pad_token_id", dec.pad_token_id)
+        self.resolve_decoder()
         super().__post_init__()
 
     def validate(self) -> None:
@@ -118,22 +111,10 @@ class VQAConfig(ConfigBase):
         return self.num_answers
 
     @property
-    def vocab_size(self) -> int:
+    def vocab_size(self) -> int:  # the question's (classify) or the answer's (generate)
         if self.mode == "generate":
             return self.decoder.vocab_size
         return self.encoders.text.vocab_size
-
-    @property
-    def max_position_embeddings(self) -> int | None:
-        return self.decoder.max_position_embeddings
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self.decoder.bos_token_id
-
-    @property
-    def eos_token_id(self):
-        return self.decoder.eos_token_id
 
 
 @register("vqa", VQAConfig)
