@@ -51,7 +51,9 @@ def _class_batch(i, n=12):
 
 def test_clip_learns_image_caption_retrieval():
     tok = WordTokenizer(128)
-    model = build("clip", "tiny")
+    tiny = build("clip", "tiny").config  # one layer per tower
+    model = build("clip", tiny.replace(text=tiny.text.replace(num_layers=1),
+                                       vision=tiny.vision.replace(num_layers=1)))
     captions = tok(CAPTIONS)
 
     def batches(i):
@@ -87,9 +89,9 @@ def _shape_batch(i, n=24):
 def test_captioner_learns_to_caption():
     tok = WordTokenizer(32)
     model = build("captioner", dict(
-        encoder="vit", encoder_config=dict(size="tiny", d_model=32, num_layers=2, mlp_dim=64,
+        encoder="vit", encoder_config=dict(size="tiny", d_model=32, num_layers=1, mlp_dim=64,
                                            norm_eps=1e-6),
-        decoder=dict(vocab_size=32, max_position_embeddings=8, num_layers=2, d_model=32,
+        decoder=dict(vocab_size=32, max_position_embeddings=8, num_layers=1, d_model=32,
                      num_heads=4, mlp_dim=64, bos_token_id=tok.bos_token_id,
                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)))
     # labels = caption + EOS; the model shifts them right behind the start (BOS) token.
@@ -117,7 +119,7 @@ def test_captioner_learns_to_caption():
     print(f"captioner exact match {exact:.3f} (chance {CHANCE_CAPTION:.3f}), colour word "
           f"{color:.3f} (chance {1 / len(COLORS):.2f}); loss {first:.2f} -> {last:.2f}")
     assert last < 0.3 * first
-    assert exact >= 0.4 and color >= 0.9
+    assert exact >= 0.6 and color >= 0.9
 
 
 def test_vqa_learns_to_answer():

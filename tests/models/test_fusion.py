@@ -20,20 +20,21 @@ KINDS = {
     # early fusion with a prefix-LM mask (audio, the last modality, is causal)
     "early": dict(kind="early", attention_pattern="prefix_lm", scan_layers=True,
                   remat_policy="full"),
-    "late": dict(kind="late", combine="attention", pool="mean"),
+    "late": dict(kind="late", combine="attention", pool="mean", num_layers=1),
     "hybrid": dict(kind="hybrid", fusion_layer=1, combine="gate"),
     # MBT: bottleneck tokens in both layers (information needs two hops)
     "bottleneck": dict(kind="hybrid", fusion_layer=0, num_bottleneck_tokens=2,
                        combine="concat", remat_policy="dots"),
-    "cross_one_way": dict(kind="cross_attention", cross_query="text"),
-    "co_attention": dict(kind="cross_attention", bidirectional=True, combine="sum"),
+    "cross_one_way": dict(kind="cross_attention", cross_query="text", num_layers=1),
+    "co_attention": dict(kind="cross_attention", bidirectional=True, combine="sum",
+                         num_layers=1),
 }
 
 
 def make_config(**kw):
     base = dict(modalities=MODS, num_layers=2, d_model=32, num_heads=4, mlp_dim=64,
                 max_positions=8)
-    base.update(kw)
+    base.update(kw)  # (1 layer where it shows the behaviour: compiles are the cost)
     return FusionConfig(**base)
 
 
