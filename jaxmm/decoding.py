@@ -387,7 +387,8 @@ def _beam_search(plan: _Plan, state, axes, *, p, start, knobs, rng, model_step):
     r = plan.num_return_sequences
     lengths = state["fin_lengths"][:, :r].reshape(-1)
     return dict(tokens=state["finished"][:, :r].reshape(b * r, total), steps=jnp.max(lengths),
-                scores=state["scores"], sequences_scores=state["fin_scores"][:, :r].reshape(-1),
+                scores=state["scores"], scored_steps=state["i"],
+                sequences_scores=state["fin_scores"][:, :r].reshape(-1),
                 lengths=lengths)
 
 
@@ -512,7 +513,7 @@ def generate(
     if do_sample:
         if rng is None:
             raise ValueError("do_sample=True needs rng= (a jax.random key or an int seed).")
-        rng = jax.random.key(rng) if isinstance(rng, int) else rng
+        rng = jax.random.key(int(rng)) if isinstance(rng, (int, np.integer)) else rng
     else:
         rng = jax.random.key(0)
     knobs = dict(
@@ -536,7 +537,7 @@ def generate(
         new = np.where(np.arange(steps)[None, :] < np.asarray(out["lengths"])[:, None], new, fill)
     rows = new.shape[0] // prompt.shape[0]
     sequences = jnp.asarray(np.concatenate([np.repeat(prompt, rows, axis=0), new], axis=1))
-    scores = out["scores"][:, :steps] if output_scores else None
+    scores = out["scores"][:, :int(out.get("scored_steps", steps))] if output_scores else None
     return GenerateOutput(sequences, scores, out.get("sequences_scores"))
 
 

@@ -78,17 +78,31 @@ def _run_both(pair, **kw):
         if kind == "whisper":
             ref = hf.generate(input_features=torch.tensor(ids), return_dict_in_generate=True,
                               output_scores=True, **kw)
-            out = jaxmm.generate(model, params, encoder_inputs={"input_features": ids}, **kw)
+            out = jaxmm.generate(model, params, encoder_inputs={"input_features": ids},
+                                 output_scores=True, **kw)
         else:
             ref = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                               return_dict_in_generate=True, output_scores=True, **kw)
-            out = jaxmm.generate(model, params, ids, mask, **kw)
+            out = jaxmm.generate(model, params, ids, mask, output_scores=True, **kw)
     seq, ours = ref.sequences.numpy(), np.asarray(out.sequences)
     if kind in ("t5", "whisper") and kw.get("num_beams", 1) > 1:
         # HF fills finished beams with `pad_token_id or eos` (eos when pad is 0); compare
         # with jaxmm's pad fill (ids after each hypothesis' EOS).
         seq = _fill_after_eos(seq, start=1, fill=0)
+    if not (kind == "whisper" and kw.get("num_beams", 1) > 1):
+        # (HF's Whisper generate reorders beam scores along each final hypothesis.)
+        _check_scores(ref, out)
     return ref, seq, out, ours
+
+
+def _check_scores(ref, out):
+    """Every step's processed scores agree (same -inf entries, finite ones close)."""
+    theirs = np.stack([s.numpy() for s in ref.scores], axis=1)
+    ours = np.asarray(out.scores)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(np.isneginf(ours), np.isneginf(theirs))
+    finite = np.isfinite(theirs)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-4, atol=1e-4)
 
 
 def _fill_after_eos(seq, start, fill):
