@@ -42,7 +42,7 @@ def _hf_model(kind: str):
             begin_suppress_tokens=None, vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS,
             pad_token_id=0)
         return transformers.WhisperForConditionalGeneration(cfg)
-    common.update(pad_token_id=0, decoder_start_token_id=0, initializer_factor=3.0)
+    common.update(pad_token_id=0, decoder_start_token_id=0, initializer_factor=2.0)
     del common["initializer_range"]
     cfg = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                 relative_attention_num_buckets=8, **common)
