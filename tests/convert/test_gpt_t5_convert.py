@@ -171,7 +171,7 @@ def test_conversion_errors(tmp_path):
     with pytest.raises(ConversionError, match="rope_type 'yarn'"):
         from_hf(path)
     odd = build("gpt", "tiny", vocab_size=16, norm="rmsnorm")  # learned positions + RMSNorm
-    params = odd.init(jax.random.key(0), np.zeros((1, 2), np.int32))["params"]
+    params = jax.eval_shape(lambda: odd.init(jax.random.key(0), np.zeros((1, 2), np.int32)))
     with pytest.raises(ConversionError, match="neither as GPT-2 nor as Llama.*'rope'"):
         to_hf(odd, params, str(tmp_path / "odd"))
 
@@ -281,6 +281,6 @@ def test_transformer_is_not_exportable_as_t5(tmp_path):
 
     model = build("transformer", "transformer-tiny", vocab_size=16)
     ids = np.ones((1, 3), np.int32)
-    params = model.init(jax.random.key(0), ids, decoder_input_ids=ids)["params"]
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, decoder_input_ids=ids))
     with pytest.raises(ConversionError, match="cannot be exported as T5.*'sinusoidal'"):
         to_hf(model, params, str(tmp_path / "x"))
