@@ -339,6 +339,7 @@ class MultiHeadAttention(nn.Module):
     rotary_theta: float | None = None
     rotary_dim: int | None = None
     rotary_interleaved: bool = False
+    rotary_scaling: Any = None  # a RopeScaling, or None
     implementation: Implementation = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -413,12 +414,12 @@ class MultiHeadAttention(nn.Module):
                 positions = base + jnp.arange(x.shape[1])[None, :]
             query = apply_rotary_embedding(
                 query, positions, theta=self.rotary_theta, rotary_dim=self.rotary_dim,
-                interleaved=self.rotary_interleaved,
+                interleaved=self.rotary_interleaved, scaling=self.rotary_scaling,
             )
             key = apply_rotary_embedding(
                 key, positions if kv_positions is None else kv_positions,
                 theta=self.rotary_theta, rotary_dim=self.rotary_dim,
-                interleaved=self.rotary_interleaved,
+                interleaved=self.rotary_interleaved, scaling=self.rotary_scaling,
             )
 
         if decode and self.is_cross_attention and not use_cached_cross:
