@@ -3,6 +3,7 @@
 from jaxmm.models import (
     audio,  # noqa: F401
     bert,  # noqa: F401
+    captioner,  # noqa: F401
     clip,  # noqa: F401
     dual_encoder,  # noqa: F401
     encoder_decoder,  # noqa: F401
