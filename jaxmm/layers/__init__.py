@@ -3,6 +3,7 @@
 from jaxmm.layers.attention import (
     MultiHeadAttention,
     causal_mask,
+    check_token_mask,
     combine_masks,
     dot_product_attention,
     key_padding_mask,
@@ -54,6 +55,7 @@ __all__ = [
     "apply_rotary_embedding",
     "bicubic_resize_matrix",
     "causal_mask",
+    "check_token_mask",
     "classifier_head",
     "combine_masks",
     "dot_product_attention",

@@ -26,6 +26,7 @@ Implementation = Literal["auto", "plain", "xla", "cudnn"]
 __all__ = [
     "MultiHeadAttention",
     "causal_mask",
+    "check_token_mask",
     "combine_masks",
     "dot_product_attention",
     "key_padding_mask",
@@ -51,6 +52,22 @@ def padding_mask(query_valid: Array, key_valid: Array | None = None) -> Array:
     q = jnp.asarray(query_valid).astype(bool)[:, None, :, None]
     k = jnp.asarray(key_valid).astype(bool)[:, None, None, :]
     return q & k
+
+
+def check_token_mask(name: str, mask: Array | None, batch: int, length: int | None) -> Array | None:
+    """Checks a 1/0 token mask has shape ``(batch, length)`` (batch may be 1).
+
+    ``length=None`` accepts any length. Returns the mask as an array (None stays None).
+    """
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if mask.ndim != 2 or mask.shape[0] not in (1, batch) or (
+        length is not None and mask.shape[1] != length
+    ):
+        want = f"(batch, {'length' if length is None else length}) = ({batch}, {length})"
+        raise ValueError(f"{name} must have shape {want}; got {tuple(mask.shape)}.")
+    return mask
 
 
 def key_padding_mask(key_valid: Array) -> Array:

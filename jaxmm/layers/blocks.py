@@ -64,6 +64,7 @@ class TransformerConfig(ConfigBase):
       dtype: computation dtype (``float32`` / ``bfloat16``); params use
         ``param_dtype`` (``float32``).
       attention_impl: ``auto``, ``plain``, ``xla`` or ``cudnn``.
+      initializer_range: std of the normal init of attention and MLP kernels.
     """
 
     num_layers: int = 2
@@ -90,6 +91,7 @@ class TransformerConfig(ConfigBase):
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "auto"
+    initializer_range: float = 0.02
 
     SIZES: ClassVar = {
         "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256),
@@ -127,6 +129,8 @@ class TransformerConfig(ConfigBase):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
+        if self.initializer_range <= 0:
+            bad(f"initializer_range must be > 0; got {self.initializer_range}.")
         for name in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(f"{name} must be in [0, 1); got {getattr(self, name)}.")
@@ -159,6 +163,7 @@ def _attention(cfg: TransformerConfig, name: str, cross: bool) -> MultiHeadAtten
         implementation=cfg.attention_impl,
         dtype=cfg.compute_dtype,
         param_dtype=cfg.weights_dtype,
+        kernel_init=nn.initializers.normal(cfg.initializer_range),
         name=name,
     )
 
@@ -187,6 +192,7 @@ class _ResidualMixin:
             use_bias=cfg.use_bias,
             dtype=cfg.compute_dtype,
             param_dtype=cfg.weights_dtype,
+            kernel_init=nn.initializers.normal(cfg.initializer_range),
             name="mlp",
         )
         return self.residual(
