@@ -6,7 +6,8 @@
 folder that ``transformers`` loads with ``from_pretrained``.
 
 Family files (``jaxmm/convert/bert.py``, ...) register converters with
-:func:`register_converter`.
+:func:`register_converter`. :func:`save_converted` / :func:`load_converted`
+read and write jaxmm's own model folder (``jaxmm/convert/native.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jaxmm.convert.io import (
     read_hf_tensors,
     write_hf_folder,
 )
+from jaxmm.convert.native import load_converted, save_converted
 
 __all__ = [
     "ConversionError",
@@ -31,7 +33,9 @@ __all__ = [
     "Converter",
     "TensorStore",
     "from_hf",
+    "load_converted",
     "register_converter",
+    "save_converted",
     "supported_model_types",
     "to_hf",
 ]
@@ -68,7 +72,10 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.bert",
     "jaxmm.convert.gpt2",
     "jaxmm.convert.llama",
+    "jaxmm.convert.t5",
     "jaxmm.convert.vit",
+    "jaxmm.convert.clip",
+    "jaxmm.convert.vision_encoder_decoder",
     "jaxmm.convert.whisper",
 )
 

@@ -185,6 +185,7 @@ def write_hf_folder(
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(dict(config), f, indent=2, sort_keys=True)
-    arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
+    # np.array(order="C") keeps 0-d scalars 0-d (np.ascontiguousarray would make them (1,)).
+    arrays = {k: np.array(v, dtype=np.float32, order="C") for k, v in tensors.items()}
     save_file(arrays, os.path.join(out_dir, SAFE_SINGLE), metadata={"format": "pt"})
     return out_dir

@@ -24,6 +24,28 @@ from jaxmm.data.preprocess import register, require
 DEFAULT_LOG_MEL = "jaxmm.audio:whisper_log_mel"
 
 
+@register("decode_audio")
+def decode_audio(key: str = "audio", rate_key: str | None = None):
+    """Decodes WAV bytes to float32 mono in [-1, 1] (``tf.audio.decode_wav``).
+
+    Already decoded waveforms (tfds ``Audio`` features) pass through. With
+    ``rate_key`` the file's sample rate is written there (resample with
+    ``resample`` when it is not 16 kHz).
+    """
+
+    def op(ex, seed):
+        x = require(ex, key, "decode_audio")
+        out = dict(ex)
+        if x.dtype == tf.string:
+            wave, rate = tf.audio.decode_wav(x)
+            out[key] = tf.reduce_mean(wave, axis=-1)
+            if rate_key:
+                out[rate_key] = rate
+        return out
+
+    return op
+
+
 @register("audio_to_float")
 def audio_to_float(key: str = "audio"):
     """Integer PCM (int16/int32/int64 holding int16 values) -> float32 in [-1, 1]."""

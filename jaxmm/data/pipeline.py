@@ -24,7 +24,8 @@ With ``repeat=True`` each process takes ``N // P`` examples per epoch (a new
 permutation each epoch, so the few dropped examples differ). With
 ``repeat=False`` (evaluation) every example is yielded exactly once across
 processes; each process yields the same number of batches, and the last ones
-are padded with copies of a real example flagged by ``batch["_mask"] == 0``.
+are padded with copies of a real example flagged by ``batch["example_mask"] == 0``
+(float32 1/0, the key the trainer's tasks weight metrics with).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from jaxmm.data.sources import DataError, RecordSource, open_source
 
 __all__ = ["DataIterator", "make_iterator", "MASK_KEY"]
 
-MASK_KEY = "_mask"
+MASK_KEY = "example_mask"
 _INT64_MAX = np.iinfo(np.int64).max
 _KNOWN_KEYS = {
     "name", "data_dir", "splits", "pp", "pp_train", "pp_eval", "prepare", "read_chunk",
@@ -256,7 +257,7 @@ class DataIterator(Iterator):
         else:
             self._next = int(meta["_k"][-1]) + 1
         if not self.repeat:
-            example[MASK_KEY] = meta[MASK_KEY]
+            example[MASK_KEY] = meta[MASK_KEY].astype(np.float32)
         return example
 
     def close(self) -> None:

@@ -271,6 +271,17 @@ def answer_questions(scene: Scene, seed: int, num: int = 4) -> list[tuple[str, s
     return out
 
 
+def _named_by(objs: list[Obj], attr: str, rng: np.random.Generator) -> tuple[Obj, str]:
+    """An object that ``attr`` (plus its size if needed) identifies, and that phrase."""
+    value = lambda o: getattr(o, attr)  # noqa: E731
+    candidates = [o for o in objs
+                  if sum(value(p) == value(o) and p.size == o.size for p in objs) == 1]
+    candidates = candidates or [o for o in objs if o.size == "large"]
+    o = candidates[int(rng.integers(len(candidates)))]
+    unique = sum(value(p) == value(o) for p in objs) == 1
+    return o, value(o) if unique else f"{o.size} {value(o)}"
+
+
 def _one_question(scene: Scene, kind: str, referable: list[Obj],
                   rng: np.random.Generator) -> tuple[str, str, str]:
     # ``referable`` is never empty: the single large object is always nameable.
@@ -281,25 +292,12 @@ def _one_question(scene: Scene, kind: str, referable: list[Obj],
         s = SHAPES[int(rng.integers(len(SHAPES)))]
         c = sum(o.shape == s for o in objs)
         return (f"how many {s}s are there", str(c), kind)
-    elif kind == "color":
-        # Ask the colour of the object named by its shape (and size if needed).
-        candidates = [o for o in objs
-                      if sum(p.shape == o.shape and p.size == o.size for p in objs) == 1]
-        if not candidates:
-            candidates = [o for o in objs if o.size == "large"]
-        o = candidates[int(rng.integers(len(candidates)))]
-        phrase = o.shape if sum(p.shape == o.shape for p in objs) == 1 else \
-            f"{o.size} {o.shape}"
+    elif kind == "color":  # the colour of an object named by its shape (+ size)
+        o, phrase = _named_by(objs, "shape", rng)
         return (f"what color is the {phrase}", o.color, kind)
-    elif kind == "shape":
-        candidates = [o for o in objs
-                      if sum(p.color == o.color and p.size == o.size for p in objs) == 1]
-        if not candidates:
-            candidates = [o for o in objs if o.size == "large"]
-        o = candidates[int(rng.integers(len(candidates)))]
-        phrase = f"{o.color} object" if sum(p.color == o.color for p in objs) == 1 else \
-            f"{o.size} {o.color} object"
-        return (f"what shape is the {phrase}", o.shape, kind)
+    elif kind == "shape":  # the shape of an object named by its colour (+ size)
+        o, phrase = _named_by(objs, "color", rng)
+        return (f"what shape is the {phrase} object", o.shape, kind)
     elif kind == "position":
         o = referable[int(rng.integers(len(referable)))]
         return (f"which column is the {_refer(scene, o)} in", COLUMNS[o.col], kind)

@@ -19,6 +19,7 @@ from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers.attention import MultiHeadAttention
 from jaxmm.layers.mlp import ACTIVATIONS, Mlp
 from jaxmm.layers.norms import make_norm
+from jaxmm.layers.positions import RopeScaling
 
 Array = jax.Array
 
@@ -56,7 +57,8 @@ class TransformerConfig(ConfigBase):
       attention_scale: logit scale (default ``1/sqrt(head_dim)``; T5 uses 1.0).
       dropout_rate: residual/MLP dropout; attention_dropout_rate: on weights.
       rotary_theta: if set, rotary position embedding with this base;
-        ``rotary_dim`` rotates only that many features per head.
+        ``rotary_dim`` rotates only that many features per head;
+        ``rope_scaling`` (a :class:`~jaxmm.layers.RopeScaling`) scales its frequencies.
       cross_attention: decoder layers attend to an encoder output.
       scan_layers: run the stack with ``nn.scan`` (params stacked on a leading
         ``layers`` axis) instead of a Python loop.
@@ -64,6 +66,7 @@ class TransformerConfig(ConfigBase):
       dtype: computation dtype (``float32`` / ``bfloat16``); params use
         ``param_dtype`` (``float32``).
       attention_impl: ``auto``, ``plain``, ``xla`` or ``cudnn``.
+      initializer_range: std of the normal init of attention and MLP kernels.
     """
 
     num_layers: int = 2
@@ -84,12 +87,14 @@ class TransformerConfig(ConfigBase):
     attention_dropout_rate: float = 0.0
     rotary_theta: float | None = None
     rotary_dim: int | None = None
+    rope_scaling: RopeScaling | None = None
     cross_attention: bool = False
     scan_layers: bool = False
     remat_policy: str = "none"
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "auto"
+    initializer_range: float = 0.02
 
     SIZES: ClassVar = {
         "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256),
@@ -127,6 +132,8 @@ class TransformerConfig(ConfigBase):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
+        if self.initializer_range <= 0:
+            bad(f"initializer_range must be > 0; got {self.initializer_range}.")
         for name in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(f"{name} must be in [0, 1); got {getattr(self, name)}.")
@@ -156,9 +163,11 @@ def _attention(cfg: TransformerConfig, name: str, cross: bool) -> MultiHeadAtten
         scale=cfg.attention_scale,
         rotary_theta=None if cross else cfg.rotary_theta,
         rotary_dim=cfg.rotary_dim,
+        rotary_scaling=None if cross else cfg.rope_scaling,
         implementation=cfg.attention_impl,
         dtype=cfg.compute_dtype,
         param_dtype=cfg.weights_dtype,
+        kernel_init=nn.initializers.normal(cfg.initializer_range),
         name=name,
     )
 
@@ -187,6 +196,7 @@ class _ResidualMixin:
             use_bias=cfg.use_bias,
             dtype=cfg.compute_dtype,
             param_dtype=cfg.weights_dtype,
+            kernel_init=nn.initializers.normal(cfg.initializer_range),
             name="mlp",
         )
         return self.residual(

@@ -3,9 +3,14 @@
 from jaxmm.models import (
     audio,  # noqa: F401
     bert,  # noqa: F401
+    captioner,  # noqa: F401
+    clip,  # noqa: F401
+    dual_encoder,  # noqa: F401
+    encoder_decoder,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")
     gpt,  # noqa: F401
     resnet,  # noqa: F401
+    t5,  # noqa: F401
     video,  # noqa: F401
     vit,  # noqa: F401
     whisper,  # noqa: F401

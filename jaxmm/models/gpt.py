@@ -36,9 +36,11 @@ from jaxmm.layers import (
     DecodePositions,
     Embed,
     LearnedPositionEmbedding,
+    RopeScaling,
     TransformerConfig,
     TransformerStack,
     causal_mask,
+    check_token_mask,
     combine_masks,
     key_padding_mask,
 )
@@ -72,11 +74,12 @@ class GPTConfig(ConfigBase):
       norm, norm_eps: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama).
       use_bias: biases in attention and MLP projections.
       position_embedding: ``learned`` (GPT-2), ``rope`` (Llama) or ``none``.
-      rope_theta, rotary_dim: RoPE base and rotated features per head (default all).
+      rope_theta, rotary_dim: RoPE base and rotated features per head (default all);
+        rope_scaling: frequency scaling for long contexts (``linear``, ``llama3``).
       tie_word_embeddings: LM head shares the token embedding matrix.
       add_cross_attention: each layer cross-attends to ``encoder_hidden_states``.
       dropout_rate: embedding/residual/MLP dropout; attention_dropout_rate on weights.
-      initializer_range: std of the normal init of embeddings and the LM head.
+      initializer_range: std of the normal init of every kernel and embedding.
       scan_layers, remat_policy, dtype, param_dtype, attention_impl: see
         :class:`jaxmm.layers.TransformerConfig`.
       bos_token_id, eos_token_id, pad_token_id: special ids (None if absent);
@@ -99,6 +102,7 @@ class GPTConfig(ConfigBase):
     position_embedding: str = "learned"
     rope_theta: float = 10000.0
     rotary_dim: int | None = None
+    rope_scaling: RopeScaling | None = None
     tie_word_embeddings: bool = True
     add_cross_attention: bool = False
     dropout_rate: float = 0.0
@@ -160,23 +164,12 @@ class GPTConfig(ConfigBase):
             use_bias=self.use_bias, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             rotary_theta=self.rope_theta if self.position_embedding == "rope" else None,
-            rotary_dim=self.rotary_dim, cross_attention=self.add_cross_attention,
+            rotary_dim=self.rotary_dim, rope_scaling=self.rope_scaling,
+            cross_attention=self.add_cross_attention,
             scan_layers=self.scan_layers, remat_policy=self.remat_policy, dtype=self.dtype,
             param_dtype=self.param_dtype, attention_impl=self.attention_impl,
+            initializer_range=self.initializer_range,
         )
-
-
-def _check_mask(name: str, mask: Array | None, batch: int, length: int | None) -> Array | None:
-    """Checks a 1/0 ``(B, length)`` mask and returns it as an array."""
-    if mask is None:
-        return None
-    mask = jnp.asarray(mask)
-    want = f"(batch, {'length' if length is None else length}) = ({batch}, {length})"
-    if mask.ndim != 2 or mask.shape[0] not in (1, batch) or (
-        length is not None and mask.shape[1] != length
-    ):
-        raise ValueError(f"{name} must have shape {want}; got {tuple(mask.shape)}.")
-    return mask
 
 
 @register("gpt_model", GPTConfig)
@@ -265,7 +258,7 @@ class GPTModel(nn.Module):
         x = self.dropout(x, deterministic=deterministic)
 
         if decode:
-            attention_mask = _check_mask("In decode mode attention_mask", attention_mask,
+            attention_mask = check_token_mask("In decode mode attention_mask", attention_mask,
                                          batch, cache_length)
             mask = None if attention_mask is None else key_padding_mask(attention_mask)
             if cache_length == length:
@@ -273,7 +266,7 @@ class GPTModel(nn.Module):
                 # supply causality; for a full-length prefill this mask is the same.
                 mask = combine_masks(causal_mask(length), mask)
         else:
-            attention_mask = _check_mask("attention_mask", attention_mask, batch, length)
+            attention_mask = check_token_mask("attention_mask", attention_mask, batch, length)
             mask = combine_masks(
                 causal_mask(length),
                 None if attention_mask is None else key_padding_mask(attention_mask),
@@ -287,7 +280,7 @@ class GPTModel(nn.Module):
                     "build it with add_cross_attention=True."
                 )
             src_len = None if encoder_hidden_states is None else encoder_hidden_states.shape[1]
-            enc_mask = _check_mask("encoder_attention_mask", encoder_attention_mask, batch,
+            enc_mask = check_token_mask("encoder_attention_mask", encoder_attention_mask, batch,
                                    src_len)
             cross_mask = None if enc_mask is None else key_padding_mask(enc_mask)
         out = self.decoder(

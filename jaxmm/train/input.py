@@ -59,24 +59,34 @@ def make_source(data: Mapping[str, Any] | None, *, task: Task, split: str, batch
 
 
 def to_global(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Per-process batch -> global arrays sharded over (data, fsdp) on axis 0."""
+    """Per-process batch -> global arrays sharded over (data, fsdp) on axis 0.
+
+    Non-numeric entries (e.g. answer strings for host-side metrics) are dropped.
+    """
     out = {}
     for key, value in local.items():
         value = np.asarray(value)
+        if value.dtype.kind not in "biuf":  # strings kept for host-side metrics
+            continue
         out[key] = jax.make_array_from_process_local_data(
             batch_sharding(mesh, value.ndim), value)
     return out
 
 
 def pad_batch(local: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """Pads a short batch to ``rows`` rows and adds ``example_mask`` (1 real, 0 pad)."""
+    """Pads a short batch to ``rows`` rows and sets ``example_mask`` (1 real, 0 pad).
+
+    An ``example_mask`` already in the batch (padding rows from the data
+    iterator) is kept for the real rows.
+    """
     n = len(next(iter(local.values())))
     if n > rows:
         raise ValueError(f"Batch has {n} rows, more than the per-process size {rows}.")
     out = {k: np.concatenate([v, np.zeros((rows - n, *np.shape(v)[1:]), np.asarray(v).dtype)])
            if n < rows else np.asarray(v) for k, v in local.items()}
     mask = np.zeros((rows,), np.float32)
-    mask[:n] = 1.0
+    # Keep the iterator's own mask (jaxmm.data pads eval streams itself).
+    mask[:n] = np.asarray(local["example_mask"], np.float32) if "example_mask" in local else 1.0
     out["example_mask"] = mask
     return out
 

@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 from jaxmm import convert
 from jaxmm.convert import ConversionError
 from jaxmm.data import tokenizers
+from jaxmm.layers import stack_layer_params
 from jaxmm.models import bert as B
 from jaxmm.models import build
 
@@ -91,20 +92,21 @@ def test_export_round_trip_through_transformers(tmp_path, name):
 
 
 def test_scan_layout_and_untied_decoder_export(tmp_path):
-    model = tiny("bert_mlm", scan_layers=True, tie_word_embeddings=False)
-    params = random_params(model)
-    assert params["bert"]["encoder"]["layers"]["layer"]["mlp"]["wi"]["kernel"].shape == (2, 32, 64)
-    ids, mask, types = batch(model.config)
-    ours = model.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types)
-    convert.to_hf(model, params, str(tmp_path))
+    loop = tiny("bert_mlm", tie_word_embeddings=False)
+    params = random_params(loop)
+    ids, mask, types = batch(loop.config)
+    ours = loop.apply({"params": params}, ids, attention_mask=mask, token_type_ids=types)
+    # Export from the scan layout: the exporter unstacks the layers.
+    scan = loop.clone(config=loop.config.replace(scan_layers=True))
+    stacked = dict(params, bert={**params["bert"], "encoder": stack_layer_params(
+        params["bert"]["encoder"], 2)})
+    convert.to_hf(scan, stacked, str(tmp_path))
     assert "cls.predictions.decoder.weight" in load_file(str(tmp_path / "model.safetensors"))
     ref = hf_forward(str(tmp_path), "BertForMaskedLM", ids, mask, types)
     np.testing.assert_allclose(ours.logits, ref.logits.numpy(), atol=1e-4, rtol=0)
-    loop = convert.from_hf(str(tmp_path))  # loop layout by default
-    assert "layers_1" in loop.params["bert"]["encoder"]
-    again = loop.model.apply({"params": loop.params}, ids, attention_mask=mask,
-                             token_type_ids=types)
-    np.testing.assert_allclose(again.logits, ours.logits, atol=1e-5)
+    back = convert.from_hf(str(tmp_path), scan_layers=True)
+    assert back.config.scan_layers and not back.config.tie_word_embeddings
+    jax.tree.map(np.testing.assert_array_equal, back.params, stacked)
 
 
 def test_real_minilm_sentence_embeddings_match_transformers():
@@ -248,3 +250,24 @@ def test_bad_folders_are_refused_with_a_fix(tmp_path):
         damage(folder)
         with pytest.raises(ConversionError, match=message):
             convert.from_hf(folder)
+
+
+def test_jaxmm_folder_round_trip_keeps_family_and_pooler(tmp_path):
+    from jaxmm.convert.cli import main as convert_main
+    from jaxmm.models import name_of
+
+    assert name_of(tiny("bert")) == "bert" and name_of(tiny("roberta_mlm")) == "roberta_mlm"
+    model = tiny("roberta", add_pooling_layer=False)  # e.g. the encoder of an MLM file
+    params = random_params(model)
+    assert "pooler" not in params
+    convert.to_hf(model, params, str(tmp_path / "hf"))
+    assert convert_main(["from-hf", str(tmp_path / "hf"), str(tmp_path / "jx"),
+                         "--set", "head=base"]) == 0
+    back = convert.load_converted(str(tmp_path / "jx"))
+    assert isinstance(back.config, B.RobertaConfig) and not back.config.add_pooling_layer
+    jax.tree.map(np.testing.assert_array_equal, back.params, params)
+    ids, mask, _ = batch(back.config)
+    out = back.model.apply({"params": back.params}, ids, attention_mask=mask)
+    assert out.pooler_output is None
+    np.testing.assert_allclose(out.last_hidden_state, model.apply(
+        {"params": params}, ids, attention_mask=mask).last_hidden_state, atol=1e-6)

@@ -56,9 +56,10 @@ def _gpt2(**kw):
 
 def _llama(**kw):
     torch.manual_seed(0)
+    kw.setdefault("rope_theta", 500.0)
     cfg = transformers.LlamaConfig(
         vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rope_theta=500.0, initializer_range=0.2,
+        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2,
         max_position_embeddings=64, **kw)
     return transformers.LlamaForCausalLM(cfg).eval()
 
@@ -171,6 +172,142 @@ def test_conversion_errors(tmp_path):
     with pytest.raises(ConversionError, match="rope_type 'yarn'"):
         from_hf(path)
     odd = build("gpt", "tiny", vocab_size=16, norm="rmsnorm")  # learned positions + RMSNorm
-    params = odd.init(jax.random.key(0), np.zeros((1, 2), np.int32))["params"]
+    params = jax.eval_shape(lambda: odd.init(jax.random.key(0), np.zeros((1, 2), np.int32)))
     with pytest.raises(ConversionError, match="neither as GPT-2 nor as Llama.*'rope'"):
         to_hf(odd, params, str(tmp_path / "odd"))
+
+
+# ---------------------------------------------------------------------------
+# Encoder-decoder: T5 v1.0 (relu, tied + rescaled head) and v1.1 (gated-gelu, untied)
+# ---------------------------------------------------------------------------
+
+
+def _t5(version, cls="T5ForConditionalGeneration"):
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(
+        vocab_size=80, d_model=32, d_kv=16, d_ff=48, num_layers=2, num_decoder_layers=3,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+        feed_forward_proj="relu" if version == "v1_0" else "gated-gelu",
+        tie_word_embeddings=version == "v1_0", decoder_start_token_id=0)
+    model = getattr(transformers, cls)(cfg).eval()
+    if version == "v1_1" and hasattr(model, "lm_head"):
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(80, 32))  # really untied
+    return model
+
+
+def _seq2seq_batch(rng):
+    ids = rng.integers(2, 80, (3, 24))  # longer than max_distance: exercises the log buckets
+    mask = np.ones_like(ids)
+    mask[1, -7:] = 0
+    mask[2, -1:] = 0
+    dec = rng.integers(2, 80, (3, 7))
+    dec_mask = np.ones_like(dec)
+    dec_mask[1, -2:] = 0
+    return ids, mask, dec, dec_mask
+
+
+def _t5_hf(model, ids, mask, dec=None, dec_mask=None):
+    kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                  output_hidden_states=True)
+    if dec is not None:
+        kwargs.update(decoder_input_ids=torch.tensor(dec),
+                      decoder_attention_mask=torch.tensor(dec_mask))
+    with torch.no_grad():
+        return model(**kwargs)
+
+
+def _check_t5_lm(model, params, hf_model, batch):
+    ids, mask, dec, dec_mask = batch
+    hf = _t5_hf(hf_model, *batch)
+    ours = jax.jit(lambda *a: model.apply({"params": params}, *a, output_hidden_states=True))(
+        ids, mask, dec, dec_mask)
+    enc_valid, dec_valid = mask.astype(bool), dec_mask.astype(bool)
+    assert _maxdiff(ours.logits, hf.logits, dec_valid) < ATOL
+    assert _maxdiff(ours.encoder_last_hidden_state, hf.encoder_last_hidden_state,
+                    enc_valid) < ATOL
+    for a, b in zip(ours.encoder_hidden_states, hf.encoder_hidden_states, strict=True):
+        assert _maxdiff(a, b, enc_valid) < ATOL
+    for a, b in zip(ours.decoder_hidden_states, hf.decoder_hidden_states, strict=True):
+        assert _maxdiff(a, b, dec_valid) < ATOL
+
+
+@pytest.mark.parametrize("version", ["v1_0", "v1_1"])
+def test_t5_parity_and_export_round_trip(tmp_path, rng, version):
+    hf_model = _t5(version)
+    conv = from_hf(_save(hf_model, tmp_path / version))
+    cfg = conv.config
+    assert type(conv.model).__name__ == "T5ForConditionalGeneration"
+    if version == "v1_0":
+        assert cfg.tie_word_embeddings and cfg.rescale_decoder_outputs and not cfg.gated_mlp
+        assert "lm_head" not in conv.params
+    else:
+        assert not cfg.tie_word_embeddings and not cfg.rescale_decoder_outputs
+        assert cfg.gated_mlp and cfg.activation == "gelu_tanh" and "lm_head" in conv.params
+    assert (cfg.head_dim, cfg.num_decoder_layers) == (16, 3)
+    batch = _seq2seq_batch(rng)
+    _check_t5_lm(conv.model, conv.params, hf_model, batch)
+
+    out = to_hf(conv.model, conv.params, str(tmp_path / "export"))
+    again = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
+    ref = _t5_hf(hf_model, *batch).logits
+    assert _maxdiff(_t5_hf(again, *batch).logits.numpy(), ref, batch[3].astype(bool)) == 0.0
+    back = from_hf(out)
+    assert back.config == conv.config
+    jax.tree.map(np.testing.assert_array_equal, back.params, conv.params)
+
+
+def test_t5_model_and_encoder_model(tmp_path, rng):
+    ids, mask, dec, dec_mask = _seq2seq_batch(rng)
+    base = _t5("v1_1", "T5Model")
+    conv = from_hf(_save(base, tmp_path / "base"), scan_layers=True)
+    assert type(conv.model).__name__ == "T5Model" and "lm_head" not in conv.params
+    ours = jax.jit(conv.model.apply)({"params": conv.params}, ids, mask, dec, dec_mask)
+    hf = _t5_hf(base, ids, mask, dec, dec_mask)
+    assert _maxdiff(ours.last_hidden_state, hf.last_hidden_state, dec_mask.astype(bool)) < ATOL
+
+    encoder = _t5("v1_0", "T5EncoderModel")
+    conv = from_hf(_save(encoder, tmp_path / "encoder"))
+    assert type(conv.model).__name__ == "T5EncoderModel"
+    ours = jax.jit(conv.model.apply)({"params": conv.params}, ids, mask)
+    hf = _t5_hf(encoder, ids, mask)
+    assert _maxdiff(ours.last_hidden_state, hf.last_hidden_state, mask.astype(bool)) < ATOL
+    out = to_hf(conv.model, conv.params, str(tmp_path / "encoder_export"))
+    again = transformers.T5EncoderModel.from_pretrained(out).eval()
+    assert _maxdiff(ours.last_hidden_state, _t5_hf(again, ids, mask).last_hidden_state,
+                    mask.astype(bool)) < ATOL
+
+
+def test_transformer_is_not_exportable_as_t5(tmp_path):
+    from jaxmm.models import build
+
+    model = build("transformer", "transformer-tiny", vocab_size=16)
+    ids = np.ones((1, 3), np.int32)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, decoder_input_ids=ids))
+    with pytest.raises(ConversionError, match="cannot be exported as T5.*'sinusoidal'"):
+        to_hf(model, params, str(tmp_path / "x"))
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+])
+def test_llama_rope_scaling_parity_and_export(tmp_path, rng, rope):
+    # head_dim 8, theta 500: wavelengths 6.3, 30, 140, 664 hit all three llama3 bands.
+    hf_model = _llama(rope_parameters={"rope_theta": 500.0, **rope})
+    conv = from_hf(_save(hf_model, tmp_path / "rope"))
+    assert conv.config.rope_scaling.rope_type == rope["rope_type"]
+    ids, mask = _padded_batch(rng, 96)
+    offset = np.full_like(ids, 40)  # far positions, where the scaling matters
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0) + offset
+    apply = jax.jit(lambda p, *a: conv.model.apply({"params": p}, *a))
+    ours = apply(conv.params, ids, mask, positions).logits
+    valid = mask.astype(bool)
+    assert _maxdiff(ours, _hf_outputs(hf_model, ids, mask, positions).logits, valid) < ATOL
+    plain = from_hf(str(tmp_path / "rope"), rope_scaling=None)  # the scaling matters:
+    unscaled = jax.jit(plain.model.apply)({"params": plain.params}, ids, mask, positions)
+    assert np.abs(np.asarray(unscaled.logits) - np.asarray(ours))[valid].max() > 1e-3
+    out = to_hf(conv.model, conv.params, str(tmp_path / "rope_export"))
+    again = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    assert _maxdiff(ours, _hf_outputs(again, ids, mask, positions).logits, valid) < ATOL
+    assert from_hf(out).config == conv.config

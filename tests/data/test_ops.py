@@ -158,6 +158,19 @@ def test_audio_ops(rng):
     np.testing.assert_array_equal(crop, wave[start:start + 100])
 
 
+def test_decode_audio_wav(rng, tmp_path):
+    import soundfile as sf
+
+    stereo = rng.uniform(-0.5, 0.5, (400, 2)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", stereo, 8000, subtype="PCM_16")
+    out = run("decode_audio(rate_key='rate')|resample(8000, 16000)",
+              audio=(tmp_path / "a.wav").read_bytes())
+    mono = np.round(stereo * 32767) / 32768
+    ref = resample_poly(mono.mean(axis=1), 2, 1)
+    assert out["rate"] == 8000 and out["audio"].shape == (800,)
+    np.testing.assert_allclose(out["audio"], ref, atol=2e-4)
+
+
 def test_log_mel_is_a_thin_op_over_a_named_function(rng):
     librosa = pytest.importorskip("librosa")
 

@@ -157,3 +157,12 @@ def test_wrong_input_width_is_reported(rng):
     cfg = TransformerConfig(num_layers=1, d_model=16, num_heads=2, mlp_dim=32)
     with pytest.raises(ValueError, match=r"expects inputs \(batch, length, 16\)"):
         TransformerStack(cfg).init(jax.random.key(0), jnp.ones((1, 3, 8)))
+
+
+@pytest.mark.parametrize("std", [0.02, 0.2])
+def test_initializer_range_sets_kernel_std(std):
+    cfg = TransformerConfig(d_model=64, num_heads=4, mlp_dim=256, initializer_range=std)
+    params = nn.meta.unbox(EncoderLayer(cfg).init(jax.random.key(0), jnp.zeros((1, 2, 64))))
+    layer = params["params"]
+    for kernel in (layer["self_attention"]["query"]["kernel"], layer["mlp"]["wi"]["kernel"]):
+        assert float(np.std(np.asarray(kernel))) == pytest.approx(std, rel=0.1)

@@ -1,6 +1,7 @@
 """BERT/RoBERTa: parity with transformers for every head, layouts, errors, learning."""
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -83,34 +84,54 @@ def hf_folders(tmp_path_factory):
             ref = model(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
                         token_type_ids=torch.tensor(types, dtype=torch.long),
                         output_hidden_states=True, output_attentions=True)
-        out[family, head] = (str(folder), (ids, mask, types), ref)
+        out[family, head] = (str(folder), (ids, mask, types), ref, model)
     return out
 
 
 @pytest.mark.parametrize("family,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
 def test_every_head_matches_transformers(hf_folders, family, head):
-    folder, (ids, mask, types), ref = hf_folders[family, head]
-    for scan in (False, True):
-        conv = convert.from_hf(folder, scan_layers=scan)
-        assert conv.config.scan_layers is scan and conv.config.model_type == family
-        out = conv.model.apply({"params": conv.params}, ids, attention_mask=mask,
-                               token_type_ids=types, output_hidden_states=True,
-                               output_attentions=True)
-        compared = 0
-        for hf_name, name in FIELDS.items():
-            if hf_name in ref and ref[hf_name] is not None:
-                got = np.asarray(getattr(out, name))
-                want = ref[hf_name].numpy()
-                assert got.shape == want.shape, name
-                assert np.abs(want).max() > 0.05, f"{name} too small to be a useful check"
-                np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=name)
-                compared += 1
-        assert compared >= 1
-        assert len(out.hidden_states) == len(ref.hidden_states) == 3
-        for got, want in zip(out.hidden_states, ref.hidden_states):
-            np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-4, rtol=0)
-        for got, want in zip(out.attentions, ref.attentions):
-            np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-5, rtol=0)
+    folder, (ids, mask, types), ref, hf_model = hf_folders[family, head]
+    conv = convert.from_hf(folder)
+    assert not conv.config.scan_layers and conv.config.model_type == family
+    out = conv.model.apply({"params": conv.params}, ids, attention_mask=mask,
+                           token_type_ids=types, output_hidden_states=True,
+                           output_attentions=True)
+    compared = 0
+    for hf_name, name in FIELDS.items():
+        if hf_name in ref and ref[hf_name] is not None:
+            got = np.asarray(getattr(out, name))
+            want = ref[hf_name].numpy()
+            assert got.shape == want.shape, name
+            assert np.abs(want).max() > 0.05, f"{name} too small to be a useful check"
+            np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=name)
+            compared += 1
+    assert compared >= 1
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3
+    for got, want in zip(out.hidden_states, ref.hidden_states):
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-4, rtol=0)
+    for got, want in zip(out.attentions, ref.attentions):
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), atol=1e-5, rtol=0)
+    # The scan layout holds the same tensors, stacked on a leading layer axis.
+    scan = convert.from_hf(folder, scan_layers=True)
+    inner = (lambda p: p["bert"]) if "bert" in conv.params else (lambda p: p)
+    stacked = stack_layer_params(inner(conv.params)["encoder"], 2)
+    jax.tree.map(np.testing.assert_array_equal, inner(scan.params)["encoder"], stacked)
+    if (family, head) == ("bert", "ForPreTraining"):  # one scan forward (scan == loop)
+        again = scan.model.apply({"params": scan.params}, ids, attention_mask=mask,
+                                 token_type_ids=types)
+        np.testing.assert_allclose(again.prediction_logits, out.prediction_logits, atol=1e-5)
+    if head == "Model" and family == "roberta":  # left padding: positions skip the pads
+        left = np.stack([np.roll(r, int((m == 0).sum())) for r, m in zip(ids, mask)])
+        left_mask = np.stack([np.roll(m, int((m == 0).sum())) for m in mask])
+        with torch.no_grad():
+            want = hf_model(torch.tensor(left, dtype=torch.long),
+                            attention_mask=torch.tensor(left_mask)).last_hidden_state.numpy()
+        got = conv.model.apply({"params": conv.params}, left, attention_mask=left_mask)
+        real = left_mask == 1
+        np.testing.assert_allclose(np.asarray(got.last_hidden_state)[real], want[real],
+                                   atol=1e-4, rtol=0)
+        np.testing.assert_allclose(np.asarray(got.last_hidden_state)[real],
+                                   np.asarray(out.last_hidden_state)[mask == 1], atol=1e-4)
 
 
 def test_roberta_positions_follow_hf_and_skip_padding():
@@ -123,18 +144,6 @@ def test_roberta_positions_follow_hf_and_skip_padding():
     np.testing.assert_array_equal(got[1], [1, 1, 2, 3, 4, 5])
 
 
-def test_left_padding_gives_same_real_token_outputs_for_roberta():
-    model = _tiny("roberta")
-    right = np.array([[0, 5, 6, 7, 2, 1, 1]], np.int32)
-    left = np.array([[1, 1, 0, 5, 6, 7, 2]], np.int32)
-    params = model.init(jax.random.key(0), right)["params"]
-    apply = jax.jit(lambda ids: model.apply({"params": params}, ids,
-                                            attention_mask=(ids != 1).astype(np.int32)))
-    a, b = apply(right), apply(left)
-    np.testing.assert_allclose(np.asarray(a.last_hidden_state)[0, :5],
-                               np.asarray(b.last_hidden_state)[0, 2:], atol=1e-5)
-
-
 def test_scan_remat_and_loop_agree_in_outputs_and_gradients(rng):
     loop = _tiny()
     scan = _tiny(scan_layers=True, remat_policy="full")
@@ -145,22 +154,28 @@ def test_scan_remat_and_loop_agree_in_outputs_and_gradients(rng):
     assert jax.tree.map(jnp.shape, nn.meta.unbox(jax.eval_shape(
         lambda: scan.init(jax.random.key(0), ids)))["params"]) == jax.tree.map(jnp.shape, sparams)
 
-    def loss(model, p):
-        return jnp.mean(model.apply({"params": p}, ids).logits ** 2)
+    def loss(model):
+        return jax.jit(jax.value_and_grad(
+            lambda p, x: jnp.mean(model.apply({"params": p}, x).logits ** 2)))
 
-    la, ga = jax.jit(jax.value_and_grad(lambda p: loss(loop, p)))(params)
-    lb, gb = jax.jit(jax.value_and_grad(lambda p: loss(scan, p)))(sparams)
+    la, ga = loss(loop)(params, ids)
+    lb, gb = loss(scan)(sparams, ids)
     np.testing.assert_allclose(la, lb, rtol=1e-5)
     ga = dict(ga, bert={**ga["bert"], "encoder": stack_layer_params(ga["bert"]["encoder"], 2)})
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), ga, gb)
 
 
-def test_bfloat16_compute_stays_close_to_float32(rng):
+@pytest.fixture(scope="module")
+def tiny_bert():
+    model = _tiny("bert")
+    return model, model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
+
+
+def test_bfloat16_compute_stays_close_to_float32(rng, tiny_bert):
     ids = rng.integers(0, 40, (2, 9)).astype(np.int32)
-    f32, bf16 = _tiny("bert"), _tiny("bert", dtype="bfloat16")
-    params = f32.init(jax.random.key(0), ids)["params"]
-    a = f32.apply({"params": params}, ids).last_hidden_state
-    b = bf16.apply({"params": params}, ids).last_hidden_state
+    (f32, params), bf16 = tiny_bert, _tiny("bert", dtype="bfloat16")
+    run = lambda m: jax.jit(lambda p, x: m.apply({"params": p}, x).last_hidden_state)  # noqa: E731
+    a, b = run(f32)(params, ids), run(bf16)(params, ids)
     assert b.dtype == jnp.bfloat16
     assert float(jnp.abs(a - b.astype(jnp.float32)).max()) < 0.1
 
@@ -178,10 +193,9 @@ def test_sizes_match_hf_parameter_counts():
     assert (cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.mlp_dim) == (24, 1024, 16, 4096)
 
 
-def test_input_longer_than_position_table_raises():
-    bert = _tiny("bert")
+def test_input_longer_than_position_table_raises(tiny_bert):
+    bert, params = tiny_bert
     ids = np.zeros((1, 25), np.int32)  # table holds 24
-    params = bert.init(jax.random.key(0), ids[:, :24])["params"]
     with pytest.raises(ValueError, match=r"Input length 25 exceeds .*at most 24 tokens"):
         bert.apply({"params": params}, ids)
     with pytest.raises(ValueError, match="exceeds"):  # static check also under jit
@@ -191,10 +205,9 @@ def test_input_longer_than_position_table_raises():
         roberta.init(jax.random.key(0), np.ones((1, 23), np.int32))
 
 
-def test_bad_inputs_raise_clear_errors():
-    bert = _tiny("bert")
+def test_bad_inputs_raise_clear_errors(tiny_bert):
+    bert, params = tiny_bert
     ids = np.ones((2, 5), np.int32)
-    params = bert.init(jax.random.key(0), ids)["params"]
     apply = lambda *a, **k: bert.apply({"params": params}, *a, **k)  # noqa: E731
     with pytest.raises(ValueError, match="token_type_ids .*type_vocab_size=2"):
         apply(ids, token_type_ids=np.full_like(ids, 2))
@@ -213,20 +226,25 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_dropout_is_active_only_when_not_deterministic(rng):
-    model = _tiny("bert_classifier", dropout_rate=0.3)
+    model = _tiny("bert_classifier", dropout_rate=0.3, num_layers=1)
     ids = rng.integers(0, 40, (2, 9)).astype(np.int32)
     params = model.init(jax.random.key(0), ids)["params"]
-    det = model.apply({"params": params}, ids).logits
-    np.testing.assert_array_equal(det, model.apply({"params": params}, ids).logits)
-    drop = lambda k: model.apply({"params": params}, ids, deterministic=False,  # noqa: E731
-                                 rngs={"dropout": jax.random.key(k)}).logits
+
+    @functools.partial(jax.jit, static_argnums=3)  # arguments, not constants: no folding
+    def run(p, x, key, deterministic):
+        return model.apply({"params": p}, x, deterministic=deterministic,
+                           rngs={"dropout": key}).logits
+
+    det = run(params, ids, jax.random.key(0), True)
+    np.testing.assert_array_equal(det, run(params, ids, jax.random.key(5), True))  # rng unused
+    drop = lambda k: run(params, ids, jax.random.key(k), False)  # noqa: E731
     assert not np.allclose(drop(1), det) and not np.allclose(drop(1), drop(2))
     np.testing.assert_array_equal(drop(1), drop(1))
 
 
 def test_sharded_init_and_apply_match_unsharded(rng):
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    model = _tiny("bert_mlm", d_model=64, num_heads=4)
+    model = _tiny("bert_mlm")
     ids = rng.integers(0, 40, (4, 8)).astype(np.int32)
     variables, shardings = sharding.init_sharded(model, jax.random.key(0), ids, mesh=mesh)
     emb = shardings["params"]["bert"]["embeddings"]["word_embeddings"]["embedding"]

@@ -260,14 +260,16 @@ def test_bad_configs_and_inputs(inputs):
         FusionConfig.from_dict({"fusion_layers": 1})
     cfg = make_config()
     model = FusionEncoder(cfg)
+    key = jax.random.key(0)
+    trace = lambda *a: jax.eval_shape(model.init, key, *a)  # noqa: E731 - errors come at trace
     with pytest.raises(ValueError, match=r"'audio' is configured but missing.*\['image', 'text'\]"):
-        model.init(jax.random.key(0), {m: tokens[m] for m in ("text", "image")})
+        trace({m: tokens[m] for m in ("text", "image")})
     with pytest.raises(ValueError, match="attention_mask\\['text'\\] has shape"):
-        model.init(jax.random.key(0), tokens, {**masks, "text": masks["text"][:, :3]})
+        trace(tokens, {**masks, "text": masks["text"][:, :3]})
     with pytest.raises(ValueError, match="max_positions"):
-        model.init(jax.random.key(0), {**tokens, "text": np.zeros((2, 9, 16), np.float32)})
+        trace({**tokens, "text": np.zeros((2, 9, 16), np.float32)})
     with pytest.raises(ValueError, match=r"\(batch, length, width\)"):
-        model.init(jax.random.key(0), {**tokens, "image": np.zeros((2, 8, 8, 3), np.float32)})
+        trace({**tokens, "image": np.zeros((2, 8, 8, 3), np.float32)})
     # Registry builds it by name.
     built = build("fusion", "tiny", kind="late", modalities=("text", "image"))
     assert isinstance(built, FusionEncoder) and built.config.resolved_fusion_layer == 2

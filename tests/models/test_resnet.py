@@ -104,3 +104,11 @@ def test_bad_inputs():
         jax.eval_shape(big.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     with pytest.raises(Exception, match="bottleneck"):
         ResNetConfig(block="bottle")
+
+
+@pytest.mark.parametrize("size,count", [("resnet18", 11_689_512), ("resnet50", 25_557_032)])
+def test_parameter_counts_match_torchvision(size, count):
+    """Published torchvision counts (ImageNet head, 1000 classes) for the standard sizes."""
+    model = build("resnet_classifier", size)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == count

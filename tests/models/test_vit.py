@@ -146,3 +146,20 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="num_patches"):
         model.apply({"params": params}, np.zeros((1, 32, 32, 3), np.float32),
                     attention_mask=np.ones((1, 17)))
+
+
+def test_sharded_init_and_forward_match_unsharded(rng):
+    from jaxmm import sharding
+
+    model = build("vit", "tiny")
+    x = _images(rng, 4, 32, 32)
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    variables, shardings = sharding.init_sharded(model, jax.random.key(0), x, mesh=mesh)
+    qkv = shardings["params"]["encoder"]["layers_0"]["layer"]["self_attention"]["query"]["kernel"]
+    assert qkv.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    plain = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), x))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
+        xs = jax.device_put(x, sharding.batch_sharding(mesh, 4))
+        got = jax.jit(model.apply)(variables, xs).pooler_output
+    want = jax.jit(model.apply)(plain, x).pooler_output
+    np.testing.assert_allclose(got, want, atol=1e-5)

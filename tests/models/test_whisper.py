@@ -153,3 +153,20 @@ def test_bad_inputs_raise_clear_errors(rng):
     with pytest.raises(ValueError, match="exceeds max_target_positions=32"):
         model.apply({"params": params}, np.zeros((1, 40), np.int32), np.zeros((1, 32, 64)),
                     method="decode")
+
+
+def test_jaxmm_generate_greedy_equals_hf_greedy_loop(hf_whisper, rng):
+    """The decoding protocol end to end: jaxmm.generate (KV cache) vs HF full forwards."""
+    import jaxmm
+
+    hf, path = hf_whisper
+    model, params, _ = from_hf(path)
+    feats = _features(rng)
+    out = jaxmm.generate(model, params, encoder_inputs={"input_features": feats},
+                         max_new_tokens=6, eos_token_id=None)
+    ids = torch.full((2, 1), 3)  # decoder_start_token_id
+    with torch.no_grad():
+        for _ in range(6):
+            logits = hf(input_features=torch.from_numpy(feats), decoder_input_ids=ids).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    np.testing.assert_array_equal(np.asarray(out.sequences), ids.numpy())
