@@ -49,7 +49,7 @@ def _hf_model(kind: str):
     return transformers.T5ForConditionalGeneration(cfg)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "whisper"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "whisper"])
 def pair(request, tmp_path_factory):
     kind = request.param
     torch.manual_seed(0)
@@ -119,6 +119,7 @@ def test_greedy_identical(pair):
     np.testing.assert_array_equal(ours, seq)
 
 
+@pytest.mark.parametrize("pair", ["gpt2", "t5"], indirect=True)
 def test_greedy_with_penalties_identical(pair):
     _, seq, _, ours = _run_both(pair, max_new_tokens=NEW, repetition_penalty=1.3,
                                 no_repeat_ngram_size=2, min_new_tokens=3)
@@ -133,7 +134,12 @@ BEAM_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("setting", list(BEAM_SETTINGS))
+# Every setting on GPT-2, Llama and T5; one on Whisper (same code path as T5).
+BEAM_CASES = [(k, s) for k in ("gpt2", "llama", "t5") for s in BEAM_SETTINGS]
+BEAM_CASES.append(("whisper", "lp0.6_rep1.3"))
+
+
+@pytest.mark.parametrize("pair,setting", BEAM_CASES, indirect=["pair"])
 def test_beam_search_matches(pair, setting):
     beams = 4
     ref, seq, out, ours = _run_both(pair, max_new_tokens=NEW, num_beams=beams,
@@ -212,8 +218,9 @@ def test_cli_generate_matches_hf(gpt2_folder):
     assert all(expected) and run.stdout.strip().split("\n") == [e.strip() for e in expected]
 
 
-def test_cli_runs_from_a_jaxmm_export(gpt2_folder, tmp_path, capsys):
+def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
     from jaxmm import decoding_cli
+    from jaxmm.convert import save_converted
     from jaxmm.models import name_of
     from jaxmm.train import export_params
 
@@ -226,6 +233,14 @@ def test_cli_runs_from_a_jaxmm_export(gpt2_folder, tmp_path, capsys):
     # A training workdir (export/ inside) with the tokenizer given apart.
     assert decoding_cli.main([str(tmp_path), "--tokenizer", str(gpt2_folder)] + args) == 0
     assert capsys.readouterr().out == from_hf_text and from_hf_text.strip()
+    # A jaxmm model folder (jaxmm convert from-hf).
+    save_converted(model, params, str(tmp_path / "native"))
+    assert decoding_cli.main([str(tmp_path / "native"), "--tokenizer", str(gpt2_folder)]
+                             + args) == 0
+    assert capsys.readouterr().out == from_hf_text
+    assert decoding_cli.main([str(tmp_path / "native" / "nope"), "--tokenizer",
+                              str(gpt2_folder)] + args) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_cli_errors(gpt2_folder, tmp_path, capsys):
