@@ -135,19 +135,24 @@ def _cache_shapes(model, plan, params, rows: int, length: int, enc):
 
 
 def _batch_axes(shapes_a, shapes_b):
-    """Per cache leaf, the axis that grows with the number of rows (-1: none,
-    or cross-attention keys/values, which beams of one input share)."""
+    """Per cache leaf, the axis that grows with the number of rows (-1: none)."""
 
-    def axis(path, a, b):
-        name = str(getattr(path[-1], "key", path[-1]))
+    def axis(a, b):
         diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y]
-        return -1 if (not diff or name.startswith("cross_")) else diff[0]
+        return diff[0] if diff else -1
 
-    return jax.tree_util.tree_map_with_path(axis, shapes_a, shapes_b)
+    return jax.tree.map(axis, shapes_a, shapes_b)
 
 
 def _reorder(cache, axes, index: Array):
-    return jax.tree.map(lambda x, ax: x if ax < 0 else jnp.take(x, index, axis=ax), cache, axes)
+    """Gathers cache rows ``index`` (beam reordering). Cross-attention keys and
+    values are skipped: the beams of one input share them."""
+
+    def take(path, x, ax):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return x if ax < 0 or name.startswith("cross_") else jnp.take(x, index, axis=ax)
+
+    return jax.tree_util.tree_map_with_path(take, cache, axes)
 
 
 # ---------------------------------------------------------------------------
@@ -199,24 +204,29 @@ def _compiled(model, plan: _Plan):
     """``jit``-compiled prefill + decode loop for one (model, settings) pair."""
 
     def run(params, prompt, prompt_mask, start, enc, enc_mask, knobs, rng):
+        # Prefill once per input; then copy its cache to each beam / returned sample.
         reps = plan.rows_per_input
-        prompt = jnp.repeat(prompt, reps, axis=0)
-        prompt_mask = jnp.repeat(prompt_mask, reps, axis=0)
-        if enc is not None:
-            enc = jnp.repeat(enc, reps, axis=0)
-            enc_mask = jnp.repeat(enc_mask, reps, axis=0)
-        n, p = prompt.shape
+        b, p = prompt.shape
         total = p + plan.max_new_tokens
-        tokens = jnp.full((n, total), knobs["pad"], jnp.int32).at[:, :p].set(prompt)
-        mask = jnp.concatenate([prompt_mask, jnp.ones((n, plan.max_new_tokens), jnp.int32)], 1)
-        positions = jnp.where(prompt_mask > 0, jnp.cumsum(prompt_mask, 1) - 1, 0)
-        next_position = jnp.sum(prompt_mask, 1)  # position id of the first new token
-
-        shapes = _cache_shapes(model, plan, params, n, total, enc)
+        shapes = _cache_shapes(model, plan, params, b, total, enc)
         cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        mask = jnp.concatenate([prompt_mask, jnp.ones((b, plan.max_new_tokens), jnp.int32)], 1)
+        positions = jnp.where(prompt_mask > 0, jnp.cumsum(prompt_mask, 1) - 1, 0)
         logits, cache = _call(model, plan, {"params": params, "cache": cache}, prompt, mask,
                               positions, enc, enc_mask)
         logits = logits[:, -1].astype(jnp.float32)
+        axes = None
+        if reps > 1:
+            axes = _batch_axes(shapes, _cache_shapes(model, plan, params, b + 1, total, enc))
+            cache = jax.tree.map(lambda x, ax: x if ax < 0 else jnp.repeat(x, reps, axis=ax),
+                                 cache, axes)
+            logits, prompt, prompt_mask, mask = (
+                jnp.repeat(x, reps, axis=0) for x in (logits, prompt, prompt_mask, mask))
+            if enc_mask is not None:
+                enc_mask = jnp.repeat(enc_mask, reps, axis=0)
+        n = b * reps
+        tokens = jnp.full((n, total), knobs["pad"], jnp.int32).at[:, :p].set(prompt)
+        next_position = jnp.sum(prompt_mask, 1)  # position id of the first new token
         vocab = logits.shape[-1]
 
         presence = None
@@ -240,7 +250,6 @@ def _compiled(model, plan: _Plan):
         state = dict(i=jnp.int32(0), tokens=tokens, cache=cache, logits=logits,
                      presence=presence, scores=scores)
         if plan.num_beams > 1:
-            axes = _batch_axes(shapes, _cache_shapes(model, plan, params, n + 1, total, enc))
             return _beam_search(plan, state, axes, **common)
         return _greedy_or_sample(plan, state, **common)
 
@@ -387,7 +396,8 @@ def _beam_search(plan: _Plan, state, axes, *, p, start, knobs, rng, model_step):
     r = plan.num_return_sequences
     lengths = state["fin_lengths"][:, :r].reshape(-1)
     return dict(tokens=state["finished"][:, :r].reshape(b * r, total), steps=jnp.max(lengths),
-                scores=state["scores"], sequences_scores=state["fin_scores"][:, :r].reshape(-1),
+                scores=state["scores"], scored_steps=state["i"],
+                sequences_scores=state["fin_scores"][:, :r].reshape(-1),
                 lengths=lengths)
 
 
@@ -512,7 +522,7 @@ def generate(
     if do_sample:
         if rng is None:
             raise ValueError("do_sample=True needs rng= (a jax.random key or an int seed).")
-        rng = jax.random.key(rng) if isinstance(rng, int) else rng
+        rng = jax.random.key(int(rng)) if isinstance(rng, (int, np.integer)) else rng
     else:
         rng = jax.random.key(0)
     knobs = dict(
@@ -536,7 +546,7 @@ def generate(
         new = np.where(np.arange(steps)[None, :] < np.asarray(out["lengths"])[:, None], new, fill)
     rows = new.shape[0] // prompt.shape[0]
     sequences = jnp.asarray(np.concatenate([np.repeat(prompt, rows, axis=0), new], axis=1))
-    scores = out["scores"][:, :steps] if output_scores else None
+    scores = out["scores"][:, :int(out.get("scored_steps", steps))] if output_scores else None
     return GenerateOutput(sequences, scores, out.get("sequences_scores"))
 
 

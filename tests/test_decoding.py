@@ -115,7 +115,8 @@ def test_encoder_decoder_greedy_equals_recomputing_prefix(s2s):
     np.testing.assert_array_equal(ref.argmax(-1), seq[:, 1:])
     np.testing.assert_allclose(np.asarray(out.scores), ref, rtol=1e-4, atol=1e-4)
     # The same from a precomputed encoder output.
-    enc = model.apply({"params": params}, enc_ids, enc_mask, method="encode")
+    enc = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="encode"))(
+        params, enc_ids, enc_mask)
     again = jaxmm.generate(model, params, encoder_outputs=enc, encoder_attention_mask=enc_mask,
                            **GREEDY)
     np.testing.assert_array_equal(np.asarray(again.sequences), seq)

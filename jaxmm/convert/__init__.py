@@ -75,6 +75,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.t5",
     "jaxmm.convert.vit",
     "jaxmm.convert.clip",
+    "jaxmm.convert.vision_encoder_decoder",
     "jaxmm.convert.whisper",
 )
 

@@ -296,7 +296,7 @@ def _take(store: TensorStore, name: str) -> np.ndarray:
 
 
 def _uses_pooler(model: nn.Module) -> bool:
-    return model.add_pooling_layer if isinstance(model, B.BertModel) else model.uses_pooler()
+    return model.has_pooler if isinstance(model, B.BertModel) else model.uses_pooler()
 
 
 def load(hf_config: dict, store: TensorStore, *, head: str | None = None, seed: int = 0,
@@ -318,9 +318,11 @@ def load(hf_config: dict, store: TensorStore, *, head: str | None = None, seed: 
     switched = chosen != file_head
     cfg = config_from_hf(hf_config, **overrides)
     prefix = _find_prefix(store, model_type)
+    if chosen == "base":
+        cfg = cfg.replace(add_pooling_layer=f"{prefix}pooler.dense.weight" in store)
     loop_cfg = cfg.replace(scan_layers=False)
     if chosen == "base":
-        model = B.BertModel(loop_cfg, add_pooling_layer=f"{prefix}pooler.dense.weight" in store)
+        model = B.BertModel(loop_cfg)
         inner: tuple[str, ...] = ()
     else:
         model = HEADS[chosen][0](loop_cfg)

@@ -100,6 +100,8 @@ class BertConfig(ConfigBase):
       problem_type: ``None`` (infer), ``"regression"``,
         ``"single_label_classification"`` or ``"multi_label_classification"``.
       tie_word_embeddings: the MLM decoder reuses the word embedding table.
+      add_pooling_layer: :class:`BertModel` has the pooler (heads decide for
+        themselves, as in Hugging Face).
       scan_layers, remat_policy, dtype, param_dtype, attention_impl: as in
         :class:`jaxmm.layers.TransformerConfig`.
     """
@@ -123,6 +125,7 @@ class BertConfig(ConfigBase):
     num_labels: int = 2
     problem_type: str | None = None
     tie_word_embeddings: bool = True
+    add_pooling_layer: bool = True
     scan_layers: bool = False
     remat_policy: str = "none"
     dtype: str = "float32"
@@ -320,13 +323,18 @@ class BertModel(nn.Module):
     """
 
     config: BertConfig
-    add_pooling_layer: bool = True
+    add_pooling_layer: bool | None = None  # None: config.add_pooling_layer
+
+    @property
+    def has_pooler(self) -> bool:
+        return self.config.add_pooling_layer if self.add_pooling_layer is None else (
+            self.add_pooling_layer)
 
     def setup(self):
         cfg = self.config
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = TransformerStack(cfg.transformer_config)
-        if self.add_pooling_layer:
+        if self.has_pooler:
             self.pooler = _dense(cfg.d_model, ("embed", "mlp"), cfg, "pooler")
 
     def __call__(
@@ -363,7 +371,7 @@ class BertModel(nn.Module):
                            output_attentions=output_attentions,
                            output_hidden_states=output_hidden_states)
         h = out.last_hidden_state
-        pooled = jnp.tanh(self.pooler(h[:, 0])) if self.add_pooling_layer else None
+        pooled = jnp.tanh(self.pooler(h[:, 0])) if self.has_pooler else None
         return BaseModelOutput(last_hidden_state=h, pooler_output=pooled,
                                hidden_states=out.hidden_states, attentions=out.attentions)
 

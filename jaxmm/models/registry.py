@@ -72,9 +72,13 @@ def name_of(model: Any) -> str:
     """The registered name of a model instance (or module class)."""
     _ensure_loaded()
     cls = model if isinstance(model, type) else type(model)
-    for name, spec in _REGISTRY.items():
-        if spec.module_cls is cls:
-            return name
+    names = [name for name, spec in _REGISTRY.items() if spec.module_cls is cls]
+    # A class registered under several names (bert/roberta): the one whose config
+    # class is the instance's.
+    config_cls = type(getattr(model, "config", None))
+    exact = [n for n in names if _REGISTRY[n].config_cls is config_cls]
+    if exact or names:
+        return (exact or names)[0]
     raise ConfigError(
         f"{cls.__name__} is not a registered jaxmm model; register it with "
         "jaxmm.models.register(name, ConfigClass)."

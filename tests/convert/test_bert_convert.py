@@ -250,3 +250,24 @@ def test_bad_folders_are_refused_with_a_fix(tmp_path):
         damage(folder)
         with pytest.raises(ConversionError, match=message):
             convert.from_hf(folder)
+
+
+def test_jaxmm_folder_round_trip_keeps_family_and_pooler(tmp_path):
+    from jaxmm.convert.cli import main as convert_main
+    from jaxmm.models import name_of
+
+    assert name_of(tiny("bert")) == "bert" and name_of(tiny("roberta_mlm")) == "roberta_mlm"
+    model = tiny("roberta", add_pooling_layer=False)  # e.g. the encoder of an MLM file
+    params = random_params(model)
+    assert "pooler" not in params
+    convert.to_hf(model, params, str(tmp_path / "hf"))
+    assert convert_main(["from-hf", str(tmp_path / "hf"), str(tmp_path / "jx"),
+                         "--set", "head=base"]) == 0
+    back = convert.load_converted(str(tmp_path / "jx"))
+    assert isinstance(back.config, B.RobertaConfig) and not back.config.add_pooling_layer
+    jax.tree.map(np.testing.assert_array_equal, back.params, params)
+    ids, mask, _ = batch(back.config)
+    out = back.model.apply({"params": back.params}, ids, attention_mask=mask)
+    assert out.pooler_output is None
+    np.testing.assert_allclose(out.last_hidden_state, model.apply(
+        {"params": params}, ids, attention_mask=mask).last_hidden_state, atol=1e-6)

@@ -1,13 +1,13 @@
 """Parity with Hugging Face transformers (same weights) and export round trips for
 CLIP (clip, clip_text_model, clip_vision_model) and VisionEncoderDecoder."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from jaxmm.convert import ConversionError, from_hf, supported_model_types, to_hf
 from jaxmm.models import build
+from tests.mm_params import random_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -40,7 +40,8 @@ def _close(a, b, atol=1e-4):
 
 
 def test_registered_types():
-    assert {"clip", "clip_text_model", "clip_vision_model"} <= set(supported_model_types())
+    assert {"clip", "clip_text_model", "clip_vision_model",
+            "vision-encoder-decoder"} <= set(supported_model_types())
 
 
 def test_clip_matches_transformers(tmp_path):
@@ -133,9 +134,7 @@ def test_clip_export_round_trip_from_jaxmm_init(tmp_path):
     ids, mask = _text_batch(rng, eos=127)
     ids = np.minimum(ids, 127)
     image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), ids, image, mask)["params"])
-    params = jax.tree.map(lambda a: np.asarray(a) + 0.05 * rng.normal(size=np.shape(a))
-                          .astype(np.float32), params)
+    params = random_params(model, ids, image, mask)
     out_dir = to_hf(model, params, str(tmp_path / "clip"))
     hf = transformers.CLIPModel.from_pretrained(out_dir).eval()
     ours = jax.jit(lambda p: model.apply({"params": p}, ids, image, mask))(params)
@@ -160,4 +159,82 @@ def test_clip_missing_tensor_is_named(tmp_path):
     tensors.pop("logit_scale")
     save_file(tensors, str(file))
     with pytest.raises(ConversionError, match="missing tensors: logit_scale"):
+        from_hf(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------
+# VisionEncoderDecoder (ViT -> GPT-2)
+# ---------------------------------------------------------------------------
+
+
+def _ved(tmp_path, dec_width=24, init_range=0.02):
+    enc = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=37, image_size=32, patch_size=8)
+    dec = transformers.GPT2Config(n_embd=dec_width, n_layer=2, n_head=4, vocab_size=50,
+                                  n_positions=20, add_cross_attention=True, is_decoder=True,
+                                  bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                                  initializer_range=init_range)
+    cfg = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id, cfg.pad_token_id = 1, 0
+    torch.manual_seed(0)
+    transformers.VisionEncoderDecoderModel(config=cfg).save_pretrained(tmp_path)
+    return transformers.VisionEncoderDecoderModel.from_pretrained(
+        tmp_path, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("dec_width", [24, 32])  # with / without enc_to_dec_proj
+def test_vision_encoder_decoder_matches_transformers(tmp_path, dec_width):
+    hf = _ved(tmp_path / "hf", dec_width)
+    conv = from_hf(str(tmp_path / "hf"))
+    assert conv.model.config.uses_projection == (dec_width != 32)
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(3, 50, size=(2, 7))
+    labels[0, 5:] = -100  # padded target
+    dmask = (labels != -100).astype(np.int64)
+    ours = jax.jit(lambda p: conv.model.apply({"params": p}, image, labels=labels,
+                                              decoder_attention_mask=dmask,
+                                              output_attentions=True))(conv.params)
+    with torch.no_grad():
+        ref = hf(pixel_values=_nchw(image), labels=torch.tensor(labels),
+                 decoder_attention_mask=torch.tensor(dmask), output_attentions=True)
+    valid = dmask.astype(bool)
+    np.testing.assert_allclose(np.asarray(ours.logits)[valid], ref.logits.numpy()[valid],
+                               atol=1e-4)
+    _close(ours.encoder_last_hidden_state, ref.encoder_last_hidden_state)
+    for a, b in zip(ours.cross_attentions, ref.cross_attentions):
+        np.testing.assert_allclose(np.asarray(a)[:, :, :5], b.numpy()[:, :, :5], atol=1e-5)
+    # Export: transformers loads it and gives the same logits; re-import is exact.
+    out_dir = to_hf(conv.model, conv.params, str(tmp_path / "export"))
+    hf2 = transformers.VisionEncoderDecoderModel.from_pretrained(out_dir).eval()
+    with torch.no_grad():
+        ref2 = hf2(pixel_values=_nchw(image), labels=torch.tensor(labels),
+                   decoder_attention_mask=torch.tensor(dmask))
+    np.testing.assert_allclose(ref2.logits.numpy()[valid], ref.logits.numpy()[valid], atol=1e-5)
+    back = from_hf(out_dir)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 conv.params, back.params)
+
+
+def test_vision_encoder_decoder_generate_matches_transformers(tmp_path):
+    from jaxmm import generate
+
+    hf = _ved(tmp_path, init_range=0.5)  # large weights: varied greedy tokens
+    conv = from_hf(str(tmp_path))
+    image = np.random.default_rng(4).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    ours = generate(conv.model, conv.params, encoder_inputs={"image": image}, max_new_tokens=6)
+    with torch.no_grad():
+        ref = hf.generate(pixel_values=_nchw(image), max_new_tokens=6, do_sample=False)
+    np.testing.assert_array_equal(np.asarray(ours.sequences), ref.numpy())
+    assert len(set(ref.numpy()[:, 1:].ravel().tolist())) > 2
+
+
+def test_vision_encoder_decoder_refuses_unsupported_pairs(tmp_path):
+    import json
+
+    _ved(tmp_path)
+    cfg = json.load(open(tmp_path / "config.json"))
+    cfg["decoder"]["model_type"] = "bert"
+    json.dump(cfg, open(tmp_path / "config.json", "w"))
+    with pytest.raises(ConversionError, match="decoder 'bert' is not supported"):
         from_hf(str(tmp_path))

@@ -1,0 +1,307 @@
+"""Image captioner: image encoder + causal text decoder with cross-attention.
+
+Compatible with Hugging Face ``VisionEncoderDecoderModel`` (ViT -> GPT-2): the
+encoder is any registered image encoder (``vit``, ``clip_vision``, ...), the
+decoder a :class:`~jaxmm.models.gpt.GPTLMHeadModel` with
+``add_cross_attention``; when the encoder and decoder widths differ the encoder
+states go through ``enc_to_dec_proj`` (a Dense layer), as in HF.
+
+Training is teacher forcing: pass ``decoder_input_ids`` or, as HF does,
+``labels`` alone; then ``decoder_input_ids = shift_tokens_right(labels)``
+(``decoder_start_token_id`` first, ``-100`` replaced by ``pad_token_id``) and
+``logits[:, t]`` predicts ``labels[:, t]``.
+
+Decoding protocol (:mod:`jaxmm.models.outputs`, used by ``jaxmm.generate``)::
+
+    enc = model.apply(v, image, method="encode")        # BaseModelOutput
+    out = model.apply(v, ids, encoder_hidden_states=enc.last_hidden_state,
+                      decoder_attention_mask=m, decode=True, mutable=["cache"],
+                      method="decode")
+
+``output_attentions=True`` returns each decoder layer's cross-attention
+``(B, H, T, S)`` over the encoder tokens; :func:`cross_attention_maps` turns
+them into per-token maps over the image patch grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.losses import IGNORE_INDEX
+from jaxmm.models import registry
+from jaxmm.models.dual_encoder import resolve_encoder_config
+from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel
+from jaxmm.models.outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput
+
+Array = jax.Array
+
+__all__ = [
+    "CaptionerConfig",
+    "ConditionalDecoder",
+    "DecoderConfigMixin",
+    "ImageCaptioner",
+    "cross_attention_maps",
+    "shift_tokens_right",
+]
+
+
+def shift_tokens_right(labels: Array, pad_token_id: int, decoder_start_token_id: int) -> Array:
+    """``(B, T)`` decoder inputs from labels (Hugging Face rule): start token
+    first, labels shifted right by one, ``-100`` replaced by ``pad_token_id``."""
+    labels = jnp.asarray(labels)
+    shifted = jnp.concatenate(
+        [jnp.full((labels.shape[0], 1), decoder_start_token_id, labels.dtype), labels[:, :-1]],
+        axis=1)
+    return jnp.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
+
+
+_TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embeddings=64,
+                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+class DecoderConfigMixin:
+    """Shared by configs with a GPT ``decoder`` plus ``decoder_start_token_id`` and
+    ``pad_token_id`` fields: resolves them, and exposes the decoder's ids and
+    sizes where the decoding protocol and the trainer look for them."""
+
+    def resolve_decoder(self) -> None:
+        """Call from ``__post_init__``: decoder from a mapping, cross-attention on,
+        start/pad ids defaulting to the decoder's bos / pad (or first EOS)."""
+        dec = self.decoder
+        if not isinstance(dec, GPTConfig):
+            dec = GPTConfig.from_dict(dict(dec))
+        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
+        if self.decoder_start_token_id is None:
+            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
+        if self.pad_token_id is None:
+            eos = dec.eos_token_id
+            pad = dec.pad_token_id if dec.pad_token_id is not None else (
+                eos[0] if isinstance(eos, tuple) else eos)
+            object.__setattr__(self, "pad_token_id", pad)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.vocab_size
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        return self.decoder.max_position_embeddings
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.decoder.bos_token_id
+
+    @property
+    def eos_token_id(self):
+        return self.decoder.eos_token_id
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionerConfig(DecoderConfigMixin, ConfigBase):
+    """Encoder-decoder captioner.
+
+    Attributes:
+      encoder: registered image encoder name; ``encoder_config`` its config (a
+        size name, a mapping such as ``{"size": "tiny", "num_layers": 1}``, or
+        a config object).
+      decoder: :class:`GPTConfig` of the text decoder (cross-attention is
+        always on); a mapping is accepted.
+      encoder_projection: Dense ``enc_to_dec_proj`` between them; ``None``
+        adds it exactly when the widths differ (Hugging Face's rule).
+      decoder_start_token_id, pad_token_id: default to the decoder's
+        ``bos_token_id`` and ``pad_token_id`` (or its EOS when it has no pad).
+    """
+
+    encoder: str = "vit"
+    encoder_config: Any = "tiny"
+    decoder: GPTConfig = dataclasses.field(
+        default_factory=lambda: GPTConfig.from_dict(_TINY_DECODER))
+    encoder_projection: bool | None = None
+    decoder_start_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    SIZES: ClassVar = {
+        "tiny": dict(encoder="vit", encoder_config="tiny", decoder=_TINY_DECODER),
+        "base": dict(encoder="vit", encoder_config="B/16",
+                     decoder=dict(GPTConfig.SIZES["gpt2"], pad_token_id=50256)),
+    }
+
+    def __post_init__(self):
+        object.__setattr__(self, "encoder_config",
+                           resolve_encoder_config(self.encoder, self.encoder_config))
+        self.resolve_decoder()
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.decoder_start_token_id is None:
+            raise ConfigError("CaptionerConfig: decoder_start_token_id is not set and the "
+                              "decoder has no bos_token_id; set one of them.")
+
+    @property
+    def encoder_width(self) -> int | None:
+        return getattr(self.encoder_config, "d_model", None)
+
+    @property
+    def uses_projection(self) -> bool:
+        if self.encoder_projection is not None:
+            return self.encoder_projection
+        return self.encoder_width != self.decoder.d_model
+
+    @property
+    def image_size(self) -> int | None:
+        return getattr(self.encoder_config, "image_size", None)
+
+    @property
+    def num_channels(self) -> int | None:
+        return getattr(self.encoder_config, "num_channels", None)
+
+
+class ConditionalDecoder:
+    """``decode()`` of encoder-decoders whose text decoder is a GPT with
+    cross-attention (the captioner, generative VQA).
+
+    The module's config needs ``decoder`` (:class:`GPTConfig`) and
+    ``uses_projection``; call :meth:`build_decoder` in ``setup``. Params:
+    ``decoder`` (a GPTLMHeadModel's) and, when used, ``enc_to_dec_proj``.
+    """
+
+    def build_decoder(self) -> None:
+        cfg = self.config
+        self.decoder = GPTLMHeadModel(cfg.decoder)
+        if cfg.uses_projection:
+            tcfg = cfg.decoder.transformer
+            self.enc_to_dec_proj = nn.Dense(
+                cfg.decoder.d_model, dtype=tcfg.compute_dtype, param_dtype=tcfg.weights_dtype,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                         (None, "embed")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+    def decode(
+        self, decoder_input_ids: Array, encoder_hidden_states: Array | None = None,
+        encoder_attention_mask: Array | None = None,
+        decoder_attention_mask: Array | None = None, decoder_position_ids: Array | None = None,
+        *, decode: bool = False, deterministic: bool = True, output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> CausalLMOutput:
+        """Next-token logits ``(B, T, vocab)`` given (unprojected) encoder states.
+
+        In ``decode`` mode the call that passes ``encoder_hidden_states`` caches
+        the cross-attention keys/values; later calls pass ``None``.
+        """
+        if encoder_hidden_states is not None and self.config.uses_projection:
+            encoder_hidden_states = self.enc_to_dec_proj(encoder_hidden_states)
+        if not decode and encoder_hidden_states is None:
+            raise ValueError("decode() needs encoder_hidden_states (the output of encode()).")
+        return self.decoder(
+            decoder_input_ids, decoder_attention_mask, decoder_position_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, decode=decode,
+            deterministic=deterministic, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+
+    def teacher_forced(self, enc: Any, encoder_attention_mask: Array | None,
+                       decoder_input_ids: Array | None, decoder_attention_mask: Array | None,
+                       labels: Array | None, **flags) -> Seq2SeqLMOutput:
+        """Decoder pass over ``decoder_input_ids`` (or shifted ``labels``) given an
+        encoder output ``enc``; the ``Seq2SeqLMOutput`` of both."""
+        cfg = self.config
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("Pass decoder_input_ids (B, T) or labels (B, T) (the decoder "
+                                 "inputs are then the labels shifted right).")
+            decoder_input_ids = shift_tokens_right(labels, cfg.pad_token_id,
+                                                   cfg.decoder_start_token_id)
+        dec = self.decode(decoder_input_ids, enc.last_hidden_state, encoder_attention_mask,
+                          decoder_attention_mask, **flags)
+        return Seq2SeqLMOutput(
+            logits=dec.logits, encoder_last_hidden_state=enc.last_hidden_state,
+            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions,
+            encoder_hidden_states=getattr(enc, "hidden_states", None),
+            encoder_attentions=getattr(enc, "attentions", None),
+        )
+
+
+@registry.register("captioner", CaptionerConfig)
+class ImageCaptioner(ConditionalDecoder, nn.Module):
+    """Image -> text encoder-decoder (HF ``VisionEncoderDecoderModel``).
+
+    ``__call__(image (B, H, W, C), decoder_input_ids=None (B, T),
+    decoder_attention_mask=None, labels=None)`` -> :class:`Seq2SeqLMOutput`
+    with float32 ``logits`` ``(B, T, vocab)``, ``encoder_last_hidden_state``
+    and, with ``output_attentions``, ``cross_attentions`` (per layer
+    ``(B, H, T, S)``). Params: ``encoder``, ``decoder`` (a GPTLMHeadModel's)
+    and, when used, ``enc_to_dec_proj``.
+    """
+
+    config: CaptionerConfig
+
+    def setup(self):
+        cfg = self.config
+        self.encoder = registry.get(cfg.encoder).module_cls(cfg.encoder_config)
+        self.build_decoder()
+
+    def encode(self, image: Array, *, deterministic: bool = True,
+               output_attentions: bool = False, output_hidden_states: bool = False
+               ) -> BaseModelOutput:
+        """Runs the image encoder: ``last_hidden_state`` ``(B, S, E_enc)``."""
+        out = self.encoder(image, deterministic=deterministic,
+                           output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states)
+        if out.last_hidden_state.ndim == 4:  # convolutional feature map -> tokens
+            h = out.last_hidden_state
+            out = out.replace(last_hidden_state=h.reshape(h.shape[0], -1, h.shape[-1]))
+        return out
+
+    def __call__(
+        self, image: Array, decoder_input_ids: Array | None = None,
+        decoder_attention_mask: Array | None = None, labels: Array | None = None, *,
+        deterministic: bool = True, output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> Seq2SeqLMOutput:
+        flags = dict(deterministic=deterministic, output_attentions=output_attentions,
+                     output_hidden_states=output_hidden_states)
+        enc = self.encode(image, **flags)
+        return self.teacher_forced(enc, None, decoder_input_ids, decoder_attention_mask, labels,
+                                   **flags)
+
+
+def cross_attention_maps(
+    model: ImageCaptioner, params: Any, image: np.ndarray, sequences: np.ndarray, *,
+    layer: int = -1, num_prefix_tokens: int | None = None,
+) -> np.ndarray:
+    """Per-token cross-attention maps over the image patch grid.
+
+    Re-runs the decoder on ``sequences`` ``(B, T)`` (e.g. ``generate``'s output,
+    starting with the decoder start token) and returns ``(B, T - 1, gh, gw)``:
+    for each generated token, the given layer's cross-attention (mean over
+    heads) of the step that produced it, over the encoder's patch tokens
+    (the first ``num_prefix_tokens``, default 1 for a [CLS] token, are
+    dropped), normalised to sum to 1. Draw them with
+    :func:`jaxmm.viz.save_attention_figure`.
+    """
+    from jaxmm.viz import attention_to_grid
+
+    sequences = np.asarray(sequences)
+    run = jax.jit(lambda p, x, ids: model.apply({"params": p}, x, ids, output_attentions=True
+                                                ).cross_attentions[layer])
+    weights = np.asarray(run(params, jnp.asarray(image), jnp.asarray(sequences[:, :-1])))
+    s = weights.shape[-1]
+    prefix = (1 if getattr(model.config.encoder_config, "class_token", True) else 0) \
+        if num_prefix_tokens is None else num_prefix_tokens
+    side = int(round((s - prefix) ** 0.5))
+    if side * side != s - prefix:
+        raise ValueError(f"{s - prefix} encoder patch tokens do not form a square grid; pass "
+                         "num_prefix_tokens.")
+    return np.stack([
+        np.stack([attention_to_grid(weights[b, :, t], (side, side),
+                                    num_prefix_tokens=prefix) for t in range(weights.shape[2])])
+        for b in range(weights.shape[0])])
