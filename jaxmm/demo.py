@@ -229,13 +229,18 @@ def evaluate_captioner(model, params, examples, tok, sequences) -> tuple[dict, d
     return scores, hyps
 
 
-def caption_baseline(train_captions: Sequence[str], examples) -> dict[str, float]:
-    """Every image gets the most frequent training caption."""
+def caption_baselines(train_captions: Sequence[str], examples) -> dict[str, dict]:
+    """Two trivial captioners: every image gets the most frequent training caption
+    ("constant"), or the first caption of a *different* test image ("random",
+    the chance level of an image-blind captioner)."""
     from jaxmm.evaluate import caption_metrics
 
     common = Counter(train_captions).most_common(1)[0][0]
     refs = {e["image_id"]: e["captions"] for e in examples}
-    return dict(caption_metrics({k: common for k in refs}, refs), caption=common)
+    shifted = {e["image_id"]: examples[(i + 1) % len(examples)]["captions"][0]
+               for i, e in enumerate(examples)}
+    return {"constant": dict(caption_metrics({k: common for k in refs}, refs), caption=common),
+            "random": caption_metrics(shifted, refs)}
 
 
 def evaluate_vqa(model, params, batches, examples) -> dict[str, Any]:
@@ -340,7 +345,10 @@ def _table(results: dict) -> str:
                  f"{b['zero_shot_chance']:.1f}%", "chance"))
     cap, cb = results["captioner"], b["captioning"]
     for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L"):
-        rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb[k]:.3f}", "most frequent caption"))
+        rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['random'][k]:.3f}",
+                     "caption of another image"))
+        rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['constant'][k]:.3f}",
+                     "most frequent caption"))
     v, vb = results["vqa"], b["vqa"]
     rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['majority_per_type']:.1f}%",
                  "majority answer per question type"))
@@ -404,7 +412,7 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
         "retrieval": _retrieval_chance(results["clip"]["num_images"],
                                        results["clip"]["num_texts"]),
         "zero_shot_chance": 100.0 / len(SHAPES),
-        "captioning": caption_baseline(train_captions, examples),
+        "captioning": caption_baselines(train_captions, examples),
         "vqa": vqa_baselines((train[i] for i in range(len(train))), examples),
     }
     results["train"] = {run: {k: summaries[run].get(k) for k in

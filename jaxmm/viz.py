@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -153,15 +154,16 @@ def save_sample_grid(
     rows_per = 2 if attention is not None else 1
     cols = min(columns, n)
     groups = -(-n // cols)
-    fig, axes = plt.subplots(groups * rows_per, cols, figsize=(3.2 * cols, 3.4 * groups * rows_per),
-                             squeeze=False)
+    fig, axes = plt.subplots(groups * rows_per, cols,
+                             figsize=(3.4 * cols, 4.0 * groups * rows_per), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (img, text) in enumerate(zip(images, texts)):
         r, c = divmod(i, cols)
         ax = axes[r * rows_per, c]
         ax.imshow(np.clip(img, 0, 1))
-        ax.set_title(text, fontsize=7, wrap=True)
+        wrapped = "\n".join(textwrap.fill(line, 44) for line in str(text).split("\n"))
+        ax.set_title(wrapped, fontsize=7)
         if attention is not None and attention[i] is not None:
             ax2 = axes[r * rows_per + 1, c]
             ax2.imshow(overlay(img, upsample_map(attention[i], img.shape[:2])))

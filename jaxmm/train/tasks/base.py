@@ -144,6 +144,47 @@ def example_weights(batch: Mapping[str, Array]) -> Array:
     return jnp.ones((first.shape[0],), jnp.float32)
 
 
+GROUPED_KEYS = ("input_ids", "attention_mask", "token_type_ids", "label")
+
+
+def flatten_groups(batch: Mapping[str, Array], keys: tuple[str, ...] = GROUPED_KEYS
+                   ) -> dict[str, Array]:
+    """``(B, K, ...)`` grouped texts (several questions or captions per example, as
+    evaluation pipelines yield them) -> ``B * K`` rows.
+
+    ``keys`` present with a group axis are reshaped to ``(B * K, ...)``; every
+    other array is repeated ``K`` times along axis 0, so row ``b * K + k`` pairs
+    example ``b`` with its ``k``-th text. Rows whose text is empty (padding
+    groups: ``attention_mask[..., 0] == 0``) get ``example_mask`` 0.
+    """
+    ids = batch["input_ids"]
+    if ids.ndim != 3:
+        return dict(batch)
+    b, k = ids.shape[:2]
+    out = {}
+    for name, value in batch.items():
+        if name in keys and value.ndim >= 2 and value.shape[:2] == (b, k):
+            out[name] = value.reshape((b * k,) + value.shape[2:])
+        else:
+            out[name] = jnp.repeat(value, k, axis=0)
+    weights = example_weights(out)
+    if "attention_mask" in out:
+        weights = weights * (out["attention_mask"][:, 0] > 0).astype(jnp.float32)
+    out["example_mask"] = weights
+    return out
+
+
+def first_of_groups(batch: Mapping[str, Array], keys: tuple[str, ...] = GROUPED_KEYS
+                    ) -> dict[str, Array]:
+    """Keeps the first text of each ``(B, K, ...)`` group (e.g. one caption per image)."""
+    ids = batch["input_ids"]
+    if ids.ndim != 3:
+        return dict(batch)
+    b, k = ids.shape[:2]
+    return {name: value[:, 0] if name in keys and value.ndim >= 2 and value.shape[:2] == (b, k)
+            else value for name, value in batch.items()}
+
+
 def softmax_xent(logits: Array, labels: Array, *, weights: Array | None = None,
                  label_smoothing: float = 0.0) -> tuple[Array, Array, Array]:
     """Summed softmax cross-entropy (:func:`jaxmm.losses.cross_entropy`) and hits.

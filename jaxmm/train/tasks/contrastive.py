@@ -6,6 +6,9 @@ log inverse temperature is the output's ``logit_scale`` or the parameter
 ``logit_scale`` (and ``logit_bias`` for SigLIP). Negatives are the other
 examples of the *global* batch (the arrays are global under ``jax.jit``).
 
+Evaluation batches with several captions per image (``(B, C, T)``) are
+scored on their first caption (full retrieval recall: :mod:`jaxmm.evaluate`).
+
 Metrics: ``loss``, ``i2t_accuracy`` / ``t2i_accuracy`` (in-batch top-1
 retrieval). A padded short eval batch is skipped (the loss couples all rows).
 """
@@ -19,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxmm import losses
 from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.train.tasks.base import LossOutput, Task, register_task
+from jaxmm.train.tasks.base import LossOutput, Task, first_of_groups, register_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,10 @@ class ContrastiveTask(Task):
     model_inputs = ("image", "input_ids", "attention_mask")
     layout = "image_text"
     supports_padding = False
+
+    def prepare(self, batch, rng, train):
+        # Retrieval eval pipelines give all captions, (B, C, T): score the first.
+        return super().prepare(first_of_groups(batch), rng, train)
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
         out, extra = self.apply(variables, batch, train=train, rng=rng)

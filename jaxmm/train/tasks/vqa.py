@@ -8,6 +8,10 @@ cross-entropy) or VQA v2 soft scores ``answer_scores`` ``(B, num_answers)`` in
 ``vqa_score`` is the soft score of the predicted answer (= accuracy with hard
 labels).
 
+Batches with several questions per image (``input_ids`` ``(B, Q, T)``,
+``label`` ``(B, Q)``, as evaluation pipelines give them) are flattened to
+``B * Q`` image-question rows.
+
 ``mode="generate"``: an encoder-decoder answers in text; the batch carries
 ``decoder_input_ids`` / ``labels`` (as in :mod:`~jaxmm.train.tasks.seq2seq`).
 """
@@ -20,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.train.tasks.base import LossOutput, example_weights, register_task
+from jaxmm.train.tasks.base import LossOutput, example_weights, flatten_groups, register_task
 from jaxmm.train.tasks.classification import classification_loss
 from jaxmm.train.tasks.seq2seq import Seq2SeqTask
 
@@ -53,6 +57,10 @@ class VQATask(Seq2SeqTask):
         if self.options.mode == "classify":
             return super(Seq2SeqTask, self).example_batch(batch_size, **dims)
         return super().example_batch(batch_size, **dims)
+
+    def prepare(self, batch, rng, train):
+        # Evaluation pipelines may give several questions per image, (B, Q, T).
+        return super().prepare(flatten_groups(batch), rng, train)
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
         if self.options.mode == "generate":
