@@ -204,31 +204,42 @@ def _compiled(model, plan: _Plan):
     """``jit``-compiled prefill + decode loop for one (model, settings) pair."""
 
     def run(params, prompt, prompt_mask, start, enc, enc_mask, knobs, rng):
-        # Prefill once per input; then copy its cache to each beam / returned sample.
+        # The prefill writes all prompt tokens but the last into the cache (its
+        # logits are unused, so XLA drops the LM head); every loop iteration then
+        # feeds one token (first the prompt's last) and picks the next.
+        # The prompt is prefilled once per input, then its cache is copied to
+        # each beam / returned sample.
         reps = plan.rows_per_input
         b, p = prompt.shape
-        total = p + plan.max_new_tokens
-        shapes = _cache_shapes(model, plan, params, b, total, enc)
+        width = p + plan.max_new_tokens  # token buffer: prompt + new tokens
+        length = width - 1  # cache slots: the last new token is never fed
+        shapes = _cache_shapes(model, plan, params, b, length, enc)
         cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        mask = jnp.concatenate([prompt_mask, jnp.ones((b, plan.max_new_tokens), jnp.int32)], 1)
+        mask = jnp.concatenate([prompt_mask, jnp.ones((b, length - p), jnp.int32)], 1)
         positions = jnp.where(prompt_mask > 0, jnp.cumsum(prompt_mask, 1) - 1, 0)
-        logits, cache = _call(model, plan, {"params": params, "cache": cache}, prompt, mask,
-                              positions, enc, enc_mask)
-        logits = logits[:, -1].astype(jnp.float32)
+        _, cache = _call(model, plan, {"params": params, "cache": cache}, prompt[:, :-1], mask,
+                         positions[:, :-1], enc, enc_mask)
         axes = None
         if reps > 1:
-            axes = _batch_axes(shapes, _cache_shapes(model, plan, params, b + 1, total, enc))
+            axes = _batch_axes(shapes, _cache_shapes(model, plan, params, b + 1, length, enc))
             cache = jax.tree.map(lambda x, ax: x if ax < 0 else jnp.repeat(x, reps, axis=ax),
                                  cache, axes)
-            logits, prompt, prompt_mask, mask = (
-                jnp.repeat(x, reps, axis=0) for x in (logits, prompt, prompt_mask, mask))
+            prompt, prompt_mask, mask = (
+                jnp.repeat(x, reps, axis=0) for x in (prompt, prompt_mask, mask))
             if enc_mask is not None:
                 enc_mask = jnp.repeat(enc_mask, reps, axis=0)
         n = b * reps
-        tokens = jnp.full((n, total), knobs["pad"], jnp.int32).at[:, :p].set(prompt)
-        next_position = jnp.sum(prompt_mask, 1)  # position id of the first new token
-        vocab = logits.shape[-1]
+        tokens = jnp.full((n, width), knobs["pad"], jnp.int32).at[:, :p].set(prompt)
+        last_position = jnp.sum(prompt_mask, 1) - 1  # position id of the prompt's last token
 
+        def model_step(cache, feed, step):
+            """Next-token logits ``(n, V)`` after feeding ``feed`` ``(n, 1)`` at ``step``."""
+            pos = (last_position + step)[:, None]
+            logits, cache = _call(model, plan, {"params": params, "cache": cache}, feed, mask,
+                                  pos, None, enc_mask)
+            return logits[:, -1].astype(jnp.float32), cache
+
+        vocab = jax.eval_shape(model_step, cache, tokens[:, :1], 0)[0].shape[-1]
         presence = None
         if plan.use_repetition_penalty:
             # Hugging Face ignores the left padding (mask == 0 before the first 1).
@@ -239,16 +250,9 @@ def _compiled(model, plan: _Plan):
         if plan.output_scores:
             scores = jnp.zeros((n, plan.max_new_tokens, vocab), jnp.float32)
 
-        def model_step(cache, feed, token_index):
-            """Logits after feeding ``feed`` ``(n, 1)``, the new token number ``token_index``."""
-            pos = (next_position + token_index)[:, None]
-            logits, cache = _call(model, plan, {"params": params, "cache": cache}, feed, mask,
-                                  pos, None, enc_mask)
-            return logits[:, -1].astype(jnp.float32), cache
-
         common = dict(p=p, start=start, knobs=knobs, rng=rng, model_step=model_step)
-        state = dict(i=jnp.int32(0), tokens=tokens, cache=cache, logits=logits,
-                     presence=presence, scores=scores)
+        state = dict(i=jnp.int32(0), tokens=tokens, cache=cache, presence=presence,
+                     scores=scores)
         if plan.num_beams > 1:
             return _beam_search(plan, state, axes, **common)
         return _greedy_or_sample(plan, state, **common)
@@ -257,21 +261,13 @@ def _compiled(model, plan: _Plan):
 
 
 def _loop(state, select, active, feed, model_step):
-    """``while active: select the next tokens; if still active, run the model on them``.
-
-    The model runs once per iteration (inside a ``cond``, so the last token is
-    never fed), which keeps one copy of the model and of ``select`` in the
-    compiled program.
-    """
+    """``while active: run the model on the newest token; select the next ones``."""
 
     def body(s):
-        s = select(s)
-
-        def advance(s):
-            return model_step(s["cache"], feed(s), s["i"] - 1)
-
-        logits, cache = jax.lax.cond(active(s), advance, lambda s: (s["logits"], s["cache"]), s)
-        return dict(s, logits=logits, cache=cache)
+        logits, cache = model_step(s["cache"], feed(s), s["i"])
+        out = select(dict(s, logits=logits, cache=cache))
+        del out["logits"]
+        return out
 
     return jax.lax.while_loop(active, body, state)
 
@@ -299,7 +295,7 @@ def _greedy_or_sample(plan: _Plan, state, *, p, start, knobs, rng, model_step):
         return (s["i"] < plan.max_new_tokens) & ~jnp.all(s["done"])
 
     def feed(s):
-        return jax.lax.dynamic_slice_in_dim(s["tokens"], p + s["i"] - 1, 1, 1)
+        return jax.lax.dynamic_slice_in_dim(s["tokens"], p - 1 + s["i"], 1, 1)
 
     state = _loop(state, choose, active, feed, model_step)
     return dict(tokens=state["tokens"], steps=state["i"], scores=state["scores"])
@@ -390,7 +386,7 @@ def _beam_search(plan: _Plan, state, axes, *, p, start, knobs, rng, model_step):
         return out
 
     def feed(s):
-        return jax.lax.dynamic_slice_in_dim(s["running"], p + s["i"] - 1, 1, 2).reshape(n, 1)
+        return jax.lax.dynamic_slice_in_dim(s["running"], p - 1 + s["i"], 1, 2).reshape(n, 1)
 
     state = _loop(state, step, lambda s: s["go"], feed, model_step)
     r = plan.num_return_sequences
@@ -555,18 +551,19 @@ def _bucket_prompt(prompt: np.ndarray, mask: np.ndarray, fill: int, max_new: int
     """Left-pads the prompt to its length bucket; returns ``(ids, mask, start)``,
     ``start`` being the column where the caller's prompt begins.
 
-    The cache holds ``bucket + max_new`` slots; models with a position table
-    may refuse a cache longer than the table, so the bucket shrinks (and
-    columns that are padding in every row are dropped) when needed.
+    The bucket holds at least 2 columns (one is prefilled, one fed by the
+    loop). The cache holds ``bucket + max_new - 1`` slots; models with a
+    position table may refuse a cache longer than the table, so the bucket
+    shrinks (and columns that are padding in every row are dropped) when needed.
     """
     limit = getattr(cfg, "max_position_embeddings", None)
-    if limit is not None and prompt.shape[1] + max_new > limit:
+    if limit is not None and prompt.shape[1] + max_new - 1 > limit:
         first = int(np.argmax(mask.any(0)))
         prompt, mask = prompt[:, first:], mask[:, first:]
     plen = prompt.shape[1]
-    bucket = prompt_bucket(plen, multiple)
+    bucket = max(2, prompt_bucket(plen, multiple))
     if limit is not None:
-        bucket = max(plen, min(bucket, limit - max_new))
+        bucket = max(plen, 2, min(bucket, limit - max_new + 1))
     ids = np.full((prompt.shape[0], bucket), fill, np.int32)
     ids[:, bucket - plen:] = prompt
     out_mask = np.zeros(ids.shape, np.int32)
