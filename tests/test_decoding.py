@@ -18,12 +18,13 @@ CFG = ToyConfig()
 
 def _scaled_init(model, *args):
     """Random parameters (no init compile), larger than the default init so the
-    next-token distributions are peaked and free of near-ties."""
+    next-token distributions are peaked and free of near-ties. They keep
+    ``model.init``'s logical-partitioning boxes, as users' params do."""
     shapes = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
     rng = np.random.default_rng(0)
 
     def make(path, s):
-        name = str(path[-1])
+        name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
         if "scale" in name:
             return jnp.full(s.shape, 6.0, s.dtype)
         if "bias" in name:

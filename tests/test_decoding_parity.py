@@ -126,6 +126,20 @@ def test_greedy_with_penalties_identical(pair):
     np.testing.assert_array_equal(ours, seq)
 
 
+@pytest.mark.parametrize("pair", ["gpt2"], indirect=True)
+def test_greedy_up_to_the_position_limit(pair):
+    """10 prompt + 54 new tokens fill GPT-2's 64 positions; the prompt bucket (16)
+    shrinks so the KV cache fits the position table."""
+    _, hf, model, params, _, _ = pair
+    ids = np.random.default_rng(5).integers(4, VOCAB, size=(1, 10))
+    with torch.no_grad():
+        ref = hf.generate(input_ids=torch.tensor(ids), max_new_tokens=54, min_new_tokens=54)
+    out = jaxmm.generate(model, params, ids, max_new_tokens=54, min_new_tokens=54)
+    np.testing.assert_array_equal(np.asarray(out.sequences), ref.numpy())
+    with pytest.raises(ValueError, match="more than the model's maximum of 64"):
+        jaxmm.generate(model, params, ids, max_new_tokens=55)
+
+
 # Each knob is covered at least once; knobs share runs to keep the suite fast.
 BEAM_SETTINGS = {
     "lp0.6_rep1.3": dict(length_penalty=0.6, repetition_penalty=1.3),

@@ -144,3 +144,20 @@ def test_itm_head_and_pairs():
     ref = -np.mean(np.asarray(jax.nn.log_softmax(logits))[np.arange(12),
                                                           np.asarray(pairs["is_match"])])
     assert loss == pytest.approx(ref, rel=1e-5)
+
+
+def test_trainer_classification_task_feeds_every_modality():
+    """`jaxmm train` with task.modality=multimodal passes all present fields."""
+    from jaxmm.train import build_task, resolve_config
+
+    config = resolve_config({"task": {"name": "classification", "modality": "multimodal"},
+                             "model": {"name": "multimodal_classifier", "size": "tiny",
+                                       "config": {"num_labels": 4}},
+                             "data": {"name": "synthetic"}})
+    task = build_task(config)
+    batch = task.example_batch(4)
+    assert {"image", "input_ids", "attention_mask", "label"} <= set(batch)
+    variables = jax.eval_shape(task.init, jax.random.key(0), batch)
+    out = jax.eval_shape(lambda v: task.loss(v, batch, train=False, rng=jax.random.key(1)),
+                         variables)
+    assert out.loss.shape == () and "accuracy" in out.metrics

@@ -167,3 +167,19 @@ def test_generic_dual_encoder_from_registered_towers(rng):
     with pytest.raises(ConfigError, match="Unknown model 'vitt'.*Did you mean 'vit'"):
         DualEncoderConfig(image_encoder="vitt")
     assert isinstance(build("clip", "tiny"), CLIPModel)
+
+
+@pytest.mark.parametrize("image_encoder,text_encoder,text_pool", [
+    ("vit", "bert", "pooler"), ("resnet", "gpt_model", "last"), ("clip_vision", "bert", "cls"),
+])
+def test_dual_encoder_accepts_other_registered_towers(rng, image_encoder, text_encoder,
+                                                      text_pool):
+    cfg = DualEncoderConfig(image_encoder=image_encoder, image_encoder_config="tiny",
+                            text_encoder=text_encoder, text_encoder_config="tiny",
+                            text_pool=text_pool, projection_dim=16)
+    model = build("dual_encoder", cfg)
+    ids, mask = _text(rng)
+    image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
+    out, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), ids, image, mask))
+    assert out.logits_per_image.shape == (2, 3)
+    assert out.image_embeds.shape == (2, 16) and out.text_embeds.shape == (3, 16)
