@@ -1,8 +1,10 @@
 """``jaxmm generate MODEL --prompt TEXT [...]``: text generation from the command line.
 
 ``MODEL`` is a Hugging Face folder (``config.json`` + safetensors, imported
-with :func:`jaxmm.convert.from_hf`), a jaxmm params export (``model.json`` +
-``variables/``), or a training workdir holding one in ``export/``. The
+with :func:`jaxmm.convert.from_hf`), a jaxmm model folder (``jaxmm_model.json``
++ ``params.safetensors``, from ``jaxmm convert from-hf``), a jaxmm params
+export (``model.json`` + ``variables/``), or a training workdir holding one in
+``export/``. The
 tokenizer comes from the same folder (or ``--tokenizer``). Decoder-only
 models continue each prompt; encoder-decoders (T5) take it as the encoder
 input. The decoded text of every returned sequence is printed, one per line.
@@ -63,9 +65,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_model(path: str) -> tuple[Any, Any]:
-    """``(model, params)`` from a HF folder, a params export or a training workdir."""
+    """``(model, params)`` from a HF folder, a jaxmm model folder, a params export
+    or a training workdir."""
+    from jaxmm.convert.native import MODEL_FILE
+
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Model folder {path!r} does not exist.")
+    if os.path.exists(os.path.join(path, MODEL_FILE)):
+        from jaxmm.convert import load_converted
+
+        model, params, _ = load_converted(path)
+        return model, params
     if os.path.exists(os.path.join(path, "config.json")):
         from jaxmm.convert import from_hf
 
@@ -78,8 +88,9 @@ def load_model(path: str) -> tuple[Any, Any]:
             model, variables = load_exported(folder)
             return model, variables["params"] if "params" in variables else variables
     raise FileNotFoundError(
-        f"{path} is neither a Hugging Face model folder (config.json + model.safetensors) nor "
-        "a jaxmm params export (model.json + variables/, or a workdir with export/).")
+        f"{path} is not a Hugging Face model folder (config.json + model.safetensors), a jaxmm "
+        f"model folder ({MODEL_FILE} + params.safetensors) or a jaxmm params export "
+        "(model.json + variables/, or a workdir with export/).")
 
 
 def _prompts(args) -> list[str]:

@@ -18,12 +18,13 @@ CFG = ToyConfig()
 
 def _scaled_init(model, *args):
     """Random parameters (no init compile), larger than the default init so the
-    next-token distributions are peaked and free of near-ties."""
+    next-token distributions are peaked and free of near-ties. They keep
+    ``model.init``'s logical-partitioning boxes, as users' params do."""
     shapes = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
     rng = np.random.default_rng(0)
 
     def make(path, s):
-        name = str(path[-1])
+        name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
         if "scale" in name:
             return jnp.full(s.shape, 6.0, s.dtype)
         if "bias" in name:
@@ -115,7 +116,8 @@ def test_encoder_decoder_greedy_equals_recomputing_prefix(s2s):
     np.testing.assert_array_equal(ref.argmax(-1), seq[:, 1:])
     np.testing.assert_allclose(np.asarray(out.scores), ref, rtol=1e-4, atol=1e-4)
     # The same from a precomputed encoder output.
-    enc = model.apply({"params": params}, enc_ids, enc_mask, method="encode")
+    enc = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="encode"))(
+        params, enc_ids, enc_mask)
     again = jaxmm.generate(model, params, encoder_outputs=enc, encoder_attention_mask=enc_mask,
                            **GREEDY)
     np.testing.assert_array_equal(np.asarray(again.sequences), seq)

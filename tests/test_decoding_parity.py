@@ -42,14 +42,14 @@ def _hf_model(kind: str):
             begin_suppress_tokens=None, vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS,
             pad_token_id=0)
         return transformers.WhisperForConditionalGeneration(cfg)
-    common.update(pad_token_id=0, decoder_start_token_id=0, initializer_factor=3.0)
+    common.update(pad_token_id=0, decoder_start_token_id=0, initializer_factor=2.0)
     del common["initializer_range"]
     cfg = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                 relative_attention_num_buckets=8, **common)
     return transformers.T5ForConditionalGeneration(cfg)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "whisper"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "whisper"])
 def pair(request, tmp_path_factory):
     kind = request.param
     torch.manual_seed(0)
@@ -78,17 +78,31 @@ def _run_both(pair, **kw):
         if kind == "whisper":
             ref = hf.generate(input_features=torch.tensor(ids), return_dict_in_generate=True,
                               output_scores=True, **kw)
-            out = jaxmm.generate(model, params, encoder_inputs={"input_features": ids}, **kw)
+            out = jaxmm.generate(model, params, encoder_inputs={"input_features": ids},
+                                 output_scores=True, **kw)
         else:
             ref = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                               return_dict_in_generate=True, output_scores=True, **kw)
-            out = jaxmm.generate(model, params, ids, mask, **kw)
+            out = jaxmm.generate(model, params, ids, mask, output_scores=True, **kw)
     seq, ours = ref.sequences.numpy(), np.asarray(out.sequences)
     if kind in ("t5", "whisper") and kw.get("num_beams", 1) > 1:
         # HF fills finished beams with `pad_token_id or eos` (eos when pad is 0); compare
         # with jaxmm's pad fill (ids after each hypothesis' EOS).
         seq = _fill_after_eos(seq, start=1, fill=0)
+    if not (kind == "whisper" and kw.get("num_beams", 1) > 1):
+        # (HF's Whisper generate reorders beam scores along each final hypothesis.)
+        _check_scores(ref, out)
     return ref, seq, out, ours
+
+
+def _check_scores(ref, out):
+    """Every step's processed scores agree (same -inf entries, finite ones close)."""
+    theirs = np.stack([s.numpy() for s in ref.scores], axis=1)
+    ours = np.asarray(out.scores)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(np.isneginf(ours), np.isneginf(theirs))
+    finite = np.isfinite(theirs)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-4, atol=1e-4)
 
 
 def _fill_after_eos(seq, start, fill):
@@ -105,10 +119,25 @@ def test_greedy_identical(pair):
     np.testing.assert_array_equal(ours, seq)
 
 
+@pytest.mark.parametrize("pair", ["gpt2", "t5"], indirect=True)
 def test_greedy_with_penalties_identical(pair):
     _, seq, _, ours = _run_both(pair, max_new_tokens=NEW, repetition_penalty=1.3,
                                 no_repeat_ngram_size=2, min_new_tokens=3)
     np.testing.assert_array_equal(ours, seq)
+
+
+@pytest.mark.parametrize("pair", ["gpt2"], indirect=True)
+def test_greedy_up_to_the_position_limit(pair):
+    """10 prompt + 54 new tokens fill GPT-2's 64 positions; the prompt bucket (16)
+    shrinks so the KV cache fits the position table."""
+    _, hf, model, params, _, _ = pair
+    ids = np.random.default_rng(5).integers(4, VOCAB, size=(1, 10))
+    with torch.no_grad():
+        ref = hf.generate(input_ids=torch.tensor(ids), max_new_tokens=54, min_new_tokens=54)
+    out = jaxmm.generate(model, params, ids, max_new_tokens=54, min_new_tokens=54)
+    np.testing.assert_array_equal(np.asarray(out.sequences), ref.numpy())
+    with pytest.raises(ValueError, match="more than the model's maximum of 64"):
+        jaxmm.generate(model, params, ids, max_new_tokens=55)
 
 
 # Each knob is covered at least once; knobs share runs to keep the suite fast.
@@ -119,7 +148,12 @@ BEAM_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("setting", list(BEAM_SETTINGS))
+# Every setting on GPT-2, Llama and T5; one on Whisper (same code path as T5).
+BEAM_CASES = [(k, s) for k in ("gpt2", "llama", "t5") for s in BEAM_SETTINGS]
+BEAM_CASES.append(("whisper", "lp0.6_rep1.3"))
+
+
+@pytest.mark.parametrize("pair,setting", BEAM_CASES, indirect=["pair"])
 def test_beam_search_matches(pair, setting):
     beams = 4
     ref, seq, out, ours = _run_both(pair, max_new_tokens=NEW, num_beams=beams,
@@ -198,8 +232,9 @@ def test_cli_generate_matches_hf(gpt2_folder):
     assert all(expected) and run.stdout.strip().split("\n") == [e.strip() for e in expected]
 
 
-def test_cli_runs_from_a_jaxmm_export(gpt2_folder, tmp_path, capsys):
+def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
     from jaxmm import decoding_cli
+    from jaxmm.convert import save_converted
     from jaxmm.models import name_of
     from jaxmm.train import export_params
 
@@ -212,6 +247,14 @@ def test_cli_runs_from_a_jaxmm_export(gpt2_folder, tmp_path, capsys):
     # A training workdir (export/ inside) with the tokenizer given apart.
     assert decoding_cli.main([str(tmp_path), "--tokenizer", str(gpt2_folder)] + args) == 0
     assert capsys.readouterr().out == from_hf_text and from_hf_text.strip()
+    # A jaxmm model folder (jaxmm convert from-hf).
+    save_converted(model, params, str(tmp_path / "native"))
+    assert decoding_cli.main([str(tmp_path / "native"), "--tokenizer", str(gpt2_folder)]
+                             + args) == 0
+    assert capsys.readouterr().out == from_hf_text
+    assert decoding_cli.main([str(tmp_path / "native" / "nope"), "--tokenizer",
+                              str(gpt2_folder)] + args) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_cli_errors(gpt2_folder, tmp_path, capsys):

@@ -10,8 +10,8 @@ weights were permuted once by transformers' conversion script). jaxmm's
 same frequencies ``theta^(-2i/D)``, so q/k projections are copied as they are,
 only reshaped ``(H*D, E) -> (E, H, D)``: no permutation in either direction.
 
-Only the default RoPE (``rope_type="default"``) is supported; scaled variants
-(``linear``, ``dynamic``, ``yarn``, ``llama3``) are refused with a clear error.
+RoPE types ``default``, ``linear`` and ``llama3`` (Llama 3.1+) are supported;
+others (``dynamic``, ``yarn``, ...) are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from jaxmm.convert.params import (
     to_numpy_tree,
     unstack_layout,
 )
+from jaxmm.layers import RopeScaling
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
 __all__ = [
@@ -54,26 +55,48 @@ __all__ = [
 _DEFAULT_CONTEXT = 2048
 
 
-def _rope_theta(hf: dict[str, Any], where: str) -> float:
-    """RoPE base from ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling``."""
-    rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or \
-        "default"
-    if rope_type != "default":
-        raise ConversionError(
-            f"{where}: rope_type {rope_type!r} (scaled RoPE) is not supported; only the "
-            "default RoPE is."
-        )
+def _rope(hf: dict[str, Any], where: str) -> tuple[float, RopeScaling | None]:
+    """RoPE base and scaling from ``rope_parameters`` (transformers 5) or the older
+    ``rope_theta`` / ``rope_scaling`` keys."""
+    rope = dict(hf.get("rope_scaling") or {})
+    rope.update(hf.get("rope_parameters") or {})
+    rope_type = rope.get("rope_type") or rope.get("type") or "default"
     if rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
         raise ConversionError(f"{where}: partial_rotary_factor != 1 is not supported for llama.")
-    return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    if rope_type == "default":
+        return theta, None
+    if rope_type == "linear":
+        return theta, RopeScaling("linear", float(rope["factor"]))
+    if rope_type == "llama3":
+        return theta, RopeScaling(
+            "llama3", float(rope["factor"]), float(rope["low_freq_factor"]),
+            float(rope["high_freq_factor"]),
+            int(rope.get("original_max_position_embeddings")
+                or hf.get("max_position_embeddings")))
+    raise ConversionError(
+        f"{where}: rope_type {rope_type!r} is not supported; supported: default, linear, llama3."
+    )
+
+
+def _rope_to_hf(cfg: GPTConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    scaling = cfg.rope_scaling
+    if scaling is not None:
+        params.update(rope_type=scaling.rope_type, factor=scaling.factor)
+        if scaling.rope_type == "llama3":
+            params.update(low_freq_factor=scaling.low_freq_factor,
+                          high_freq_factor=scaling.high_freq_factor,
+                          original_max_position_embeddings=(
+                              scaling.original_max_position_embeddings))
+    return params
 
 
 def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
     """``LlamaConfig`` dict -> :class:`GPTConfig` (``overrides``: e.g. ``scan_layers``)."""
     where = "Llama config.json"
     d, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
+    rope_theta, rope_scaling = _rope(hf, where)
     attention_bias, mlp_bias = hf.get("attention_bias", False), hf.get("mlp_bias", False)
     head_dim = hf.get("head_dim")
     values = dict(
@@ -92,7 +115,8 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
         # One flag in jaxmm: a checkpoint with only one kind of bias gets zeros for the other.
         use_bias=bool(attention_bias or mlp_bias),
         position_embedding="rope",
-        rope_theta=_rope_theta(hf, where),
+        rope_theta=rope_theta,
+        rope_scaling=rope_scaling,
         tie_word_embeddings=hf.get("tie_word_embeddings", False),
         dropout_rate=0.0,
         attention_dropout_rate=float(hf.get("attention_dropout", 0.0)),
@@ -129,8 +153,7 @@ def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
         head_dim=cfg.transformer.resolved_head_dim, hidden_act=activation_to_hf(cfg.activation),
         max_position_embeddings=cfg.max_position_embeddings or _DEFAULT_CONTEXT,
-        rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, rope_parameters=_rope_to_hf(cfg),
         attention_bias=cfg.use_bias, mlp_bias=cfg.use_bias,
         attention_dropout=cfg.attention_dropout_rate, initializer_range=cfg.initializer_range,
         tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=cfg.bos_token_id,

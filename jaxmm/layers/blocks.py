@@ -19,6 +19,7 @@ from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers.attention import MultiHeadAttention
 from jaxmm.layers.mlp import ACTIVATIONS, Mlp
 from jaxmm.layers.norms import make_norm
+from jaxmm.layers.positions import RopeScaling
 
 Array = jax.Array
 
@@ -56,7 +57,8 @@ class TransformerConfig(ConfigBase):
       attention_scale: logit scale (default ``1/sqrt(head_dim)``; T5 uses 1.0).
       dropout_rate: residual/MLP dropout; attention_dropout_rate: on weights.
       rotary_theta: if set, rotary position embedding with this base;
-        ``rotary_dim`` rotates only that many features per head.
+        ``rotary_dim`` rotates only that many features per head;
+        ``rope_scaling`` (a :class:`~jaxmm.layers.RopeScaling`) scales its frequencies.
       cross_attention: decoder layers attend to an encoder output.
       scan_layers: run the stack with ``nn.scan`` (params stacked on a leading
         ``layers`` axis) instead of a Python loop.
@@ -85,6 +87,7 @@ class TransformerConfig(ConfigBase):
     attention_dropout_rate: float = 0.0
     rotary_theta: float | None = None
     rotary_dim: int | None = None
+    rope_scaling: RopeScaling | None = None
     cross_attention: bool = False
     scan_layers: bool = False
     remat_policy: str = "none"
@@ -160,6 +163,7 @@ def _attention(cfg: TransformerConfig, name: str, cross: bool) -> MultiHeadAtten
         scale=cfg.attention_scale,
         rotary_theta=None if cross else cfg.rotary_theta,
         rotary_dim=cfg.rotary_dim,
+        rotary_scaling=None if cross else cfg.rope_scaling,
         implementation=cfg.attention_impl,
         dtype=cfg.compute_dtype,
         param_dtype=cfg.weights_dtype,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -10,12 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm.config import ConfigBase, ConfigError
+
 Array = jax.Array
 
 __all__ = [
     "DecodePositions",
     "LearnedPositionEmbedding",
     "RelativePositionBias",
+    "RopeScaling",
     "alibi_bias",
     "alibi_slopes",
     "apply_rotary_embedding",
@@ -229,14 +233,56 @@ class RelativePositionBias(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-def rotary_frequencies(rotary_dim: int, theta: float = 10000.0) -> Array:
-    """Inverse frequencies ``theta^(-2i/rotary_dim)`` for ``i < rotary_dim/2``."""
-    return 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+@dataclasses.dataclass(frozen=True)
+class RopeScaling(ConfigBase):
+    """RoPE frequency scaling for long contexts (Hugging Face ``rope_parameters``).
+
+    * ``linear``: every frequency divided by ``factor`` (position interpolation).
+    * ``llama3`` (Llama 3.1+): wavelengths longer than
+      ``original_max_position_embeddings / low_freq_factor`` are divided by
+      ``factor``, those shorter than ``.../ high_freq_factor`` are kept, and the
+      band in between is interpolated smoothly.
+    """
+
+    rope_type: str = "linear"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def validate(self) -> None:
+        if self.rope_type not in ("linear", "llama3"):
+            raise ConfigError(f"RopeScaling: rope_type={self.rope_type!r} is not one of linear, "
+                              "llama3.")
+        if self.factor <= 0:
+            raise ConfigError(f"RopeScaling: factor must be > 0; got {self.factor}.")
+        if self.rope_type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+            raise ConfigError("RopeScaling: high_freq_factor must exceed low_freq_factor.")
+
+
+def rotary_frequencies(
+    rotary_dim: int, theta: float = 10000.0, scaling: RopeScaling | None = None,
+) -> Array:
+    """Inverse frequencies ``theta^(-2i/rotary_dim)`` for ``i < rotary_dim/2``, then scaled."""
+    inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    if scaling is None:
+        return inv
+    if scaling.rope_type == "linear":
+        return inv / scaling.factor
+    old = scaling.original_max_position_embeddings
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > old / scaling.low_freq_factor, inv / scaling.factor, inv)
+    smooth = (old / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= old / scaling.high_freq_factor) & (
+        wavelen <= old / scaling.low_freq_factor)
+    return jnp.where(medium, smoothed, scaled)
 
 
 def apply_rotary_embedding(
     x: Array, positions: Array, *, theta: float = 10000.0, rotary_dim: int | None = None,
-    interleaved: bool = False,
+    interleaved: bool = False, scaling: RopeScaling | None = None,
 ) -> Array:
     """Rotates ``x`` ``(B, T, H, D)`` by angle ``position * freq`` per feature pair.
 
@@ -244,6 +290,7 @@ def apply_rotary_embedding(
     (the "rotate half" convention of GPT-NeoX / Llama in Hugging Face);
     ``interleaved=True`` pairs ``2i`` with ``2i+1`` (the original RoFormer).
     Only the first ``rotary_dim`` features rotate (partial rotary).
+    ``scaling`` changes the frequencies (:class:`RopeScaling`).
     """
     d = x.shape[-1]
     rotary_dim = d if rotary_dim is None else rotary_dim
@@ -252,7 +299,7 @@ def apply_rotary_embedding(
     positions = jnp.asarray(positions)
     if positions.ndim == 1:
         positions = positions[None]
-    freqs = rotary_frequencies(rotary_dim, theta)
+    freqs = rotary_frequencies(rotary_dim, theta, scaling)
     angles = positions[..., None].astype(jnp.float32) * freqs  # (B, T, R/2)
     sin = jnp.sin(angles)[:, :, None, :]
     cos = jnp.cos(angles)[:, :, None, :]

@@ -44,6 +44,8 @@ Array = jax.Array
 
 __all__ = [
     "CaptionerConfig",
+    "ConditionalDecoder",
+    "DecoderConfigMixin",
     "ImageCaptioner",
     "cross_attention_maps",
     "shift_tokens_right",
@@ -64,8 +66,45 @@ _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embed
                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
+class DecoderConfigMixin:
+    """Shared by configs with a GPT ``decoder`` plus ``decoder_start_token_id`` and
+    ``pad_token_id`` fields: resolves them, and exposes the decoder's ids and
+    sizes where the decoding protocol and the trainer look for them."""
+
+    def resolve_decoder(self) -> None:
+        """Call from ``__post_init__``: decoder from a mapping, cross-attention on,
+        start/pad ids defaulting to the decoder's bos / pad (or first EOS)."""
+        dec = self.decoder
+        if not isinstance(dec, GPTConfig):
+            dec = GPTConfig.from_dict(dict(dec))
+        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
+        if self.decoder_start_token_id is None:
+            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
+        if self.pad_token_id is None:
+            eos = dec.eos_token_id
+            pad = dec.pad_token_id if dec.pad_token_id is not None else (
+                eos[0] if isinstance(eos, tuple) else eos)
+            object.__setattr__(self, "pad_token_id", pad)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.vocab_size
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        return self.decoder.max_position_embeddings
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.decoder.bos_token_id
+
+    @property
+    def eos_token_id(self):
+        return self.decoder.eos_token_id
+
+
 @dataclasses.dataclass(frozen=True)
-class CaptionerConfig(ConfigBase):
+class CaptionerConfig(DecoderConfigMixin, ConfigBase):
     """Encoder-decoder captioner.
 
     Attributes:
@@ -97,17 +136,7 @@ class CaptionerConfig(ConfigBase):
     def __post_init__(self):
         object.__setattr__(self, "encoder_config",
                            resolve_encoder_config(self.encoder, self.encoder_config))
-        dec = self.decoder
-        if not isinstance(dec, GPTConfig):
-            dec = GPTConfig.from_dict(dict(dec))
-        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
-        if self.decoder_start_token_id is None:
-            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
-        if self.pad_token_id is None:
-            eos = dec.eos_token_id
-            pad = dec.pad_token_id if dec.pad_token_id is not None else (
-                eos[0] if isinstance(eos, tuple) else eos)
-            object.__setattr__(self, "pad_token_id", pad)
+        self.resolve_decoder()
         super().__post_init__()
 
     def validate(self) -> None:
@@ -125,23 +154,6 @@ class CaptionerConfig(ConfigBase):
             return self.encoder_projection
         return self.encoder_width != self.decoder.d_model
 
-    # Fields the decoding protocol and the trainer read from the model config.
-    @property
-    def vocab_size(self) -> int:
-        return self.decoder.vocab_size
-
-    @property
-    def max_position_embeddings(self) -> int | None:
-        return self.decoder.max_position_embeddings
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self.decoder.bos_token_id
-
-    @property
-    def eos_token_id(self):
-        return self.decoder.eos_token_id
-
     @property
     def image_size(self) -> int | None:
         return getattr(self.encoder_config, "image_size", None)
@@ -151,23 +163,17 @@ class CaptionerConfig(ConfigBase):
         return getattr(self.encoder_config, "num_channels", None)
 
 
-@registry.register("captioner", CaptionerConfig)
-class ImageCaptioner(nn.Module):
-    """Image -> text encoder-decoder (HF ``VisionEncoderDecoderModel``).
+class ConditionalDecoder:
+    """``decode()`` of encoder-decoders whose text decoder is a GPT with
+    cross-attention (the captioner, generative VQA).
 
-    ``__call__(image (B, H, W, C), decoder_input_ids=None (B, T),
-    decoder_attention_mask=None, labels=None)`` -> :class:`Seq2SeqLMOutput`
-    with float32 ``logits`` ``(B, T, vocab)``, ``encoder_last_hidden_state``
-    and, with ``output_attentions``, ``cross_attentions`` (per layer
-    ``(B, H, T, S)``). Params: ``encoder``, ``decoder`` (a GPTLMHeadModel's)
-    and, when used, ``enc_to_dec_proj``.
+    The module's config needs ``decoder`` (:class:`GPTConfig`) and
+    ``uses_projection``; call :meth:`build_decoder` in ``setup``. Params:
+    ``decoder`` (a GPTLMHeadModel's) and, when used, ``enc_to_dec_proj``.
     """
 
-    config: CaptionerConfig
-
-    def setup(self):
+    def build_decoder(self) -> None:
         cfg = self.config
-        self.encoder = registry.get(cfg.encoder).module_cls(cfg.encoder_config)
         self.decoder = GPTLMHeadModel(cfg.decoder)
         if cfg.uses_projection:
             tcfg = cfg.decoder.transformer
@@ -176,18 +182,6 @@ class ImageCaptioner(nn.Module):
                 kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                          (None, "embed")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
-
-    def encode(self, image: Array, *, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False
-               ) -> BaseModelOutput:
-        """Runs the image encoder: ``last_hidden_state`` ``(B, S, E_enc)``."""
-        out = self.encoder(image, deterministic=deterministic,
-                           output_attentions=output_attentions,
-                           output_hidden_states=output_hidden_states)
-        if out.last_hidden_state.ndim == 4:  # convolutional feature map -> tokens
-            h = out.last_hidden_state
-            out = out.replace(last_hidden_state=h.reshape(h.shape[0], -1, h.shape[-1]))
-        return out
 
     def decode(
         self, decoder_input_ids: Array, encoder_hidden_states: Array | None = None,
@@ -213,12 +207,11 @@ class ImageCaptioner(nn.Module):
             output_hidden_states=output_hidden_states,
         )
 
-    def __call__(
-        self, image: Array, decoder_input_ids: Array | None = None,
-        decoder_attention_mask: Array | None = None, labels: Array | None = None, *,
-        deterministic: bool = True, output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ) -> Seq2SeqLMOutput:
+    def teacher_forced(self, enc: Any, encoder_attention_mask: Array | None,
+                       decoder_input_ids: Array | None, decoder_attention_mask: Array | None,
+                       labels: Array | None, **flags) -> Seq2SeqLMOutput:
+        """Decoder pass over ``decoder_input_ids`` (or shifted ``labels``) given an
+        encoder output ``enc``; the ``Seq2SeqLMOutput`` of both."""
         cfg = self.config
         if decoder_input_ids is None:
             if labels is None:
@@ -226,19 +219,59 @@ class ImageCaptioner(nn.Module):
                                  "inputs are then the labels shifted right).")
             decoder_input_ids = shift_tokens_right(labels, cfg.pad_token_id,
                                                    cfg.decoder_start_token_id)
-        enc = self.encode(image, deterministic=deterministic,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        dec = self.decode(decoder_input_ids, enc.last_hidden_state,
-                          decoder_attention_mask=decoder_attention_mask,
-                          deterministic=deterministic, output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
+        dec = self.decode(decoder_input_ids, enc.last_hidden_state, encoder_attention_mask,
+                          decoder_attention_mask, **flags)
         return Seq2SeqLMOutput(
             logits=dec.logits, encoder_last_hidden_state=enc.last_hidden_state,
             decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, encoder_hidden_states=enc.hidden_states,
-            encoder_attentions=enc.attentions,
+            cross_attentions=dec.cross_attentions,
+            encoder_hidden_states=getattr(enc, "hidden_states", None),
+            encoder_attentions=getattr(enc, "attentions", None),
         )
+
+
+@registry.register("captioner", CaptionerConfig)
+class ImageCaptioner(ConditionalDecoder, nn.Module):
+    """Image -> text encoder-decoder (HF ``VisionEncoderDecoderModel``).
+
+    ``__call__(image (B, H, W, C), decoder_input_ids=None (B, T),
+    decoder_attention_mask=None, labels=None)`` -> :class:`Seq2SeqLMOutput`
+    with float32 ``logits`` ``(B, T, vocab)``, ``encoder_last_hidden_state``
+    and, with ``output_attentions``, ``cross_attentions`` (per layer
+    ``(B, H, T, S)``). Params: ``encoder``, ``decoder`` (a GPTLMHeadModel's)
+    and, when used, ``enc_to_dec_proj``.
+    """
+
+    config: CaptionerConfig
+
+    def setup(self):
+        cfg = self.config
+        self.encoder = registry.get(cfg.encoder).module_cls(cfg.encoder_config)
+        self.build_decoder()
+
+    def encode(self, image: Array, *, deterministic: bool = True,
+               output_attentions: bool = False, output_hidden_states: bool = False
+               ) -> BaseModelOutput:
+        """Runs the image encoder: ``last_hidden_state`` ``(B, S, E_enc)``."""
+        out = self.encoder(image, deterministic=deterministic,
+                           output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states)
+        if out.last_hidden_state.ndim == 4:  # convolutional feature map -> tokens
+            h = out.last_hidden_state
+            out = out.replace(last_hidden_state=h.reshape(h.shape[0], -1, h.shape[-1]))
+        return out
+
+    def __call__(
+        self, image: Array, decoder_input_ids: Array | None = None,
+        decoder_attention_mask: Array | None = None, labels: Array | None = None, *,
+        deterministic: bool = True, output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> Seq2SeqLMOutput:
+        flags = dict(deterministic=deterministic, output_attentions=output_attentions,
+                     output_hidden_states=output_hidden_states)
+        enc = self.encode(image, **flags)
+        return self.teacher_forced(enc, None, decoder_input_ids, decoder_attention_mask, labels,
+                                   **flags)
 
 
 def cross_attention_maps(

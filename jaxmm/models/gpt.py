@@ -36,6 +36,7 @@ from jaxmm.layers import (
     DecodePositions,
     Embed,
     LearnedPositionEmbedding,
+    RopeScaling,
     TransformerConfig,
     TransformerStack,
     causal_mask,
@@ -73,7 +74,8 @@ class GPTConfig(ConfigBase):
       norm, norm_eps: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama).
       use_bias: biases in attention and MLP projections.
       position_embedding: ``learned`` (GPT-2), ``rope`` (Llama) or ``none``.
-      rope_theta, rotary_dim: RoPE base and rotated features per head (default all).
+      rope_theta, rotary_dim: RoPE base and rotated features per head (default all);
+        rope_scaling: frequency scaling for long contexts (``linear``, ``llama3``).
       tie_word_embeddings: LM head shares the token embedding matrix.
       add_cross_attention: each layer cross-attends to ``encoder_hidden_states``.
       dropout_rate: embedding/residual/MLP dropout; attention_dropout_rate on weights.
@@ -100,6 +102,7 @@ class GPTConfig(ConfigBase):
     position_embedding: str = "learned"
     rope_theta: float = 10000.0
     rotary_dim: int | None = None
+    rope_scaling: RopeScaling | None = None
     tie_word_embeddings: bool = True
     add_cross_attention: bool = False
     dropout_rate: float = 0.0
@@ -161,7 +164,8 @@ class GPTConfig(ConfigBase):
             use_bias=self.use_bias, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             rotary_theta=self.rope_theta if self.position_embedding == "rope" else None,
-            rotary_dim=self.rotary_dim, cross_attention=self.add_cross_attention,
+            rotary_dim=self.rotary_dim, rope_scaling=self.rope_scaling,
+            cross_attention=self.add_cross_attention,
             scan_layers=self.scan_layers, remat_policy=self.remat_policy, dtype=self.dtype,
             param_dtype=self.param_dtype, attention_impl=self.attention_impl,
             initializer_range=self.initializer_range,

@@ -1,13 +1,13 @@
 """Parity with Hugging Face transformers (same weights) and export round trips for
 CLIP (clip, clip_text_model, clip_vision_model) and VisionEncoderDecoder."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from jaxmm.convert import ConversionError, from_hf, supported_model_types, to_hf
 from jaxmm.models import build
+from tests.mm_params import random_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -134,9 +134,7 @@ def test_clip_export_round_trip_from_jaxmm_init(tmp_path):
     ids, mask = _text_batch(rng, eos=127)
     ids = np.minimum(ids, 127)
     image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), ids, image, mask)["params"])
-    params = jax.tree.map(lambda a: np.asarray(a) + 0.05 * rng.normal(size=np.shape(a))
-                          .astype(np.float32), params)
+    params = random_params(model, ids, image, mask)
     out_dir = to_hf(model, params, str(tmp_path / "clip"))
     hf = transformers.CLIPModel.from_pretrained(out_dir).eval()
     ours = jax.jit(lambda p: model.apply({"params": p}, ids, image, mask))(params)

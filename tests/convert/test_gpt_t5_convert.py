@@ -56,9 +56,10 @@ def _gpt2(**kw):
 
 def _llama(**kw):
     torch.manual_seed(0)
+    kw.setdefault("rope_theta", 500.0)
     cfg = transformers.LlamaConfig(
         vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rope_theta=500.0, initializer_range=0.2,
+        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2,
         max_position_embeddings=64, **kw)
     return transformers.LlamaForCausalLM(cfg).eval()
 
@@ -171,7 +172,7 @@ def test_conversion_errors(tmp_path):
     with pytest.raises(ConversionError, match="rope_type 'yarn'"):
         from_hf(path)
     odd = build("gpt", "tiny", vocab_size=16, norm="rmsnorm")  # learned positions + RMSNorm
-    params = odd.init(jax.random.key(0), np.zeros((1, 2), np.int32))["params"]
+    params = jax.eval_shape(lambda: odd.init(jax.random.key(0), np.zeros((1, 2), np.int32)))
     with pytest.raises(ConversionError, match="neither as GPT-2 nor as Llama.*'rope'"):
         to_hf(odd, params, str(tmp_path / "odd"))
 
@@ -281,6 +282,32 @@ def test_transformer_is_not_exportable_as_t5(tmp_path):
 
     model = build("transformer", "transformer-tiny", vocab_size=16)
     ids = np.ones((1, 3), np.int32)
-    params = model.init(jax.random.key(0), ids, decoder_input_ids=ids)["params"]
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, decoder_input_ids=ids))
     with pytest.raises(ConversionError, match="cannot be exported as T5.*'sinusoidal'"):
         to_hf(model, params, str(tmp_path / "x"))
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+])
+def test_llama_rope_scaling_parity_and_export(tmp_path, rng, rope):
+    # head_dim 8, theta 500: wavelengths 6.3, 30, 140, 664 hit all three llama3 bands.
+    hf_model = _llama(rope_parameters={"rope_theta": 500.0, **rope})
+    conv = from_hf(_save(hf_model, tmp_path / "rope"))
+    assert conv.config.rope_scaling.rope_type == rope["rope_type"]
+    ids, mask = _padded_batch(rng, 96)
+    offset = np.full_like(ids, 40)  # far positions, where the scaling matters
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0) + offset
+    apply = jax.jit(lambda p, *a: conv.model.apply({"params": p}, *a))
+    ours = apply(conv.params, ids, mask, positions).logits
+    valid = mask.astype(bool)
+    assert _maxdiff(ours, _hf_outputs(hf_model, ids, mask, positions).logits, valid) < ATOL
+    plain = from_hf(str(tmp_path / "rope"), rope_scaling=None)  # the scaling matters:
+    unscaled = jax.jit(plain.model.apply)({"params": plain.params}, ids, mask, positions)
+    assert np.abs(np.asarray(unscaled.logits) - np.asarray(ours))[valid].max() > 1e-3
+    out = to_hf(conv.model, conv.params, str(tmp_path / "rope_export"))
+    again = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    assert _maxdiff(ours, _hf_outputs(again, ids, mask, positions).logits, valid) < ATOL
+    assert from_hf(out).config == conv.config

@@ -61,7 +61,7 @@ def _masks():
         ["none", "padding", "causal", "prefix_lm", "padding+causal", "padding+prefix_lm"],
         [(4, 4), (4, 2), (4, 1)],  # MHA, GQA, MQA
         [False, True],
-        ["plain", "auto"],
+        ["plain", "xla", "auto"],
     )),
 )
 def test_attention_matches_numpy(rng, mask_kind, heads, with_bias, impl):

@@ -11,6 +11,7 @@ from jaxmm.layers import (
     DecodePositions,
     LearnedPositionEmbedding,
     RelativePositionBias,
+    RopeScaling,
     alibi_bias,
     alibi_slopes,
     apply_rotary_embedding,
@@ -148,3 +149,18 @@ def test_decode_positions_track_the_cache_index():
         mod.apply({}, 2, 3, np.zeros((2, 4), np.int32))
     with pytest.raises(ValueError, match="created for batch 2"):
         mod.apply(cache, 3, 1, None, True, mutable=["cache"])
+
+
+def test_linear_rope_scaling_interpolates_positions(rng):
+    x = rng.normal(size=(1, 4, 2, 8)).astype(np.float32)
+    pos = np.array([[0, 4, 8, 12]])
+    scaled = apply_rotary_embedding(x, pos, theta=100.0, scaling=RopeScaling("linear", 4.0))
+    np.testing.assert_allclose(np.asarray(scaled),
+                               np.asarray(apply_rotary_embedding(x, pos / 4, theta=100.0)),
+                               atol=1e-5)
+    from jaxmm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="rope_type='yarn'"):
+        RopeScaling("yarn")
+    with pytest.raises(ConfigError, match="high_freq_factor must exceed"):
+        RopeScaling("llama3", 8.0, low_freq_factor=4.0, high_freq_factor=1.0)

@@ -11,6 +11,7 @@ import pytest
 from jaxmm import generate
 from jaxmm.models import build
 from jaxmm.models.captioner import CaptionerConfig, cross_attention_maps, shift_tokens_right
+from tests.mm_params import random_params
 
 DECODER = dict(vocab_size=40, max_position_embeddings=24, num_layers=2, d_model=32, num_heads=4,
                mlp_dim=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -25,9 +26,8 @@ def setup():
     rng = np.random.default_rng(0)
     image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
     ids = rng.integers(3, 40, size=(2, 6)).astype(np.int32)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), image, ids)["params"])
-    # Larger random weights so greedy decoding produces varied tokens.
-    params = jax.tree.map(lambda a: a * 8.0 if a.ndim == 2 else a, params)
+    # Large random weights, so greedy decoding produces varied tokens.
+    params = random_params(model, image, ids, std=0.3)
     return model, params, image, rng
 
 

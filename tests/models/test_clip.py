@@ -1,7 +1,6 @@
 """CLIP and the generic dual encoder: output formulas, EOS pooling, padding,
 zero-shot helpers, and clear errors for bad inputs."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from jaxmm.models import build
 from jaxmm.models.clip import CLIPModel, eos_positions
 from jaxmm.models.dual_encoder import DualEncoder, DualEncoderConfig
 from jaxmm.models.zero_shot import zero_shot_classifier, zero_shot_logits
+from tests.mm_params import random_params
 
 EOS, PAD = 127, 0
 
@@ -32,7 +32,8 @@ def clip_setup():
     model = build("clip", "tiny")
     ids, mask = _text(rng)
     image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), ids, image, mask)["params"])
+    params = random_params(model, ids, image, mask)
+    params["logit_scale"] = np.float32(2.6592)
     return model, params, ids, mask, image
 
 
@@ -142,7 +143,8 @@ def test_generic_dual_encoder_from_registered_towers(rng):
     assert isinstance(model, DualEncoder) and cfg.image_encoder_config.num_layers == 1
     ids, mask = _text(rng)
     image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), ids, image, mask)["params"])
+    params = random_params(model, ids, image, mask)
+    assert set(params) >= {"logit_scale", "logit_bias", "image_model", "text_model"}
     out, enc = jax.jit(lambda p: (
         model.apply({"params": p}, ids, image, mask),
         model.apply({"params": p}, image, method="encode_image", normalize=False)))(params)
@@ -165,3 +167,19 @@ def test_generic_dual_encoder_from_registered_towers(rng):
     with pytest.raises(ConfigError, match="Unknown model 'vitt'.*Did you mean 'vit'"):
         DualEncoderConfig(image_encoder="vitt")
     assert isinstance(build("clip", "tiny"), CLIPModel)
+
+
+@pytest.mark.parametrize("image_encoder,text_encoder,text_pool", [
+    ("vit", "bert", "pooler"), ("resnet", "gpt_model", "last"), ("clip_vision", "bert", "cls"),
+])
+def test_dual_encoder_accepts_other_registered_towers(rng, image_encoder, text_encoder,
+                                                      text_pool):
+    cfg = DualEncoderConfig(image_encoder=image_encoder, image_encoder_config="tiny",
+                            text_encoder=text_encoder, text_encoder_config="tiny",
+                            text_pool=text_pool, projection_dim=16)
+    model = build("dual_encoder", cfg)
+    ids, mask = _text(rng)
+    image = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
+    out, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), ids, image, mask))
+    assert out.logits_per_image.shape == (2, 3)
+    assert out.image_embeds.shape == (2, 16) and out.text_embeds.shape == (3, 16)

@@ -28,13 +28,16 @@ _MODALITIES = {
     "text": (("input_ids", "attention_mask", "token_type_ids"), "text"),
     "audio": (("input_features", "audio"), "audio_text"),
     "video": (("video",), "image"),
+    # several at once (jaxmm.models.classifier.MultimodalClassifier): every field present
+    "multimodal": (("image", "input_ids", "attention_mask", "token_type_ids", "input_features",
+                    "audio", "video"), "image_text"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationOptions(ConfigBase):
-    """label_smoothing: as in the LM task. modality: image | text | audio | video
-    (which batch fields the model reads, and the synthetic-data layout)."""
+    """label_smoothing: as in the LM task. modality: image | text | audio | video |
+    multimodal (which batch fields the model reads, and the synthetic-data layout)."""
 
     label_smoothing: float = 0.0
     modality: str = "image"

@@ -1,0 +1,227 @@
+"""Per-modality encoders that turn batch fields into token sequences for fusion.
+
+Each modality reads its fields of the shared batch contract and returns
+``(tokens (B, T_m, E_m), mask (B, T_m))``:
+
+=========  ==================================  ==========================================
+modality   batch fields                        built-in ``stem``
+=========  ==================================  ==========================================
+text       ``input_ids`` (+ ``attention_mask``)  token embedding table
+image      ``image`` ``(B, H, W, C)``            non-overlapping patches, linear (ViT-style)
+audio      ``input_features`` ``(B, mels, F)``   ``frames_per_token`` frames -> linear
+           or ``audio`` ``(B, N)`` waveform      ``samples_per_token`` samples -> linear
+video      ``video`` ``(B, F, H, W, C)``         tubelets, linear (ViViT-style)
+=========  ==================================  ==========================================
+
+Instead of a stem, any registered encoder can be used (``encoder="bert"``,
+``"vit"``, ``"resnet"``, ``"ast"``, ``"video"``, ``"clip_text"``, ...): it is
+called as ``enc(input, attention_mask=mask, deterministic=...)`` for text and
+``enc(input, deterministic=...)`` otherwise, and its ``last_hidden_state`` is
+the token sequence. Stems add no positions; set the fusion config's
+``max_positions`` to learn them there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.layers import Embed, PatchEmbed
+from jaxmm.models import registry
+from jaxmm.models.dual_encoder import resolve_encoder_config
+from jaxmm.models.fusion import KNOWN_MODALITIES, FusionConfig, FusionEncoder, FusionOutput
+
+Array = jax.Array
+
+__all__ = [
+    "MODALITY_FIELDS",
+    "ModalityEncoder",
+    "ModalityEncoderConfig",
+    "ModalityEncoders",
+    "MultimodalEncoder",
+    "collect_inputs",
+]
+
+# modality -> batch fields that carry it (any one of them; first match wins).
+MODALITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "text": ("input_ids",),
+    "image": ("image",),
+    "audio": ("input_features", "audio"),
+    "video": ("video",),
+}
+_EXTRA_FIELDS = ("attention_mask", "token_type_ids")
+
+
+def collect_inputs(modalities: tuple[str, ...], batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch fields of ``modalities``; a clear error names any that is missing."""
+    present = {k: v for k, v in batch.items() if v is not None}
+    missing = [m for m in modalities if not any(f in present for f in MODALITY_FIELDS[m])]
+    if missing:
+        need = "; ".join(f"{m!r} needs {' or '.join(MODALITY_FIELDS[m])}" for m in missing)
+        raise ValueError(
+            f"Modality {', '.join(repr(m) for m in missing)} is configured but missing from the "
+            f"batch ({need}); the batch has {sorted(present) or 'no fields'}. Add it to the "
+            f"batch or remove it from the config's fusion.modalities {tuple(modalities)}."
+        )
+    keep = {f for m in modalities for f in MODALITY_FIELDS[m]} | set(_EXTRA_FIELDS)
+    return {k: v for k, v in present.items() if k in keep}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityEncoderConfig(ConfigBase):
+    """How one modality becomes tokens.
+
+    Attributes:
+      encoder: ``"stem"`` (built-in linear tokeniser) or a registered model name.
+      config: that model's config (size name, mapping or config object).
+      width: stem token width.
+      vocab_size: text stem vocabulary.
+      patch_size, num_channels: image/video stems.
+      frames_per_token: audio stem on log-mel ``input_features``.
+      samples_per_token: audio stem on raw ``audio`` waveforms.
+      tubelet_frames: video stem temporal patch size.
+    """
+
+    encoder: str = "stem"
+    config: Any = None
+    width: int = 64
+    vocab_size: int = 1024
+    patch_size: int = 8
+    num_channels: int = 3
+    frames_per_token: int = 4
+    samples_per_token: int = 400
+    tubelet_frames: int = 2
+
+    def __post_init__(self):
+        if self.encoder != "stem":
+            object.__setattr__(self, "config", resolve_encoder_config(self.encoder, self.config))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        for name in ("width", "vocab_size", "patch_size", "num_channels", "frames_per_token",
+                     "samples_per_token", "tubelet_frames"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ModalityEncoderConfig: {name} must be >= 1.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityEncoders(ConfigBase):
+    """One :class:`ModalityEncoderConfig` per modality (stems by default)."""
+
+    text: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
+    image: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
+    audio: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
+    video: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+    return nn.Dense(
+        features, kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                           (None, "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
+
+
+class ModalityEncoder(nn.Module):
+    """``batch -> (tokens (B, T, E), mask (B, T) bool)`` for one modality."""
+
+    modality: str
+    config: ModalityEncoderConfig
+
+    @nn.compact
+    def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True
+                 ) -> tuple[Array, Array]:
+        cfg, m = self.config, self.modality
+        field = next(f for f in MODALITY_FIELDS[m] if f in batch)
+        x = jnp.asarray(batch[field])
+        mask = None
+        if m == "text":
+            if x.ndim != 2:
+                raise ValueError(f"input_ids must be (batch, length); got shape {x.shape}.")
+            mask = batch.get("attention_mask")
+            mask = jnp.ones(x.shape, bool) if mask is None else jnp.asarray(mask).astype(bool)
+        if cfg.encoder != "stem":
+            enc = registry.get(cfg.encoder).module_cls(cfg.config, name="encoder")
+            kwargs = {"attention_mask": mask} if m == "text" else {}
+            tokens = enc(x, **kwargs, deterministic=deterministic).last_hidden_state
+            if tokens.ndim == 4:  # (B, h, w, C) feature map
+                tokens = tokens.reshape(tokens.shape[0], -1, tokens.shape[-1])
+        else:
+            tokens = self._stem(field, x)
+        if mask is None:
+            mask = jnp.ones(tokens.shape[:2], bool)
+        return tokens, mask
+
+    def _stem(self, field: str, x: Array) -> Array:
+        cfg, m = self.config, self.modality
+        if m == "text":
+            return Embed(cfg.vocab_size, cfg.width, name="embedding")(x)
+        if m in ("image", "video"):
+            rank = 4 if m == "image" else 5
+            layout = "(batch, height, width, channels)" if m == "image" else \
+                "(batch, frames, height, width, channels)"
+            if x.ndim != rank or x.shape[-1] != cfg.num_channels:
+                raise ValueError(
+                    f"{field} must be {layout} with {cfg.num_channels} channels last; got shape "
+                    f"{tuple(x.shape)}."
+                )
+            p = cfg.patch_size
+            patch = (p, p) if m == "image" else (cfg.tubelet_frames, p, p)
+            y = PatchEmbed(cfg.width, patch, name="patch_embedding")(x)
+            return y.reshape(y.shape[0], -1, cfg.width)
+        # audio
+        if field == "input_features":
+            if x.ndim != 3:
+                raise ValueError(f"input_features must be (batch, mel_bins, frames); got shape "
+                                 f"{tuple(x.shape)}.")
+            step = cfg.frames_per_token
+            frames = jnp.swapaxes(x, 1, 2)  # (B, F, mels)
+        else:
+            if x.ndim != 2:
+                raise ValueError(f"audio must be a (batch, samples) waveform; got shape "
+                                 f"{tuple(x.shape)}.")
+            step = cfg.samples_per_token
+            frames = x[..., None]
+        n = frames.shape[1] // step
+        if n == 0:
+            raise ValueError(f"{field} has {frames.shape[1]} steps, fewer than one token "
+                             f"({step}); use longer inputs or a smaller per-token size.")
+        frames = frames[:, : n * step].reshape(frames.shape[0], n, -1)
+        return _dense(cfg.width, "frame_projection")(frames)
+
+
+class MultimodalEncoder(nn.Module):
+    """Modality encoders + :class:`~jaxmm.models.fusion.FusionEncoder`.
+
+    ``__call__(batch)`` -> :class:`~jaxmm.models.fusion.FusionOutput` over
+    ``fusion.modalities``; a configured modality that is missing from the
+    batch raises an error naming it and listing the batch's fields.
+    """
+
+    fusion: FusionConfig
+    encoders: ModalityEncoders
+
+    def setup(self):
+        unknown = [m for m in self.fusion.modalities if m not in KNOWN_MODALITIES]
+        if unknown:
+            raise ConfigError(
+                f"Modalities {unknown} have no batch fields; use {', '.join(KNOWN_MODALITIES)} "
+                "(or call FusionEncoder directly with your own token sequences)."
+            )
+        self.modality_encoders = {m: ModalityEncoder(m, getattr(self.encoders, m))
+                                  for m in self.fusion.modalities}
+        self.fusion_encoder = FusionEncoder(self.fusion)
+
+    def __call__(self, batch: Mapping[str, Any], *, deterministic: bool = True,
+                 output_attentions: bool = False) -> FusionOutput:
+        inputs = collect_inputs(self.fusion.modalities, batch)
+        tokens, masks = {}, {}
+        for m, enc in self.modality_encoders.items():
+            tokens[m], masks[m] = enc(inputs, deterministic=deterministic)
+        return self.fusion_encoder(tokens, masks, deterministic=deterministic,
+                                   output_attentions=output_attentions)
