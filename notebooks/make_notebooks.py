@@ -162,6 +162,11 @@ QUICKSTART = [
             return l2_normalize(pool_tokens(out, "mean", batch["attention_mask"]))
 
 
+        def encode(texts):
+            # A fixed length: every batch of the same size reuses one compiled program.
+            return tok.encode(texts, padding="max_length", max_length=32)
+
+
         sentences = [
             "A man is eating food.",
             "A man is eating a piece of bread.",
@@ -169,7 +174,7 @@ QUICKSTART = [
             "A man is riding a horse.",
             "A monkey plays drums in the jungle.",
         ]
-        embeddings = np.asarray(embed(minilm.params, tok.encode(sentences)))
+        embeddings = np.asarray(embed(minilm.params, encode(sentences)))
         similarity = embeddings @ embeddings.T
         for s, row in zip(sentences, similarity):
             print(f"{s:38}", " ".join(f"{v:5.2f}" for v in row))
@@ -186,8 +191,8 @@ QUICKSTART = [
             "The train to the airport leaves every ten minutes.",
         ]
         query = "How do attention-based neural networks work?"
-        scores = np.asarray(embed(minilm.params, tok.encode([query])) @ embed(
-            minilm.params, tok.encode(corpus)).T)[0]
+        vectors = np.asarray(embed(minilm.params, encode([query] + corpus)))
+        scores = vectors[1:] @ vectors[0]
         search_ranking = [corpus[i] for i in np.argsort(-scores)]
         for i in np.argsort(-scores):
             print(f"{scores[i]:.3f}  {corpus[i]}")
@@ -256,14 +261,14 @@ QUICKSTART = [
     """),
     code("""
         classifier, variables = jaxmm.train.load_exported(f"{WORKDIR}/finetune/export")
-        predict = jax.jit(lambda v, batch: classifier.apply(v, **batch).logits.argmax(-1))
+        logits_fn = jax.jit(lambda v, batch: classifier.apply(v, **batch).logits)
 
         predictions, labels = [], []
         for batch in jaxmm.data.make_iterator(text_data, split="test", batch_size=32,
                                               shuffle=False, repeat=False, tokenizer=tok):
             real = batch.pop("example_mask") > 0
             labels.append(batch.pop("label")[real])
-            predictions.append(np.asarray(predict(variables, batch))[real])
+            predictions.append(np.asarray(logits_fn(variables, batch)).argmax(-1)[real])
         predictions, labels = np.concatenate(predictions), np.concatenate(labels)
         test_metrics = {"accuracy": jaxmm.evaluate.accuracy(predictions, labels),
                         "macro_f1": jaxmm.evaluate.f1(predictions, labels, average="macro")}
@@ -272,8 +277,9 @@ QUICKSTART = [
         new_sentences = ["a large green square next to a small red circle",
                          "two small diamonds and one large circle",
                          "there is a small triangle and a large diamond"]
-        new_batch = tok.encode(new_sentences, max_length=32)
-        for s, p in zip(new_sentences, np.asarray(predict(variables, new_batch))):
+        new_batch = tok.encode(new_sentences, padding="max_length", max_length=32)
+        jax_logits = np.asarray(logits_fn(variables, new_batch))
+        for s, p in zip(new_sentences, jax_logits.argmax(-1)):
             print(f"{SHAPES[p]:8} <- {s}")
     """),
     md("""
@@ -281,20 +287,19 @@ QUICKSTART = [
 
         `to_hf` writes `config.json` (architecture `BertForSequenceClassification`) and
         `model.safetensors`; with the tokenizer saved next to them the folder is a complete
-        Hugging Face model. `from_hf` reads it back. If `transformers` and PyTorch are
-        installed, they load it too and give the same logits.
+        Hugging Face model. `from_hf` reads it back (the same parameters). If
+        `transformers` and PyTorch are installed, they load it too and give the same logits.
     """),
     code("""
         export_dir = to_hf(classifier, variables, f"{WORKDIR}/hf_classifier")
         tok.save(export_dir)
         print(sorted(os.listdir(export_dir)))
 
-        jax_logits = np.asarray(classifier.apply(variables, **new_batch).logits)
         reloaded = from_hf(export_dir)
-        reload_diff = float(np.abs(
-            np.asarray(reloaded.model.apply({"params": reloaded.params}, **new_batch).logits)
-            - jax_logits).max())
-        print("jaxmm -> HF folder -> jaxmm, max |logit difference|:", reload_diff)
+        reload_diff = max(jax.tree.leaves(jax.tree.map(
+            lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+            reloaded.params, variables["params"])))
+        print(type(reloaded.model).__name__, "reloaded; max |parameter difference|:", reload_diff)
     """),
     code("""
         import importlib.util
