@@ -286,6 +286,28 @@ def test_beam_search_returns_sorted_hypotheses_with_correct_scores(s2s):
         np.testing.assert_allclose(sc[r], total / n ** 0.7, rtol=1e-4, atol=1e-4)
 
 
+def test_beam_search_with_scanned_layers(lm):
+    """Scanned stacks keep the cache with a leading layer axis; beams are
+    reordered along the batch axis wherever it is."""
+    import dataclasses
+
+    import flax.linen as nn
+
+    from jaxmm.layers import stack_layer_params
+
+    model, params = lm
+    params = nn.meta.unbox(params)
+    scanned = ToyLM(dataclasses.replace(CFG, scan_layers=True))
+    stacked = dict(params, decoder=stack_layer_params(params["decoder"], CFG.num_layers))
+    ids, mask = _prompts([4, 2])
+    kw = dict(max_new_tokens=6, num_beams=3, num_return_sequences=2, repetition_penalty=1.2)
+    a = jaxmm.generate(model, params, ids, mask, **kw)
+    b = jaxmm.generate(scanned, stacked, ids, mask, **kw)
+    np.testing.assert_array_equal(np.asarray(a.sequences), np.asarray(b.sequences))
+    np.testing.assert_allclose(np.asarray(a.sequences_scores), np.asarray(b.sequences_scores),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_beam_sampling_respects_top_k(lm):
     model, params = lm
     ids, mask = _prompts([4, 2])
