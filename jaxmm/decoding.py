@@ -433,14 +433,20 @@ def _encode(model, params, input_ids, attention_mask, encoder_inputs, encoder_ou
         kwargs = dict(encoder_inputs)
         if mask is not None:
             kwargs["attention_mask"] = mask
+        mask = kwargs.get("attention_mask")
         hidden = _encoder_fn(model)(params, kwargs).last_hidden_state
+        if mask is not None and np.shape(mask) != tuple(hidden.shape[:2]):
+            # A mask over the raw input (audio frames, pixels) does not cover the
+            # encoder's output positions; cross-attention then sees all of them.
+            mask = None
     hidden = jnp.asarray(hidden)
     if hidden.ndim != 3:
         raise ValueError(f"Encoder output must be (batch, length, width); got {hidden.shape}.")
     b, s = hidden.shape[:2]
     mask = np.ones((b, s), np.int32) if mask is None else np.asarray(mask).astype(np.int32)
     if mask.shape != (b, s):
-        raise ValueError(f"encoder attention mask has shape {mask.shape}; expected {(b, s)}.")
+        raise ValueError(f"encoder_attention_mask has shape {mask.shape}; expected (batch, "
+                         f"encoder length) = {(b, s)}.")
     target = prompt_bucket(s, multiple)
     if target != s:
         hidden = jnp.pad(hidden, ((0, 0), (0, target - s), (0, 0)))

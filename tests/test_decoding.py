@@ -121,6 +121,10 @@ def test_encoder_decoder_greedy_equals_recomputing_prefix(s2s):
     again = jaxmm.generate(model, params, encoder_outputs=enc, encoder_attention_mask=enc_mask,
                            **GREEDY)
     np.testing.assert_array_equal(np.asarray(again.sequences), seq)
+    # And from encode() keyword arguments (mask inside), unpadded encoder tokens.
+    again = jaxmm.generate(model, params, encoder_inputs=dict(input_ids=enc_ids,
+                                                              attention_mask=enc_mask), **GREEDY)
+    np.testing.assert_array_equal(np.asarray(again.sequences), seq)
 
 
 def test_right_padded_prompts_are_left_aligned(lm):
@@ -361,6 +365,9 @@ def test_encoder_decoder_input_errors(s2s):
     model, params = s2s
     with pytest.raises(ValueError, match="exactly one of"):
         jaxmm.generate(model, params, max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"encoder_attention_mask has shape \(2, 5\)"):
+        jaxmm.generate(model, params, encoder_outputs=np.zeros((2, 3, 32), np.float32),
+                       encoder_attention_mask=np.ones((2, 5)), max_new_tokens=3)
     with pytest.raises(ValueError, match="decoder_start_token_id"):
         jaxmm.generate(ToySeq2Seq(ToyConfig(decoder_start_token_id=None, bos_token_id=None)),
                        params, np.full((1, 3), 4), max_new_tokens=3)
