@@ -371,3 +371,9 @@ def test_encoder_decoder_input_errors(s2s):
     with pytest.raises(ValueError, match="decoder_start_token_id"):
         jaxmm.generate(ToySeq2Seq(ToyConfig(decoder_start_token_id=None, bos_token_id=None)),
                        params, np.full((1, 3), 4), max_new_tokens=3)
+
+
+def test_sampling_knobs_without_do_sample_warn(lm):
+    model, params = lm
+    with pytest.warns(UserWarning, match="only apply with do_sample=True"):
+        jaxmm.generate(model, params, np.full((2, 4), 5), temperature=0.5, **GREEDY)
