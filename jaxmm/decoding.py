@@ -87,7 +87,7 @@ def generate(
     min_new_tokens: int = 0,
     do_sample: bool = False,
     temperature: float = 1.0,
-    top_k: int = 0,
+    top_k: int = 50,
     top_p: float = 1.0,
     num_beams: int = 1,
     length_penalty: float = 1.0,
@@ -123,7 +123,8 @@ def generate(
       max_new_tokens / min_new_tokens: bounds on the number of new tokens
         (``min_new_tokens`` suppresses EOS until reached).
       do_sample, temperature, top_k, top_p: multinomial sampling with the
-        Hugging Face warpers, in that order (``top_k=0`` / ``top_p=1`` = off).
+        Hugging Face warpers, in that order, and Hugging Face's defaults
+        (``top_k=50``; ``top_k=0`` / ``top_p=1`` turn a filter off).
         ``rng`` (a ``jax.random`` key or an int seed) is required.
       num_beams, length_penalty, early_stopping, num_return_sequences: beam
         search as in Hugging Face; finished hypotheses score
@@ -307,7 +308,7 @@ def _check_settings(max_new, min_new, do_sample, temperature, top_k, top_p, num_
         bad(f"early_stopping must be True, False or 'never'; got {early_stopping!r}.")
     if multiple is not None and (not is_int(multiple) or multiple < 1):
         bad(f"bucket_multiple must be an int >= 1 or None; got {multiple!r}.")
-    if not do_sample and (temperature != 1.0 or top_k or top_p < 1.0):
+    if not do_sample and (temperature != 1.0 or top_k not in (0, 50) or top_p < 1.0):
         warnings.warn("temperature/top_k/top_p only apply with do_sample=True; they are ignored "
                       "for greedy and beam search.", UserWarning, stacklevel=3)
 
@@ -433,14 +434,20 @@ def _encode(model, params, input_ids, attention_mask, encoder_inputs, encoder_ou
         kwargs = dict(encoder_inputs)
         if mask is not None:
             kwargs["attention_mask"] = mask
+        mask = kwargs.get("attention_mask")
         hidden = _encoder_fn(model)(params, kwargs).last_hidden_state
+        if mask is not None and np.shape(mask) != tuple(hidden.shape[:2]):
+            # A mask over the raw input (audio frames, pixels) does not cover the
+            # encoder's output positions; cross-attention then sees all of them.
+            mask = None
     hidden = jnp.asarray(hidden)
     if hidden.ndim != 3:
         raise ValueError(f"Encoder output must be (batch, length, width); got {hidden.shape}.")
     b, s = hidden.shape[:2]
     mask = np.ones((b, s), np.int32) if mask is None else np.asarray(mask).astype(np.int32)
     if mask.shape != (b, s):
-        raise ValueError(f"encoder attention mask has shape {mask.shape}; expected {(b, s)}.")
+        raise ValueError(f"encoder_attention_mask has shape {mask.shape}; expected (batch, "
+                         f"encoder length) = {(b, s)}.")
     target = prompt_bucket(s, multiple)
     if target != s:
         hidden = jnp.pad(hidden, ((0, 0), (0, target - s), (0, 0)))

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-new-tokens", type=int, default=0)
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=50, help="0 disables it")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--num-beams", type=int, default=1)

@@ -121,6 +121,10 @@ def test_encoder_decoder_greedy_equals_recomputing_prefix(s2s):
     again = jaxmm.generate(model, params, encoder_outputs=enc, encoder_attention_mask=enc_mask,
                            **GREEDY)
     np.testing.assert_array_equal(np.asarray(again.sequences), seq)
+    # And from encode() keyword arguments (mask inside), unpadded encoder tokens.
+    again = jaxmm.generate(model, params, encoder_inputs=dict(input_ids=enc_ids,
+                                                              attention_mask=enc_mask), **GREEDY)
+    np.testing.assert_array_equal(np.asarray(again.sequences), seq)
 
 
 def test_right_padded_prompts_are_left_aligned(lm):
@@ -286,6 +290,28 @@ def test_beam_search_returns_sorted_hypotheses_with_correct_scores(s2s):
         np.testing.assert_allclose(sc[r], total / n ** 0.7, rtol=1e-4, atol=1e-4)
 
 
+def test_beam_search_with_scanned_layers(lm):
+    """Scanned stacks keep the cache with a leading layer axis; beams are
+    reordered along the batch axis wherever it is."""
+    import dataclasses
+
+    import flax.linen as nn
+
+    from jaxmm.layers import stack_layer_params
+
+    model, params = lm
+    params = nn.meta.unbox(params)
+    scanned = ToyLM(dataclasses.replace(CFG, scan_layers=True))
+    stacked = dict(params, decoder=stack_layer_params(params["decoder"], CFG.num_layers))
+    ids, mask = _prompts([4, 2])
+    kw = dict(max_new_tokens=6, num_beams=3, num_return_sequences=2, repetition_penalty=1.2)
+    a = jaxmm.generate(model, params, ids, mask, **kw)
+    b = jaxmm.generate(scanned, stacked, ids, mask, **kw)
+    np.testing.assert_array_equal(np.asarray(a.sequences), np.asarray(b.sequences))
+    np.testing.assert_allclose(np.asarray(a.sequences_scores), np.asarray(b.sequences_scores),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_beam_sampling_respects_top_k(lm):
     model, params = lm
     ids, mask = _prompts([4, 2])
@@ -339,6 +365,15 @@ def test_encoder_decoder_input_errors(s2s):
     model, params = s2s
     with pytest.raises(ValueError, match="exactly one of"):
         jaxmm.generate(model, params, max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"encoder_attention_mask has shape \(2, 5\)"):
+        jaxmm.generate(model, params, encoder_outputs=np.zeros((2, 3, 32), np.float32),
+                       encoder_attention_mask=np.ones((2, 5)), max_new_tokens=3)
     with pytest.raises(ValueError, match="decoder_start_token_id"):
         jaxmm.generate(ToySeq2Seq(ToyConfig(decoder_start_token_id=None, bos_token_id=None)),
                        params, np.full((1, 3), 4), max_new_tokens=3)
+
+
+def test_sampling_knobs_without_do_sample_warn(lm):
+    model, params = lm
+    with pytest.warns(UserWarning, match="only apply with do_sample=True"):
+        jaxmm.generate(model, params, np.full((2, 4), 5), temperature=0.5, **GREEDY)

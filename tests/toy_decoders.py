@@ -37,6 +37,7 @@ class ToyConfig:
     mlp_dim: int = 64
     max_position_embeddings: int = 64
     rotary: bool = False
+    scan_layers: bool = False
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
     pad_token_id: int | None = 0
@@ -46,7 +47,7 @@ class ToyConfig:
         return TransformerConfig(
             num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads, mlp_dim=self.mlp_dim, cross_attention=cross,
-            rotary_theta=10000.0 if self.rotary else None,
+            rotary_theta=10000.0 if self.rotary else None, scan_layers=self.scan_layers,
         )
 
 

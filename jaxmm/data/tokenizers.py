@@ -598,6 +598,10 @@ def load(path: str | os.PathLike, **options) -> Tokenizer:
     common = _common(config, options)
     roles = _roles_from(config, lambda t: raw.token_to_id(t) is not None, options)
     _check_options(options)
+    # Role tokens are special (skipped by decode, never split), as in transformers; files
+    # without added-token records (GPT-2's vocab.json + merges.txt) do not mark them.
+    present = [t for t in dict.fromkeys(roles.values()) if t and raw.token_to_id(t) is not None]
+    raw.add_special_tokens(present)  # ids unchanged: the tokens are already in the vocabulary
     return HFTokenizer(raw, roles, **common)
 
 

@@ -78,22 +78,45 @@ def _check_batch(config: ConfigDict, mesh) -> int:
     return dp
 
 
+def _flat_params(tree: Any) -> dict[tuple[str, ...], Any]:
+    return {tuple(sharding._tree_key_str(k) for k in path): v
+            for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def _merge_initial(init: Any, loaded: Any, source: str) -> Any:
-    """Takes ``loaded`` params where path and shape match ``init`` (fine-tuning)."""
-    flat_init = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(init)}
-    flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
-    used = [k for k in flat_init
-            if k in flat_new and np.shape(flat_new[k]) == np.shape(flat_init[k])]
+    """Takes ``loaded`` params where path and shape match ``init`` (fine-tuning).
+
+    The checkpoint may be nested differently from the model: a base encoder
+    (e.g. a Hugging Face ``BertModel`` folder) loaded into a model with a head
+    (its encoder under ``bert``), or a checkpoint with a head loaded into the
+    bare encoder. The nesting that matches the most parameters is used.
+    """
+    flat_init, flat_new = _flat_params(init), _flat_params(loaded)
+    # (prefix added to checkpoint paths, prefix removed from them)
+    nestings = [((), ())] + [((k,), ()) for k in sorted({p[0] for p in flat_init})] \
+        + [((), (k,)) for k in sorted({p[0] for p in flat_new})]
+
+    def matches(nesting):
+        add, drop = nesting
+        out = {}
+        for path, value in flat_new.items():
+            if path[:len(drop)] == drop:
+                target = add + path[len(drop):]
+                if target in flat_init and np.shape(value) == np.shape(flat_init[target]):
+                    out[target] = value
+        return out
+
+    used = max((matches(n) for n in nestings), key=len)
     if not used:
         raise ConfigError(f"init from {source}: no parameter matches the model (by path and "
                           "shape); check model.name / model.config.")
     missing = [k for k in flat_init if k not in used]
     log.info("init from %s: %d params loaded, %d kept from random init%s", source, len(used),
-             len(missing), f" (e.g. {missing[:3]})" if missing else "")
+             len(missing), f" (e.g. {['/'.join(k) for k in missing[:3]]})" if missing else "")
 
     def pick(path, leaf):
-        key = jax.tree_util.keystr(path)
-        return jnp.asarray(flat_new[key], leaf.dtype) if key in used else leaf
+        key = tuple(sharding._tree_key_str(k) for k in path)
+        return jnp.asarray(used[key], leaf.dtype) if key in used else leaf
 
     return jax.tree_util.tree_map_with_path(pick, init)
 

@@ -146,6 +146,25 @@ def test_trained_tokenizers_round_trip_and_reload(tmp_path, corpus, kind):
         assert "token_type_ids" not in enc
 
 
+def test_gpt2_vocab_and_merges_folder_matches_transformers(tmp_path, corpus):
+    """A GPT-2 folder (vocab.json + merges.txt, no tokenizer.json): <|endoftext|> is special."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([corpus], vocab_size=300, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(tmp_path))
+    ref = transformers.GPT2TokenizerFast.from_pretrained(str(tmp_path))
+    tok = T.load(str(tmp_path), pad_token="<|endoftext|>")
+    assert tok.eos_token_id == tok.bos_token_id == tok.pad_token_id == 0
+    texts = ["Hello<|endoftext|>World", "The curious wizards<|endoftext|>"]
+    ids = tok.encode(texts, padding=False)["input_ids"]
+    assert [r.tolist() for r in ids] == ref(texts)["input_ids"]
+    assert 0 in ids[0].tolist()  # the special token is one id, not split into bytes
+    assert tok.decode(ids) == ref.batch_decode(ids, skip_special_tokens=True)
+    assert "<|endoftext|>" not in tok.decode(ids[0])
+    assert tok.vocab_size == len(ref) == 300
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path, minilm_dir, corpus):
     tok = T.load(minilm_dir)
     cases = [

@@ -123,3 +123,30 @@ def test_contrastive_learns(tmp_path):
 def test_generative_tasks_learn(tmp_path, task, extra):
     _, ev, first = _train(tmp_path, task, extra)
     assert ev["loss"] < first - 0.5 and ev["accuracy"] > 0.4
+
+
+def test_contrastive_eval_on_retrieval_layout_scores_first_caption():
+    """A (B, captions, T) retrieval eval batch is scored on each image's first caption."""
+    import flax.linen as nn
+    import jax
+
+    from jaxmm.train import build_task, resolve_config
+
+    config = resolve_config({"task": {"name": "contrastive"},
+                             "model": {"name": "clip", "size": "tiny",
+                                       "config": {"text": {"num_layers": 1},
+                                                  "vision": {"num_layers": 1}}}})
+    task = build_task(config)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 126, (4, 3, 8)).astype(np.int32)
+    ids[..., -1] = 127  # EOS, the token CLIP pools
+    mask = np.ones_like(ids)
+    image = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+    variables = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), {
+        "image": image, "input_ids": ids[:, 0], "attention_mask": mask[:, 0]}))
+    loss = jax.jit(lambda b: task.loss(variables, b, train=False, rng=jax.random.PRNGKey(1)).loss)
+    multi = loss({"image": image, "input_ids": ids, "attention_mask": mask})
+    first, other = (loss({"image": image, "input_ids": ids[:, c], "attention_mask": mask[:, c]})
+                    for c in (0, 1))
+    assert float(multi) == pytest.approx(float(first), rel=1e-6)
+    assert float(other) != pytest.approx(float(first), rel=1e-3)

@@ -11,6 +11,9 @@ scored on their first caption (full retrieval recall: :mod:`jaxmm.evaluate`).
 
 Metrics: ``loss``, ``i2t_accuracy`` / ``t2i_accuracy`` (in-batch top-1
 retrieval). A padded short eval batch is skipped (the loss couples all rows).
+Retrieval eval batches with several captions per image (``input_ids``
+``(B, C, T)``, the ``jaxmm.data`` retrieval layout) are scored on their first
+caption; full multi-caption recall@K is :func:`jaxmm.evaluate.retrieval_recall`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class ContrastiveTask(Task):
         return super().prepare(first_of_groups(batch), rng, train)
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
+        if batch["input_ids"].ndim == 3:  # (B, captions, T): the first caption of each image
+            batch = {**batch, "input_ids": batch["input_ids"][:, 0],
+                     "attention_mask": batch["attention_mask"][:, 0]}
         out, extra = self.apply(variables, batch, train=train, rng=rng)
         img, txt = out.image_embeds, out.text_embeds
         params = variables["params"]
