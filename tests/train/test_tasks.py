@@ -144,7 +144,9 @@ def test_contrastive_eval_on_retrieval_layout_scores_first_caption():
     image = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
     variables = nn.meta.unbox(jax.jit(task.init)(jax.random.PRNGKey(0), {
         "image": image, "input_ids": ids[:, 0], "attention_mask": mask[:, 0]}))
-    loss = jax.jit(lambda b: task.loss(variables, b, train=False, rng=jax.random.PRNGKey(1)).loss)
+    key = jax.random.PRNGKey(1)
+    loss = jax.jit(lambda b: task.loss(variables, task.prepare(b, key, False), train=False,
+                                       rng=key).loss)
     multi = loss({"image": image, "input_ids": ids, "attention_mask": mask})
     first, other = (loss({"image": image, "input_ids": ids[:, c], "attention_mask": mask[:, c]})
                     for c in (0, 1))

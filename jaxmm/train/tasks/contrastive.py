@@ -60,9 +60,6 @@ class ContrastiveTask(Task):
         return super().prepare(first_of_groups(batch), rng, train)
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
-        if batch["input_ids"].ndim == 3:  # (B, captions, T): the first caption of each image
-            batch = {**batch, "input_ids": batch["input_ids"][:, 0],
-                     "attention_mask": batch["attention_mask"][:, 0]}
         out, extra = self.apply(variables, batch, train=train, rng=rng)
         img, txt = out.image_embeds, out.text_embeds
         params = variables["params"]
