@@ -1,21 +1,18 @@
-"""Input-pipeline throughput vs a demo-like training step's consumption, on CPU.
+"""Input-pipeline throughput vs the demo's training steps' consumption, on CPU.
 
-Builds (or reuses) the built-in ``jaxmm_scenes`` dataset, trains a WordPiece
-tokenizer on its text corpus, and measures examples/s of
-``jaxmm.data.make_iterator`` with the demo's preprocessing (scenes
-``retrieval`` and ``captioning`` layouts: resize, value range, random caption,
-tokenize). Next to it, examples/s of one jitted training step of a tiny
-CLIP-style model (ViT-style patch encoder + text encoder from
-``jaxmm.layers.TransformerStack``, width 64, 2 layers each, InfoNCE from
-``jaxmm.losses``, AdamW). The CLIP/captioner model families are not on main
-yet, so the step is built from ``jaxmm.layers`` at the demo's tiny size.
+Builds (or reuses) the built-in ``jaxmm_scenes`` dataset, trains the demo's
+WordPiece tokenizer on its text corpus, and for each demo run (``clip``,
+``captioner``, ``vqa`` in ``configs/demo.py``) measures examples/s of
+``jaxmm.data.make_iterator`` with that run's training preprocessing, next to
+examples/s of that run's own jitted training step (``jaxmm.train`` task, model
+and optimizer from the same config, on a real batch).
 
   python benchmarks/input_pipeline.py [--size small] [--batch 64] [--repeats 3]
       [--data-dir DIR] [--json out.json]
 
 The pipeline needs at least 5x headroom (pipeline rate / step rate). Both are
-measured on the same shared, noisy CPU, one after the other (in training they
-share the cores): numbers are medians of ``--repeats`` runs.
+measured on the same CPU, one after the other (in training they share the
+cores): numbers are medians of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -29,9 +26,8 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 
 def pipeline_rate(cfg, tok, batch: int, batches: int, repeats: int) -> float:
@@ -50,69 +46,47 @@ def pipeline_rate(cfg, tok, batch: int, batches: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def clip_step_rate(batch: int, image_size: int, length: int, vocab: int, steps: int,
-                   repeats: int) -> float:
+def demo_step_rate(run: str, data_dir: str, tok_dir: str, vocab: int, size: str, batch: int,
+                   steps: int, repeats: int) -> tuple[float, object]:
+    """Examples/s of the demo run's own jitted training step (configs/demo.py), on a
+    real batch from its pipeline; returns ``(rate, data config)``."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import optax
 
-    from jaxmm.layers import Embed, TransformerConfig, TransformerStack
-    from jaxmm.losses import infonce_loss
+    from jaxmm.config import load_config
+    from jaxmm.data import make_iterator
+    from jaxmm.data.tokenizers import load as load_tokenizer
+    from jaxmm.train import build_task, resolve_config
+    from jaxmm.train.loop import _example  # the init batch the trainer uses
+    from jaxmm.train.optim import make_optimizer
+    from jaxmm.train.steps import TrainState, make_train_step
 
-    cfg = TransformerConfig(num_layers=2, d_model=64, num_heads=4, mlp_dim=256)
-    patch = 8
-
-    class TinyClip(nn.Module):
-        @nn.compact
-        def __call__(self, image, input_ids, attention_mask):
-            b, h, w, c = image.shape
-            x = image.reshape(b, h // patch, patch, w // patch, patch, c)
-            x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, patch * patch * c)
-            x = nn.Dense(64)(x) + self.param("pos", nn.initializers.normal(0.02),
-                                               (1, x.shape[1], 64))
-            img = TransformerStack(cfg, name="vision")(x).last_hidden_state.mean(axis=1)
-            t = Embed(vocab, 64)(input_ids) + self.param(
-                "tpos", nn.initializers.normal(0.02), (1, length, 64))
-            mask = attention_mask[:, None, None, :].astype(bool)
-            t = TransformerStack(cfg, name="text")(t, mask=mask).last_hidden_state
-            txt = (t * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdims=True)
-            scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
-            return nn.Dense(32)(img), nn.Dense(32)(txt), scale
-
-    model = TinyClip()
-    rng = np.random.default_rng(0)
-    batch_data = {
-        "image": jnp.asarray(rng.uniform(-1, 1, (batch, image_size, image_size, 3)), jnp.float32),
-        "input_ids": jnp.asarray(rng.integers(0, vocab, (batch, length)), jnp.int32),
-        "attention_mask": jnp.ones((batch, length), jnp.int32),
-    }
-    params = nn.meta.unbox(model.init(jax.random.key(0), **batch_data))
-    opt = optax.adamw(1e-3)
-    state = (params, opt.init(params))
-
-    @jax.jit
-    def step(state, data):
-        params, opt_state = state
-
-        def loss_fn(p):
-            i, t, s = model.apply(p, **data)
-            return infonce_loss(i, t, s)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    state, loss = step(state, batch_data)
-    loss.block_until_ready()
+    cfg = resolve_config(load_config(
+        f"{ROOT}/configs/demo.py:{run},data_dir={data_dir},tokenizer={tok_dir},vocab={vocab},"
+        f"size={size},batch={batch}"))
+    task = build_task(cfg)
+    tx, schedule = make_optimizer(cfg)
+    with make_iterator(cfg.data, split="train", batch_size=batch, seed=0, process_index=0,
+                       process_count=1, tokenizer=load_tokenizer(tok_dir)) as it:
+        data = {k: jnp.asarray(v) for k, v in next(it).items()}
+    rng = jax.random.PRNGKey(0)
+    variables = dict(nn.meta.unbox(jax.jit(task.init)(rng, _example(task, cfg))))
+    params = variables.pop("params")
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
+                       opt_state=tx.init(params), rng=rng)
+    step = jax.jit(make_train_step(task, tx, schedule=schedule), donate_argnums=0)
+    constants = task.constants(cfg, None, None)
+    state, metrics = step(state, data, constants)
+    jax.block_until_ready(metrics)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
-            state, loss = step(state, batch_data)
-        loss.block_until_ready()
+            state, metrics = step(state, data, constants)
+        jax.block_until_ready(metrics)
         rates.append(steps * batch / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(rates), cfg.data
 
 
 def main(argv=None) -> int:
@@ -128,7 +102,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from jaxmm.data import builtin
-    from jaxmm.data.catalog import data_config
+    from jaxmm.data.tokenizers import load as load_tokenizer
     from jaxmm.data.tokenizers import train_tokenizer
 
     tmp = None
@@ -139,23 +113,23 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         builder = builtin.build(data_dir, args.size)
         build_s = time.perf_counter() - t0
-        tok = train_tokenizer("wordpiece", [builtin.corpus_path(builder)], vocab_size=200,
-                              min_frequency=1)
+        tok_dir = os.path.join(data_dir, "tokenizer")
+        train_tokenizer("wordpiece", [builtin.corpus_path(builder)], vocab_size=256,
+                        min_frequency=1, out_dir=tok_dir, model_max_length=64)
+        tok = load_tokenizer(tok_dir)
         rows = []
-        length = 24
-        step = clip_step_rate(args.batch, 64, length, tok.vocab_size, args.steps, args.repeats)
-        for task in ("retrieval", "captioning"):
-            cfg = data_config("scenes", task=task, size=args.size, data_dir=data_dir,
-                              image_size=64, max_length=length)
+        for run in ("clip", "captioner", "vqa"):
+            step, cfg = demo_step_rate(run, data_dir, tok_dir, tok.vocab_size, args.size,
+                                       args.batch, args.steps, args.repeats)
             rate = pipeline_rate(cfg, tok, args.batch, args.batches, args.repeats)
-            rows.append({"pipeline": f"scenes/{args.size} {task}", "pipeline_ex_s": rate,
+            rows.append({"pipeline": f"scenes/{args.size} {run}", "pipeline_ex_s": rate,
                          "step_ex_s": step, "headroom": rate / step})
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nbuilt-in dataset {args.size}: build/reuse {build_s:.1f} s; batch {args.batch}; "
           f"medians of {args.repeats} runs; {os.cpu_count()} CPU cores (shared, noisy)")
-    print(f"{'pipeline':32s} {'pipeline ex/s':>14s} {'tiny CLIP step ex/s':>20s} "
+    print(f"{'pipeline':32s} {'pipeline ex/s':>14s} {'demo step ex/s':>20s} "
           f"{'headroom':>9s}")
     for r in rows:
         print(f"{r['pipeline']:32s} {r['pipeline_ex_s']:14.0f} {r['step_ex_s']:20.0f} "

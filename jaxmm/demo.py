@@ -282,9 +282,14 @@ def vqa_baselines(train_source, examples) -> dict[str, float]:
         for a, t in zip(ex["answers"], ex["question_types"]):
             by_type.setdefault(t.decode(), Counter())[a.decode()] += 1
     prior = {t: c.most_common(1)[0][0] for t, c in by_type.items()}
-    hits = [float(prior.get(t) == a) for e in examples
-            for a, t in zip(e["answers"], e["question_types"])]
-    return {"majority_per_type": 100.0 * float(np.mean(hits)), "chance": 100.0 / len(ANSWERS)}
+    hits: dict[str, list[float]] = {}
+    for e in examples:
+        for a, t in zip(e["answers"], e["question_types"]):
+            hits.setdefault(t, []).append(float(prior.get(t) == a))
+    every = [x for v in hits.values() for x in v]
+    out = {"majority_per_type": 100.0 * float(np.mean(every)), "chance": 100.0 / len(ANSWERS)}
+    out.update({f"majority/{t}": 100.0 * float(np.mean(v)) for t, v in sorted(hits.items())})
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -353,6 +358,11 @@ def _table(results: dict) -> str:
     rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['majority_per_type']:.1f}%",
                  "majority answer per question type"))
     rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['chance']:.1f}%", "chance"))
+    for key in sorted(k for k in v if k.startswith("accuracy/")):
+        kind = key.split("/", 1)[1]
+        if f"majority/{kind}" in vb:
+            rows.append(("VQA", f"{kind} questions", f"{v[key]:.1f}%",
+                         f"{vb[f'majority/{kind}']:.1f}%", "majority answer of the type"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(x.ljust(w) for x, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -21,7 +21,7 @@ def test_demo_end_to_end(tmp_path):
     workdir = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "jaxmm", "demo", "--workdir", str(workdir), "--size", "tiny",
-         "--steps-scale", "0.3", "--samples", "4"],
+         "--steps-scale", "0.6", "--samples", "4"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -35,8 +35,11 @@ def test_demo_end_to_end(tmp_path):
     # Captions are image-specific: better than captions of other images (chance).
     assert results["captioner"]["CIDEr"] > 1.5 * base["captioning"]["random"]["CIDEr"]
     assert results["captioner"]["BLEU-4"] > base["captioning"]["random"]["BLEU-4"]
-    # VQA beats chance clearly.
-    assert results["vqa"]["accuracy"] > 2 * base["vqa"]["chance"]
+    # VQA beats answering each question type's most common answer, and reads colours
+    # from the image (far above that prior on colour questions).
+    vqa, vb = results["vqa"], base["vqa"]
+    assert vqa["accuracy"] > max(vb["majority_per_type"], 2 * vb["chance"])
+    assert vqa["accuracy/color"] > 2 * vb["majority/color"]
     # Artefacts: checkpoints, TensorBoard logs, pictures.
     for run in ("clip", "captioner", "vqa"):
         assert os.listdir(workdir / run / "checkpoints")
@@ -47,7 +50,7 @@ def test_demo_end_to_end(tmp_path):
     # Re-running reuses the finished runs instead of training again.
     again = subprocess.run(
         [sys.executable, "-m", "jaxmm", "demo", "--workdir", str(workdir), "--size", "tiny",
-         "--steps-scale", "0.3", "--samples", "4"],
+         "--steps-scale", "0.6", "--samples", "4"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]

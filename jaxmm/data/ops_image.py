@@ -65,6 +65,8 @@ def resize(size: int | Sequence[int], key: str = "image", method: str = "bilinea
 
     def op(ex, seed):
         image = require(ex, key, "resize")
+        if tuple(image.shape[-3:-1]) == (h, w):  # static and already that size: identity
+            return ex
         out = tf.image.resize(image, (h, w), method=method, antialias=antialias)
         return {**ex, key: _restore_dtype(out, image.dtype)}
 

@@ -26,8 +26,10 @@ def _texts(arr: np.ndarray) -> list[str]:
 def _fit(a: np.ndarray, length: int, value: int) -> np.ndarray:
     """Pads/truncates the last axis of a 2-D array to ``length``."""
     a = np.asarray(a, np.int32)[:, :length]
-    if a.shape[1] < length:
-        a = np.pad(a, ((0, 0), (0, length - a.shape[1])), constant_values=value)
+    if a.shape[1] < length:  # (np.pad costs several times the tokenisation itself)
+        out = np.full((a.shape[0], length), value, np.int32)
+        out[:, :a.shape[1]] = a
+        a = out
     return a
 
 

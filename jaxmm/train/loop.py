@@ -9,6 +9,7 @@ optimizer state, step, RNG and every process's data position).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -83,33 +84,41 @@ def _flat_params(tree: Any) -> dict[tuple[str, ...], Any]:
             for path, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+# How deep _merge_initial looks for a checkpoint's place in the model.
+_MAX_ADD, _MAX_DROP = 3, 2
+
+
 def _merge_initial(init: Any, loaded: Any, source: str) -> Any:
     """Takes ``loaded`` params where path and shape match ``init`` (fine-tuning).
 
     The checkpoint may be nested differently from the model: a base encoder
     (e.g. a Hugging Face ``BertModel`` folder) loaded into a model with a head
-    (its encoder under ``bert``), or a checkpoint with a head loaded into the
-    bare encoder. The nesting that matches the most parameters is used.
+    (its encoder under ``bert``), a checkpoint with a head loaded into the bare
+    encoder, or one tower of a bigger model (a CLIP image tower under
+    ``vision_model``) loaded into another model's encoder (a captioner's
+    ``encoder/vision_model``, a VQA model's image encoder). A nesting drops up
+    to :data:`_MAX_DROP` leading keys from the checkpoint's paths and puts up to
+    :data:`_MAX_ADD` keys in front; the one that matches the most parameters
+    (the plainest on ties) is used.
     """
     flat_init, flat_new = _flat_params(init), _flat_params(loaded)
-    # (prefix added to checkpoint paths, prefix removed from them)
-    nestings = [((), ())] + [((k,), ()) for k in sorted({p[0] for p in flat_init})] \
-        + [((), (k,)) for k in sorted({p[0] for p in flat_new})]
-
-    def matches(nesting):
-        add, drop = nesting
-        out = {}
-        for path, value in flat_new.items():
-            if path[:len(drop)] == drop:
-                target = add + path[len(drop):]
-                if target in flat_init and np.shape(value) == np.shape(flat_init[target]):
-                    out[target] = value
-        return out
-
-    used = max((matches(n) for n in nestings), key=len)
-    if not used:
+    by_suffix: dict[tuple[str, ...], list[tuple[str, ...]]] = collections.defaultdict(list)
+    for path in flat_init:
+        for a in range(min(_MAX_ADD, len(path) - 1) + 1):
+            by_suffix[path[a:]].append(path[:a])
+    votes: collections.Counter = collections.Counter()
+    for path, value in flat_new.items():
+        for d in range(min(_MAX_DROP, len(path) - 1) + 1):
+            for add in by_suffix.get(path[d:], ()):
+                if np.shape(value) == np.shape(flat_init[add + path[d:]]):
+                    votes[(add, path[:d])] += 1
+    if not votes:
         raise ConfigError(f"init from {source}: no parameter matches the model (by path and "
                           "shape); check model.name / model.config.")
+    add, drop = max(votes, key=lambda n: (votes[n], -len(n[0]) - len(n[1])))
+    used = {add + path[len(drop):]: value for path, value in flat_new.items()
+            if path[:len(drop)] == drop and add + path[len(drop):] in flat_init
+            and np.shape(value) == np.shape(flat_init[add + path[len(drop):]])}
     missing = [k for k in flat_init if k not in used]
     log.info("init from %s: %d params loaded, %d kept from random init%s", source, len(used),
              len(missing), f" (e.g. {['/'.join(k) for k in missing[:3]]})" if missing else "")

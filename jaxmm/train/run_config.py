@@ -151,12 +151,40 @@ def _fill(section: ConfigDict, values: dict[str, Any]) -> None:
             _fill(section[key], val)
 
 
-def _model_defaults(name: str, size: str | None) -> dict[str, Any]:
+def _model_defaults(name: str, size: str | None, given: ConfigDict | None = None
+                    ) -> dict[str, Any]:
+    """Every field of model ``name``'s config: its size preset, or what ``given`` implies.
+
+    Normally the preset's values (the caller adds those ``given`` lacks). When
+    ``given`` switches a sub-config's kind (a captioner's ``encoder`` from
+    ``vit`` to ``clip_vision``) the preset's sub-config no longer fits, so the
+    defaults are built from ``given`` itself.
+    """
     from jaxmm.models import registry
 
     spec = registry.get(name)
-    cfg = spec.config_cls.from_size(size) if size else spec.config_cls()
-    return cfg.to_dict()
+    cls = spec.config_cls
+    preset = (cls.from_size(size) if size else cls()).to_dict()
+    given = given.to_dict() if isinstance(given, ConfigDict) else dict(given or {})
+    if not given:
+        return preset
+
+    def merged(base: dict, top: dict) -> dict:
+        out = dict(base)
+        for key, val in top.items():
+            out[key] = (merged(base[key], val) if isinstance(val, dict)
+                        and isinstance(base.get(key), dict) else val)
+        return out
+
+    try:
+        cls.from_dict(merged(preset, given))
+        return preset
+    except (ConfigError, TypeError, ValueError):
+        pass
+    try:
+        return (cls.from_size(size, **given) if size else cls.from_dict(given)).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return preset  # building the model reports the real problem, naming the key
 
 
 def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> ConfigDict:
@@ -189,7 +217,8 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
         )
     for section in (config.model, config.teacher):
         if section.name is not None:
-            _fill(section.config, _model_defaults(section.name, section.size))
+            _fill(section.config, _model_defaults(section.name, section.size,
+                                                  section.config))
     apply_overrides(config, [o for o in overrides if o.startswith(late)])
     config.lock()
     return config

@@ -3,6 +3,7 @@
 import glob
 import os
 
+import jax
 import pytest
 
 from jaxmm.config import ConfigError, load_config
@@ -30,3 +31,43 @@ def test_parse_config_arg():
         parse_config_arg("step=5", size="base", steps=10)
     cfg = load_config(os.path.join(ROOT, "configs", "vit_classification.py") + ":tiny,steps=7")
     assert cfg.num_steps == 7 and cfg.model.config.image_size == 32
+
+
+def test_switching_a_sub_config_kind_fills_that_kind_s_fields():
+    """A captioner whose image encoder is CLIP's (not the default ViT) resolves to a
+    complete CLIPVisionConfig: the ViT preset's extra keys (class_token...) are not merged in."""
+    from jaxmm.models.clip import CLIPVisionConfig
+
+    vision = {"image_size": 32, "patch_size": 8, "d_model": 32, "num_layers": 1,
+              "num_heads": 2, "mlp_dim": 64}
+    resolved = resolve_config({"task": {"name": "captioning"}, "model": {
+        "name": "captioner", "config": {"encoder": "clip_vision", "encoder_config": vision}}})
+    enc = resolved.model.config.encoder_config.to_dict()
+    assert set(enc) == set(CLIPVisionConfig.field_names())
+    assert {k: enc[k] for k in vision} == vision
+    model = registry.build("captioner", resolved.model.config.to_dict())
+    assert isinstance(model.config.encoder_config, CLIPVisionConfig)
+    # The usual case is unchanged: partial overrides merge into the size preset.
+    vit = resolve_config({"task": {"name": "captioning"}, "model": {
+        "name": "captioner", "size": "tiny", "config": {"encoder_config": {"num_layers": 1}}}})
+    assert vit.model.config.encoder_config.num_layers == 1
+    assert "class_token" in vit.model.config.encoder_config
+
+
+def test_init_batch_takes_image_size_from_a_nested_encoder_config():
+    """A VQA model whose image encoder is a ViT: the init batch uses the ViT's image size
+    (it sits two configs deep), not the synthetic default."""
+    from jaxmm.train import build_task
+
+    vit = {"image_size": 48, "patch_size": 16, "d_model": 32, "num_layers": 1, "num_heads": 2,
+           "mlp_dim": 64}
+    config = resolve_config({"task": {"name": "vqa"}, "model": {"name": "vqa", "config": {
+        "num_answers": 5,
+        "fusion": {"kind": "early", "modalities": ["image", "text"], "num_layers": 1,
+                   "d_model": 32, "num_heads": 2, "mlp_dim": 64, "max_positions": 64},
+        "encoders": {"image": {"encoder": "vit", "config": vit},
+                     "text": {"width": 32, "vocab_size": 50}}}}})
+    task = build_task(config)
+    batch = task.example_batch(2)
+    assert batch["image"].shape[1:3] == (48, 48)
+    task.init(jax.random.PRNGKey(0), batch)  # the ViT accepts it

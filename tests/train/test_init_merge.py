@@ -41,3 +41,32 @@ def test_same_nesting_takes_matching_shapes_only():
 def test_nothing_matching_is_a_config_error():
     with pytest.raises(ConfigError, match="no parameter matches"):
         _merge_initial(_encoder(0.0), {"vision": {"x": np.ones((3,), np.float32)}}, "vit")
+
+
+def test_one_tower_of_a_dual_encoder_fills_a_nested_encoder():
+    """A CLIP checkpoint's image tower initialises a deeper image encoder (e.g. VQA's)."""
+    tower = lambda v: {"vision_model": _encoder(v)}  # noqa: E731
+    loaded = {**tower(5.0), "text_model": _encoder(7.0),
+              "visual_projection": {"kernel": np.ones((4, 2), np.float32)}}
+    init = {"encoders": {"image": {"encoder": tower(0.0)},
+                         "text": {"embedding": np.zeros((10, 4), np.float32)}},
+            "fusion": {"layers_0": {"kernel": np.zeros((4, 4), np.float32)}}}
+    merged = _merge_initial(init, loaded, "clip")
+    got = merged["encoders"]["image"]["encoder"]["vision_model"]
+    np.testing.assert_array_equal(got["embeddings"]["word"], 5.0)
+    np.testing.assert_array_equal(got["encoder"]["layers_0"]["kernel"], 5.0)
+    # Nothing of the text tower lands anywhere (it has no place in this model).
+    np.testing.assert_array_equal(merged["fusion"]["layers_0"]["kernel"], 0.0)
+    np.testing.assert_array_equal(merged["encoders"]["text"]["embedding"], 0.0)
+
+
+def test_tower_dropped_and_renested():
+    """Drop the checkpoint's tower key and nest it elsewhere: CLIP vision -> a bare ViT slot."""
+    loaded = {"vision_model": _encoder(4.0), "text_model": _encoder(9.0)}
+    init = {"encoder": _encoder(0.0), "head": {"kernel": np.zeros((4, 3), np.float32)}}
+    merged = _merge_initial(init, loaded, "clip")
+    # Both towers fit equally well: one of them is taken, whole, never a mix of the two.
+    kernels = {float(merged["encoder"]["encoder"]["layers_0"]["kernel"][0, 0]),
+               float(merged["encoder"]["embeddings"]["word"][0, 0])}
+    assert len(kernels) == 1 and kernels <= {4.0, 9.0}
+    np.testing.assert_array_equal(merged["head"]["kernel"], 0.0)

@@ -244,7 +244,14 @@ class Task:
 
     def synthetic_dims(self) -> dict[str, Any]:
         """Synthetic-data dimensions implied by the model config (vocab, image size...)."""
-        cfg = self.model_config
+        # Breadth-first over the config and its nested configs (e.g. a VQA model's
+        # image encoder config holds the image size): the shallowest value wins.
+        configs, level = [], [self.model_config]
+        while level:
+            configs += level
+            level = [v for c in level if dataclasses.is_dataclass(c)
+                     for v in (getattr(c, f.name) for f in dataclasses.fields(c))
+                     if dataclasses.is_dataclass(v) and not isinstance(v, type)]
         dims: dict[str, Any] = {}
         for name, keys in {"vocab_size": ("vocab_size",),
                            "image_size": ("image_size",),
@@ -252,9 +259,10 @@ class Task:
                            "num_classes": ("num_labels", "num_classes"),
                            "n_mels": ("num_mel_bins", "n_mels"),
                            "frames": ("num_frames",)}.items():
-            for key in keys:
-                val = getattr(cfg, key, None)
-                if isinstance(val, int) and not isinstance(val, bool):
+            for cfg in configs:
+                val = next((v for v in (getattr(cfg, k, None) for k in keys)
+                            if isinstance(v, int) and not isinstance(v, bool)), None)
+                if val is not None:
                     dims[name] = val
                     break
         return dims
