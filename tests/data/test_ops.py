@@ -49,6 +49,11 @@ def test_image_geometry_ops(rng):
     resized = run("resize((7, 7), method='nearest', antialias=False)", image=img)["image"]
     ref = tf.image.resize(img, (7, 7), method="nearest").numpy()
     np.testing.assert_array_equal(resized, ref)
+    # Already the target size: returned as is, which is what tf.image.resize computes too.
+    h, w = img.shape[:2]
+    same = run(f"resize(({h}, {w}))", image=img)["image"]
+    ref = tf.cast(tf.round(tf.image.resize(img, (h, w), antialias=True)), tf.uint8).numpy()
+    np.testing.assert_array_equal(same, ref)
     inc = run("inception_crop(6)", image=img)["image"]
     assert inc.shape == (6, 6, 3) and inc.dtype == np.uint8
 
