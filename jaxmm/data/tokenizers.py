@@ -95,29 +95,29 @@ class Tokenizer:
     # -- backend hooks ---------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define vocab_size().")
 
     def token_to_id(self, token: str) -> int | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define token_to_id().")
 
     def id_to_token(self, index: int) -> str | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define id_to_token().")
 
     def tokenize(self, text: str) -> list[str]:
         """Sub-word pieces of ``text`` (no special tokens)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define tokenize().")
 
     def _encode_rows(self, texts: list[str], pairs: list[str] | None, max_length: int | None,
                      add_special_tokens: bool) -> list[tuple[list[int], list[int], list[int]]]:
         """Per text: (ids, type_ids, special_tokens_mask), truncated to max_length."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _encode_rows().")
 
     def _decode_rows(self, rows: list[list[int]], skip_special_tokens: bool) -> list[str]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _decode_rows().")
 
     def save(self, directory: str) -> str:
         """Writes the tokenizer files + ``tokenizer_config.json``; returns ``directory``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define save().")
 
     # -- special ids -----------------------------------------------------
     def _special_id(self, role: str) -> int | None:

@@ -453,7 +453,7 @@ class _BertHead(nn.Module):
         return self.head(bert, out, deterministic)
 
     def head(self, bert: BertModel, out: BaseModelOutput, deterministic: bool):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define head().")
 
     def dropout(self, x: Array, deterministic: bool) -> Array:
         return nn.Dropout(self.config.head_dropout)(x, deterministic=deterministic)

@@ -305,7 +305,7 @@ class Task:
     def loss(self, variables: Any, batch: Mapping[str, Array], *, train: bool,
              rng: Array, constants: Any = None) -> LossOutput:
         """Loss sums and metrics for one (micro-)batch; see the module docstring."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define loss().")
 
     # -- reporting ---------------------------------------------------------
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
