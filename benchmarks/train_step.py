@@ -45,7 +45,12 @@ CASES = {
     "gpt2-small-lm": dict(task="lm", model="gpt", layout="text", config=dict(
         num_layers=LAYERS, d_model=WIDTH, num_heads=HEADS, mlp_dim=4 * WIDTH,
         vocab_size=VOCAB, max_position_embeddings=SEQ)),
-    "clip-small": dict(task="contrastive", model="clip", layout="image_text", config=None),
+    "clip-small": dict(task="contrastive", model="clip", layout="image_text", config=dict(
+        text=dict(num_layers=LAYERS, d_model=WIDTH, num_heads=HEADS, mlp_dim=4 * WIDTH,
+                  vocab_size=VOCAB, max_position_embeddings=SEQ),
+        vision=dict(num_layers=LAYERS, d_model=WIDTH, num_heads=HEADS, mlp_dim=4 * WIDTH,
+                    image_size=IMAGE, patch_size=8),
+        projection_dim=WIDTH)),
     "bert-small-mlm": dict(task="mlm", model="bert_mlm", layout="text", config=dict(
         num_layers=LAYERS, d_model=WIDTH, num_heads=HEADS, mlp_dim=4 * WIDTH,
         vocab_size=VOCAB, max_position_embeddings=SEQ)),
@@ -120,6 +125,14 @@ def hf_case(name: str, repeats: int) -> float | None:
             num_hidden_layers=LAYERS, hidden_size=WIDTH, num_attention_heads=HEADS,
             intermediate_size=4 * WIDTH, vocab_size=VOCAB, max_position_embeddings=SEQ))
         inputs = dict(input_ids=ids, labels=ids)
+    elif name.startswith("clip"):
+        block = dict(num_hidden_layers=LAYERS, hidden_size=WIDTH, num_attention_heads=HEADS,
+                     intermediate_size=4 * WIDTH)
+        model = tf.CLIPModel(tf.CLIPConfig(
+            text_config=dict(block, vocab_size=VOCAB, max_position_embeddings=SEQ),
+            vision_config=dict(block, image_size=IMAGE, patch_size=8), projection_dim=WIDTH))
+        inputs = dict(input_ids=ids, pixel_values=torch.randn(BATCH, 3, IMAGE, IMAGE),
+                      return_loss=True)
     elif name.startswith("vit"):
         model = tf.ViTForImageClassification(tf.ViTConfig(
             num_hidden_layers=LAYERS, hidden_size=WIDTH, num_attention_heads=HEADS,
@@ -170,7 +183,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--json", default=None)
+    p.add_argument("--models", default=",".join(CASES),
+                   help=f"comma-separated subset of {', '.join(CASES)}")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.models.split(",")) - set(CASES))
+    if unknown:
+        p.error(f"unknown --models {unknown}; choose from {', '.join(CASES)}")
     peak = measure_matmul_peak(1024)
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; measured f32 matmul "
           f"peak {peak / 1e9:.1f} GFLOP/s; batch {BATCH}, seq {SEQ}, width {WIDTH}, "
@@ -178,6 +196,8 @@ def main(argv=None) -> int:
     rows, ckpt = [], None
     print(f"{'model':<16} {'jaxmm ms':>9} {'HF torch ms':>12} {'ratio':>6} {'MFU':>6}")
     for name, case in CASES.items():
+        if name not in args.models.split(","):
+            continue
         if case["model"] not in registry.available():
             print(f"{name:<16} skipped: model {case['model']!r} is not registered yet")
             continue
