@@ -21,6 +21,7 @@ from jaxmm.convert.layers import norm_from_hf, norm_to_hf
 from jaxmm.convert.params import (
     activation_from_hf,
     activation_to_hf,
+    causal_lm_params,
     find_prefix,
     stack_layout,
     to_numpy_tree,
@@ -209,25 +210,8 @@ def load(hf_config: dict, store: TensorStore, *, with_head: bool | None = None,
     archs = hf_config.get("architectures") or []
     if with_head is None:
         with_head = prefix == "transformer." or any("LMHead" in a for a in archs)
-    params = params_from_hf(store, cfg, prefix)
-    if with_head:
-        head = store.take_optional("lm_head.weight")
-        embedding = params["token_embedding"]["embedding"]
-        if cfg.tie_word_embeddings:
-            if head is not None and not np.array_equal(head, embedding):
-                raise ConversionError(
-                    f"{store.source}: lm_head.weight differs from wte.weight although "
-                    "tie_word_embeddings is true; set tie_word_embeddings=false in config.json."
-                )
-            params = {"model": params}
-        elif head is None:
-            raise ConversionError(
-                f"{store.source}: tie_word_embeddings is false but lm_head.weight is missing."
-            )
-        else:
-            params = {"model": params, "lm_head": {"kernel": np.ascontiguousarray(head.T)}}
-    elif "lm_head.weight" in store:
-        store.ignore("lm_head.weight")
+    params = causal_lm_params(store, params_from_hf(store, cfg, prefix), with_head=with_head,
+                              tied=cfg.tie_word_embeddings, embedding_name="wte.weight")
     store.finish()
     return (GPTLMHeadModel(cfg) if with_head else GPTModel(cfg)), params
 

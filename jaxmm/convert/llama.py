@@ -33,6 +33,7 @@ from jaxmm.convert.layers import (
 from jaxmm.convert.params import (
     activation_from_hf,
     activation_to_hf,
+    causal_lm_params,
     find_prefix,
     stack_layout,
     to_numpy_tree,
@@ -236,19 +237,9 @@ def load(hf_config: dict, store: TensorStore, *, with_head: bool | None = None,
     if with_head is None:
         with_head = prefix == "model." or any("CausalLM" in a for a in archs)
     hf_biases = (hf_config.get("attention_bias", False), hf_config.get("mlp_bias", False))
-    params = params_from_hf(store, cfg, prefix, hf_biases)
-    if with_head:
-        head = store.take_optional("lm_head.weight")
-        if cfg.tie_word_embeddings:
-            params = {"model": params}
-        elif head is None:
-            raise ConversionError(
-                f"{store.source}: tie_word_embeddings is false but lm_head.weight is missing."
-            )
-        else:
-            params = {"model": params, "lm_head": {"kernel": np.ascontiguousarray(head.T)}}
-    elif "lm_head.weight" in store:
-        store.ignore("lm_head.weight")
+    params = causal_lm_params(store, params_from_hf(store, cfg, prefix, hf_biases),
+                              with_head=with_head, tied=cfg.tie_word_embeddings,
+                              embedding_name=f"{prefix}embed_tokens.weight")
     store.finish()
     return (GPTLMHeadModel(cfg) if with_head else GPTModel(cfg)), params
 

@@ -19,6 +19,7 @@ from jaxmm.layers.mlp import ACTIVATIONS
 __all__ = [
     "activation_from_hf",
     "activation_to_hf",
+    "causal_lm_params",
     "find_prefix",
     "stack_layout",
     "to_numpy_tree",
@@ -79,3 +80,29 @@ def find_prefix(store: TensorStore, anchor: str, candidates: Iterable[str]) -> s
         f"{store.source}: cannot find {tried} among the checkpoint's tensors (first keys: "
         f"{sample}). Is this the right model_type, or does it need a prefix?"
     )
+
+
+def causal_lm_params(store: TensorStore, params: dict, *, with_head: bool, tied: bool,
+                     embedding_name: str) -> dict:
+    """Decoder params -> ``GPTLMHeadModel`` params (``model`` + ``lm_head`` when untied).
+
+    Takes ``lm_head.weight`` from ``store`` when ``with_head``: with tied
+    embeddings it may be absent, and must then equal the token embedding when
+    present; untied, it is required. Without a head a stored
+    ``lm_head.weight`` is consumed unused (a bare decoder from an LM file).
+    """
+    if not with_head:
+        if "lm_head.weight" in store:
+            store.ignore("lm_head.weight")
+        return params
+    head = store.take_optional("lm_head.weight")
+    if tied:
+        if head is not None and not np.array_equal(head, params["token_embedding"]["embedding"]):
+            raise ConversionError(
+                f"{store.source}: lm_head.weight differs from {embedding_name} although "
+                "tie_word_embeddings is true; set tie_word_embeddings=false in config.json.")
+        return {"model": params}
+    if head is None:
+        raise ConversionError(
+            f"{store.source}: tie_word_embeddings is false but lm_head.weight is missing.")
+    return {"model": params, "lm_head": {"kernel": np.ascontiguousarray(head.T)}}

@@ -311,3 +311,29 @@ def test_llama_rope_scaling_parity_and_export(tmp_path, rng, rope):
     again = transformers.LlamaForCausalLM.from_pretrained(out).eval()
     assert _maxdiff(ours, _hf_outputs(again, ids, mask, positions).logits, valid) < ATOL
     assert from_hf(out).config == conv.config
+
+
+def test_lm_head_tying_rules():
+    """Tied: lm_head.weight may be absent or equal to the embedding, never different.
+    Untied: it is required and becomes the transposed head kernel."""
+    from jaxmm.convert.io import ConversionError, TensorStore
+    from jaxmm.convert.params import causal_lm_params
+
+    emb = np.arange(12, dtype=np.float32).reshape(4, 3)
+    params = {"token_embedding": {"embedding": emb}}
+    kw = dict(with_head=True, embedding_name="wte.weight")
+    assert causal_lm_params(TensorStore({}), params, tied=True, **kw) == {"model": params}
+    same = TensorStore({"lm_head.weight": emb.copy()})
+    assert causal_lm_params(same, params, tied=True, **kw) == {"model": params}
+    with pytest.raises(ConversionError, match="differs from wte.weight.*tie_word_embeddings"):
+        causal_lm_params(TensorStore({"lm_head.weight": emb + 1}), params, tied=True, **kw)
+    with pytest.raises(ConversionError, match="lm_head.weight is missing"):
+        causal_lm_params(TensorStore({}), params, tied=False, **kw)
+    head = np.ones((4, 3), np.float32) * np.arange(4)[:, None]
+    out = causal_lm_params(TensorStore({"lm_head.weight": head}), params, tied=False, **kw)
+    np.testing.assert_array_equal(out["lm_head"]["kernel"], head.T)
+    # A bare decoder from an LM file: the head tensor is consumed, params unchanged.
+    store = TensorStore({"lm_head.weight": head})
+    assert causal_lm_params(store, params, tied=False, with_head=False,
+                            embedding_name="wte.weight") is params
+    store.finish()  # nothing left unused
