@@ -219,13 +219,28 @@ def generate_captions(model, params, images: np.ndarray, tok, *, batch_size: int
     return out
 
 
-def evaluate_captioner(model, params, examples, tok, sequences) -> tuple[dict, dict]:
-    """Caption metrics of the generated captions and of a constant-caption baseline."""
+def _caption_metrics(hyps: dict, refs: dict) -> dict[str, float]:
+    """pycocoevalcap scores; without Java (PTB tokenizer, METEOR) BLEU/ROUGE-L/CIDEr
+    on whitespace tokens, so a machine without Java still gets its results."""
+    import shutil
+
     from jaxmm.evaluate import caption_metrics
 
+    if shutil.which("java"):
+        return caption_metrics(hyps, refs)
+    return caption_metrics(hyps, refs, metrics=("bleu", "rouge", "cider"), tokenize=False)
+
+
+def evaluate_captioner(model, params, examples, tok, sequences) -> tuple[dict, dict]:
+    """Caption metrics of the generated captions and of a constant-caption baseline."""
+    import shutil
+
+    if not shutil.which("java"):
+        _log("java not found: caption metrics without PTB tokenisation and METEOR "
+             "(install a JRE, e.g. openjdk-17-jre-headless, for the standard protocol)")
     refs = {e["image_id"]: e["captions"] for e in examples}
     hyps = {e["image_id"]: tok.decode(s) for e, s in zip(examples, sequences)}
-    scores = caption_metrics(hyps, refs)
+    scores = _caption_metrics(hyps, refs)
     return scores, hyps
 
 
@@ -233,14 +248,12 @@ def caption_baselines(train_captions: Sequence[str], examples) -> dict[str, dict
     """Two trivial captioners: every image gets the most frequent training caption
     ("constant"), or the first caption of a *different* test image ("random",
     the chance level of an image-blind captioner)."""
-    from jaxmm.evaluate import caption_metrics
-
     common = Counter(train_captions).most_common(1)[0][0]
     refs = {e["image_id"]: e["captions"] for e in examples}
     shifted = {e["image_id"]: examples[(i + 1) % len(examples)]["captions"][0]
                for i, e in enumerate(examples)}
-    return {"constant": dict(caption_metrics({k: common for k in refs}, refs), caption=common),
-            "random": caption_metrics(shifted, refs)}
+    return {"constant": dict(_caption_metrics({k: common for k in refs}, refs), caption=common),
+            "random": _caption_metrics(shifted, refs)}
 
 
 def evaluate_vqa(model, params, batches, examples) -> dict[str, Any]:
@@ -349,7 +362,7 @@ def _table(results: dict) -> str:
     rows.append(("CLIP", "zero-shot shape", f"{c['zero_shot_accuracy']:.1f}%",
                  f"{b['zero_shot_chance']:.1f}%", "chance"))
     cap, cb = results["captioner"], b["captioning"]
-    for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L"):
+    for k in (k for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L") if k in cap):
         rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['random'][k]:.3f}",
                      "caption of another image"))
         rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['constant'][k]:.3f}",
