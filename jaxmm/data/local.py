@@ -18,6 +18,7 @@ metadata and the returned summary) or fail the build (``on_corrupt="fail"``).
 
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import io
@@ -118,11 +119,13 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
         self.skipped: dict[str, list[str]] = collections.defaultdict(list)
 
+    @abc.abstractmethod
     def _features(self) -> dict:
-        raise NotImplementedError
+        """The tfds feature specs of one example."""
 
+    @abc.abstractmethod
     def _records(self, split: str, spec: Mapping[str, str]) -> Iterator[tuple[Any, dict]]:
-        raise NotImplementedError
+        """``(key, example)`` pairs of ``split`` from its ``spec`` paths."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,

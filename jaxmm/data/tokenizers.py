@@ -26,6 +26,7 @@ truncates to ``model_max_length`` from ``tokenizer_config.json``, padding is
 
 from __future__ import annotations
 
+import abc
 import argparse
 import json
 import os
@@ -67,7 +68,7 @@ class TokenizerError(ValueError):
 # ---------------------------------------------------------------------------
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Common tokenizer interface (backends: :class:`HFTokenizer`, :class:`SentencePieceTokenizer`).
 
     Attributes:
@@ -94,30 +95,34 @@ class Tokenizer:
 
     # -- backend hooks ---------------------------------------------------
     @property
+    @abc.abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must define vocab_size().")
+        """Number of ids in the vocabulary."""
 
+    @abc.abstractmethod
     def token_to_id(self, token: str) -> int | None:
-        raise NotImplementedError(f"{type(self).__name__} must define token_to_id().")
+        """The id of ``token``, or None if it is not in the vocabulary."""
 
+    @abc.abstractmethod
     def id_to_token(self, index: int) -> str | None:
-        raise NotImplementedError(f"{type(self).__name__} must define id_to_token().")
+        """The token of ``index``, or None if out of range."""
 
+    @abc.abstractmethod
     def tokenize(self, text: str) -> list[str]:
         """Sub-word pieces of ``text`` (no special tokens)."""
-        raise NotImplementedError(f"{type(self).__name__} must define tokenize().")
 
+    @abc.abstractmethod
     def _encode_rows(self, texts: list[str], pairs: list[str] | None, max_length: int | None,
                      add_special_tokens: bool) -> list[tuple[list[int], list[int], list[int]]]:
         """Per text: (ids, type_ids, special_tokens_mask), truncated to max_length."""
-        raise NotImplementedError(f"{type(self).__name__} must define _encode_rows().")
 
+    @abc.abstractmethod
     def _decode_rows(self, rows: list[list[int]], skip_special_tokens: bool) -> list[str]:
-        raise NotImplementedError(f"{type(self).__name__} must define _decode_rows().")
+        """Texts of the id rows."""
 
+    @abc.abstractmethod
     def save(self, directory: str) -> str:
         """Writes the tokenizer files + ``tokenizer_config.json``; returns ``directory``."""
-        raise NotImplementedError(f"{type(self).__name__} must define save().")
 
     # -- special ids -----------------------------------------------------
     def _special_id(self, role: str) -> int | None:
