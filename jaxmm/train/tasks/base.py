@@ -43,6 +43,7 @@ short last batch); :func:`example_weights` returns it (ones when absent).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -204,7 +205,7 @@ def softmax_xent(logits: Array, labels: Array, *, weights: Array | None = None,
     return nll, (correct * valid).sum(), valid.sum()
 
 
-class Task:
+class Task(abc.ABC):
     """Base class: model + batch layout + loss + metrics (see the module docstring).
 
     Attributes set by subclasses:
@@ -302,10 +303,10 @@ class Task:
             return out, dict(extra)
         return out, None
 
+    @abc.abstractmethod
     def loss(self, variables: Any, batch: Mapping[str, Array], *, train: bool,
              rng: Array, constants: Any = None) -> LossOutput:
         """Loss sums and metrics for one (micro-)batch; see the module docstring."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss().")
 
     # -- reporting ---------------------------------------------------------
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
