@@ -37,6 +37,9 @@ def retrieval_recall(
 
     Returns:
       ``{"i2t_R@1": ..., "t2i_R@1": ..., ..., "mean_recall": ...}``.
+
+    Ties favour the query: an item's rank is the number of strictly higher
+    scores, so a correct item tied with others counts as ranked first among them.
     """
     sim = np.asarray(similarity, np.float64)
     img = np.asarray(image_ids)
