@@ -37,8 +37,13 @@ import ml_collections
 
 from jaxmm.config import ConfigError, nearest
 from jaxmm.data import scenes as scenes_lib
+from jaxmm.registry import Registry
 
-__all__ = ["CATALOG", "data_config", "names"]
+__all__ = ["PRESETS", "data_config", "names"]
+
+# Dataset presets by name: each returns a data config (``jaxmm.data.make_iterator``).
+PRESETS: Registry[Callable[..., ml_collections.ConfigDict]] = Registry(
+    "dataset preset", config_key="data.name")
 
 _SCENES_TASKS = ("classification", "captioning", "retrieval", "vqa", "speech", "audio_text")
 _TFDS_HINT = ("tfds build {name} --data_dir {{data_dir}} --file_format array_record "
@@ -88,6 +93,7 @@ def _captions(image: str, captions_key: str, max_length: int, train: bool, task:
             "|keep('image', 'input_ids', 'attention_mask', 'image_id')")
 
 
+@PRESETS.register('scenes')
 def scenes(task: str = "captioning", size: str = "small", data_dir: str | None = None,
            image_size: int = 64, max_length: int = 24, audio_seconds: float = 3.0,
            **_: Any) -> ml_collections.ConfigDict:
@@ -129,6 +135,7 @@ def scenes(task: str = "captioning", size: str = "small", data_dir: str | None =
                 description=f"built-in scenes, {task}")
 
 
+@PRESETS.register('coco_captions')
 def coco_captions(task: str = "captioning", data_dir: str | None = None, image_size: int = 224,
                   max_length: int = 32, **_: Any) -> ml_collections.ConfigDict:
     """tfds ``coco_captions`` (Karpathy splits): captioning or retrieval."""
@@ -146,6 +153,7 @@ def coco_captions(task: str = "captioning", data_dir: str | None = None, image_s
     )
 
 
+@PRESETS.register('imagenet2012')
 def imagenet2012(data_dir: str | None = None, image_size: int = 224,
                  **_: Any) -> ml_collections.ConfigDict:
     keep = "|keep('image', 'label')"
@@ -169,6 +177,7 @@ _GLUE = {
 }
 
 
+@PRESETS.register('glue')
 def glue(task: str = "sst2", data_dir: str | None = None, max_length: int = 128,
          **_: Any) -> ml_collections.ConfigDict:
     """tfds ``glue/<task>``: sentence (pair) classification; stsb is regression."""
@@ -184,6 +193,7 @@ def glue(task: str = "sst2", data_dir: str | None = None, max_length: int = 128,
                 splits=splits, prepare=_TFDS_HINT.format(name=f"glue/{task}"))
 
 
+@PRESETS.register('squad')
 def squad(data_dir: str | None = None, max_length: int = 384,
           **_: Any) -> ml_collections.ConfigDict:
     """tfds ``squad`` (v1.1): extractive QA token spans."""
@@ -194,6 +204,7 @@ def squad(data_dir: str | None = None, max_length: int = 384,
                 prepare=_TFDS_HINT.format(name="squad"))
 
 
+@PRESETS.register('librispeech')
 def librispeech(data_dir: str | None = None, max_length: int = 128, audio_seconds: float = 16.0,
                 **_: Any) -> ml_collections.ConfigDict:
     """tfds ``librispeech``: 16 kHz speech and transcripts (lower-cased)."""
@@ -208,6 +219,7 @@ def librispeech(data_dir: str | None = None, max_length: int = 128, audio_second
                 "data build-audio --manifest manifest.jsonl --data-dir {data_dir}")
 
 
+@PRESETS.register('lm1b')
 def lm1b(data_dir: str | None = None, max_length: int = 128,
          **_: Any) -> ml_collections.ConfigDict:
     """tfds ``lm1b``: one-billion-word sentences for language modelling."""
@@ -219,19 +231,8 @@ def lm1b(data_dir: str | None = None, max_length: int = 128,
                 "build-text --input corpus.txt --data-dir {data_dir}")
 
 
-CATALOG: dict[str, Callable[..., ml_collections.ConfigDict]] = {
-    "scenes": scenes,
-    "coco_captions": coco_captions,
-    "imagenet2012": imagenet2012,
-    "glue": glue,
-    "squad": squad,
-    "librispeech": librispeech,
-    "lm1b": lm1b,
-}
-
-
 def names() -> list[str]:
-    return sorted(CATALOG) + [f"glue/{t}" for t in sorted(_GLUE)]
+    return PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
 
 
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
@@ -240,10 +241,10 @@ def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
     """
     base, _, sub = name.partition("/")
-    if base not in CATALOG:
+    if base not in PRESETS:
         close = nearest(name, names())
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"Unknown dataset {name!r}.{hint} Known: {', '.join(names())}.")
     if sub:
         kwargs = {"task": sub, **kwargs}
-    return CATALOG[base](**kwargs)
+    return PRESETS.get(base)(**kwargs)

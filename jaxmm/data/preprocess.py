@@ -22,52 +22,38 @@ Factories that declare a ``tokenizer`` keyword get the pipeline's tokenizer.
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from jaxmm.config import ConfigError, nearest
+from jaxmm.config import ConfigError
+from jaxmm.registry import Registry
 
-__all__ = ["Op", "build", "get", "parse", "register", "registered"]
+__all__ = ["OPS", "Op", "build", "get", "parse", "register", "registered"]
 
 Example = dict[str, tf.Tensor]
 Op = Callable[[Example, tf.Tensor], Example]
-_REGISTRY: dict[str, Callable[..., Op]] = {}
+# The op modules register themselves on import.
+OPS: Registry[Callable[..., Op]] = Registry(
+    "preprocessing op", loader=lambda: [importlib.import_module(f"jaxmm.data.{m}")
+                                        for m in ("ops_audio", "ops_image", "ops_text")])
 
 
 def register(name: str) -> Callable:
     """Decorator: registers an op factory under ``name``."""
-
-    def wrap(factory: Callable[..., Op]) -> Callable[..., Op]:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"Preprocessing op {name!r} is already registered.")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def _ensure_loaded() -> None:
-    # The op modules register themselves on import.
-    from jaxmm.data import ops_audio, ops_image, ops_text  # noqa: F401
+    return OPS.register(name)
 
 
 def registered() -> list[str]:
     """Names of all registered ops."""
-    _ensure_loaded()
-    return sorted(_REGISTRY)
+    return OPS.names()
 
 
 def get(name: str) -> Callable[..., Op]:
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        close = nearest(name, list(_REGISTRY))
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"Unknown preprocessing op {name!r}.{hint} "
-                          f"Known ops: {', '.join(sorted(_REGISTRY))}.")
-    return _REGISTRY[name]
+    return OPS.get(name)
 
 
 def _literal(node: ast.AST, text: str) -> Any:

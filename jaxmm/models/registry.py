@@ -13,12 +13,14 @@ and users build them by name with a size or a config::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxmm.config import ConfigBase, ConfigError, nearest
+from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.registry import Registry
 
-__all__ = ["ModelSpec", "available", "build", "get", "name_of", "register"]
+__all__ = ["MODELS", "ModelSpec", "available", "build", "get", "name_of", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,54 +31,41 @@ class ModelSpec:
     description: str = ""
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+# Importing the families registers them.
+MODELS: Registry[ModelSpec] = Registry(
+    "model", config_key="model.name", loader=lambda: importlib.import_module("jaxmm.models"))
 
 
 def register(name: str, config_cls: type[ConfigBase], description: str = "") -> Callable:
     """Class decorator registering a Flax module under ``name``."""
 
     def wrap(module_cls):
-        if name in _REGISTRY and _REGISTRY[name].module_cls is not module_cls:
-            raise ValueError(f"Model name {name!r} is already registered.")
-        _REGISTRY[name] = ModelSpec(name, config_cls, module_cls, description or
-                                    (module_cls.__doc__ or "").strip().split("\n")[0])
+        MODELS.register(name, ModelSpec(name, config_cls, module_cls, description or
+                                        (module_cls.__doc__ or "").strip().split("\n")[0]))
         return module_cls
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the families registers them.
-    import jaxmm.models  # noqa: F401
-
-
 def available() -> list[str]:
     """Registered model names."""
-    _ensure_loaded()
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get(name: str) -> ModelSpec:
     """The registry entry for ``name`` (clear error with suggestions if unknown)."""
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        close = nearest(name, list(_REGISTRY))
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ConfigError(
-            f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
-        )
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def name_of(model: Any) -> str:
     """The registered name of a model instance (or module class)."""
-    _ensure_loaded()
     cls = model if isinstance(model, type) else type(model)
-    names = [name for name, spec in _REGISTRY.items() if spec.module_cls is cls]
+    specs = dict(MODELS.items())
+    names = [name for name, spec in specs.items() if spec.module_cls is cls]
     # A class registered under several names (bert/roberta): the one whose config
     # class is the instance's.
     config_cls = type(getattr(model, "config", None))
-    exact = [n for n in names if _REGISTRY[n].config_cls is config_cls]
+    exact = [n for n in names if specs[n].config_cls is config_cls]
     if exact or names:
         return (exact or names)[0]
     raise ConfigError(

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -55,12 +56,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import losses
-from jaxmm.config import ConfigBase, ConfigError, nearest
+from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.registry import Registry
 
 Array = jax.Array
 Metrics = dict[str, tuple[Array, Array]]
 
 __all__ = [
+    "TASKS",
     "IGNORE_INDEX",
     "LossOutput",
     "NoOptions",
@@ -101,40 +104,26 @@ class NoOptions(ConfigBase):
     """A task without options."""
 
 
-_TASKS: dict[str, type[Task]] = {}
+# Importing the package registers the built-in tasks.
+TASKS: Registry[type[Task]] = Registry(
+    "task", config_key="task.name",
+    loader=lambda: importlib.import_module("jaxmm.train.tasks"))
 
 
 def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator adding a :class:`Task` subclass to the registry by ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a non-empty `name` to be registered.")
-    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
-        raise ValueError(f"Task name {cls.name!r} is already registered by "
-                         f"{_TASKS[cls.name].__module__}.{_TASKS[cls.name].__name__}.")
-    _TASKS[cls.name] = cls
-    return cls
-
-
-def _ensure_loaded() -> None:
-    import jaxmm.train.tasks  # noqa: F401  (importing the package registers the built-ins)
+    return TASKS.register(cls.name, cls)
 
 
 def available_tasks() -> list[str]:
-    _ensure_loaded()
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def get_task(name: str) -> type[Task]:
     """The task class registered as ``name`` (clear error naming close ones)."""
-    _ensure_loaded()
-    if name not in _TASKS:
-        close = nearest(name, list(_TASKS))
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ConfigError(
-            f"Unknown task {name!r} (config key task.name).{hint} "
-            f"Registered tasks: {', '.join(sorted(_TASKS))}."
-        )
-    return _TASKS[name]
+    return TASKS.get(name)
 
 
 def example_weights(batch: Mapping[str, Array]) -> Array:
