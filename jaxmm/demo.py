@@ -25,7 +25,6 @@ Re-running the command resumes unfinished training and reuses finished runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "run_demo"]
+__all__ = ["run_demo"]
 
 RUNS = ("clip", "captioner", "vqa")
 
@@ -463,22 +462,3 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     _log(f"done in {results['seconds'] / 60:.1f} min; results, samples.png, attention.png and "
          f"training_curves.png are in {workdir}")
     return results
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="jaxmm demo",
-        description="Build the built-in dataset, train CLIP, a captioner and a VQA model, "
-                    "evaluate them against baselines and draw samples.",
-    )
-    parser.add_argument("--workdir", required=True, help="output folder (created)")
-    parser.add_argument("--size", default="small", choices=("tiny", "small", "base"),
-                        help="built-in dataset size preset (default: small)")
-    parser.add_argument("--steps-scale", type=float, default=1.0,
-                        help="multiply every run's training steps (default: 1.0)")
-    parser.add_argument("--samples", type=int, default=8, help="images in samples.png")
-    args = parser.parse_args(argv)
-    if args.steps_scale <= 0:
-        parser.error("--steps-scale must be > 0")
-    run_demo(args.workdir, size=args.size, steps_scale=args.steps_scale, samples=args.samples)
-    return 0

@@ -76,6 +76,26 @@ def test_cli_help_lists_commands(capsys):
     assert "commands:" in out and "info" in out and "config" in out
 
 
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_is_a_module_of_the_cli_package(command, capsys):
+    """``jaxmm <command>`` is ``jaxmm.cli.<command>.main``; its --help works."""
+    import importlib
+
+    module = importlib.import_module(f"jaxmm.cli.{command}")
+    assert callable(module.main)
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    assert f"jaxmm {command}" in capsys.readouterr().out
+
+
+def test_unknown_command_names_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["trian"])
+    assert e.value.code == 2
+    assert "train" in capsys.readouterr().err
+
+
 def test_console_script_config_command(config_file):
     out = subprocess.run(
         [sys.executable, "-m", "jaxmm", "config", "--config", config_file,

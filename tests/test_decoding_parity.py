@@ -233,7 +233,7 @@ def test_cli_generate_matches_hf(gpt2_folder):
 
 
 def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
-    from jaxmm import decoding_cli
+    from jaxmm.cli import generate as decoding_cli
     from jaxmm.convert import save_converted
     from jaxmm.models import name_of
     from jaxmm.train import export_params
@@ -258,7 +258,7 @@ def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
 
 
 def test_cli_errors(gpt2_folder, tmp_path, capsys):
-    from jaxmm import decoding_cli
+    from jaxmm.cli import generate as decoding_cli
 
     assert decoding_cli.main([str(tmp_path), "--prompt", "w5"]) == 2
     assert "holds no tokenizer" in capsys.readouterr().err

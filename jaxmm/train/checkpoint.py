@@ -17,8 +17,9 @@ but is not. The latest ``keep`` steps are kept, plus the ``keep_best`` best by
 ``best_metric`` when set. Restoring onto a different mesh or device count is
 a matter of passing a target with the new shardings (Orbax reshards).
 
-:func:`export_params` writes the variables alone plus ``model.json`` (model
-name and config) for inference; :func:`load_exported` reads them back.
+:func:`export_params` (in :mod:`jaxmm.convert.folders`, re-exported here)
+writes the variables alone plus ``model.json`` (model name and config) for
+inference; :func:`load_exported` reads them back.
 """
 
 from __future__ import annotations
@@ -34,38 +35,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxmm.config import ConfigError
+from jaxmm.convert.folders import configure_orbax, export_params, load_exported
 from jaxmm.train.steps import TrainState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpointer", "export_params", "load_exported"]
-
-
-# Orbax splits each replicated shard among its replicas for parallel writes
-# ("replica-parallel"), which costs one small compiled slice per shard and
-# shape; below this many bytes per slice that overhead dominates, so smaller
-# arrays are written whole by one replica.
-MIN_REPLICA_PARALLEL_BYTES = 4 << 20
-_orbax_configured = False
-
-
-def _configure_orbax() -> None:
-    """Registers jaxmm's jax.Array handler options with Orbax (once per process)."""
-    global _orbax_configured
-    if _orbax_configured:
-        return
-    absl_log = logging.getLogger("absl")
-    level = absl_log.level
-    absl_log.setLevel(logging.ERROR)  # Orbax warns that it overrides the default handler
-    try:
-        ocp.type_handlers.register_type_handler(
-            jax.Array,
-            ocp.type_handlers.ArrayHandler(
-                min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_BYTES),
-            override=True)
-    finally:
-        absl_log.setLevel(level)
-    _orbax_configured = True
+__all__ = ["Checkpointer", "export_params", "load_exported"]  # the last two: convert.folders
 
 
 # ---------------------------------------------------------------------------
@@ -136,7 +111,7 @@ class Checkpointer:
             raise ConfigError(f"checkpoint.best_mode must be 'min' or 'max'; got {best_mode!r}.")
         if keep < 1:
             raise ConfigError(f"checkpoint.keep must be >= 1; got {keep}.")
-        _configure_orbax()
+        configure_orbax()
         pp = ocp.checkpoint_managers
         policies = [pp.LatestN(keep)]
         if best_metric:
@@ -208,49 +183,3 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
-
-
-# ---------------------------------------------------------------------------
-# Export for inference
-# ---------------------------------------------------------------------------
-
-
-def export_params(variables: Any, directory: str | os.PathLike, *, model_name: str,
-                  model_config: dict[str, Any], task: str | None = None) -> str:
-    """Writes ``variables`` alone (Orbax) and ``model.json`` to ``directory``."""
-    _configure_orbax()
-    directory = epath.Path(directory).absolute()
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(directory / "variables", variables, force=True)
-    ckpt.wait_until_finished()
-    if jax.process_index() == 0:
-        (directory / "model.json").write_text(json.dumps(
-            {"model": model_name, "config": model_config, "task": task}, indent=2))
-    return str(directory)
-
-
-def load_exported(directory: str | os.PathLike, *, shardings: Any = None) -> tuple[Any, Any]:
-    """``(model, variables)`` from an :func:`export_params` directory.
-
-    ``shardings``: optional tree of shardings for the variables; by default
-    they are restored onto the first local device.
-    """
-    from jaxmm.models import registry
-
-    directory = epath.Path(directory).absolute()
-    meta_path = directory / "model.json"
-    if not meta_path.exists() or not (directory / "variables").exists():
-        raise FileNotFoundError(
-            f"{directory} is not a jaxmm params export (needs model.json and variables/); "
-            "create one with jaxmm.train.export_params or a training run's workdir/export."
-        )
-    meta = json.loads(meta_path.read_text())
-    model = registry.build(meta["model"], meta["config"])
-    ckpt = ocp.StandardCheckpointer()
-    abstract = ckpt.metadata(directory / "variables").item_metadata.tree
-    if shardings is None:
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        shardings = jax.tree.map(lambda _: device, abstract)
-    target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
-                          abstract, shardings)
-    return model, ckpt.restore(directory / "variables", target)

@@ -253,7 +253,7 @@ def test_bad_folders_are_refused_with_a_fix(tmp_path):
 
 
 def test_jaxmm_folder_round_trip_keeps_family_and_pooler(tmp_path):
-    from jaxmm.convert.cli import main as convert_main
+    from jaxmm.cli.convert import main as convert_main
     from jaxmm.models import name_of
 
     assert name_of(tiny("bert")) == "bert" and name_of(tiny("roberta_mlm")) == "roberta_mlm"

@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from jaxmm.cli.convert import main  # noqa: E402
 from jaxmm.convert import ConversionError, from_hf, load_converted  # noqa: E402
-from jaxmm.convert.cli import main  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from jaxmm.data import cli, make_iterator
+from jaxmm.cli import data as cli
+from jaxmm.data import make_iterator
 from jaxmm.data.local import build_local, safe_path
 from jaxmm.data.sources import DataError
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxmm import losses
+from jaxmm.cli import tokenizer as tok_cli
 from jaxmm.data import tokenizers as T
 
 transformers = pytest.importorskip("transformers")
@@ -196,7 +197,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path, minilm_dir, corpus):
 
 def test_cli_train_encode_decode(tmp_path, corpus, capsys):
     out = str(tmp_path / "tok")
-    assert T.main(["train", "--kind", "wordpiece", "--files", corpus, "--vocab-size", "200",
+    assert tok_cli.main(["train", "--kind", "wordpiece", "--files", corpus, "--vocab-size", "200",
                    "--out", out]) == 0
     assert "vocab_size=" in capsys.readouterr().out
     proc = subprocess.run(
@@ -210,9 +211,10 @@ def test_cli_train_encode_decode(tmp_path, corpus, capsys):
                       padding=False)
     assert [r["input_ids"] for r in rows] == [w.tolist() for w in want["input_ids"]]
     assert rows[1]["tokens"][0] == "[CLS]" and len(rows[0]["input_ids"]) == 6
-    assert T.main(["decode", "--tokenizer", out] + [str(i) for i in rows[1]["input_ids"]]) == 0
+    ids = [str(i) for i in rows[1]["input_ids"]]
+    assert tok_cli.main(["decode", "--tokenizer", out] + ids) == 0
     assert capsys.readouterr().out.strip() == "lazy"  # "dog" fell to max_length=6
-    assert T.main(["info", "--tokenizer", out]) == 0
+    assert tok_cli.main(["info", "--tokenizer", out]) == 0
     assert json.loads(capsys.readouterr().out)["mask_token"] == "[MASK]"
-    assert T.main(["encode", "--tokenizer", str(tmp_path / "missing"), "x"]) == 2
+    assert tok_cli.main(["encode", "--tokenizer", str(tmp_path / "missing"), "x"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -16,11 +16,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-__all__ = ["load_model", "main"]
+__all__ = ["main"]
 
 
 def _early_stopping(text: str) -> bool | str:
@@ -64,35 +63,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_model(path: str) -> tuple[Any, Any]:
-    """``(model, params)`` from a HF folder, a jaxmm model folder, a params export
-    or a training workdir."""
-    from jaxmm.convert.native import MODEL_FILE
-
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"Model folder {path!r} does not exist.")
-    if os.path.exists(os.path.join(path, MODEL_FILE)):
-        from jaxmm.convert import load_converted
-
-        model, params, _ = load_converted(path)
-        return model, params
-    if os.path.exists(os.path.join(path, "config.json")):
-        from jaxmm.convert import from_hf
-
-        model, params, _ = from_hf(path)
-        return model, params
-    for folder in (path, os.path.join(path, "export")):
-        if os.path.exists(os.path.join(folder, "model.json")):
-            from jaxmm.train.checkpoint import load_exported
-
-            model, variables = load_exported(folder)
-            return model, variables["params"] if "params" in variables else variables
-    raise FileNotFoundError(
-        f"{path} is not a Hugging Face model folder (config.json + model.safetensors), a jaxmm "
-        f"model folder ({MODEL_FILE} + params.safetensors) or a jaxmm params export "
-        "(model.json + variables/, or a workdir with export/).")
-
-
 def _prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompt_file:
@@ -110,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tok_dir = args.tokenizer or args.model
         if not os.path.isdir(tok_dir):
             raise FileNotFoundError(f"Tokenizer folder {tok_dir!r} does not exist.")
+        from jaxmm.convert.folders import load_model
         from jaxmm.data.tokenizers import load as load_tokenizer
 
         tokenizer = load_tokenizer(tok_dir)
@@ -151,6 +122,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text.replace("\n", "\\n"))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -130,6 +130,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxmm data {args.command}: error: {e}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

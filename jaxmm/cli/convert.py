@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``jaxmm convert`` (returns the exit status)."""
     parser = argparse.ArgumentParser(
         prog="jaxmm convert", description="Convert between Hugging Face and jaxmm folders.",
-        epilog="See the jaxmm.convert.cli module docstring for the on-disk format.")
+        epilog="See the jaxmm.cli.convert module docstring for the on-disk format.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("from-hf", help="Hugging Face folder -> jaxmm model folder")
     p.add_argument("hf_dir")

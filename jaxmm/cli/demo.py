@@ -1,0 +1,30 @@
+"""``jaxmm demo --workdir DIR``: train and evaluate multimodal models on the built-in data.
+
+See :mod:`jaxmm.demo` for what it builds, trains, evaluates and draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jaxmm demo",
+        description="Build the built-in dataset, train CLIP, a captioner and a VQA model, "
+                    "evaluate them against baselines and draw samples.",
+    )
+    parser.add_argument("--workdir", required=True, help="output folder (created)")
+    parser.add_argument("--size", default="small", choices=("tiny", "small", "base"),
+                        help="built-in dataset size preset (default: small)")
+    parser.add_argument("--steps-scale", type=float, default=1.0,
+                        help="multiply every run's training steps (default: 1.0)")
+    parser.add_argument("--samples", type=int, default=8, help="images in samples.png")
+    args = parser.parse_args(argv)
+    if args.steps_scale <= 0:
+        parser.error("--steps-scale must be > 0")
+    from jaxmm.demo import run_demo
+
+    run_demo(args.workdir, size=args.size, steps_scale=args.steps_scale, samples=args.samples)
+    return 0
