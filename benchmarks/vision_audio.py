@@ -122,7 +122,7 @@ def bench_whisper_encoder(reps: int, tmp: str) -> dict:
 def bench_log_mel(reps: int) -> dict:
     import transformers
 
-    from jaxmm import audio
+    from jaxmm import audio_features as audio
 
     wave = np.random.default_rng(0).normal(size=(2, 16000 * 30)).astype(np.float32) * 0.1
     fe = transformers.WhisperFeatureExtractor()

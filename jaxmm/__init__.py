@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "audio",
+    "audio_features",
     "config",
     "convert",
     "data",

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmm.layers.norms import l2_normalize
+
 Array = jax.Array
 Reduction = Literal["mean", "sum", "none"]
 
@@ -124,11 +126,6 @@ def sequence_log_likelihood(
 # ---------------------------------------------------------------------------
 
 
-def _l2_normalize(x: Array, eps: float = 1e-12) -> Array:
-    x = x.astype(jnp.float32)
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
-
-
 def _check_pair(a: Array, b: Array, name: str) -> None:
     if a.ndim != 2 or b.ndim != 2 or a.shape != b.shape:
         raise ValueError(
@@ -172,8 +169,8 @@ def infonce_loss(
       scalar loss.
     """
     _check_pair(image_embeds, text_embeds, "infonce_loss")
-    img = _l2_normalize(image_embeds) if normalize else image_embeds.astype(jnp.float32)
-    txt = _l2_normalize(text_embeds) if normalize else text_embeds.astype(jnp.float32)
+    img = l2_normalize(image_embeds) if normalize else image_embeds.astype(jnp.float32)
+    txt = l2_normalize(text_embeds) if normalize else text_embeds.astype(jnp.float32)
     scale = jnp.exp(jnp.asarray(logit_scale, jnp.float32))
     if max_scale is not None:
         scale = jnp.minimum(scale, max_scale)
@@ -208,8 +205,8 @@ def sigmoid_contrastive_loss(
     global batch (see :func:`infonce_loss` for ``axis_name``).
     """
     _check_pair(image_embeds, text_embeds, "sigmoid_contrastive_loss")
-    img = _l2_normalize(image_embeds) if normalize else image_embeds.astype(jnp.float32)
-    txt = _l2_normalize(text_embeds) if normalize else text_embeds.astype(jnp.float32)
+    img = l2_normalize(image_embeds) if normalize else image_embeds.astype(jnp.float32)
+    txt = l2_normalize(text_embeds) if normalize else text_embeds.astype(jnp.float32)
     all_txt, offset = _gather(txt, axis_name)
     logits = jnp.exp(jnp.asarray(logit_scale, jnp.float32)) * img @ all_txt.T + logit_bias
     rows = offset + jnp.arange(img.shape[0])
@@ -243,7 +240,7 @@ def triplet_loss(
 
     def dist(x, y):  # pairwise (N, M)
         if distance == "cosine":
-            return 1.0 - _l2_normalize(x) @ _l2_normalize(y).T
+            return 1.0 - l2_normalize(x) @ l2_normalize(y).T
         if distance == "euclidean":
             sq = (jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2 * x @ y.T)
             return jnp.sqrt(jnp.maximum(sq, 1e-12))
@@ -374,7 +371,7 @@ def feature_matching_loss(
     if kind == "mse":
         per = jnp.mean(jnp.square(student - teacher), axis=-1)
     elif kind == "cosine":
-        per = 1.0 - jnp.sum(_l2_normalize(student) * _l2_normalize(teacher), axis=-1)
+        per = 1.0 - jnp.sum(l2_normalize(student) * l2_normalize(teacher), axis=-1)
     else:
         raise ValueError(f"Unknown kind {kind!r}; use 'mse' or 'cosine'.")
     weights = jnp.ones(per.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)

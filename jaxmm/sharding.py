@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_RULES",
     "MESH_AXES",
+    "REPLICATION_WARNING_BYTES",
+    "ReplicationWarning",
     "batch_sharding",
     "init_sharded",
     "logical_shardings",
@@ -138,10 +141,24 @@ def logical_to_spec(
     return nn.logical_to_mesh_axes(tuple(logical), rules)
 
 
-def _fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
-    """Drops mesh axes that do not divide the dimension they would shard."""
+# An array at least this large that cannot be split as its logical axes ask (a
+# mesh axis does not divide a dimension) is reported with a ReplicationWarning.
+REPLICATION_WARNING_BYTES = 4 << 20
+
+
+class ReplicationWarning(UserWarning):
+    """Arrays that the sharding rules would split are replicated instead."""
+
+
+def _fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh,
+              dropped: list[str] | None = None) -> PartitionSpec:
+    """Drops mesh axes that do not divide the dimension they would shard.
+
+    Each drop is described in ``dropped`` (when given) as ``"dim i (n) over
+    axes"``.
+    """
     out = []
-    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    for i, (dim, axes) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
         if axes is None:
             out.append(None)
             continue
@@ -152,8 +169,9 @@ def _fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> Partit
             if dim % (size * mesh.shape[name]) == 0:
                 kept.append(name)
                 size *= mesh.shape[name]
-        if len(kept) < len(names):
-            log.debug("Dimension %d not divisible by mesh axes %s; keeping %s", dim, names, kept)
+        if len(kept) < len(names) and dropped is not None:
+            lost = [f"{n}={mesh.shape[n]}" for n in names if n not in kept]
+            dropped.append(f"dim {i} ({dim}) is not divisible by {', '.join(lost)}")
         out.append(None if not kept else (kept[0] if len(kept) == 1 else tuple(kept)))
     return PartitionSpec(*out)
 
@@ -168,19 +186,45 @@ def logical_shardings(
     ``abstract_tree`` is what ``model.init`` (or ``jax.eval_shape`` of it)
     returns: leaves wrapped in ``nn.LogicallyPartitioned``. Unannotated leaves
     are replicated. A mesh axis that does not divide a dimension is dropped
-    for that dimension (the array is replicated along it) instead of failing.
+    for that dimension (the array is replicated along it) instead of failing;
+    arrays of :data:`REPLICATION_WARNING_BYTES` or more that lose an axis this
+    way are named in one :class:`ReplicationWarning`, since each device then
+    holds all of them.
     """
     specs = nn.get_partition_spec(abstract_tree)
     unboxed = nn.meta.unbox(abstract_tree)
+    replicated_arrays: list[tuple[str, int, str]] = []
 
-    def to_sharding(spec, leaf):
+    def to_sharding(path, spec, leaf):
         logical = tuple(spec) if spec is not None else ()
         mesh_spec = logical_to_spec(logical, rules) if logical else PartitionSpec()
-        return NamedSharding(mesh, _fit_spec(mesh_spec, tuple(np.shape(leaf)), mesh))
+        dropped: list[str] = []
+        shape = tuple(np.shape(leaf))
+        fitted = _fit_spec(mesh_spec, shape, mesh, dropped)
+        nbytes = math.prod(shape) * np.dtype(getattr(leaf, "dtype", np.float32)).itemsize
+        if dropped and nbytes >= REPLICATION_WARNING_BYTES:
+            name = "/".join(_tree_key_str(k) for k in path)
+            replicated_arrays.append((f"{name} {shape}", nbytes, "; ".join(dropped)))
+        return NamedSharding(mesh, fitted)
 
-    return jax.tree.map(
+    out = jax.tree_util.tree_map_with_path(
         to_sharding, specs, unboxed, is_leaf=lambda x: isinstance(x, PartitionSpec)
     )
+    if replicated_arrays:
+        _warn_replicated(replicated_arrays, mesh)
+    return out
+
+
+def _warn_replicated(arrays: list[tuple[str, int, str]], mesh: Mesh) -> None:
+    total = sum(n for _, n, _ in arrays)
+    lines = "; ".join(f"{name}: {why}" for name, _, why in arrays[:8])
+    more = f"; and {len(arrays) - 8} more" if len(arrays) > 8 else ""
+    warnings.warn(
+        f"{len(arrays)} array(s) ({total / 2**20:.1f} MiB in all) cannot be split over the "
+        f"mesh {dict(mesh.shape)} as their logical axes ask and are replicated on those axes "
+        f"instead: {lines}{more}. Pad the dimension to a multiple of the mesh axis size "
+        "(e.g. vocab_size), change the mesh shape, or map the logical axis to another mesh "
+        "axis in config.sharding_rules.", ReplicationWarning, stacklevel=3)
 
 
 def param_shardings(

@@ -87,7 +87,7 @@ def _audio_int16(path: str) -> np.ndarray:
     """Decoded audio, mono, resampled to 16 kHz, int16."""
     import soundfile as sf
 
-    from jaxmm.audio import resample
+    from jaxmm.audio_features import resample
 
     wave, rate = sf.read(path, dtype="float32", always_2d=True)
     wave = resample(wave.mean(axis=1), int(rate), SAMPLE_RATE)

@@ -1,9 +1,9 @@
 """Audio ops (TF, one example at a time): waveforms at 16 kHz, float32 in [-1, 1].
 
 Signal processing is not re-implemented here: ``resample`` and ``log_mel`` are
-thin ops over the project's audio front end (:mod:`jaxmm.audio`), so the math
+thin ops over the project's audio front end (:mod:`jaxmm.audio_features`), so the math
 lives in one place. Models can equally take ``audio`` and compute
-``input_features`` on device with :func:`jaxmm.audio.whisper_log_mel`, which is
+``input_features`` on device with :func:`jaxmm.audio_features.whisper_log_mel`, which is
 usually faster than running it per example on the host.
 """
 
@@ -21,7 +21,7 @@ from jaxmm.data.preprocess import register, require
 
 # The project's log-mel front end (module:function). A replacement must accept
 # ``(waveform float32 (N,), sample_rate=..., **kwargs)`` and return ``(n_mels, frames)``.
-DEFAULT_LOG_MEL = "jaxmm.audio:whisper_log_mel"
+DEFAULT_LOG_MEL = "jaxmm.audio_features:whisper_log_mel"
 
 
 @register("decode_audio")
@@ -61,8 +61,9 @@ def audio_to_float(key: str = "audio"):
 
 @register("resample")
 def resample(rate_in: int, rate_out: int = 16000, key: str = "audio"):
-    """Polyphase resampling from ``rate_in`` to ``rate_out`` (:func:`jaxmm.audio.resample`)."""
-    from jaxmm.audio import resample as resample_fn
+    """Polyphase resampling from ``rate_in`` to ``rate_out``
+    (:func:`jaxmm.audio_features.resample`)."""
+    from jaxmm.audio_features import resample as resample_fn
 
     def run(x):
         return resample_fn(x, rate_in, rate_out)

@@ -13,7 +13,7 @@ from jaxmm.layers.attention import (
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
 from jaxmm.layers.embeddings import Embed, PatchEmbed
 from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
-from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
+from jaxmm.layers.norms import LayerNorm, RMSNorm, l2_normalize, make_norm
 from jaxmm.layers.positions import (
     DecodePositions,
     LearnedPositionEmbedding,
@@ -63,6 +63,7 @@ __all__ = [
     "dot_product_attention",
     "get_activation",
     "key_padding_mask",
+    "l2_normalize",
     "make_norm",
     "padding_mask",
     "prefix_lm_mask",

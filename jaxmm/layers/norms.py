@@ -1,4 +1,4 @@
-"""Normalisation layers (LayerNorm, RMSNorm) with logical axis names."""
+"""Normalisation layers (LayerNorm, RMSNorm) with logical axis names, and L2 normalisation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["LayerNorm", "RMSNorm", "make_norm"]
+__all__ = ["LayerNorm", "RMSNorm", "l2_normalize", "make_norm"]
 
 
 class LayerNorm(nn.Module):
@@ -73,3 +73,9 @@ def make_norm(kind: str, epsilon: float, dtype: Any, param_dtype: Any, name: str
     if kind == "rmsnorm":
         return RMSNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
     raise ValueError(f"Unknown norm {kind!r}; use 'layernorm' or 'rmsnorm'.")
+
+
+def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
+    """``x / ||x||`` over the last axis, in float32 (``||x||**2`` floored at ``eps``)."""
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))

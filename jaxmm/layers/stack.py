@@ -4,12 +4,15 @@ With ``config.scan_layers`` the layer parameters are stacked along a leading
 ``layers`` axis (one compiled layer body, fast compiles for deep models);
 otherwise each layer has its own subtree ``layers_0``, ``layers_1``, ....
 :func:`stack_layer_params` / :func:`unstack_layer_params` convert between the
-two layouts. ``config.remat_policy`` wraps each layer in ``nn.remat``.
+two layouts. ``config.remat_policy`` wraps each layer in ``nn.remat``
+(:func:`remat_module`).
 Both paths run the same layer code and give the same numbers.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -22,7 +25,30 @@ from jaxmm.layers.norms import make_norm
 
 Array = jax.Array
 
-__all__ = ["StackOutput", "TransformerStack", "stack_layer_params", "unstack_layer_params"]
+__all__ = ["StackOutput", "TransformerStack", "remat_module", "stack_layer_params",
+           "unstack_layer_params"]
+
+
+def remat_module(module_cls: type[nn.Module], policy: str, static: Sequence[str]) -> type:
+    """``module_cls`` wrapped in ``nn.remat`` with the named ``policy``
+    (``"none"`` returns it unchanged).
+
+    ``static`` names the ``__call__`` arguments that are Python values (flags
+    such as ``deterministic``); ``nn.remat`` needs their positions, which are
+    read from the signature here, so adding an argument cannot silently shift
+    them. Callers pass those arguments positionally.
+    """
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"remat policy {policy!r} is not one of {', '.join(REMAT_POLICIES)}.")
+    if policy == "none":
+        return module_cls
+    names = list(inspect.signature(module_cls.__call__).parameters)  # "self" is position 0
+    missing = [n for n in static if n not in names]
+    if missing:
+        raise TypeError(f"{module_cls.__name__}.__call__ has no argument(s) {missing}; "
+                        f"its arguments are {names[1:]}.")
+    return nn.remat(module_cls, policy=REMAT_POLICIES[policy],
+                    static_argnums=tuple(names.index(n) for n in static))
 
 
 @flax.struct.dataclass
@@ -93,11 +119,9 @@ class TransformerStack(nn.Module):
             )
         x = x.astype(cfg.compute_dtype)
         x_in = x
-        layer_cls = _Layer
-        policy = REMAT_POLICIES[cfg.remat_policy]
-        if cfg.remat_policy != "none":
-            # Static args (self counts as 0): decode, deterministic, output flags.
-            layer_cls = nn.remat(layer_cls, policy=policy, static_argnums=(8, 9, 10, 11))
+        layer_cls = remat_module(_Layer, cfg.remat_policy, ("decode", "deterministic",
+                                                          "output_attentions",
+                                                          "output_hidden_states"))
         args = (mask, bias, positions, encoder_out, cross_mask, cross_bias,
                 decode, deterministic, output_attentions, output_hidden_states)
         if cfg.scan_layers:

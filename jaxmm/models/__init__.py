@@ -1,7 +1,7 @@
 """Model families. Importing this package registers every family by name."""
 
 from jaxmm.models import (
-    audio,  # noqa: F401
+    ast,  # noqa: F401
     bert,  # noqa: F401
     captioner,  # noqa: F401
     classifier,  # noqa: F401

@@ -41,9 +41,10 @@ from jaxmm.layers import (
     resize_position_grid,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.norms import l2_normalize
 from jaxmm.models.outputs import BaseModelOutput
 from jaxmm.models.registry import register
-from jaxmm.models.vit import _check_image
+from jaxmm.models.vit import image_patch_grid
 
 Array = jax.Array
 
@@ -287,12 +288,6 @@ class CLIPVisionModelOutput:
 # ---------------------------------------------------------------------------
 
 
-def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
-    """``x / ||x||`` over the last axis (in float32)."""
-    x = x.astype(jnp.float32)
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
-
-
 def eos_positions(input_ids: Array, eos_token_id: int | None) -> Array:
     """``(B,)`` index of the token CLIP pools, following Hugging Face:
 
@@ -380,7 +375,7 @@ class CLIPVisionTransformer(nn.Module):
         cfg = self.config
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         image = jnp.asarray(image)
-        gh, gw = _check_image(image, cfg, interpolate_pos_encoding, "CLIP vision")
+        gh, gw = image_patch_grid(image, cfg, interpolate_pos_encoding, "CLIP vision")
         b = image.shape[0]
         x = PatchEmbed(cfg.d_model, (cfg.patch_size, cfg.patch_size), use_bias=False,
                        dtype=dtype, param_dtype=pdtype, name="patch_embedding")(image)

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.layers.norms import l2_normalize
 from jaxmm.models import registry
-from jaxmm.models.clip import CLIPOutput, l2_normalize
+from jaxmm.models.clip import CLIPOutput
 
 Array = jax.Array
 

@@ -48,6 +48,7 @@ __all__ = [
     "ViTForImageClassification",
     "ViTModel",
     "decode_variant",
+    "image_patch_grid",
     "resize_position_embeddings",
 ]
 
@@ -170,7 +171,13 @@ class ViTConfig(ConfigBase):
         )
 
 
-def _check_image(image: Array, config: ViTConfig, interpolate: bool, what: str) -> tuple[int, int]:
+def image_patch_grid(image: Array, config: Any, interpolate: bool, what: str
+                     ) -> tuple[int, int]:
+    """The ``(rows, cols)`` patch grid of NHWC ``image`` for a ViT-style ``config``
+    (``num_channels``, ``patch_size``, ``image_hw``); raises a ValueError naming
+    the fix for a wrong layout, channel count or size (``what`` names the model).
+    ``interpolate``: other image sizes are allowed (position embeddings are
+    interpolated)."""
     if image.ndim != 4:
         raise ValueError(
             f"{what} expects images (batch, height, width, channels) NHWC; got shape "
@@ -214,7 +221,7 @@ class ViTEmbeddings(nn.Module):
         cfg = self.config
         dtype = DTYPES[cfg.dtype]
         pdtype = DTYPES[cfg.param_dtype]
-        gh, gw = _check_image(image, cfg, interpolate_pos_encoding, "ViT")
+        gh, gw = image_patch_grid(image, cfg, interpolate_pos_encoding, "ViT")
         x = PatchEmbed(cfg.d_model, (cfg.patch_size, cfg.patch_size), dtype=dtype,
                        param_dtype=pdtype, name="patch")(image)
         b = x.shape[0]

@@ -18,7 +18,7 @@ a bias added to every key shifts each query's logits by the same constant, so
 softmax is unchanged (and its gradient is zero). The importer fills it with
 zeros and the exporter drops it; both are exact.
 
-Features come from :func:`jaxmm.audio.whisper_log_mel` (16 kHz audio, the
+Features come from :func:`jaxmm.audio_features.whisper_log_mel` (16 kHz audio, the
 rate named by ``WhisperConfig.sample_rate``).
 """
 
@@ -212,7 +212,7 @@ class WhisperEncoder(nn.Module):
             raise ValueError(
                 f"Whisper expects input_features (batch, {cfg.num_mel_bins} mel bins, frames); "
                 f"got shape {tuple(input_features.shape)}. Compute them with "
-                f"jaxmm.audio.whisper_log_mel(audio, sample_rate={cfg.sample_rate}, "
+                f"jaxmm.audio_features.whisper_log_mel(audio, sample_rate={cfg.sample_rate}, "
                 f"n_mels={cfg.num_mel_bins})."
             )
         if input_features.shape[2] != cfg.num_frames:

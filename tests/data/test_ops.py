@@ -192,7 +192,7 @@ def test_log_mel_is_a_thin_op_over_a_named_function(rng):
 
 
 def test_log_mel_default_is_the_project_front_end(rng):
-    from jaxmm.audio import whisper_log_mel
+    from jaxmm.audio_features import whisper_log_mel
 
     wave = rng.normal(0, 0.1, 8000).astype(np.float32)
     out = run("log_mel(chunk_seconds=1.0)", audio=wave)["input_features"]

@@ -156,3 +156,38 @@ def test_non_divisible_dimension_falls_back_to_replication():
     abstract = {"w": nn.LogicallyPartitioned(jnp.zeros((6, 10)), ("embed", "vocab"))}
     s = sharding.logical_shardings(abstract, mesh)
     assert s["w"].spec == jax.P("fsdp", None)  # 10 % 4 != 0: vocab not split
+
+
+def test_remat_module_reads_static_positions_from_the_signature(monkeypatch):
+    """Static flags are named, so their positions follow the __call__ signature."""
+    from jaxmm.layers.blocks import DecoderLayer, EncoderLayer
+    from jaxmm.layers.stack import remat_module
+
+    assert remat_module(EncoderLayer, "none", ("deterministic",)) is EncoderLayer
+
+    class Probe(nn.Module):
+        @nn.compact
+        def __call__(self, x, scale, flag):
+            return x * scale if flag else x
+
+    seen = {}
+    original = nn.remat
+
+    def spy(cls, **kw):
+        seen.update(kw)
+        return original(cls, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(nn, "remat", spy)
+        remat_module(Probe, "full", ("flag",))
+        assert seen["static_argnums"] == (3,)  # self=0, x=1, scale=2, flag=3
+        remat_module(DecoderLayer, "dots", ("decode", "deterministic", "return_weights"))
+        assert seen["static_argnums"] == (8, 9, 10)
+    wrapped = remat_module(Probe, "full", ("flag",))
+    x = jnp.arange(3.0)
+    out = wrapped().apply({}, x, 2.0, True)
+    np.testing.assert_allclose(np.asarray(out), [0.0, 2.0, 4.0])
+    with pytest.raises(TypeError, match="no argument"):
+        remat_module(Probe, "full", ("deterministic",))
+    with pytest.raises(ValueError, match="remat policy 'sometimes'"):
+        remat_module(Probe, "sometimes", ("flag",))

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmm import audio
+from jaxmm import audio_features as audio
 from jaxmm.models import build
 
 

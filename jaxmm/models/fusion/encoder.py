@@ -41,7 +41,7 @@ from jaxmm.layers import (
     padding_mask,
     prefix_lm_mask,
 )
-from jaxmm.layers.blocks import REMAT_POLICIES
+from jaxmm.layers.stack import remat_module
 from jaxmm.models.fusion.combine import ModalityCombiner
 from jaxmm.models.fusion.config import FusionConfig
 
@@ -91,12 +91,6 @@ def check_modalities(
             f"{what}; the {what} has {sorted(given) or 'nothing'}. Provide it, or drop it from "
             f"the config's modalities {tuple(names)}."
         )
-
-
-def _maybe_remat(cls, policy_name: str, static_argnums: tuple[int, ...]):
-    if policy_name == "none":
-        return cls
-    return nn.remat(cls, policy=REMAT_POLICIES[policy_name], static_argnums=static_argnums)
 
 
 class FusionEncoder(nn.Module):
@@ -229,7 +223,8 @@ class FusionEncoder(nn.Module):
             (nb, cfg.d_model), tcfg.weights_dtype,
         )
         z = jnp.broadcast_to(bottleneck.astype(tcfg.compute_dtype), (batch, nb, cfg.d_model))
-        layer_cls = _maybe_remat(EncoderLayer, cfg.remat_policy, (5, 6))
+        layer_cls = remat_module(EncoderLayer, cfg.remat_policy,
+                                 ("deterministic", "return_weights"))
         per_layer = {m: [] for m in cfg.modalities}
         for layer in range(cfg.resolved_fusion_layer, cfg.num_layers):
             updates = []
@@ -253,7 +248,8 @@ class FusionEncoder(nn.Module):
     def _cross(self, seqs, masks, deterministic, output_attentions, attentions, cross_w):
         cfg = self.config
         tcfg = cfg.transformer_config(1, cross_attention=True)
-        layer_cls = _maybe_remat(DecoderLayer, cfg.remat_policy, (8, 9, 10))
+        layer_cls = remat_module(DecoderLayer, cfg.remat_policy,
+                                 ("decode", "deterministic", "return_weights"))
         streams = cfg.streams
         self_w = {s: [] for s in streams}
         xw = {s: [] for s in streams}

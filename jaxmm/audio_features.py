@@ -75,7 +75,7 @@ def check_sample_rate(sample_rate: int, expected: int, what: str = "This model")
         raise ValueError(
             f"{what} expects audio sampled at {expected} Hz, but got sample_rate="
             f"{sample_rate}. Resample the waveform first, e.g. "
-            f"jaxmm.audio.resample(audio, {sample_rate}, {expected}) (= scipy.signal."
+            f"jaxmm.audio_features.resample(audio, {sample_rate}, {expected}) (= scipy.signal."
             f"resample_poly(audio, {up}, {down}, axis=-1)) or librosa.resample(audio, "
             f"orig_sr={sample_rate}, target_sr={expected})."
         )

@@ -1,7 +1,7 @@
 """Audio Spectrogram Transformer (AST-style): log-mel patches -> ViT encoder.
 
 ``input_features`` ``(B, n_mels, frames)`` (the layout of
-:func:`jaxmm.audio.melspectrogram` / :func:`jaxmm.audio.whisper_log_mel`) are
+:func:`jaxmm.audio_features.melspectrogram` / :func:`jaxmm.audio_features.whisper_log_mel`) are
 treated as a one-channel image of height ``n_mels`` and width ``frames``, cut
 into non-overlapping ``patch_size`` squares and encoded by a
 :class:`~jaxmm.models.vit.ViTModel` (class token, learned 2-D positions,
@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.audio import check_sample_rate
+from jaxmm.audio_features import check_sample_rate
 from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import classifier_head
 from jaxmm.layers.blocks import DTYPES

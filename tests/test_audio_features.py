@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import transformers
 
-from jaxmm import audio
+from jaxmm import audio_features as audio
 
 
 def _signal(seconds=1.0, sr=16000, seed=0):
