@@ -13,7 +13,7 @@ from typing import Any
 from jaxmm.convert import ConversionError, Converter, TensorStore, register_converter
 from jaxmm.convert.hf_config import Fields, activation_to_hf, first_id, square
 from jaxmm.convert.layers import LayerNames, conv, dense, norm, qkvo, transformer_layer
-from jaxmm.convert.rules import Reshape, Rule, Table, export_params, import_params, stack
+from jaxmm.convert.rules import SCALAR, Rule, Table, export_params, import_params, stack
 from jaxmm.models.clip import (
     CLIPConfig,
     CLIPModel,
@@ -127,7 +127,7 @@ def clip_table(cfg: CLIPConfig) -> Table:
         vision_table(cfg.vision).under("vision_model.", "vision_model/"),
         dense("text_projection", "text_projection", bias=False),
         dense("visual_projection", "visual_projection", bias=False),
-        Rule("logit_scale", "logit_scale", Reshape((), ())))
+        Rule("logit_scale", "logit_scale", SCALAR))
 
 
 def _tower_table(cfg, tower: str, prefixed: bool, projected: bool) -> Table:

@@ -17,7 +17,7 @@ from jaxmm.convert.hf_config import TOKEN_IDS, Fields, activation_from_hf, activ
 from jaxmm.convert.io import ConversionError, TensorStore
 from jaxmm.convert.layers import norm
 from jaxmm.convert.params import CausalLMFormat, load_causal_lm, save_causal_lm
-from jaxmm.convert.rules import Chain, Heads, Rule, Split, Table, stack
+from jaxmm.convert.rules import Rule, Table, chain, heads, split, stack
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
 __all__ = [
@@ -83,18 +83,18 @@ def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
                 embd_pdrop=cfg.dropout_rate, scale_attn_weights=True)
 
 
-def _attention(hf: str, path: str, heads: int, cross: bool) -> list[Rule]:
+def _attention(hf: str, path: str, num_heads: int, cross: bool) -> list[Rule]:
     """``c_attn`` (query, key, value side by side; key, value for cross-attention,
     whose query is ``q_attn``) and ``c_proj``, all Conv1D ``(in, out)``."""
-    split = Heads(-1, heads)
+    per_head = heads(-1, num_heads)
     fused = ("key", "value") if cross else ("query", "key", "value")
     rules = [Rule(f"{hf}c_attn.{kind}", tuple(f"{path}/{n}/{leaf}" for n in fused),
-                  Chain(Split(len(fused)), split)) for kind, leaf in (("weight", "kernel"),
+                  chain(split(len(fused)), per_head)) for kind, leaf in (("weight", "kernel"),
                                                                       ("bias", "bias"))]
     if cross:
-        rules += [Rule(f"{hf}q_attn.weight", f"{path}/query/kernel", split),
-                  Rule(f"{hf}q_attn.bias", f"{path}/query/bias", split)]
-    return rules + [Rule(f"{hf}c_proj.weight", f"{path}/out/kernel", Heads(0, heads)),
+        rules += [Rule(f"{hf}q_attn.weight", f"{path}/query/kernel", per_head),
+                  Rule(f"{hf}q_attn.bias", f"{path}/query/bias", per_head)]
+    return rules + [Rule(f"{hf}c_proj.weight", f"{path}/out/kernel", heads(0, num_heads)),
                     Rule(f"{hf}c_proj.bias", f"{path}/out/bias")]
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from jaxmm.convert.rules import CONV, TRANSPOSE, Chain, Heads, Rule, Transform, Zeros
+from jaxmm.convert.rules import CONV, IDENTITY, TRANSPOSE, Rule, Transform, Zeros, chain, heads
 
 __all__ = [
     "LayerNames",
-    "attention",
     "conv",
     "dense",
     "norm",
@@ -34,13 +33,11 @@ __all__ = [
 ZeroBias = tuple[int, ...]
 
 
-def _bias(hf: str, path: str, bias: bool | ZeroBias, transform: Transform | None = None
+def _bias(hf: str, path: str, bias: bool | ZeroBias, transform: Transform = IDENTITY
           ) -> list[Rule]:
     if isinstance(bias, tuple):
         return [Zeros(f"{path}/bias", shape=bias)]
-    if not bias:
-        return []
-    return [Rule(f"{hf}.bias", f"{path}/bias", *(transform,) if transform else ())]
+    return [Rule(f"{hf}.bias", f"{path}/bias", transform)] if bias else []
 
 
 def dense(hf: str, path: str, bias: bool | ZeroBias = True) -> list[Rule]:
@@ -63,30 +60,20 @@ def qkvo(prefix: str, *names: str) -> dict[str, str]:
     return {role: prefix + name for role, name in zip(("query", "key", "value", "out"), names)}
 
 
-def attention(hf: Mapping[str, str], path: str, heads: int, kv_heads: int | None = None, *,
-              bias: bool = True, out_bias: bool | None = None,
-              zero_bias: Mapping[str, ZeroBias] | None = None) -> list[Rule]:
-    """Four Linear layers <-> a :class:`~jaxmm.layers.MultiHeadAttention` subtree.
-
-    Args:
-      hf: Hugging Face prefixes for ``query``, ``key``, ``value``, ``out``.
-      heads / kv_heads: query and key/value head counts.
-      bias: whether query/key/value carry biases; ``out_bias`` (default
-        ``bias``) for the output projection.
-      zero_bias: roles whose bias Hugging Face lacks and jaxmm has (Whisper's
-        key, a Llama file with only MLP biases), with the bias shape.
-    """
-    zero_bias = zero_bias or {}
-    rules: list[Rule] = []
-    for role in ("query", "key", "value"):
-        split = Heads(-1, heads if role == "query" else kv_heads or heads)
+def _attention(hf: Mapping[str, str], path: str, num_heads: int, kv_heads: int | None,
+               bias: bool, out_bias: bool, zero_bias: Mapping[str, ZeroBias]) -> list[Rule]:
+    """Four Linear layers (``hf``: role -> name) <-> a MultiHeadAttention subtree:
+    query/key/value kernels ``(E, H, D)``, biases ``(H, D)``; out kernel ``(H, D, E)``."""
+    rules = []
+    for role in ("query", "key", "value", "out"):
+        per_head = heads(0 if role == "out" else -1, num_heads if role in ("query", "out")
+                         else kv_heads or num_heads)
         rules.append(Rule(f"{hf[role]}.weight", f"{path}/{role}/kernel",
-                          Chain(TRANSPOSE, split)))
-        rules += _bias(hf[role], f"{path}/{role}", zero_bias.get(role, bias), split)
-    out = f"{path}/out"
-    rules.append(Rule(f"{hf['out']}.weight", f"{out}/kernel", Chain(TRANSPOSE, Heads(0, heads))))
-    return rules + _bias(hf["out"], out, zero_bias.get("out", bias if out_bias is None
-                                                         else out_bias))
+                          chain(TRANSPOSE, per_head)))
+        has_bias = zero_bias.get(f"{path}/{role}", out_bias if role == "out" else bias)
+        rules += _bias(hf[role], f"{path}/{role}", has_bias,
+                       IDENTITY if role == "out" else per_head)
+    return rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,21 +89,26 @@ class LayerNames:
     cross_attention: Mapping[str, str] | None = None
 
 
-def transformer_layer(names: LayerNames, heads: int, kv_heads: int | None = None, *,
+def transformer_layer(names: LayerNames, num_heads: int, kv_heads: int | None = None, *,
                       norm_bias: bool = True, bias: bool = True, out_bias: bool | None = None,
                       mlp_bias: bool | None = None,
                       zero_bias: Mapping[str, ZeroBias] | None = None) -> list[Rule]:
-    """Rules for one pre/post-norm transformer layer (paths relative to it).
+    """Rules for one transformer layer (paths relative to it).
 
-    ``zero_bias`` maps jaxmm module paths (``"self_attention/key"``,
-    ``"mlp/wo"``) to the shape of a bias Hugging Face lacks.
+    Args:
+      names: the family's tensor names for the layer's parts.
+      num_heads / kv_heads: query and key/value head counts.
+      norm_bias, bias, out_bias, mlp_bias: which parts have biases (norms;
+        query/key/value; attention output, default ``bias``; MLP, default ``bias``).
+      zero_bias: module paths (``"self_attention/key"``, ``"mlp/wo"``) whose bias
+        jaxmm has and Hugging Face lacks (Whisper's key, a Llama file with only
+        MLP biases), with the bias shape: imported as zeros, dropped on export.
     """
     zero_bias = zero_bias or {}
+    out_bias = bias if out_bias is None else out_bias
 
     def attn(hf: Mapping[str, str], path: str) -> list[Rule]:
-        zeros = {k.split("/")[1]: v for k, v in zero_bias.items() if k.startswith(path + "/")}
-        return attention(hf, path, heads, kv_heads, bias=bias, out_bias=out_bias,
-                         zero_bias=zeros)
+        return _attention(hf, path, num_heads, kv_heads, bias, out_bias, zero_bias)
 
     rules = [*norm(names.attention_norm, "attention_norm", norm_bias),
              *attn(names.self_attention, "self_attention"),

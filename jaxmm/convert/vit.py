@@ -12,7 +12,7 @@ from typing import Any
 from jaxmm.convert import ConversionError, Converter, TensorStore, register_converter
 from jaxmm.convert.hf_config import Fields, labels_to_hf, num_labels_from_hf, square
 from jaxmm.convert.layers import LayerNames, conv, dense, norm, qkvo, transformer_layer
-from jaxmm.convert.rules import DropAxis, Rule, Table, export_params, import_params, stack
+from jaxmm.convert.rules import Rule, Table, export_params, import_params, squeeze, stack
 from jaxmm.models.vit import ViTConfig, ViTForImageClassification, ViTModel
 
 __all__ = ["config_from_hf", "config_to_hf", "tensor_table"]
@@ -79,7 +79,7 @@ def tensor_table(cfg: ViTConfig) -> Table:
     return Table.of(
         conv("embeddings.patch_embeddings.projection", "embeddings/patch"),
         Rule("embeddings.cls_token", "embeddings/cls_token"),
-        Rule("embeddings.position_embeddings", "embeddings/position_embedding", DropAxis(0)),
+        Rule("embeddings.position_embeddings", "embeddings/position_embedding", squeeze(0)),
         stack("encoder.layer.{i}.", "encoder", cfg.num_layers, cfg.scan_layers,
               transformer_layer(_LAYER, cfg.num_heads, bias=cfg.qkv_bias, out_bias=True)),
         norm("layernorm", "encoder/final_norm"),
