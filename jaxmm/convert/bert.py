@@ -31,15 +31,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxmm.config import nearest
-from jaxmm.convert import Converter, register_converter
-from jaxmm.convert.hf_config import (
-    Fields,
-    activation_from_hf,
-    activation_to_hf,
-    first_id,
-    labels_to_hf,
-    num_labels_from_hf,
-)
+from jaxmm.convert import Converter, fields, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
 from jaxmm.convert.layers import LayerNames, dense, norm, qkvo, transformer_layer
 from jaxmm.convert.params import find_prefix
@@ -51,7 +43,6 @@ from jaxmm.convert.rules import (
     export_params,
     import_params,
     stack,
-    to_numpy_tree,
 )
 from jaxmm.models import bert as B
 
@@ -75,7 +66,7 @@ _PREFIX = {"bert": "Bert", "roberta": "Roberta"}
 # Head tensors of every layout, to skip when loading another head on purpose.
 _HEAD_TENSORS = r"^(cls|lm_head|classifier|qa_outputs)\."
 
-_FIELDS = Fields(
+_FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size"), ("max_position_embeddings", "max_position_embeddings", 512),
     ("type_vocab_size", "type_vocab_size", 2), ("num_layers", "num_hidden_layers"),
     ("d_model", "hidden_size"), ("num_heads", "num_attention_heads"),
@@ -86,12 +77,9 @@ _FIELDS = Fields(
     ("tie_word_embeddings", "tie_word_embeddings", True),
 )
 _LAYER = LayerNames(
-    attention_norm="attention.output.LayerNorm",
-    self_attention=dict(qkvo("attention.self.", "query", "key", "value"),
-                        out="attention.output.dense"),
-    mlp_norm="output.LayerNorm",
-    mlp={"wi": "intermediate.dense", "wo": "output.dense"},
-)
+    attention_norm="attention.output.LayerNorm", mlp_norm="output.LayerNorm",
+    self_attention=qkvo("attention.self.", "query", "key", "value", "dense", "attention.output."),
+    mlp={"wi": "intermediate.dense", "wo": "output.dense"})
 # The MLM head's dense, norm and own prefix (its bias and decoder Linear live under it).
 _MLM = {"bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
                  "cls.predictions."),
@@ -117,14 +105,15 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> B.BertConfig:
             "absolute positions (position_embedding_type='absolute')."
         )
     act = hf.get("hidden_act", "gelu")
-    activation_from_hf(act, "BERT config.json")  # validates; jaxmm keeps the HF name
+    fields.activation_from_hf(act, "BERT config.json")  # validates; jaxmm keeps the HF name
     cls = B.RobertaConfig if hf.get("model_type") == "roberta" else B.BertConfig
     values = _FIELDS.from_hf(hf)
     for key in ("dropout_rate", "attention_dropout_rate", "norm_eps"):
         values[key] = float(values[key])
     values.update(model_type=hf.get("model_type"), activation=act,
                   pad_token_id=hf.get("pad_token_id", cls.pad_token_id),
-                  eos_token_id=first_id(hf.get("eos_token_id")), num_labels=num_labels_from_hf(hf))
+                  eos_token_id=fields.first_id(hf.get("eos_token_id")),
+                  num_labels=fields.num_labels_from_hf(hf))
     values.update(overrides)
     return cls.from_dict(values)
 
@@ -135,10 +124,10 @@ def config_to_hf(cfg: B.BertConfig, architecture: str) -> dict[str, Any]:
     num_labels = 2 if architecture.endswith("ForQuestionAnswering") else cfg.num_labels
     return dict(
         _FIELDS.to_hf(cfg), architectures=[architecture], model_type=cfg.model_type,
-        hidden_act=activation_to_hf(cfg.activation), initializer_range=0.02,
+        hidden_act=fields.activation_to_hf(cfg.activation), initializer_range=0.02,
         pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id,
         position_embedding_type="absolute", is_decoder=False, add_cross_attention=False,
-        dtype="float32", **labels_to_hf(num_labels))
+        dtype="float32", **fields.labels_to_hf(num_labels))
 
 
 def _resolve_head(name: str, model_type: str) -> str:
@@ -283,7 +272,6 @@ def save(model: nn.Module, params: dict) -> tuple[dict, dict]:
             f"Hugging Face has no RoBERTa class for the {head!r} head; export the encoder "
             "(BertModel) or an MLM/classifier head instead."
         )
-    params = to_numpy_tree(params)
     pooler = "pooler" in (params if head == "base" else params["bert"])
     prefix = "" if head == "base" else f"{cfg.model_type}."
     tensors = export_params(Table.of(*_tables(cfg, head, prefix, pooler)), params)

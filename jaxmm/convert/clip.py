@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxmm.convert import ConversionError, Converter, TensorStore, register_converter
-from jaxmm.convert.hf_config import Fields, activation_to_hf, first_id, square
+from jaxmm.convert import ConversionError, Converter, TensorStore, fields, register_converter
 from jaxmm.convert.layers import LayerNames, conv, dense, norm, qkvo, transformer_layer
 from jaxmm.convert.rules import SCALAR, Rule, Table, export_params, import_params, stack
 from jaxmm.models.clip import (
@@ -34,33 +33,33 @@ __all__ = [
     "vision_table",
 ]
 
-_TOWER_FIELDS = Fields(
+_TOWER_FIELDS = fields.FieldMap(
     ("num_layers", "num_hidden_layers"), ("d_model", "hidden_size"),
     ("num_heads", "num_attention_heads"), ("mlp_dim", "intermediate_size"),
     ("activation", "hidden_act"), ("norm_eps", "layer_norm_eps"),
     ("attention_dropout_rate", "attention_dropout"), ("projection_dim", "projection_dim"))
-_TEXT_FIELDS = _TOWER_FIELDS + Fields(
+_TEXT_FIELDS = _TOWER_FIELDS + fields.FieldMap(
     ("vocab_size", "vocab_size"), ("max_position_embeddings", "max_position_embeddings"),
     ("pad_token_id", "pad_token_id"), ("bos_token_id", "bos_token_id"),
     ("eos_token_id", "eos_token_id"))
-_VISION_FIELDS = _TOWER_FIELDS + Fields(
+_VISION_FIELDS = _TOWER_FIELDS + fields.FieldMap(
     ("image_size", "image_size"), ("patch_size", "patch_size"), ("num_channels", "num_channels"))
 _LAYER = LayerNames(
-    attention_norm="layer_norm1", self_attention=qkvo("self_attn.", "q_proj", "k_proj",
-                                                      "v_proj", "out_proj"),
-    mlp_norm="layer_norm2", mlp={"wi": "mlp.fc1", "wo": "mlp.fc2"})
+    attention_norm="layer_norm1", mlp_norm="layer_norm2",
+    self_attention=qkvo("self_attn.", "q_proj", "k_proj", "v_proj", "out_proj"),
+    mlp={"wi": "mlp.fc1", "wo": "mlp.fc2"})
 # A tower inside a CLIPModel file, or a tower folder: (HF prefix, jaxmm path, projection).
 _TOWERS = {"text": ("text_model.", "text_model/", "text_projection"),
            "vision": ("vision_model.", "vision_model/", "visual_projection")}
 
 
-def _config(hf: dict, fields: Fields, cls, overrides: dict):
-    values = fields.from_hf(hf)
+def _config(hf: dict, field_map: fields.FieldMap, cls, overrides: dict):
+    values = field_map.from_hf(hf)
     if "eos_token_id" in values:
-        values["eos_token_id"] = first_id(values["eos_token_id"])
+        values["eos_token_id"] = fields.first_id(values["eos_token_id"])
     for key in ("image_size", "patch_size"):
         if key in values:
-            values[key] = square(values[key], key, "jaxmm CLIP")
+            values[key] = fields.square(values[key], key, "jaxmm CLIP")
     values["attention_dropout_rate"] = float(values.get("attention_dropout_rate", 0.0))
     values.update(overrides)
     return cls.from_dict(values)
@@ -86,9 +85,9 @@ def clip_config_from_hf(hf: dict, **overrides) -> CLIPConfig:
                       logit_scale_init_value=float(hf.get("logit_scale_init_value", 2.6592)))
 
 
-def _tower_to_hf(cfg, fields: Fields) -> dict:
-    out = fields.to_hf(cfg)
-    out["hidden_act"] = activation_to_hf(out["hidden_act"])
+def _tower_to_hf(cfg, field_map: fields.FieldMap) -> dict:
+    out = field_map.to_hf(cfg)
+    out["hidden_act"] = fields.activation_to_hf(out["hidden_act"])
     return out
 
 
@@ -178,8 +177,8 @@ def _save(model: Any, params: Any) -> tuple[dict, dict]:
                   logit_scale_init_value=cfg.logit_scale_init_value)
         return hf, export_params(clip_table(cfg), params)
     tower, projected = next(key for key, cls in _TOWER_MODELS.items() if type(model) is cls)
-    fields = _TEXT_FIELDS if tower == "text" else _VISION_FIELDS
-    hf = dict(_tower_to_hf(cfg, fields), model_type=f"clip_{tower}_model",
+    field_map = _TEXT_FIELDS if tower == "text" else _VISION_FIELDS
+    hf = dict(_tower_to_hf(cfg, field_map), model_type=f"clip_{tower}_model",
               architectures=[type(model).__name__])
     # Written as transformers 5 writes them (plain towers without the prefix).
     return hf, export_params(_tower_table(cfg, tower, projected, projected), params)

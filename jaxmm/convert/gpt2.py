@@ -12,33 +12,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxmm.convert import Converter, register_converter
-from jaxmm.convert.hf_config import TOKEN_IDS, Fields, activation_from_hf, activation_to_hf
+from jaxmm.convert import Converter, fields, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
 from jaxmm.convert.layers import norm
 from jaxmm.convert.params import CausalLMFormat, load_causal_lm, save_causal_lm
 from jaxmm.convert.rules import Rule, Table, chain, heads, split, stack
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
-__all__ = [
-    "config_from_hf",
-    "config_to_hf",
-    "gpt2_incompatibilities",
-    "load",
-    "save",
-    "tensor_table",
-]
+__all__ = ["FORMAT", "config_from_hf", "config_to_hf", "gpt2_incompatibilities", "load", "save",
+           "tensor_table"]
 
 FORMAT = CausalLMFormat(anchor="wte.weight", lm_prefix="transformer.", lm_marker="LMHead",
                         architectures=("GPT2LMHeadModel", "GPT2Model"))
 
-_FIELDS = Fields(
+_FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size", 50257), ("max_position_embeddings", "n_positions", 1024),
     ("num_layers", "n_layer", 12), ("d_model", "n_embd", 768), ("num_heads", "n_head", 12),
     ("norm_eps", "layer_norm_epsilon", 1e-5), ("tie_word_embeddings", "tie_word_embeddings", True),
     ("add_cross_attention", "add_cross_attention", False), ("dropout_rate", "resid_pdrop", 0.1),
     ("attention_dropout_rate", "attn_pdrop", 0.1),
-    ("initializer_range", "initializer_range", 0.02), *TOKEN_IDS,
+    ("initializer_range", "initializer_range", 0.02), *fields.TOKEN_IDS,
 )
 
 
@@ -52,7 +45,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
     values = _FIELDS.from_hf(hf)
     values.update(
         mlp_dim=hf.get("n_inner") or 4 * values["d_model"],
-        activation=activation_from_hf(hf.get("activation_function", "gelu_new"), where),
+        activation=fields.activation_from_hf(hf.get("activation_function", "gelu_new"), where),
         norm="layernorm", use_bias=True, position_embedding="learned")
     values.update(overrides)
     return GPTConfig.from_dict(values)
@@ -60,15 +53,8 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
 
 def gpt2_incompatibilities(cfg: GPTConfig) -> list[str]:
     """Settings of ``cfg`` that Hugging Face GPT-2 cannot represent (empty if none)."""
-    problems = []
-    if cfg.position_embedding != "learned":
-        problems.append(f"position_embedding={cfg.position_embedding!r} (GPT-2 needs 'learned')")
-    if cfg.norm != "layernorm":
-        problems.append(f"norm={cfg.norm!r} (GPT-2 needs 'layernorm')")
-    if not cfg.use_bias:
-        problems.append("use_bias=False (GPT-2 has biases)")
-    if cfg.gated_mlp:
-        problems.append("gated_mlp=True")
+    problems = fields.unsupported(cfg, "GPT-2", position_embedding="learned", norm="layernorm",
+                           use_bias=True, gated_mlp=False)
     if (cfg.num_kv_heads or cfg.num_heads) != cfg.num_heads:
         problems.append(f"num_kv_heads={cfg.num_kv_heads} (GPT-2 has no grouped-query attention)")
     if cfg.head_dim not in (None, cfg.d_model // cfg.num_heads):
@@ -79,7 +65,7 @@ def gpt2_incompatibilities(cfg: GPTConfig) -> list[str]:
 def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
     """:class:`GPTConfig` -> ``GPT2Config`` dict."""
     return dict(_FIELDS.to_hf(cfg), model_type="gpt2", n_inner=cfg.mlp_dim,
-                activation_function=activation_to_hf(cfg.activation),
+                activation_function=fields.activation_to_hf(cfg.activation),
                 embd_pdrop=cfg.dropout_rate, scale_attn_weights=True)
 
 

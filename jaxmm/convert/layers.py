@@ -8,9 +8,9 @@ jaxmm ``Dense`` kernel ``(in, out)``; attention projections are ``(E, H, D)``
 :func:`transformer_layer` takes a family's names for the parts of one
 :class:`~jaxmm.layers.EncoderLayer` / ``DecoderLayer``::
 
-    LayerNames(attention_norm="layernorm_before",
-               self_attention=qkvo("attention.attention.", "query", "key", "value"),
-               ...)
+    LayerNames(attention_norm="layer_norm1", mlp_norm="layer_norm2",
+               self_attention=qkvo("self_attn.", "q_proj", "k_proj", "v_proj", "out_proj"),
+               mlp={"wi": "mlp.fc1", "wo": "mlp.fc2"})
 """
 
 from __future__ import annotations
@@ -55,9 +55,13 @@ def conv(hf: str, path: str, bias: bool = True) -> list[Rule]:
     return [Rule(f"{hf}.weight", f"{path}/kernel", CONV), *_bias(hf, path, bias)]
 
 
-def qkvo(prefix: str, *names: str) -> dict[str, str]:
-    """``{"query": prefix + names[0], ...}`` for the four attention projections."""
-    return {role: prefix + name for role, name in zip(("query", "key", "value", "out"), names)}
+def qkvo(prefix: str, query: str, key: str, value: str, out: str,
+         out_prefix: str | None = None) -> dict[str, str]:
+    """The four attention projections' names: ``{"query": prefix + query, ...,
+    "out": (out_prefix or prefix) + out}``."""
+    out_prefix = prefix if out_prefix is None else out_prefix
+    return {"query": prefix + query, "key": prefix + key, "value": prefix + value,
+            "out": out_prefix + out}
 
 
 def _attention(hf: Mapping[str, str], path: str, num_heads: int, kv_heads: int | None,

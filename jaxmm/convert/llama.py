@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxmm.convert import Converter, register_converter
-from jaxmm.convert.hf_config import TOKEN_IDS, Fields, activation_from_hf, activation_to_hf
+from jaxmm.convert import Converter, fields, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
 from jaxmm.convert.layers import LayerNames, norm, qkvo, transformer_layer
 from jaxmm.convert.params import CausalLMFormat, load_causal_lm, save_causal_lm
@@ -27,14 +26,8 @@ from jaxmm.convert.rules import Rule, Table, stack
 from jaxmm.layers import RopeScaling
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
-__all__ = [
-    "config_from_hf",
-    "config_to_hf",
-    "llama_incompatibilities",
-    "load",
-    "save",
-    "tensor_table",
-]
+__all__ = ["FORMAT", "config_from_hf", "config_to_hf", "llama_incompatibilities", "load", "save",
+           "tensor_table"]
 
 FORMAT = CausalLMFormat(anchor="embed_tokens.weight", lm_prefix="model.", lm_marker="CausalLM",
                         architectures=("LlamaForCausalLM", "LlamaModel"))
@@ -80,13 +73,13 @@ def _rope_to_hf(cfg: GPTConfig) -> dict[str, Any]:
     return params
 
 
-_FIELDS = Fields(
+_FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size", 32000),
     ("max_position_embeddings", "max_position_embeddings", None),
     ("num_layers", "num_hidden_layers", 32), ("d_model", "hidden_size", 4096),
     ("num_heads", "num_attention_heads", 32), ("mlp_dim", "intermediate_size", 11008),
     ("norm_eps", "rms_norm_eps", 1e-6), ("tie_word_embeddings", "tie_word_embeddings", False),
-    ("initializer_range", "initializer_range", 0.02), *TOKEN_IDS,
+    ("initializer_range", "initializer_range", 0.02), *fields.TOKEN_IDS,
 )
 
 
@@ -99,7 +92,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
     values.update(
         num_kv_heads=hf.get("num_key_value_heads") or heads,
         head_dim=None if head_dim in (None, d // heads) else head_dim,
-        activation=activation_from_hf(hf.get("hidden_act", "silu"), where),
+        activation=fields.activation_from_hf(hf.get("hidden_act", "silu"), where),
         gated_mlp=True, norm="rmsnorm", position_embedding="rope",
         # One flag in jaxmm: a checkpoint with only one kind of bias gets zeros for the other.
         use_bias=bool(hf.get("attention_bias", False) or hf.get("mlp_bias", False)),
@@ -111,17 +104,10 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
 
 def llama_incompatibilities(cfg: GPTConfig) -> list[str]:
     """Settings of ``cfg`` that Hugging Face Llama cannot represent (empty if none)."""
-    problems = []
-    if cfg.position_embedding != "rope":
-        problems.append(f"position_embedding={cfg.position_embedding!r} (Llama needs 'rope')")
+    problems = fields.unsupported(cfg, "Llama", position_embedding="rope", norm="rmsnorm",
+                           gated_mlp=True, add_cross_attention=False)
     if cfg.rotary_dim not in (None, cfg.transformer.resolved_head_dim):
         problems.append(f"rotary_dim={cfg.rotary_dim} (Llama rotates the whole head)")
-    if cfg.norm != "rmsnorm":
-        problems.append(f"norm={cfg.norm!r} (Llama needs 'rmsnorm')")
-    if not cfg.gated_mlp:
-        problems.append("gated_mlp=False (Llama's MLP is gated)")
-    if cfg.add_cross_attention:
-        problems.append("add_cross_attention=True (Llama has no cross-attention)")
     return problems
 
 
@@ -130,7 +116,7 @@ def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
     return dict(
         _FIELDS.to_hf(cfg), model_type="llama", num_key_value_heads=cfg.num_kv_heads or
         cfg.num_heads, head_dim=cfg.transformer.resolved_head_dim,
-        hidden_act=activation_to_hf(cfg.activation),
+        hidden_act=fields.activation_to_hf(cfg.activation),
         max_position_embeddings=cfg.max_position_embeddings or _DEFAULT_CONTEXT,
         rope_theta=cfg.rope_theta, rope_parameters=_rope_to_hf(cfg),
         attention_bias=cfg.use_bias, mlp_bias=cfg.use_bias,
@@ -139,11 +125,9 @@ def config_to_hf(cfg: GPTConfig) -> dict[str, Any]:
 
 
 _LAYER = LayerNames(
-    attention_norm="input_layernorm",
+    attention_norm="input_layernorm", mlp_norm="post_attention_layernorm",
     self_attention=qkvo("self_attn.", "q_proj", "k_proj", "v_proj", "o_proj"),
-    mlp_norm="post_attention_layernorm",
-    mlp={"wi_0": "mlp.gate_proj", "wi_1": "mlp.up_proj", "wo": "mlp.down_proj"},
-)
+    mlp={"wi_0": "mlp.gate_proj", "wi_1": "mlp.up_proj", "wo": "mlp.down_proj"})
 
 
 def _zero_biases(cfg: GPTConfig, attention_bias: bool, mlp_bias: bool) -> dict:

@@ -13,15 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jaxmm.convert.io import ConversionError, TensorStore
-from jaxmm.convert.rules import (
-    TRANSPOSE,
-    Rule,
-    Table,
-    Tied,
-    export_params,
-    import_params,
-    to_numpy_tree,
-)
+from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, export_params, import_params
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
 __all__ = [
@@ -121,7 +113,6 @@ def load_causal_lm(fmt: CausalLMFormat, hf_config: dict, store: TensorStore, cfg
 def save_causal_lm(fmt: CausalLMFormat, model: Any, params: Any, table: Table
                    ) -> tuple[dict, str]:
     """(tensors, architecture) of a GPTLMHeadModel/GPTModel, from ``table`` (unprefixed)."""
-    params = to_numpy_tree(params)
     if isinstance(model, GPTLMHeadModel):
         head = lm_head_table(tied=model.config.tie_word_embeddings, embedding_name=fmt.anchor)
         return (export_params(table.under(fmt.lm_prefix, "model/") + head, params),

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxmm.convert import Converter, register_converter
-from jaxmm.convert.hf_config import Fields, activation_from_hf, activation_to_hf
+from jaxmm.convert import Converter, fields, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
 from jaxmm.convert.layers import LayerNames, norm, qkvo, transformer_layer
 from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, export_params, import_params, stack
@@ -27,7 +26,7 @@ __all__ = ["config_from_hf", "config_to_hf", "load", "save", "t5_incompatibiliti
            "tensor_table"]
 
 _MODELS = {"lm": T5ForConditionalGeneration, "model": T5Model, "encoder": T5EncoderModel}
-_FIELDS = Fields(
+_FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size", 32128), ("d_model", "d_model", 512),
     ("num_layers", "num_layers", 6), ("num_heads", "num_heads", 8), ("mlp_dim", "d_ff", 2048),
     ("norm_eps", "layer_norm_epsilon", 1e-6),
@@ -45,7 +44,7 @@ def _feed_forward(proj: str, where: str) -> tuple[str, bool]:
         raise ConversionError(f"{where}: feed_forward_proj {proj!r} is not 'ACT' or 'gated-ACT'.")
     gated = len(parts) == 2
     act = "gelu_new" if proj == "gated-gelu" else parts[-1]  # transformers' compatibility rule
-    return activation_from_hf(act, where), gated
+    return fields.activation_from_hf(act, where), gated
 
 
 def config_from_hf(hf: dict[str, Any], **overrides: Any) -> T5Config:
@@ -68,10 +67,9 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> T5Config:
 
 def t5_incompatibilities(cfg: Any) -> list[str]:
     """Settings that Hugging Face T5 cannot represent (empty if none)."""
-    wants = dict(position_embedding="relative", norm="rmsnorm", norm_position="pre",
-                 use_bias=False, attention_scale=1.0, scale_embeddings=False)
-    problems = [f"{k}={getattr(cfg, k)!r} (T5 needs {v!r})" for k, v in wants.items()
-                if getattr(cfg, k) != v]
+    problems = fields.unsupported(cfg, "T5", position_embedding="relative", norm="rmsnorm",
+                           norm_position="pre", use_bias=False, attention_scale=1.0,
+                           scale_embeddings=False)
     if cfg.gated_mlp and cfg.activation == "gelu":
         problems.append("gated exact 'gelu' (T5's gated-gelu is the tanh GELU, 'gelu_tanh')")
     return problems
@@ -82,7 +80,7 @@ def config_to_hf(cfg: T5Config) -> dict[str, Any]:
     if cfg.gated_mlp:
         proj = "gated-gelu" if cfg.activation == "gelu_tanh" else f"gated-{cfg.activation}"
     else:
-        proj = activation_to_hf(cfg.activation)
+        proj = fields.activation_to_hf(cfg.activation)
     return dict(
         _FIELDS.to_hf(cfg), model_type="t5", d_kv=cfg.transformer(decoder=False).resolved_head_dim,
         num_decoder_layers=cfg.num_decoder_layers or cfg.num_layers, feed_forward_proj=proj,
@@ -97,16 +95,13 @@ def _side(cfg: T5Config, side: str) -> Table:
     ``{side}/stack/layers_N/layer/...``, plus the relative-position table of block 0."""
     decoder = side == "decoder"
     ff = "2" if decoder else "1"  # the feed-forward sub-layer comes after cross-attention
-    t5 = qkvo("", "q", "k", "v", "o")
     names = LayerNames(
-        attention_norm="0.layer_norm", self_attention={k: f"0.SelfAttention.{v}"
-                                                       for k, v in t5.items()},
+        attention_norm="0.layer_norm", self_attention=qkvo("0.SelfAttention.", "q", "k", "v", "o"),
         mlp_norm=f"{ff}.layer_norm",
         mlp={n: f"{ff}.DenseReluDense.{n}" for n in (("wi_0", "wi_1", "wo") if cfg.gated_mlp
                                                       else ("wi", "wo"))},
         cross_attention_norm="1.layer_norm" if decoder else None,
-        cross_attention={k: f"1.EncDecAttention.{v}" for k, v in t5.items()} if decoder
-        else None)
+        cross_attention=qkvo("1.EncDecAttention.", "q", "k", "v", "o") if decoder else None)
     num_layers = (cfg.num_decoder_layers or cfg.num_layers) if decoder else cfg.num_layers
     return Table.of(
         Rule(f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",

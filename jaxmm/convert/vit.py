@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jaxmm.convert import ConversionError, Converter, TensorStore, register_converter
-from jaxmm.convert.hf_config import Fields, labels_to_hf, num_labels_from_hf, square
+from jaxmm.convert import ConversionError, Converter, TensorStore, fields, register_converter
 from jaxmm.convert.layers import LayerNames, conv, dense, norm, qkvo, transformer_layer
 from jaxmm.convert.rules import Rule, Table, export_params, import_params, squeeze, stack
 from jaxmm.models.vit import ViTConfig, ViTForImageClassification, ViTModel
 
 __all__ = ["config_from_hf", "config_to_hf", "tensor_table"]
 
-_FIELDS = Fields(
+_FIELDS = fields.FieldMap(
     ("num_channels", "num_channels", 3), ("num_layers", "num_hidden_layers"),
     ("d_model", "hidden_size"), ("num_heads", "num_attention_heads"),
     ("mlp_dim", "intermediate_size"), ("activation", "hidden_act", "gelu"),
@@ -26,12 +25,10 @@ _FIELDS = Fields(
     ("qkv_bias", "qkv_bias", True), ("pooler_act", "pooler_act", "tanh"),
 )
 _LAYER = LayerNames(
-    attention_norm="layernorm_before",
-    self_attention=dict(qkvo("attention.attention.", "query", "key", "value"),
-                        out="attention.output.dense"),
-    mlp_norm="layernorm_after",
-    mlp={"wi": "intermediate.dense", "wo": "output.dense"},
-)
+    attention_norm="layernorm_before", mlp_norm="layernorm_after",
+    self_attention=qkvo("attention.attention.", "query", "key", "value", "dense",
+                        "attention.output."),
+    mlp={"wi": "intermediate.dense", "wo": "output.dense"})
 
 
 def _size(value: Any) -> int | tuple[int, int]:
@@ -49,8 +46,8 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ViTConfig:
             "jaxmm ViT's pooler keeps the width."
         )
     values = dict(_FIELDS.from_hf(hf), image_size=_size(hf.get("image_size", 224)),
-                  patch_size=square(hf.get("patch_size", 16), "patch_size", "jaxmm ViT"),
-                  num_labels=num_labels_from_hf(hf))
+                  patch_size=fields.square(hf.get("patch_size", 16), "patch_size", "jaxmm ViT"),
+                  num_labels=fields.num_labels_from_hf(hf))
     values.update(overrides)
     return ViTConfig.from_dict(values)
 
@@ -66,7 +63,7 @@ def config_to_hf(cfg: ViTConfig, classifier: bool) -> dict[str, Any]:
         architectures=["ViTForImageClassification" if classifier else "ViTModel"],
         image_size=cfg.image_size if isinstance(cfg.image_size, int) else list(cfg.image_size),
         patch_size=cfg.patch_size, pooler_output_size=cfg.d_model,
-        **(labels_to_hf(cfg.num_labels) if classifier else {}),
+        **(fields.labels_to_hf(cfg.num_labels) if classifier else {}),
     )
 
 

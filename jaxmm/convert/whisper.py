@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxmm.convert import ConversionError, Converter, TensorStore, register_converter
-from jaxmm.convert.hf_config import Fields
+from jaxmm.convert import ConversionError, Converter, TensorStore, fields, register_converter
 from jaxmm.convert.layers import LayerNames, conv, norm, qkvo, transformer_layer
 from jaxmm.convert.rules import Rule, Table, Tied, export_params, import_params, stack
 from jaxmm.models.whisper import WhisperConfig, WhisperForConditionalGeneration, WhisperModel
 
 __all__ = ["config_from_hf", "config_to_hf", "tensor_table"]
 
-_FIELDS = Fields(
+_FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size"), ("num_mel_bins", "num_mel_bins"),
     ("num_layers", "encoder_layers"), ("num_decoder_layers", "decoder_layers"),
     ("d_model", "d_model"), ("num_heads", "encoder_attention_heads"),
@@ -31,7 +30,6 @@ _FIELDS = Fields(
     ("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
     ("decoder_start_token_id", "decoder_start_token_id"),
 )
-_ATTENTION = qkvo("", "q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def config_from_hf(hf: dict[str, Any], **overrides) -> WhisperConfig:
@@ -56,11 +54,11 @@ def _side(cfg: WhisperConfig, p: str, decoder: bool) -> list[Rule]:
     heads = (cfg.num_decoder_heads or cfg.num_heads) if decoder else cfg.num_heads
     names = LayerNames(
         attention_norm="self_attn_layer_norm",
-        self_attention={k: f"self_attn.{v}" for k, v in _ATTENTION.items()},
+        self_attention=qkvo("self_attn.", "q_proj", "k_proj", "v_proj", "out_proj"),
         mlp_norm="final_layer_norm", mlp={"wi": "fc1", "wo": "fc2"},
         cross_attention_norm="encoder_attn_layer_norm" if decoder else None,
-        cross_attention={k: f"encoder_attn.{v}" for k, v in _ATTENTION.items()} if decoder
-        else None)
+        cross_attention=qkvo("encoder_attn.", "q_proj", "k_proj", "v_proj", "out_proj")
+        if decoder else None)
     # HF's k_proj has no bias; jaxmm's key has one (zeros; exact under softmax).
     no_key_bias = (heads, cfg.d_model // heads)
     zero_bias = {"self_attention/key": no_key_bias, "cross_attention/key": no_key_bias}

@@ -1,10 +1,10 @@
 """``config.json`` <-> jaxmm config: what the family converters share.
 
-A family declares its plain field renames once, as a :class:`Fields` table
+A family declares its plain field renames once, as a :class:`FieldMap`
 of ``(jaxmm name, Hugging Face name[, Hugging Face default])``, and writes
 small functions only for what is not a rename (derived or fixed values)::
 
-    _FIELDS = Fields(("num_layers", "n_layer", 12), ("d_model", "n_embd", 768), *TOKEN_IDS)
+    _FIELDS = FieldMap(("num_layers", "n_layer", 12), ("d_model", "n_embd", 768), *TOKEN_IDS)
     values = _FIELDS.from_hf(hf)        # {"num_layers": ..., "d_model": ...}
     hf = _FIELDS.to_hf(cfg)             # {"n_layer": ..., "n_embd": ...}
 """
@@ -19,13 +19,14 @@ from jaxmm.layers.mlp import ACTIVATIONS
 
 __all__ = [
     "TOKEN_IDS",
-    "Fields",
+    "FieldMap",
     "activation_from_hf",
     "activation_to_hf",
     "first_id",
     "labels_to_hf",
     "num_labels_from_hf",
     "square",
+    "unsupported",
 ]
 
 _NO_DEFAULT = object()
@@ -38,7 +39,7 @@ TOKEN_IDS = (("bos_token_id", "bos_token_id", None), ("eos_token_id", "eos_token
 _TO_HF_ACT = {"gelu_tanh": "gelu_new", "swish": "silu"}
 
 
-class Fields:
+class FieldMap:
     """Plain renames between a jaxmm config and ``config.json``.
 
     Each entry is ``(ours, theirs)`` (copied when ``config.json`` has a non-null
@@ -62,8 +63,15 @@ class Fields:
     def to_hf(self, cfg: Any) -> dict[str, Any]:
         return {theirs: getattr(cfg, ours) for ours, theirs, *_ in self.entries}
 
-    def __add__(self, other: Fields) -> Fields:
-        return Fields(*self.entries, *other.entries)
+    def __add__(self, other: FieldMap) -> FieldMap:
+        return FieldMap(*self.entries, *other.entries)
+
+
+def unsupported(cfg: Any, family: str, **needs: Any) -> list[str]:
+    """The fields of ``cfg`` that differ from what ``family`` needs, as messages
+    (``"norm='rmsnorm' (GPT-2 needs 'layernorm')"``); empty if none."""
+    return [f"{key}={getattr(cfg, key)!r} ({family} needs {value!r})"
+            for key, value in needs.items() if getattr(cfg, key) != value]
 
 
 def activation_from_hf(name: str, where: str) -> str:
