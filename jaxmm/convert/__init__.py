@@ -5,9 +5,16 @@
 ``Converted(model, params, config)``. ``to_hf(model, params, out_dir)`` writes a
 folder that ``transformers`` loads with ``from_pretrained``.
 
-Family files (``jaxmm/convert/bert.py``, ...) register converters with
-:func:`register_converter`. :func:`save_converted` / :func:`load_converted`
-read and write jaxmm's own model folder (``jaxmm/convert/native.py``).
+Each family file (``jaxmm/convert/bert.py``, ...) declares one rule table
+(:mod:`jaxmm.convert.rules`: Hugging Face tensor name <-> jaxmm param path,
+transform) from which both directions are generated, translates
+``config.json`` with a field map (:mod:`jaxmm.convert.fields`), and registers
+a :class:`Converter` in :data:`CONVERTERS` with :func:`register_converter`.
+To add a family: write such a module and list it in ``_FAMILY_MODULES`` (or
+import it yourself before calling ``from_hf``).
+
+:func:`save_converted` / :func:`load_converted` read and write jaxmm's own
+model folder (``jaxmm/convert/native.py``).
 """
 
 from __future__ import annotations

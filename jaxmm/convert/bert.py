@@ -232,25 +232,27 @@ def load(hf_config: dict, store: TensorStore, *, head: str | None = None, seed: 
     if chosen == "base":
         cfg = cfg.replace(add_pooling_layer=f"{prefix}pooler.dense.weight" in store)
     model = HEADS[chosen][0](cfg)
-    tables = _tables(cfg, chosen, prefix, _uses_pooler(model))
+    encoder, *optional = _tables(cfg, chosen, prefix, _uses_pooler(model))
     # Another head than the file's: take the encoder and initialise what the file
     # lacks (the head, the pooler), as from_pretrained does for a new head.
-    fresh = [t for t in tables[1:] if chosen != file_head and t.rules
-             and not any(name in store for name in t.hf_names())]
-    if chosen != file_head:
+    switched = chosen != file_head
+    lacking = [switched and bool(t.rules) and not any(n in store for n in t.hf_names())
+               for t in optional]
+    if switched:
         store.ignore(_HEAD_TENSORS)
     if not _uses_pooler(model):  # e.g. roberta-base's MLM file keeps its pooler
         store.ignore("^" + re.escape(f"{prefix}pooler."))
     store.ignore("position_ids")
     example = np.zeros((1, 2), np.int32)
-    init = (model.init(jax.random.key(seed), example) if fresh else
+    init = (model.init(jax.random.key(seed), example) if any(lacking) else
             jax.eval_shape(lambda: model.init(jax.random.key(seed), example)))
     init = nn.meta.unbox(init)["params"]
-    params = import_params(Table.of(*[t for t in tables if not any(t is f for f in fresh)]), store,
-                           expected=init)
-    if fresh:
+    kept = [t for t, lacks in zip(optional, lacking) if not lacks]
+    params = import_params(Table.of(encoder, *kept), store, expected=init)
+    if any(lacking):
+        fresh = sorted(n for t, lacks in zip(optional, lacking) if lacks for n in t.hf_names())
         log.warning("%s: newly initialised (not in the checkpoint): %s", store.source,
-                    ", ".join(sorted(n for t in fresh for n in t.hf_names())))
+                    ", ".join(fresh))
         params = traverse_util.unflatten_dict({**traverse_util.flatten_dict(
             jax.tree.map(np.asarray, init)), **traverse_util.flatten_dict(params)})
     return model, params

@@ -25,6 +25,8 @@ __all__ = ["FORMAT", "config_from_hf", "config_to_hf", "gpt2_incompatibilities",
 FORMAT = CausalLMFormat(anchor="wte.weight", lm_prefix="transformer.", lm_marker="LMHead",
                         architectures=("GPT2LMHeadModel", "GPT2Model"))
 
+# Fixed in GPT-2: set on import, required on export.
+_NEEDS = dict(position_embedding="learned", norm="layernorm", use_bias=True, gated_mlp=False)
 _FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size", 50257), ("max_position_embeddings", "n_positions", 1024),
     ("num_layers", "n_layer", 12), ("d_model", "n_embd", 768), ("num_heads", "n_head", 12),
@@ -46,15 +48,14 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
     values.update(
         mlp_dim=hf.get("n_inner") or 4 * values["d_model"],
         activation=fields.activation_from_hf(hf.get("activation_function", "gelu_new"), where),
-        norm="layernorm", use_bias=True, position_embedding="learned")
+        **_NEEDS)
     values.update(overrides)
     return GPTConfig.from_dict(values)
 
 
 def gpt2_incompatibilities(cfg: GPTConfig) -> list[str]:
     """Settings of ``cfg`` that Hugging Face GPT-2 cannot represent (empty if none)."""
-    problems = fields.unsupported(cfg, "GPT-2", position_embedding="learned", norm="layernorm",
-                           use_bias=True, gated_mlp=False)
+    problems = fields.unsupported(cfg, "GPT-2", **_NEEDS)
     if (cfg.num_kv_heads or cfg.num_heads) != cfg.num_heads:
         problems.append(f"num_kv_heads={cfg.num_kv_heads} (GPT-2 has no grouped-query attention)")
     if cfg.head_dim not in (None, cfg.d_model // cfg.num_heads):

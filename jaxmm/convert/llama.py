@@ -73,6 +73,8 @@ def _rope_to_hf(cfg: GPTConfig) -> dict[str, Any]:
     return params
 
 
+# Fixed in Llama: set on import, required on export.
+_NEEDS = dict(position_embedding="rope", norm="rmsnorm", gated_mlp=True, add_cross_attention=False)
 _FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size", 32000),
     ("max_position_embeddings", "max_position_embeddings", None),
@@ -93,7 +95,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
         num_kv_heads=hf.get("num_key_value_heads") or heads,
         head_dim=None if head_dim in (None, d // heads) else head_dim,
         activation=fields.activation_from_hf(hf.get("hidden_act", "silu"), where),
-        gated_mlp=True, norm="rmsnorm", position_embedding="rope",
+        **_NEEDS,
         # One flag in jaxmm: a checkpoint with only one kind of bias gets zeros for the other.
         use_bias=bool(hf.get("attention_bias", False) or hf.get("mlp_bias", False)),
         rope_theta=rope_theta, rope_scaling=rope_scaling, dropout_rate=0.0,
@@ -104,8 +106,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
 
 def llama_incompatibilities(cfg: GPTConfig) -> list[str]:
     """Settings of ``cfg`` that Hugging Face Llama cannot represent (empty if none)."""
-    problems = fields.unsupported(cfg, "Llama", position_embedding="rope", norm="rmsnorm",
-                           gated_mlp=True, add_cross_attention=False)
+    problems = fields.unsupported(cfg, "Llama", **_NEEDS)
     if cfg.rotary_dim not in (None, cfg.transformer.resolved_head_dim):
         problems.append(f"rotary_dim={cfg.rotary_dim} (Llama rotates the whole head)")
     return problems

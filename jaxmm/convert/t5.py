@@ -26,6 +26,9 @@ __all__ = ["config_from_hf", "config_to_hf", "load", "save", "t5_incompatibiliti
            "tensor_table"]
 
 _MODELS = {"lm": T5ForConditionalGeneration, "model": T5Model, "encoder": T5EncoderModel}
+# Fixed in T5: set on import, required on export.
+_NEEDS = dict(position_embedding="relative", norm="rmsnorm", norm_position="pre", use_bias=False,
+              attention_scale=1.0, scale_embeddings=False)
 _FIELDS = fields.FieldMap(
     ("vocab_size", "vocab_size", 32128), ("d_model", "d_model", 512),
     ("num_layers", "num_layers", 6), ("num_heads", "num_heads", 8), ("mlp_dim", "d_ff", 2048),
@@ -57,8 +60,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> T5Config:
         num_decoder_layers=None if num_decoder_layers == values["num_layers"]
         else num_decoder_layers,
         head_dim=None if d_kv * values["num_heads"] == values["d_model"] else d_kv,
-        activation=activation, gated_mlp=gated, norm="rmsnorm", norm_position="pre",
-        use_bias=False, attention_scale=1.0, position_embedding="relative",
+        activation=activation, gated_mlp=gated, **_NEEDS,
         tie_word_embeddings=tie, scale_decoder_outputs=hf.get("scale_decoder_outputs", tie),
         decoder_start_token_id=hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)))
     values.update(overrides)
@@ -67,9 +69,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> T5Config:
 
 def t5_incompatibilities(cfg: Any) -> list[str]:
     """Settings that Hugging Face T5 cannot represent (empty if none)."""
-    problems = fields.unsupported(cfg, "T5", position_embedding="relative", norm="rmsnorm",
-                           norm_position="pre", use_bias=False, attention_scale=1.0,
-                           scale_embeddings=False)
+    problems = fields.unsupported(cfg, "T5", **_NEEDS)
     if cfg.gated_mlp and cfg.activation == "gelu":
         problems.append("gated exact 'gelu' (T5's gated-gelu is the tanh GELU, 'gelu_tanh')")
     return problems
