@@ -62,9 +62,9 @@ class Converter:
 
     load(hf_config, store, **options) -> (model, params): builds the model from
       ``config.json`` and takes its tensors from ``store`` (a TensorStore), usually
-      with :func:`jaxmm.convert.rules.import_params` over the family's table.
+      with :func:`jaxmm.convert.rules.params_from_hf` over the family's table.
     save(model, params) -> (hf_config, tensors): the inverse (usually
-      :func:`~jaxmm.convert.rules.export_params` over the same table); ``None`` if
+      :func:`~jaxmm.convert.rules.params_to_hf` over the same table); ``None`` if
       export is not supported.
     handles(model) -> bool: whether ``save`` can export this model instance.
     """

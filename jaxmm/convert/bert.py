@@ -40,8 +40,8 @@ from jaxmm.convert.rules import (
     Rule,
     Table,
     Tied,
-    export_params,
-    import_params,
+    params_from_hf,
+    params_to_hf,
     stack,
 )
 from jaxmm.models import bert as B
@@ -248,7 +248,7 @@ def load(hf_config: dict, store: TensorStore, *, head: str | None = None, seed: 
             jax.eval_shape(lambda: model.init(jax.random.key(seed), example)))
     init = nn.meta.unbox(init)["params"]
     kept = [t for t, lacks in zip(optional, lacking) if not lacks]
-    params = import_params(Table.of(encoder, *kept), store, expected=init)
+    params = params_from_hf(Table.of(encoder, *kept), store, expected=init)
     if any(lacking):
         fresh = sorted(n for t, lacks in zip(optional, lacking) if lacks for n in t.hf_names())
         log.warning("%s: newly initialised (not in the checkpoint): %s", store.source,
@@ -276,7 +276,7 @@ def save(model: nn.Module, params: dict) -> tuple[dict, dict]:
         )
     pooler = "pooler" in (params if head == "base" else params["bert"])
     prefix = "" if head == "base" else f"{cfg.model_type}."
-    tensors = export_params(Table.of(*_tables(cfg, head, prefix, pooler)), params)
+    tensors = params_to_hf(Table.of(*_tables(cfg, head, prefix, pooler)), params)
     return config_to_hf(cfg, _PREFIX[cfg.model_type] + HEADS[head][1]), tensors
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from jaxmm.convert import ConversionError, Converter, TensorStore, fields, register_converter
 from jaxmm.convert.layers import LayerNames, conv, dense, norm, qkvo, transformer_layer
-from jaxmm.convert.rules import SCALAR, Rule, Table, export_params, import_params, stack
+from jaxmm.convert.rules import SCALAR, Rule, Table, params_from_hf, params_to_hf, stack
 from jaxmm.models.clip import (
     CLIPConfig,
     CLIPModel,
@@ -151,7 +151,7 @@ def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
     store.ignore("position_ids")  # buffers in old checkpoints
     if kind == "clip":
         cfg = clip_config_from_hf(hf_config, **options)
-        return CLIPModel(cfg), import_params(clip_table(cfg), store)
+        return CLIPModel(cfg), params_from_hf(clip_table(cfg), store)
     if kind not in ("clip_text_model", "clip_vision_model"):  # pragma: no cover - dispatch
         raise ConversionError(f"Not a CLIP model_type: {kind!r}.")
     tower = "text" if kind == "clip_text_model" else "vision"
@@ -162,7 +162,7 @@ def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
     # prefix, older versions (and the WithProjection classes) with it.
     prefixed = any(k.startswith(prefix) for k in store.keys())
     projected = f"{projection}.weight" in store
-    params = import_params(_tower_table(cfg, tower, prefixed, projected), store)
+    params = params_from_hf(_tower_table(cfg, tower, prefixed, projected), store)
     return _TOWER_MODELS[tower, projected](cfg), params
 
 
@@ -175,13 +175,13 @@ def _save(model: Any, params: Any) -> tuple[dict, dict]:
         hf = dict(model_type="clip", architectures=["CLIPModel"], text_config=text,
                   vision_config=vision, projection_dim=cfg.projection_dim,
                   logit_scale_init_value=cfg.logit_scale_init_value)
-        return hf, export_params(clip_table(cfg), params)
+        return hf, params_to_hf(clip_table(cfg), params)
     tower, projected = next(key for key, cls in _TOWER_MODELS.items() if type(model) is cls)
     field_map = _TEXT_FIELDS if tower == "text" else _VISION_FIELDS
     hf = dict(_tower_to_hf(cfg, field_map), model_type=f"clip_{tower}_model",
               architectures=[type(model).__name__])
     # Written as transformers 5 writes them (plain towers without the prefix).
-    return hf, export_params(_tower_table(cfg, tower, projected, projected), params)
+    return hf, params_to_hf(_tower_table(cfg, tower, projected, projected), params)
 
 
 register_converter(Converter(

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jaxmm.convert.io import ConversionError, TensorStore
-from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, export_params, import_params
+from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, params_from_hf, params_to_hf
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
 __all__ = [
@@ -73,7 +73,7 @@ def causal_lm_params(store: TensorStore, params: dict, *, with_head: bool, tied:
     if not tied and "lm_head.weight" not in store:
         raise ConversionError(
             f"{store.source}: tie_word_embeddings is false but lm_head.weight is missing.")
-    return import_params(lm_head_table(tied=tied, embedding_name=embedding_name), store,
+    return params_from_hf(lm_head_table(tied=tied, embedding_name=embedding_name), store,
                          into={"model": params}, finish=False)
 
 
@@ -103,7 +103,7 @@ def load_causal_lm(fmt: CausalLMFormat, hf_config: dict, store: TensorStore, cfg
     if with_head is None:
         archs = hf_config.get("architectures") or []
         with_head = prefix == fmt.lm_prefix or any(fmt.lm_marker in a for a in archs)
-    params = causal_lm_params(store, import_params(table.under(prefix), store, finish=False),
+    params = causal_lm_params(store, params_from_hf(table.under(prefix), store, finish=False),
                               with_head=with_head, tied=cfg.tie_word_embeddings,
                               embedding_name=prefix + fmt.anchor)
     store.finish()
@@ -115,6 +115,6 @@ def save_causal_lm(fmt: CausalLMFormat, model: Any, params: Any, table: Table
     """(tensors, architecture) of a GPTLMHeadModel/GPTModel, from ``table`` (unprefixed)."""
     if isinstance(model, GPTLMHeadModel):
         head = lm_head_table(tied=model.config.tie_word_embeddings, embedding_name=fmt.anchor)
-        return (export_params(table.under(fmt.lm_prefix, "model/") + head, params),
+        return (params_to_hf(table.under(fmt.lm_prefix, "model/") + head, params),
                 fmt.architectures[0])
-    return export_params(table, params), fmt.architectures[1]
+    return params_to_hf(table, params), fmt.architectures[1]

@@ -2,8 +2,8 @@
 
 A family declares ONE :class:`Table`: rules that tie a Hugging Face tensor name
 to one or more jaxmm param paths (``/``-joined) through an invertible
-:class:`Transform`. :func:`import_params` walks the table one way and
-:func:`export_params` the other, so each layout is written once::
+:class:`Transform`. :func:`params_from_hf` walks the table one way and
+:func:`params_to_hf` the other, so each layout is written once::
 
     Table.of(
         Rule("wte.weight", "token_embedding/embedding"),
@@ -48,9 +48,9 @@ __all__ = [
     "Transform",
     "Zeros",
     "chain",
-    "export_params",
     "heads",
-    "import_params",
+    "params_from_hf",
+    "params_to_hf",
     "split",
     "squeeze",
     "stack",
@@ -327,7 +327,7 @@ def to_numpy_tree(params: Any) -> Any:
     return jax.tree.map(lambda a: np.asarray(jax.device_get(a)), nn.meta.unbox(params))
 
 
-def import_params(table: Table, store: TensorStore, *, into: Mapping | None = None,
+def params_from_hf(table: Table, store: TensorStore, *, into: Mapping | None = None,
                   expected: Any = None, finish: bool = True) -> dict:
     """The nested jaxmm params (NumPy arrays) that ``table`` builds from ``store``.
 
@@ -357,7 +357,7 @@ def import_params(table: Table, store: TensorStore, *, into: Mapping | None = No
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
-def export_params(table: Table, params: Any) -> dict[str, np.ndarray]:
+def params_to_hf(table: Table, params: Any) -> dict[str, np.ndarray]:
     """The Hugging Face tensors (float32) that ``table`` makes from ``params``.
 
     Every param must be read by some rule: a table that misses one fails

@@ -18,7 +18,7 @@ import numpy as np
 from jaxmm.convert import Converter, fields, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
 from jaxmm.convert.layers import LayerNames, norm, qkvo, transformer_layer
-from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, export_params, import_params, stack
+from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, params_from_hf, params_to_hf, stack
 from jaxmm.models.encoder_decoder import EncoderDecoderLM
 from jaxmm.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Model
 
@@ -151,7 +151,7 @@ def load(hf_config: dict, store: TensorStore, *, kind: str | None = None,
     cfg = config_from_hf(hf_config, **overrides)
     if kind == "encoder":
         store.ignore(r"^(decoder|lm_head)\.")  # an encoder taken from a full checkpoint
-    return _MODELS[kind](cfg), import_params(tensor_table(cfg, kind), store)
+    return _MODELS[kind](cfg), params_from_hf(tensor_table(cfg, kind), store)
 
 
 def save(model: Any, params: dict) -> tuple[dict, dict]:
@@ -166,7 +166,7 @@ def save(model: Any, params: dict) -> tuple[dict, dict]:
         kind, arch = "lm", "T5ForConditionalGeneration"
     else:
         kind, arch = "model", "T5Model"
-    tensors = export_params(tensor_table(cfg, kind), params)
+    tensors = params_to_hf(tensor_table(cfg, kind), params)
     return dict(config_to_hf(cfg), architectures=[arch]), tensors
 
 

@@ -15,7 +15,7 @@ from jaxmm.convert import ConversionError, Converter, TensorStore, register_conv
 from jaxmm.convert import gpt2 as gpt2_convert
 from jaxmm.convert import vit as vit_convert
 from jaxmm.convert.layers import dense
-from jaxmm.convert.rules import Table, Tied, export_params, import_params
+from jaxmm.convert.rules import Table, Tied, params_from_hf, params_to_hf
 from jaxmm.models.captioner import CaptionerConfig, ImageCaptioner
 from jaxmm.models.gpt import GPTConfig
 from jaxmm.models.vit import ViTConfig
@@ -97,12 +97,12 @@ def tensor_table(cfg: CaptionerConfig) -> Table:
 def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
     options.setdefault("use_pooler", "encoder.pooler.dense.weight" in store)
     cfg = config_from_hf(hf_config, **options)
-    return ImageCaptioner(cfg), import_params(tensor_table(cfg), store)
+    return ImageCaptioner(cfg), params_from_hf(tensor_table(cfg), store)
 
 
 def _save(model: Any, params: Any) -> tuple[dict, dict]:
     cfg = model.config
-    return config_to_hf(cfg), export_params(tensor_table(cfg), params)
+    return config_to_hf(cfg), params_to_hf(tensor_table(cfg), params)
 
 
 def _handles(model: Any) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from jaxmm.convert import ConversionError, Converter, TensorStore, fields, register_converter
 from jaxmm.convert.layers import LayerNames, conv, dense, norm, qkvo, transformer_layer
-from jaxmm.convert.rules import Rule, Table, export_params, import_params, squeeze, stack
+from jaxmm.convert.rules import Rule, Table, params_from_hf, params_to_hf, squeeze, stack
 from jaxmm.models.vit import ViTConfig, ViTForImageClassification, ViTModel
 
 __all__ = ["config_from_hf", "config_to_hf", "tensor_table"]
@@ -98,12 +98,12 @@ def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
     options.setdefault("use_pooler", f"{prefix}pooler.dense.weight" in store)
     cfg = config_from_hf(hf_config, **options)
     model = ViTForImageClassification(cfg) if classifier else ViTModel(cfg)
-    return model, import_params(_table(cfg, classifier, prefix), store)
+    return model, params_from_hf(_table(cfg, classifier, prefix), store)
 
 
 def _save(model: Any, params: Any) -> tuple[dict, dict]:
     classifier = isinstance(model, ViTForImageClassification)
-    tensors = export_params(_table(model.config, classifier, "vit." if classifier else ""),
+    tensors = params_to_hf(_table(model.config, classifier, "vit." if classifier else ""),
                             params)
     return config_to_hf(model.config, classifier), tensors
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from jaxmm.convert import ConversionError, Converter, TensorStore, fields, register_converter
 from jaxmm.convert.layers import LayerNames, conv, norm, qkvo, transformer_layer
-from jaxmm.convert.rules import Rule, Table, Tied, export_params, import_params, stack
+from jaxmm.convert.rules import Rule, Table, Tied, params_from_hf, params_to_hf, stack
 from jaxmm.models.whisper import WhisperConfig, WhisperForConditionalGeneration, WhisperModel
 
 __all__ = ["config_from_hf", "config_to_hf", "tensor_table"]
@@ -95,14 +95,14 @@ def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
             "This is a WhisperForAudioClassification checkpoint; jaxmm imports WhisperModel and "
             "WhisperForConditionalGeneration. Use the encoder part with a jaxmm classifier head."
         )
-    params = import_params(tensor_table(cfg, "model." if with_prefix else ""), store)
+    params = params_from_hf(tensor_table(cfg, "model." if with_prefix else ""), store)
     model = WhisperForConditionalGeneration(cfg) if lm_head else WhisperModel(cfg)
     return model, params
 
 
 def _save(model: Any, params: Any) -> tuple[dict, dict]:
     lm_head = isinstance(model, WhisperForConditionalGeneration)
-    tensors = export_params(tensor_table(model.config, "model." if lm_head else ""), params)
+    tensors = params_to_hf(tensor_table(model.config, "model." if lm_head else ""), params)
     return config_to_hf(model.config, lm_head), tensors
 
 

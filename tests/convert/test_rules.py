@@ -17,9 +17,9 @@ from jaxmm.convert.rules import (
     Tied,
     Zeros,
     chain,
-    export_params,
     heads,
-    import_params,
+    params_from_hf,
+    params_to_hf,
     split,
     squeeze,
     stack,
@@ -68,7 +68,7 @@ def _tensors(rng):
 def test_every_transform_matches_numpy_and_round_trips(rng, scan):
     tensors = _tensors(rng)
     store = TensorStore({**tensors, "layers.0.rotary.inv_freq": np.ones(2, np.float32)})
-    params = import_params(_table(scan), store)  # finish(): nothing missing or left over
+    params = params_from_hf(_table(scan), store)  # finish(): nothing missing or left over
 
     np.testing.assert_array_equal(params["patch"]["kernel"],
                                   tensors["patch.weight"].transpose(2, 3, 1, 0))
@@ -90,7 +90,7 @@ def test_every_transform_matches_numpy_and_round_trips(rng, scan):
         assert params["stack"]["layers"]["layer"]["attn"]["query"]["kernel"].shape == (L, E, H, D)
         assert not any(k.startswith("layers_") for k in params["stack"])
 
-    back = export_params(_table(scan), params)
+    back = params_to_hf(_table(scan), params)
     assert back.keys() == tensors.keys()  # Zeros dropped, the Tied copy written, buffer gone
     for name, value in tensors.items():
         np.testing.assert_array_equal(back[name], value, err_msg=name)
@@ -108,13 +108,13 @@ def test_transformer_layer_rules_round_trip_with_zero_and_missing_biases(rng):
               "fc1.weight": (F, E), "fc2.weight": (E, F)}
     tensors = {f"h.{i}.{name}": rng.normal(size=shape).astype(np.float32)
                for i in range(2) for name, shape in shapes.items()}
-    params = import_params(table, TensorStore(tensors))
+    params = params_from_hf(table, TensorStore(tensors))
     layer = params["dec"]["layers"]["layer"]
     assert layer["self_attention"]["key"]["kernel"].shape == (2, E, 1, D)  # one kv head
     assert layer["self_attention"]["key"]["bias"].shape == (2, 1, D)
     assert not layer["self_attention"]["key"]["bias"].any()
     assert set(layer["mlp"]["wi"]) == {"kernel"} and set(layer["attention_norm"]) == {"scale"}
-    back = export_params(table, params)
+    back = params_to_hf(table, params)
     assert back.keys() == tensors.keys()
     for name, value in tensors.items():
         np.testing.assert_array_equal(back[name], value, err_msg=name)
@@ -126,7 +126,7 @@ def test_missing_unexpected_and_mis_shaped_tensors_make_one_line(rng):
     tensors["layers.0.attn.out.weight"] = np.zeros((E, E + 1), np.float32)  # not H heads
     tensors["extra.weight"] = np.zeros(2, np.float32)
     with pytest.raises(ConversionError) as err:
-        import_params(_table(False), TensorStore(tensors, source="ckpt"))
+        params_from_hf(_table(False), TensorStore(tensors, source="ckpt"))
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("ckpt: ")
     assert "missing tensors: layers.1.norm.weight" in msg
@@ -141,9 +141,9 @@ def test_expected_shapes_name_tensor_and_path_and_set_dtypes(rng):
     expected = {"a": {"kernel": np.zeros((2, 3), np.float16)}, "b": np.zeros(5, np.float32)}
     with pytest.raises(ConversionError, match=r"^checkpoint: tensor shapes do not match "
                        r"config.json: b -> b: checkpoint \(4,\) vs config \(5,\)$"):
-        import_params(table, store, expected=expected)
+        params_from_hf(table, store, expected=expected)
     store = TensorStore({"a.weight": np.ones((3, 2), np.float32)})
-    params = import_params(Table.of(table.rules[0]), store, expected=expected)
+    params = params_from_hf(Table.of(table.rules[0]), store, expected=expected)
     assert params["a"]["kernel"].dtype == np.float16
 
 
@@ -151,16 +151,16 @@ def test_tied_copies_must_match_and_export_checks_coverage(rng):
     tensors = _tensors(rng)
     tensors["head.weight"] = tensors["embed.weight"] + 1
     with pytest.raises(ConversionError, match="head.weight differs from embed.weight; untie"):
-        import_params(Table.of(Rule("embed.weight", "embed/embedding"),
+        params_from_hf(Table.of(Rule("embed.weight", "embed/embedding"),
                                Tied("head.weight", "embed/embedding", why="untie it")),
                       TensorStore(tensors), finish=False)
     params = {"embed": {"embedding": np.ones((3, 2))}, "extra": {"kernel": np.ones(2)}}
     with pytest.raises(ConversionError, match="No Hugging Face tensor holds the parameters "
                                               "extra/kernel"):
-        export_params(Table.of(Rule("embed.weight", "embed/embedding")), params)
+        params_to_hf(Table.of(Rule("embed.weight", "embed/embedding")), params)
     with pytest.raises(ConversionError, match="Parameter lm/kernel is missing; it is exported "
                                               "as lm.weight"):
-        export_params(Table.of(Rule("lm.weight", "lm/kernel", TRANSPOSE)), params)
+        params_to_hf(Table.of(Rule("lm.weight", "lm/kernel", TRANSPOSE)), params)
 
 
 def test_converter_registry_dispatches_and_suggests(tmp_path):
@@ -170,7 +170,7 @@ def test_converter_registry_dispatches_and_suggests(tmp_path):
         config = "toy config"
 
     def load(hf_config, store, **options):
-        return Toy(), import_params(Table.of(Rule("w", "w/kernel", TRANSPOSE)), store)
+        return Toy(), params_from_hf(Table.of(Rule("w", "w/kernel", TRANSPOSE)), store)
 
     with CONVERTERS.temporary("toy", Converter(("toy",), load)):
         conv = from_hf(str(tmp_path))
