@@ -190,15 +190,17 @@ class Rule:
         """Takes the tensors from ``store`` into ``flat`` (path -> array); ``origin``
         records which tensor each path came from (for messages)."""
         per_layer = []
-        for i in self.indices():
-            name, arr = self.hf.format(i=i), store.take(self.hf.format(i=i))
-            if arr is None:
-                return  # recorded by the store, reported by store.finish()
+        for i in self.indices():  # every layer, so that all problems are reported
+            name = self.hf.format(i=i)
+            arr = store.take(name)  # a missing one is recorded by the store
             try:
-                values = self.transform.to_jax(arr)
+                values = None if arr is None else self.transform.to_jax(arr)
             except ValueError as e:
-                return store.mismatch(f"{name} {arr.shape} -> {self.key(self.paths[0], i)}: {e}")
-            per_layer.append(values if isinstance(values, tuple) else (values,))
+                store.mismatch(f"{name} {arr.shape} -> {self.key(self.paths[0], i)}: {e}")
+                values = None
+            per_layer.append(values if isinstance(values, tuple | None) else (values,))
+        if any(values is None for values in per_layer):
+            return
         for k, path in enumerate(self.paths):
             if self.scan:
                 key = self.key(path, None)

@@ -132,7 +132,7 @@ def test_missing_unexpected_and_mis_shaped_tensors_make_one_line(rng):
     assert "missing tensors: layers.1.norm.weight" in msg
     assert "layers.0.attn.out.weight (8, 9) -> stack/layers_0/layer/attn/out/kernel" in msg
     assert "does not split into 2 heads" in msg
-    assert "unexpected tensors: extra.weight" in msg
+    assert msg.endswith("; unexpected tensors: extra.weight")  # layer 2 was still taken
 
 
 def test_expected_shapes_name_tensor_and_path_and_set_dtypes(rng):
