@@ -74,7 +74,7 @@ def causal_lm_params(store: TensorStore, params: dict, *, with_head: bool, tied:
         raise ConversionError(
             f"{store.source}: tie_word_embeddings is false but lm_head.weight is missing.")
     return params_from_hf(lm_head_table(tied=tied, embedding_name=embedding_name), store,
-                         into={"model": params}, finish=False)
+                          into={"model": params}, finish=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -330,7 +330,7 @@ def to_numpy_tree(params: Any) -> Any:
 
 
 def params_from_hf(table: Table, store: TensorStore, *, into: Mapping | None = None,
-                  expected: Any = None, finish: bool = True) -> dict:
+                   expected: Any = None, finish: bool = True) -> dict:
     """The nested jaxmm params (NumPy arrays) that ``table`` builds from ``store``.
 
     Args:

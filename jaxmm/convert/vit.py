@@ -104,7 +104,7 @@ def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
 def _save(model: Any, params: Any) -> tuple[dict, dict]:
     classifier = isinstance(model, ViTForImageClassification)
     tensors = params_to_hf(_table(model.config, classifier, "vit." if classifier else ""),
-                            params)
+                           params)
     return config_to_hf(model.config, classifier), tensors
 
 

@@ -152,8 +152,8 @@ def test_tied_copies_must_match_and_export_checks_coverage(rng):
     tensors["head.weight"] = tensors["embed.weight"] + 1
     with pytest.raises(ConversionError, match="head.weight differs from embed.weight; untie"):
         params_from_hf(Table.of(Rule("embed.weight", "embed/embedding"),
-                               Tied("head.weight", "embed/embedding", why="untie it")),
-                      TensorStore(tensors), finish=False)
+                                Tied("head.weight", "embed/embedding", why="untie it")),
+                       TensorStore(tensors), finish=False)
     params = {"embed": {"embedding": np.ones((3, 2))}, "extra": {"kernel": np.ones(2)}}
     with pytest.raises(ConversionError, match="No Hugging Face tensor holds the parameters "
                                               "extra/kernel"):
