@@ -5,9 +5,16 @@
 ``Converted(model, params, config)``. ``to_hf(model, params, out_dir)`` writes a
 folder that ``transformers`` loads with ``from_pretrained``.
 
-Family files (``jaxmm/convert/bert.py``, ...) register converters with
-:func:`register_converter`. :func:`save_converted` / :func:`load_converted`
-read and write jaxmm's own model folder (``jaxmm/convert/native.py``).
+Each family file (``jaxmm/convert/bert.py``, ...) declares one rule table
+(:mod:`jaxmm.convert.rules`: Hugging Face tensor name <-> jaxmm param path,
+transform) from which both directions are generated, translates
+``config.json`` with a field map (:mod:`jaxmm.convert.fields`), and registers
+a :class:`Converter` in :data:`CONVERTERS` with :func:`register_converter`.
+To add a family: write such a module and list it in ``_FAMILY_MODULES`` (or
+import it yourself before calling ``from_hf``).
+
+:func:`save_converted` / :func:`load_converted` read and write jaxmm's own
+model folder (``jaxmm/convert/native.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from jaxmm.convert.io import (
     write_hf_folder,
 )
 from jaxmm.convert.native import load_converted, save_converted
+from jaxmm.registry import Registry
 
 __all__ = [
+    "CONVERTERS",
     "ConversionError",
     "Converted",
     "Converter",
@@ -49,13 +58,14 @@ class Converted(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Converter:
-    """How one Hugging Face ``model_type`` maps to a jaxmm model.
+    """How Hugging Face ``model_type`` values map to jaxmm models.
 
     load(hf_config, store, **options) -> (model, params): builds the model from
-      ``config.json`` and takes its tensors from ``store`` (a TensorStore; call
-      ``store.finish()`` to report missing/unexpected tensors).
-    save(model, params) -> (hf_config, tensors): the inverse; ``None`` if export
-      is not supported.
+      ``config.json`` and takes its tensors from ``store`` (a TensorStore), usually
+      with :func:`jaxmm.convert.rules.params_from_hf` over the family's table.
+    save(model, params) -> (hf_config, tensors): the inverse (usually
+      :func:`~jaxmm.convert.rules.params_to_hf` over the same table); ``None`` if
+      export is not supported.
     handles(model) -> bool: whether ``save`` can export this model instance.
     """
 
@@ -65,9 +75,7 @@ class Converter:
     handles: Callable[[Any], bool] = lambda model: False
 
 
-_CONVERTERS: dict[str, Converter] = {}
-
-# Modules that register converters (imported lazily on first use).
+# The modules whose import registers the built-in converters.
 _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.bert",
     "jaxmm.convert.gpt2",
@@ -79,21 +87,25 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.whisper",
 )
 
+CONVERTERS: Registry[Converter] = Registry(
+    "Hugging Face model type", error=ConversionError,
+    loader=lambda: [importlib.import_module(name) for name in _FAMILY_MODULES])
+
 
 def register_converter(converter: Converter) -> Converter:
-    for t in converter.model_types:
-        _CONVERTERS[t] = converter
+    """Registers ``converter`` under each of its ``model_types``.
+
+    A new family: a module that builds a :class:`Converter` and calls this at
+    import time; import it before ``from_hf`` (or, in tests, use
+    ``CONVERTERS.temporary(model_type, converter)``).
+    """
+    for model_type in converter.model_types:
+        CONVERTERS.register(model_type, converter)
     return converter
 
 
-def _load_families() -> None:
-    for name in _FAMILY_MODULES:
-        importlib.import_module(name)
-
-
 def supported_model_types() -> list[str]:
-    _load_families()
-    return sorted(_CONVERTERS)
+    return CONVERTERS.names()
 
 
 def from_hf(path: str, *, allow_pickle: bool = False, **options) -> Converted:
@@ -111,34 +123,29 @@ def from_hf(path: str, *, allow_pickle: bool = False, **options) -> Converted:
     """
     hf_config = read_hf_config(path)
     model_type = hf_config.get("model_type")
-    _load_families()
-    if model_type not in _CONVERTERS:
-        close = nearest(str(model_type), list(_CONVERTERS))
+    if model_type not in CONVERTERS:
+        close = nearest(str(model_type), CONVERTERS.names())
         hint = f" (closest supported: {', '.join(close)})" if close else ""
         raise ConversionError(
             f"Unsupported model_type {model_type!r} in {path}/config.json{hint}. "
-            f"Supported: {', '.join(sorted(_CONVERTERS)) or 'none registered'}."
+            f"Supported: {', '.join(CONVERTERS.names()) or 'none registered'}."
         )
     tensors = read_hf_tensors(path, allow_pickle=allow_pickle)
     store = TensorStore(tensors, source=path)
-    model, params = _CONVERTERS[model_type].load(hf_config, store, **options)
+    model, params = CONVERTERS.get(model_type).load(hf_config, store, **options)
     return Converted(model, params, model.config)
 
 
 def to_hf(model: Any, params: Any, out_dir: str) -> str:
     """Writes ``model``/``params`` as a Hugging Face folder; returns ``out_dir``."""
-    _load_families()
     if isinstance(params, dict) and set(params) == {"params"}:
         params = params["params"]
-    seen = set()
-    for conv in _CONVERTERS.values():
-        if id(conv) in seen:
-            continue
-        seen.add(id(conv))
+    converters = {id(conv): conv for _, conv in CONVERTERS.items()}.values()
+    for conv in converters:
         if conv.save is not None and conv.handles(model):
             hf_config, tensors = conv.save(model, params)
             return write_hf_folder(out_dir, hf_config, tensors)
     raise ConversionError(
         f"No Hugging Face exporter handles {type(model).__name__}. Exportable model types: "
-        f"{', '.join(sorted(_CONVERTERS))}."
+        f"{', '.join(CONVERTERS.names())}."
     )

@@ -22,23 +22,34 @@ parameter found; otherwise one error names them all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
+from flax import traverse_util
 
 from jaxmm.config import nearest
-from jaxmm.convert import Converter, register_converter
+from jaxmm.convert import Converter, fields, register_converter
 from jaxmm.convert.io import ConversionError, TensorStore
-from jaxmm.layers import stack_layer_params, unstack_layer_params
-from jaxmm.layers.mlp import ACTIVATIONS
+from jaxmm.convert.layers import LayerNames, dense, norm, qkvo, transformer_layer
+from jaxmm.convert.params import find_prefix
+from jaxmm.convert.rules import (
+    TRANSPOSE,
+    Rule,
+    Table,
+    Tied,
+    params_from_hf,
+    params_to_hf,
+    stack,
+)
 from jaxmm.models import bert as B
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HEADS", "config_from_hf", "config_to_hf", "load", "save"]
+__all__ = ["HEADS", "backbone_table", "config_from_hf", "config_to_hf", "head_table", "load",
+           "save"]
 
 # head name -> (jaxmm class, HF class suffix); HF class = "Bert"/"Roberta" + suffix.
 HEADS: dict[str, tuple[type, str]] = {
@@ -53,8 +64,26 @@ HEADS: dict[str, tuple[type, str]] = {
 _BERT_ONLY = ("nsp", "pretraining")  # RoBERTa has no NSP head in Hugging Face
 _PREFIX = {"bert": "Bert", "roberta": "Roberta"}
 # Head tensors of every layout, to skip when loading another head on purpose.
-_HEAD_TENSOR_PREFIXES = ("cls.", "lm_head.", "classifier.", "qa_outputs.")
-_HF_ACT = {"gelu_tanh": "gelu_new"}
+_HEAD_TENSORS = r"^(cls|lm_head|classifier|qa_outputs)\."
+
+_FIELDS = fields.FieldMap(
+    ("vocab_size", "vocab_size"), ("max_position_embeddings", "max_position_embeddings", 512),
+    ("type_vocab_size", "type_vocab_size", 2), ("num_layers", "num_hidden_layers"),
+    ("d_model", "hidden_size"), ("num_heads", "num_attention_heads"),
+    ("mlp_dim", "intermediate_size"), ("dropout_rate", "hidden_dropout_prob", 0.1),
+    ("attention_dropout_rate", "attention_probs_dropout_prob", 0.1),
+    ("classifier_dropout", "classifier_dropout", None), ("norm_eps", "layer_norm_eps", 1e-12),
+    ("bos_token_id", "bos_token_id", None), ("problem_type", "problem_type", None),
+    ("tie_word_embeddings", "tie_word_embeddings", True),
+)
+_LAYER = LayerNames(
+    attention_norm="attention.output.LayerNorm", mlp_norm="output.LayerNorm",
+    self_attention=qkvo("attention.self.", "query", "key", "value", "dense", "attention.output."),
+    mlp={"wi": "intermediate.dense", "wo": "output.dense"})
+# The MLM head's dense, norm and own prefix (its bias and decoder Linear live under it).
+_MLM = {"bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                 "cls.predictions."),
+        "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.")}
 
 
 # ---------------------------------------------------------------------------
@@ -64,7 +93,6 @@ _HF_ACT = {"gelu_tanh": "gelu_new"}
 
 def config_from_hf(hf: dict[str, Any], **overrides) -> B.BertConfig:
     """``config.json`` dict -> :class:`BertConfig` (``overrides`` are BertConfig fields)."""
-    model_type = hf.get("model_type")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise ConversionError(
             "This BERT checkpoint is configured as a decoder (is_decoder/add_cross_attention); "
@@ -77,33 +105,15 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> B.BertConfig:
             "absolute positions (position_embedding_type='absolute')."
         )
     act = hf.get("hidden_act", "gelu")
-    if not isinstance(act, str) or act not in ACTIVATIONS:
-        raise ConversionError(f"hidden_act={act!r} is not supported; use one of "
-                              f"{', '.join(sorted(ACTIVATIONS))}.")
-    eos = hf.get("eos_token_id")
-    num_labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 2)
-    cls = B.RobertaConfig if model_type == "roberta" else B.BertConfig
-    values = dict(
-        model_type=model_type,
-        vocab_size=hf["vocab_size"],
-        max_position_embeddings=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        num_layers=hf["num_hidden_layers"],
-        d_model=hf["hidden_size"],
-        num_heads=hf["num_attention_heads"],
-        mlp_dim=hf["intermediate_size"],
-        activation=act,
-        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
-        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
-        classifier_dropout=hf.get("classifier_dropout"),
-        norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        pad_token_id=hf.get("pad_token_id", cls.pad_token_id),
-        bos_token_id=hf.get("bos_token_id"),
-        eos_token_id=eos[0] if isinstance(eos, list) and eos else eos,
-        num_labels=num_labels,
-        problem_type=hf.get("problem_type"),
-        tie_word_embeddings=hf.get("tie_word_embeddings", True),
-    )
+    fields.activation_from_hf(act, "BERT config.json")  # validates; jaxmm keeps the HF name
+    cls = B.RobertaConfig if hf.get("model_type") == "roberta" else B.BertConfig
+    values = _FIELDS.from_hf(hf)
+    for key in ("dropout_rate", "attention_dropout_rate", "norm_eps"):
+        values[key] = float(values[key])
+    values.update(model_type=hf.get("model_type"), activation=act,
+                  pad_token_id=hf.get("pad_token_id", cls.pad_token_id),
+                  eos_token_id=fields.first_id(hf.get("eos_token_id")),
+                  num_labels=fields.num_labels_from_hf(hf))
     values.update(overrides)
     return cls.from_dict(values)
 
@@ -112,35 +122,12 @@ def config_to_hf(cfg: B.BertConfig, architecture: str) -> dict[str, Any]:
     """:class:`BertConfig` -> ``config.json`` dict for HF class ``architecture``."""
     # HF's QA head is Linear(hidden, num_labels) split into start/end: always 2.
     num_labels = 2 if architecture.endswith("ForQuestionAnswering") else cfg.num_labels
-    labels = {str(i): f"LABEL_{i}" for i in range(num_labels)}
-    return {
-        "architectures": [architecture],
-        "model_type": cfg.model_type,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.mlp_dim,
-        "hidden_act": _HF_ACT.get(cfg.activation, cfg.activation),
-        "hidden_dropout_prob": cfg.dropout_rate,
-        "attention_probs_dropout_prob": cfg.attention_dropout_rate,
-        "classifier_dropout": cfg.classifier_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "type_vocab_size": cfg.type_vocab_size,
-        "layer_norm_eps": cfg.norm_eps,
-        "initializer_range": 0.02,
-        "pad_token_id": cfg.pad_token_id,
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_id,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "problem_type": cfg.problem_type,
-        "id2label": labels,
-        "label2id": {v: int(k) for k, v in labels.items()},
-        "position_embedding_type": "absolute",
-        "is_decoder": False,
-        "add_cross_attention": False,
-        "dtype": "float32",
-    }
+    return dict(
+        _FIELDS.to_hf(cfg), architectures=[architecture], model_type=cfg.model_type,
+        hidden_act=fields.activation_to_hf(cfg.activation), initializer_range=0.02,
+        pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id,
+        position_embedding_type="absolute", is_decoder=False, add_cross_attention=False,
+        dtype="float32", **fields.labels_to_hf(num_labels))
 
 
 def _resolve_head(name: str, model_type: str) -> str:
@@ -161,150 +148,74 @@ def _resolve_head(name: str, model_type: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Tensor map: (HF name, jaxmm path, kind) for every parameter
+# Tensor tables
 # ---------------------------------------------------------------------------
 
-# kind: "linear" (HF (out, in) -> kernel (in, out)), "qkv" (-> (E, H, D)),
-# "out" (-> (H, D, E)), "copy" (same layout). Biases of qkv reshape to (H, D).
-Entry = tuple[str, tuple[str, ...], str]
+
+def backbone_table(cfg: B.BertConfig) -> Table:
+    """The encoder (no pooler): ``embeddings...``, ``encoder.layer.N...`` <->
+    :class:`BertModel` params."""
+    return Table.of(
+        [Rule(f"embeddings.{n}_embeddings.weight", f"embeddings/{n}_embeddings/embedding")
+         for n in ("word", "position", "token_type")],
+        norm("embeddings.LayerNorm", "embeddings/norm"),
+        stack("encoder.layer.{i}.", "encoder", cfg.num_layers, cfg.scan_layers,
+              transformer_layer(_LAYER, cfg.num_heads)),
+    )
 
 
-def _linear(hf: str, path: tuple[str, ...], kind: str = "linear") -> Iterator[Entry]:
-    yield f"{hf}.weight", path + ("kernel",), kind
-    yield f"{hf}.bias", path + ("bias",), "qkv" if kind == "qkv" else "copy"
-
-
-def _norm(hf: str, path: tuple[str, ...]) -> Iterator[Entry]:
-    yield f"{hf}.weight", path + ("scale",), "copy"
-    yield f"{hf}.bias", path + ("bias",), "copy"
-
-
-def _backbone_map(cfg: B.BertConfig, pooler: bool) -> Iterator[Entry]:
-    for name in ("word", "position", "token_type"):
-        yield f"embeddings.{name}_embeddings.weight", (
-            "embeddings", f"{name}_embeddings", "embedding"), "copy"
-    yield from _norm("embeddings.LayerNorm", ("embeddings", "norm"))
-    for i in range(cfg.num_layers):
-        hf, jx = f"encoder.layer.{i}", ("encoder", f"layers_{i}", "layer")
-        for proj in ("query", "key", "value"):
-            yield from _linear(f"{hf}.attention.self.{proj}", jx + ("self_attention", proj), "qkv")
-        yield from _linear(f"{hf}.attention.output.dense", jx + ("self_attention", "out"), "out")
-        yield from _norm(f"{hf}.attention.output.LayerNorm", jx + ("attention_norm",))
-        yield from _linear(f"{hf}.intermediate.dense", jx + ("mlp", "wi"))
-        yield from _linear(f"{hf}.output.dense", jx + ("mlp", "wo"))
-        yield from _norm(f"{hf}.output.LayerNorm", jx + ("mlp_norm",))
-    if pooler:
-        yield from _linear("pooler.dense", ("pooler",))
-
-
-def _head_map(cfg: B.BertConfig, head: str) -> Iterator[Entry]:
+def head_table(cfg: B.BertConfig, head: str) -> Table:
+    """The tensors of ``head`` (a key of :data:`HEADS`), outside the encoder's prefix."""
     roberta = cfg.model_type == "roberta"
+    parts: list[Rule] = []
+    ignore: tuple[str, ...] = ()
     if head in ("mlm", "pretraining"):
-        if roberta:
-            yield from _linear("lm_head.dense", ("mlm_head", "dense"))
-            yield from _norm("lm_head.layer_norm", ("mlm_head", "norm"))
-        else:
-            yield from _linear("cls.predictions.transform.dense", ("mlm_head", "dense"))
-            yield from _norm("cls.predictions.transform.LayerNorm", ("mlm_head", "norm"))
-        bias, decoder = _mlm_bias_names(cfg)
-        if cfg.tie_word_embeddings:
-            yield bias, ("mlm_head", "bias"), "copy"
+        dense_name, norm_name, mlm = _MLM[cfg.model_type]
+        parts += [*dense(dense_name, "mlm_head/dense"), *norm(norm_name, "mlm_head/norm")]
+        if cfg.tie_word_embeddings:  # the decoder copies the word embeddings and the bias
+            parts.append(Rule(f"{mlm}bias", "mlm_head/bias"))
+            ignore = tuple(re.escape(f"{mlm}decoder.{n}") + "$" for n in ("weight", "bias"))
         else:  # HF's forward then uses the decoder's own weight and bias
-            yield f"{decoder}.weight", ("mlm_head", "decoder"), "linear"
-            yield f"{decoder}.bias", ("mlm_head", "bias"), "copy"
+            parts += [Rule(f"{mlm}decoder.weight", "mlm_head/decoder", TRANSPOSE),
+                      Rule(f"{mlm}decoder.bias", "mlm_head/bias"),
+                      # HF stores the bias twice and requires both when untied.
+                      Tied(f"{mlm}bias", "mlm_head/bias", check=False, write=True)]
     if head in ("nsp", "pretraining"):
-        yield from _linear("cls.seq_relationship", ("nsp_head",))
-    if head == "classifier":
-        if roberta:
-            yield from _linear("classifier.dense", ("classifier_dense",))
-            yield from _linear("classifier.out_proj", ("classifier",))
-        else:
-            yield from _linear("classifier", ("classifier",))
-    if head == "token_classifier":
-        yield from _linear("classifier", ("classifier",))
+        parts += dense("cls.seq_relationship", "nsp_head")
+    if head == "classifier" and roberta:
+        parts += [*dense("classifier.dense", "classifier_dense"),
+                  *dense("classifier.out_proj", "classifier")]
+    elif head in ("classifier", "token_classifier"):
+        parts += dense("classifier", "classifier")
     if head == "qa":
-        yield from _linear("qa_outputs", ("qa_outputs",))
+        parts += dense("qa_outputs", "qa_outputs")
+    return Table.of(parts, ignore=ignore)
 
 
-def _mlm_bias_names(cfg: B.BertConfig) -> tuple[str, str]:
-    """(the head's own bias tensor, the decoder Linear's name) in HF."""
-    if cfg.model_type == "roberta":
-        return "lm_head.bias", "lm_head.decoder"
-    return "cls.predictions.bias", "cls.predictions.decoder"
-
-
-def _decoder_copies(cfg: B.BertConfig) -> tuple[str, ...]:
-    """MLM tensors HF keeps as copies of others (old files store them, new ones may not)."""
-    bias, decoder = _mlm_bias_names(cfg)
-    if cfg.tie_word_embeddings:
-        return f"{decoder}.weight", f"{decoder}.bias"
-    return (bias,)
-
-
-def _to_jax(arr: np.ndarray, kind: str, cfg: B.BertConfig) -> np.ndarray:
-    h, d = cfg.num_heads, cfg.d_model // cfg.num_heads
-    if kind == "linear":
-        return arr.T
-    if kind == "qkv":
-        return arr.T.reshape(cfg.d_model, h, d) if arr.ndim == 2 else arr.reshape(h, d)
-    if kind == "out":
-        return arr.T.reshape(h, d, cfg.d_model)
-    return arr
-
-
-def _to_hf(arr: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "linear":
-        return arr.T
-    if kind == "qkv":
-        return arr.reshape(arr.shape[0], -1).T if arr.ndim == 3 else arr.reshape(-1)
-    if kind == "out":
-        return arr.reshape(-1, arr.shape[-1]).T
-    return arr
-
-
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
-
-
-def _get(tree: dict, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-# ---------------------------------------------------------------------------
-# Load
-# ---------------------------------------------------------------------------
-
-
-def _find_prefix(store: TensorStore, model_type: str) -> str:
-    for prefix in (f"{model_type}.", "bert.", "roberta.", ""):
-        if f"{prefix}embeddings.word_embeddings.weight" in store:
-            return prefix
-    return f"{model_type}."
-
-
-def _take(store: TensorStore, name: str) -> np.ndarray:
-    """A tensor, accepting the TF-era ``LayerNorm.gamma/beta`` spelling."""
-    if name not in store and ".LayerNorm." in name:
-        old = name.replace(".weight", ".gamma").replace(".bias", ".beta")
-        if old in store:
-            return store.take(old)
-    return store.take(name)
+def _tables(cfg: B.BertConfig, head: str, prefix: str, pooler: bool) -> tuple[Table, ...]:
+    """(encoder, pooler, head) tables of a model with ``head`` (encoder tensors under
+    ``prefix``; params under ``bert/`` unless the model is the bare encoder)."""
+    inner = "" if head == "base" else "bert/"
+    pooler_table = Table.of(dense("pooler.dense", "pooler") if pooler else [])
+    return (backbone_table(cfg).under(prefix, inner), pooler_table.under(prefix, inner),
+            head_table(cfg, head))
 
 
 def _uses_pooler(model: nn.Module) -> bool:
     return model.has_pooler if isinstance(model, B.BertModel) else model.uses_pooler()
 
 
+# ---------------------------------------------------------------------------
+# Load / save
+# ---------------------------------------------------------------------------
+
+
 def load(hf_config: dict, store: TensorStore, *, head: str | None = None, seed: int = 0,
          **overrides) -> tuple[nn.Module, dict]:
     """Builds the jaxmm model for a HF BERT/RoBERTa folder and fills its params.
 
-    Returns ``(model, params)`` with plain (unboxed) float arrays, in the scan
-    layout when ``scan_layers=True``.
+    Returns ``(model, params)`` with plain (unboxed) arrays in the model's
+    dtypes, in the scan layout when ``scan_layers=True``.
     """
     model_type = hf_config.get("model_type")
     file_arch = (hf_config.get("architectures") or [f"{_PREFIX[model_type]}Model"])[0]
@@ -313,78 +224,38 @@ def load(hf_config: dict, store: TensorStore, *, head: str | None = None, seed: 
         file_head = _resolve_head(file_arch, model_type)
     except ConversionError:
         file_head = None
+    cfg = config_from_hf(hf_config, **overrides)
+    store.rename(".LayerNorm.gamma", ".LayerNorm.weight")  # TF-era spellings
+    store.rename(".LayerNorm.beta", ".LayerNorm.bias")
+    prefix = find_prefix(store, "embeddings.word_embeddings.weight",
+                         (f"{model_type}.", "bert.", "roberta.", ""), default=f"{model_type}.")
+    if chosen == "base":
+        cfg = cfg.replace(add_pooling_layer=f"{prefix}pooler.dense.weight" in store)
+    model = HEADS[chosen][0](cfg)
+    encoder, *optional = _tables(cfg, chosen, prefix, _uses_pooler(model))
     # Another head than the file's: take the encoder and initialise what the file
     # lacks (the head, the pooler), as from_pretrained does for a new head.
     switched = chosen != file_head
-    cfg = config_from_hf(hf_config, **overrides)
-    prefix = _find_prefix(store, model_type)
-    if chosen == "base":
-        cfg = cfg.replace(add_pooling_layer=f"{prefix}pooler.dense.weight" in store)
-    loop_cfg = cfg.replace(scan_layers=False)
-    if chosen == "base":
-        model = B.BertModel(loop_cfg)
-        inner: tuple[str, ...] = ()
-    else:
-        model = HEADS[chosen][0](loop_cfg)
-        inner = ("bert",)
-
-    entries = [(prefix + n, inner + p, k) for n, p, k in _backbone_map(cfg, _uses_pooler(model))]
-    entries += list(_head_map(cfg, chosen))
-    fresh: set[str] = set()
+    lacking = [switched and bool(t.rules) and not any(n in store for n in t.hf_names())
+               for t in optional]
     if switched:
-        head_names = [n for n, _, _ in _head_map(cfg, chosen)]
-        pooler_names = [n for n, _, _ in entries if n.startswith(f"{prefix}pooler.")]
-        for group in (head_names, pooler_names):
-            if group and not any(n in store for n in group):
-                fresh.update(group)
-        store.ignore(*_HEAD_TENSOR_PREFIXES)
-    if not _uses_pooler(model):
-        store.ignore(f"{prefix}pooler.")  # e.g. roberta-base's MLM file keeps its pooler
-    store.ignore("position_ids", *_decoder_copies(cfg))
-
-    params: dict = {}
-    for hf_name, path, kind in entries:
-        if hf_name not in fresh:
-            _set(params, path, _to_jax(_take(store, hf_name), kind, cfg))
-    store.finish()
-
-    # Shapes and dtypes come from the model; fresh leaves from its initialiser.
+        store.ignore(_HEAD_TENSORS)
+    if not _uses_pooler(model):  # e.g. roberta-base's MLM file keeps its pooler
+        store.ignore("^" + re.escape(f"{prefix}pooler."))
+    store.ignore("position_ids")
     example = np.zeros((1, 2), np.int32)
-    if fresh:
+    init = (model.init(jax.random.key(seed), example) if any(lacking) else
+            jax.eval_shape(lambda: model.init(jax.random.key(seed), example)))
+    init = nn.meta.unbox(init)["params"]
+    kept = [t for t, lacks in zip(optional, lacking) if not lacks]
+    params = params_from_hf(Table.of(encoder, *kept), store, expected=init)
+    if any(lacking):
+        fresh = sorted(n for t, lacks in zip(optional, lacking) if lacks for n in t.hf_names())
         log.warning("%s: newly initialised (not in the checkpoint): %s", store.source,
-                    ", ".join(sorted(fresh)))
-        init = nn.meta.unbox(model.init(jax.random.key(seed), example))["params"]
-    else:
-        init = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(seed), example)))
-        init = init["params"]
-    bad = []
-
-    def fill(path, want):
-        keys = tuple(k.key for k in path)
-        try:
-            got = _get(params, keys)
-        except KeyError:
-            return np.asarray(want)  # a freshly initialised head/pooler parameter
-        if tuple(got.shape) != tuple(want.shape):
-            bad.append(f"{'/'.join(keys)}: checkpoint {tuple(got.shape)} vs config "
-                       f"{tuple(want.shape)}")
-            return got
-        return np.asarray(got, dtype=want.dtype)
-
-    params = jax.tree_util.tree_map_with_path(fill, init)
-    if bad:
-        raise ConversionError(
-            f"{store.source}: tensor shapes do not match config.json: " + "; ".join(bad)
-        )
-    if cfg.scan_layers:
-        enc = params["bert"] if inner else params
-        enc["encoder"] = stack_layer_params(enc["encoder"], cfg.num_layers)
-    return model.clone(config=cfg), params
-
-
-# ---------------------------------------------------------------------------
-# Save
-# ---------------------------------------------------------------------------
+                    ", ".join(fresh))
+        params = traverse_util.unflatten_dict({**traverse_util.flatten_dict(
+            jax.tree.map(np.asarray, init)), **traverse_util.flatten_dict(params)})
+    return model, params
 
 
 def _head_of(model: nn.Module) -> str:
@@ -403,33 +274,16 @@ def save(model: nn.Module, params: dict) -> tuple[dict, dict]:
             f"Hugging Face has no RoBERTa class for the {head!r} head; export the encoder "
             "(BertModel) or an MLM/classifier head instead."
         )
-    params = nn.meta.unbox(params)
-    params = jax.tree.map(np.asarray, params)
-    inner = () if head == "base" else ("bert",)
-    enc = _get(params, inner) if inner else params
-    if "layers" in enc["encoder"]:
-        enc = dict(enc)
-        enc["encoder"] = unstack_layer_params(enc["encoder"], cfg.num_layers)
-        params = {**params, "bert": enc} if inner else enc
-    pooler = "pooler" in (_get(params, inner) if inner else params)
+    pooler = "pooler" in (params if head == "base" else params["bert"])
     prefix = "" if head == "base" else f"{cfg.model_type}."
-    tensors = {}
-    entries: list[tuple[str, tuple[str, ...], str]] = [
-        (prefix + n, inner + p, k) for n, p, k in _backbone_map(cfg, pooler)
-    ] + list(_head_map(cfg, head))
-    for hf_name, path, kind in entries:
-        tensors[hf_name] = _to_hf(np.asarray(_get(params, path), np.float32), kind)
-    if head in ("mlm", "pretraining") and not cfg.tie_word_embeddings:
-        bias, decoder = _mlm_bias_names(cfg)
-        tensors[bias] = tensors[f"{decoder}.bias"]  # HF requires both when untied
-    arch = _PREFIX[cfg.model_type] + HEADS[head][1]
-    return config_to_hf(cfg, arch), tensors
+    tensors = params_to_hf(Table.of(*_tables(cfg, head, prefix, pooler)), params)
+    return config_to_hf(cfg, _PREFIX[cfg.model_type] + HEADS[head][1]), tensors
 
 
 def _handles(model: Any) -> bool:
     return isinstance(model, B.BertModel | B._BertHead)
 
 
-CONVERTER: Callable = register_converter(
+CONVERTER = register_converter(
     Converter(model_types=("bert", "roberta"), load=load, save=save, handles=_handles)
 )

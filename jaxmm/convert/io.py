@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -131,15 +132,17 @@ def read_hf_tensors(path: str, *, allow_pickle: bool = False) -> dict[str, np.nd
 class TensorStore:
     """Tensors by name that records which were used, to report leftovers.
 
-    ``take(name)`` returns a tensor (missing ones are collected, not raised one
-    at a time); ``finish()`` raises one error naming every missing tensor and
-    every unexpected (unused) tensor.
+    ``take(name)`` returns a tensor, or ``None`` for a missing one (missing
+    names are collected, not raised one at a time); ``mismatch(text)`` records
+    a tensor whose shape does not fit; ``finish()`` raises one error naming
+    every missing, mis-shaped and unexpected (unused) tensor.
     """
 
     def __init__(self, tensors: Mapping[str, np.ndarray], *, source: str = "checkpoint"):
         self._tensors = dict(tensors)
         self._used: set[str] = set()
         self._missing: list[str] = []
+        self._mismatched: list[str] = []
         self.source = source
 
     def __contains__(self, name: str) -> bool:
@@ -148,28 +151,44 @@ class TensorStore:
     def keys(self):
         return self._tensors.keys()
 
-    def take(self, name: str, transpose: bool = False) -> np.ndarray:
+    def peek(self, name: str) -> np.ndarray | None:
+        """The tensor ``name`` (or ``None``), without marking it used."""
+        return self._tensors.get(name)
+
+    def take(self, name: str) -> np.ndarray | None:
         if name not in self._tensors:
             self._missing.append(name)
-            return np.zeros((0,), np.float32)
+            return None
         self._used.add(name)
-        arr = self._tensors[name]
-        return arr.T if transpose else arr
+        return self._tensors[name]
 
-    def take_optional(self, name: str) -> np.ndarray | None:
-        return self.take(name) if name in self._tensors else None
+    def rename(self, old: str, new: str) -> None:
+        """Renames every tensor containing ``old`` (legacy spellings), unless the
+        new name exists already."""
+        for key in [k for k in self._tensors if old in k]:
+            target = key.replace(old, new)
+            if target not in self._tensors:
+                self._tensors[target] = self._tensors.pop(key)
 
     def ignore(self, *patterns: str) -> None:
-        """Marks tensors whose name contains any pattern as used (e.g. buffers)."""
+        """Marks tensors whose name matches any regular expression (``re.search``)
+        as used (e.g. buffers)."""
         for key in self._tensors:
-            if any(p in key for p in patterns):
+            if any(re.search(p, key) for p in patterns):
                 self._used.add(key)
+
+    def mismatch(self, problem: str) -> None:
+        """Records a tensor whose shape does not fit (reported by ``finish``)."""
+        self._mismatched.append(problem)
 
     def finish(self) -> None:
         unexpected = sorted(set(self._tensors) - self._used)
         problems = []
         if self._missing:
             problems.append(f"missing tensors: {', '.join(self._missing)}")
+        if self._mismatched:
+            problems.append(f"tensor shapes do not match config.json: "
+                            f"{'; '.join(self._mismatched)}")
         if unexpected:
             problems.append(f"unexpected tensors: {', '.join(unexpected)}")
         if problems:

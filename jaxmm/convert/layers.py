@@ -1,139 +1,126 @@
-"""Tensor mapping for the shared jaxmm layers <-> PyTorch ``nn.Linear``/``LayerNorm``.
+"""Rules for the shared jaxmm layers <-> PyTorch ``nn.Linear`` / ``LayerNorm`` / conv.
 
-Family converters describe *where* tensors live; these helpers do the layout
-work: PyTorch ``Linear.weight`` is ``(out, in)``, a jaxmm ``Dense`` kernel is
-``(in, out)``; attention projections are ``(E, H, D)`` / ``(H, D, E)``.
+Family tables describe *where* a layer lives; these builders return its rules
+(:mod:`jaxmm.convert.rules`). PyTorch ``Linear.weight`` is ``(out, in)``, a
+jaxmm ``Dense`` kernel ``(in, out)``; attention projections are ``(E, H, D)``
+(query/key/value) and ``(H, D, E)`` (out); norms keep ``weight`` as ``scale``.
 
-Import helpers take a :class:`~jaxmm.convert.io.TensorStore` and a tensor name
-prefix (``"encoder.layer.0.attention.attention.query"``) and return the jaxmm
-param subtree; a missing tensor is recorded by the store (reported together
-by ``store.finish()``) and yields an empty placeholder. Export helpers take the
-subtree and return ``{hf_name: array}``.
+:func:`transformer_layer` takes a family's names for the parts of one
+:class:`~jaxmm.layers.EncoderLayer` / ``DecoderLayer``::
+
+    LayerNames(attention_norm="layer_norm1", mlp_norm="layer_norm2",
+               self_attention=qkvo("self_attn.", "q_proj", "k_proj", "v_proj", "out_proj"),
+               mlp={"wi": "mlp.fc1", "wo": "mlp.fc2"})
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Mapping
 
-import numpy as np
-
-from jaxmm.convert.io import TensorStore
+from jaxmm.convert.rules import CONV, IDENTITY, TRANSPOSE, Rule, Transform, Zeros, chain, heads
 
 __all__ = [
-    "attention_from_hf",
-    "attention_to_hf",
-    "conv_from_hf",
-    "conv_to_hf",
-    "dense_from_hf",
-    "dense_to_hf",
-    "norm_from_hf",
-    "norm_to_hf",
+    "LayerNames",
+    "conv",
+    "dense",
+    "norm",
+    "qkvo",
+    "transformer_layer",
 ]
 
-
-def _np(x: Any) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)
-
-
-def _reshape(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    # Missing tensors come back empty; keep them empty so finish() reports them.
-    return arr if arr.size == 0 else arr.reshape(shape)
+# A bias that jaxmm has and Hugging Face lacks: imported as zeros of this shape.
+ZeroBias = tuple[int, ...]
 
 
-def dense_from_hf(store: TensorStore, name: str, bias: bool = True) -> dict[str, np.ndarray]:
-    """``name.weight`` ``(out, in)`` (+ ``name.bias``) -> ``{"kernel": (in, out), "bias"}``."""
-    out = {"kernel": store.take(f"{name}.weight", transpose=True)}
-    if bias:
-        out["bias"] = store.take(f"{name}.bias")
-    return out
+def _bias(hf: str, path: str, bias: bool | ZeroBias, transform: Transform = IDENTITY
+          ) -> list[Rule]:
+    if isinstance(bias, tuple):
+        return [Zeros(f"{path}/bias", shape=bias)]
+    return [Rule(f"{hf}.bias", f"{path}/bias", transform)] if bias else []
 
 
-def dense_to_hf(params: dict, name: str) -> dict[str, np.ndarray]:
-    out = {f"{name}.weight": _np(params["kernel"]).T}
-    if "bias" in params:
-        out[f"{name}.bias"] = _np(params["bias"])
-    return out
+def dense(hf: str, path: str, bias: bool | ZeroBias = True) -> list[Rule]:
+    """``hf.weight`` ``(out, in)`` (+ ``hf.bias``) <-> ``path/kernel`` ``(in, out)`` (+ bias)."""
+    return [Rule(f"{hf}.weight", f"{path}/kernel", TRANSPOSE), *_bias(hf, path, bias)]
 
 
-def norm_from_hf(store: TensorStore, name: str, bias: bool = True) -> dict[str, np.ndarray]:
-    """LayerNorm/RMSNorm ``name.weight`` (+ ``name.bias``) -> ``{"scale", "bias"}``."""
-    out = {"scale": store.take(f"{name}.weight")}
-    if bias:
-        out["bias"] = store.take(f"{name}.bias")
-    return out
+def norm(hf: str, path: str, bias: bool = True) -> list[Rule]:
+    """LayerNorm/RMSNorm ``hf.weight`` (+ ``hf.bias``) <-> ``path/scale`` (+ bias)."""
+    return [Rule(f"{hf}.weight", f"{path}/scale"), *_bias(hf, path, bias)]
 
 
-def norm_to_hf(params: dict, name: str) -> dict[str, np.ndarray]:
-    out = {f"{name}.weight": _np(params["scale"])}
-    if "bias" in params:
-        out[f"{name}.bias"] = _np(params["bias"])
-    return out
+def conv(hf: str, path: str, bias: bool = True) -> list[Rule]:
+    """PyTorch ``Conv{1,2,3}d`` ``(out, in, *k)`` <-> Flax kernel ``(*k, in, out)``."""
+    return [Rule(f"{hf}.weight", f"{path}/kernel", CONV), *_bias(hf, path, bias)]
 
 
-def conv_from_hf(store: TensorStore, name: str, bias: bool = True) -> dict[str, np.ndarray]:
-    """PyTorch ``Conv{1,2,3}d`` weight ``(out, in, *k)`` -> Flax kernel ``(*k, in, out)``."""
-    w = store.take(f"{name}.weight")
-    if w.size:
-        w = np.moveaxis(w, (0, 1), (-1, -2))
-    out = {"kernel": w}
-    if bias:
-        out["bias"] = store.take(f"{name}.bias")
-    return out
+def qkvo(prefix: str, query: str, key: str, value: str, out: str,
+         out_prefix: str | None = None) -> dict[str, str]:
+    """The four attention projections' names: ``{"query": prefix + query, ...,
+    "out": (out_prefix or prefix) + out}``."""
+    out_prefix = prefix if out_prefix is None else out_prefix
+    return {"query": prefix + query, "key": prefix + key, "value": prefix + value,
+            "out": out_prefix + out}
 
 
-def conv_to_hf(params: dict, name: str) -> dict[str, np.ndarray]:
-    out = {f"{name}.weight": np.ascontiguousarray(np.moveaxis(_np(params["kernel"]), (-1, -2),
-                                                              (0, 1)))}
-    if "bias" in params:
-        out[f"{name}.bias"] = _np(params["bias"])
-    return out
+def _attention(hf: Mapping[str, str], path: str, num_heads: int, kv_heads: int | None,
+               bias: bool, out_bias: bool, zero_bias: Mapping[str, ZeroBias]) -> list[Rule]:
+    """Four Linear layers (``hf``: role -> name) <-> a MultiHeadAttention subtree:
+    query/key/value kernels ``(E, H, D)``, biases ``(H, D)``; out kernel ``(H, D, E)``."""
+    rules = []
+    for role in ("query", "key", "value", "out"):
+        per_head = heads(0 if role == "out" else -1, num_heads if role in ("query", "out")
+                         else kv_heads or num_heads)
+        rules.append(Rule(f"{hf[role]}.weight", f"{path}/{role}/kernel",
+                          chain(TRANSPOSE, per_head)))
+        has_bias = zero_bias.get(f"{path}/{role}", out_bias if role == "out" else bias)
+        rules += _bias(hf[role], f"{path}/{role}", has_bias,
+                       IDENTITY if role == "out" else per_head)
+    return rules
 
 
-def attention_from_hf(
-    store: TensorStore, names: dict[str, str], num_heads: int, num_kv_heads: int | None = None,
-    *, bias: bool = True, zero_bias: tuple[str, ...] = (), out_bias: bool | None = None,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Four HF linear layers -> a :class:`~jaxmm.layers.MultiHeadAttention` subtree.
+@dataclasses.dataclass(frozen=True)
+class LayerNames:
+    """A family's Hugging Face names for the parts of one transformer layer
+    (relative to the layer's prefix); cross-attention only in decoders."""
+
+    attention_norm: str
+    self_attention: Mapping[str, str]
+    mlp_norm: str
+    mlp: Mapping[str, str]  # jaxmm name (wi, wi_0, wi_1, wo) -> HF Linear
+    cross_attention_norm: str | None = None
+    cross_attention: Mapping[str, str] | None = None
+
+
+def transformer_layer(names: LayerNames, num_heads: int, kv_heads: int | None = None, *,
+                      norm_bias: bool = True, bias: bool = True, out_bias: bool | None = None,
+                      mlp_bias: bool | None = None,
+                      zero_bias: Mapping[str, ZeroBias] | None = None) -> list[Rule]:
+    """Rules for one transformer layer (paths relative to it).
 
     Args:
-      names: HF prefixes for ``query``, ``key``, ``value``, ``out``.
-      num_heads / num_kv_heads: head counts (``D = out_features / heads``).
-      bias: whether q/k/v carry biases; ``zero_bias`` lists projections whose
-        bias is absent in HF but present in jaxmm (Whisper's ``k_proj``):
-        they are filled with zeros.
-      out_bias: whether ``out`` has a bias (default ``bias``).
+      names: the family's tensor names for the layer's parts.
+      num_heads / kv_heads: query and key/value head counts.
+      norm_bias, bias, out_bias, mlp_bias: which parts have biases (norms;
+        query/key/value; attention output, default ``bias``; MLP, default ``bias``).
+      zero_bias: module paths (``"self_attention/key"``, ``"mlp/wo"``) whose bias
+        jaxmm has and Hugging Face lacks (Whisper's key, a Llama file with only
+        MLP biases), with the bias shape: imported as zeros, dropped on export.
     """
-    kv_heads = num_kv_heads or num_heads
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for role in ("query", "key", "value"):
-        heads = num_heads if role == "query" else kv_heads
-        w = store.take(f"{names[role]}.weight")  # (H*D, E)
-        d = w.shape[0] // heads if w.size else 0
-        sub = {"kernel": _reshape(w.T, (w.shape[1] if w.size else 0, heads, d))}
-        if role in zero_bias:
-            sub["bias"] = np.zeros((heads, d), np.float32)
-        elif bias:
-            sub["bias"] = _reshape(store.take(f"{names[role]}.bias"), (heads, d))
-        out[role] = sub
-    w = store.take(f"{names['out']}.weight")  # (E, H*D)
-    d = w.shape[1] // num_heads if w.size else 0
-    out["out"] = {"kernel": _reshape(w.T, (num_heads, d, w.shape[0] if w.size else 0))}
-    if bias if out_bias is None else out_bias:
-        out["out"]["bias"] = store.take(f"{names['out']}.bias")
-    return out
+    zero_bias = zero_bias or {}
+    out_bias = bias if out_bias is None else out_bias
 
+    def attn(hf: Mapping[str, str], path: str) -> list[Rule]:
+        return _attention(hf, path, num_heads, kv_heads, bias, out_bias, zero_bias)
 
-def attention_to_hf(params: dict, names: dict[str, str], *, drop_bias: tuple[str, ...] = ()
-                    ) -> dict[str, np.ndarray]:
-    """Inverse of :func:`attention_from_hf`; ``drop_bias`` projections lose their bias."""
-    out = {}
-    for role in ("query", "key", "value"):
-        k = _np(params[role]["kernel"])  # (E, H, D)
-        out[f"{names[role]}.weight"] = k.reshape(k.shape[0], -1).T
-        if "bias" in params[role] and role not in drop_bias:
-            out[f"{names[role]}.bias"] = _np(params[role]["bias"]).reshape(-1)
-    k = _np(params["out"]["kernel"])  # (H, D, E)
-    out[f"{names['out']}.weight"] = k.reshape(-1, k.shape[-1]).T
-    if "bias" in params["out"]:
-        out[f"{names['out']}.bias"] = _np(params["out"]["bias"])
-    return out
+    rules = [*norm(names.attention_norm, "attention_norm", norm_bias),
+             *attn(names.self_attention, "self_attention"),
+             *norm(names.mlp_norm, "mlp_norm", norm_bias)]
+    mlp_bias = bias if mlp_bias is None else mlp_bias
+    for ours, theirs in names.mlp.items():
+        rules += dense(theirs, f"mlp/{ours}", zero_bias.get(f"mlp/{ours}", mlp_bias))
+    if names.cross_attention is not None:
+        rules += [*norm(names.cross_attention_norm, "cross_attention_norm", norm_bias),
+                  *attn(names.cross_attention, "cross_attention")]
+    return rules

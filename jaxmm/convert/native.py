@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from flax import traverse_util
 
 from jaxmm.convert.io import ConversionError
 
@@ -36,29 +37,15 @@ FORMAT, VERSION = "jaxmm-model", 1
 MODEL_FILE, PARAMS_FILE = "jaxmm_model.json", "params.safetensors"
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    out = {}
-    for key, value in tree.items():
-        if "/" in str(key):
-            raise ConversionError(f"Parameter name {key!r} contains '/', which this format uses "
-                                  "as its separator.")
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, path + "/"))
-        else:
-            out[path] = np.ascontiguousarray(np.asarray(jax.device_get(value)))
-    return out
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
+def _flatten(tree: Any) -> dict[str, np.ndarray]:
+    flat = traverse_util.flatten_dict(tree)
+    for path in flat:
+        bad = [str(k) for k in path if "/" in str(k)]
+        if bad:
+            raise ConversionError(f"Parameter name {bad[0]!r} contains '/', which this format "
+                                  "uses as its separator.")
+    return {"/".join(map(str, path)): np.ascontiguousarray(np.asarray(jax.device_get(value)))
+            for path, value in flat.items()}
 
 
 def save_converted(model: Any, params: Any, out_dir: str, *, source: str | None = None) -> str:
@@ -116,4 +103,4 @@ def load_converted(path: str):
     except (SafetensorError, OSError, ValueError) as e:
         raise ConversionError(f"{params_path} is corrupt or not a safetensors file ({e}).") \
             from None
-    return Converted(model, _unflatten(flat), model.config)
+    return Converted(model, traverse_util.unflatten_dict(flat, sep="/"), model.config)

@@ -1,85 +1,61 @@
-"""Helpers shared by the family converters: scan layouts, activations, prefixes.
+"""Pieces the family converters share: checkpoint prefixes and causal-LM files.
 
-(Per-tensor layout mapping of the shared layers is in :mod:`jaxmm.convert.layers`.)
+GPT-2 and Llama store a jaxmm GPT model the same way around their own tables:
+a base-model file (``GPT2Model``, no prefix) or an LM file (``transformer.`` /
+``model.`` prefix, plus ``lm_head.weight`` unless tied). :func:`load_causal_lm`
+and :func:`save_causal_lm` do that part for both from a :class:`CausalLMFormat`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
-import flax.linen as nn
-import jax
-import numpy as np
-
 from jaxmm.convert.io import ConversionError, TensorStore
-from jaxmm.layers import stack_layer_params, unstack_layer_params
-from jaxmm.layers.mlp import ACTIVATIONS
+from jaxmm.convert.rules import TRANSPOSE, Rule, Table, Tied, params_from_hf, params_to_hf
+from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel, GPTModel
 
 __all__ = [
-    "activation_from_hf",
-    "activation_to_hf",
+    "CausalLMFormat",
     "causal_lm_params",
     "find_prefix",
-    "stack_layout",
-    "to_numpy_tree",
-    "unstack_layout",
+    "lm_head_table",
+    "load_causal_lm",
+    "save_causal_lm",
 ]
 
-# jaxmm activation name -> the Hugging Face ACT2FN name of the same function.
-_TO_HF_ACT = {"gelu_tanh": "gelu_new", "swish": "silu"}
 
-
-def activation_from_hf(name: str, where: str) -> str:
-    """A Hugging Face activation name as a jaxmm one (clear error if unsupported)."""
-    if name not in ACTIVATIONS:
-        raise ConversionError(
-            f"{where}: activation {name!r} is not supported by jaxmm; supported: "
-            f"{', '.join(sorted(ACTIVATIONS))}."
-        )
-    return "gelu_tanh" if ACTIVATIONS[name] is ACTIVATIONS["gelu_tanh"] else name
-
-
-def activation_to_hf(name: str) -> str:
-    return _TO_HF_ACT.get(name, name)
-
-
-def to_numpy_tree(params: Any) -> Any:
-    """Unboxes logical-partitioning metadata and brings every leaf to host NumPy."""
-    if isinstance(params, Mapping) and set(params) == {"params"}:
-        params = params["params"]
-    params = nn.meta.unbox(params)
-    return jax.tree.map(lambda a: np.asarray(jax.device_get(a)), params)
-
-
-def stack_layout(stack_params: dict, num_layers: int, scan: bool) -> dict:
-    """Loop-layout stack params -> the layout a ``TransformerStack`` expects."""
-    return stack_layer_params(stack_params, num_layers) if scan else stack_params
-
-
-def unstack_layout(stack_params: Mapping, num_layers: int) -> dict:
-    """A stack's params in loop layout (``layers_0``...), whichever layout it has."""
-    stack_params = dict(stack_params)
-    return unstack_layer_params(stack_params, num_layers) if "layers" in stack_params \
-        else stack_params
-
-
-def find_prefix(store: TensorStore, anchor: str, candidates: Iterable[str]) -> str:
+def find_prefix(store: TensorStore, anchor: str, candidates: Iterable[str],
+                default: str | None = None) -> str:
     """The first of ``candidates`` with ``prefix + anchor`` in ``store``.
 
     E.g. ``find_prefix(store, "wte.weight", ["", "transformer."])`` tells a
-    GPT2Model file from a GPT2LMHeadModel one.
+    GPT2Model file from a GPT2LMHeadModel one. Without a match: ``default``,
+    or an error when there is none.
     """
     candidates = list(candidates)
     for prefix in candidates:
         if prefix + anchor in store:
             return prefix
+    if default is not None:
+        return default
     sample = ", ".join(sorted(store.keys())[:8])
     tried = ", ".join(repr(p + anchor) for p in candidates)
     raise ConversionError(
         f"{store.source}: cannot find {tried} among the checkpoint's tensors (first keys: "
         f"{sample}). Is this the right model_type, or does it need a prefix?"
     )
+
+
+def lm_head_table(*, tied: bool, embedding_name: str) -> Table:
+    """The LM head of ``GPTLMHeadModel`` params (``{"model": ..., "lm_head": ...}``):
+    absent or equal to the token embedding when ``tied``, a transposed kernel if not."""
+    if tied:
+        return Table.of(Tied("lm_head.weight", "model/token_embedding/embedding",
+                             ref=embedding_name, why="tie_word_embeddings is true: set "
+                             "tie_word_embeddings=false in config.json."))
+    return Table.of(Rule("lm_head.weight", "lm_head/kernel", TRANSPOSE))
 
 
 def causal_lm_params(store: TensorStore, params: dict, *, with_head: bool, tied: bool,
@@ -92,17 +68,53 @@ def causal_lm_params(store: TensorStore, params: dict, *, with_head: bool, tied:
     ``lm_head.weight`` is consumed unused (a bare decoder from an LM file).
     """
     if not with_head:
-        if "lm_head.weight" in store:
-            store.ignore("lm_head.weight")
+        store.ignore(r"^lm_head\.weight$")
         return params
-    head = store.take_optional("lm_head.weight")
-    if tied:
-        if head is not None and not np.array_equal(head, params["token_embedding"]["embedding"]):
-            raise ConversionError(
-                f"{store.source}: lm_head.weight differs from {embedding_name} although "
-                "tie_word_embeddings is true; set tie_word_embeddings=false in config.json.")
-        return {"model": params}
-    if head is None:
+    if not tied and "lm_head.weight" not in store:
         raise ConversionError(
             f"{store.source}: tie_word_embeddings is false but lm_head.weight is missing.")
-    return {"model": params, "lm_head": {"kernel": np.ascontiguousarray(head.T)}}
+    return params_from_hf(lm_head_table(tied=tied, embedding_name=embedding_name), store,
+                          into={"model": params}, finish=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalLMFormat:
+    """How a Hugging Face decoder-only family names its files.
+
+    anchor: the token embedding tensor (finds the prefix); lm_prefix: the base
+    model's prefix inside an LM file; lm_marker: part of the LM class names
+    in ``architectures``; architectures: (LM class, base class) written on export.
+    """
+
+    anchor: str
+    lm_prefix: str
+    lm_marker: str
+    architectures: tuple[str, str]
+
+
+def load_causal_lm(fmt: CausalLMFormat, hf_config: dict, store: TensorStore, cfg: GPTConfig,
+                   table: Table, with_head: bool | None) -> tuple[Any, dict]:
+    """A GPTLMHeadModel (or GPTModel) and its params, from ``table`` (unprefixed).
+
+    ``with_head``: None picks from the file (the LM prefix or an LM class in
+    ``architectures``).
+    """
+    prefix = find_prefix(store, fmt.anchor, ["", fmt.lm_prefix])
+    if with_head is None:
+        archs = hf_config.get("architectures") or []
+        with_head = prefix == fmt.lm_prefix or any(fmt.lm_marker in a for a in archs)
+    params = causal_lm_params(store, params_from_hf(table.under(prefix), store, finish=False),
+                              with_head=with_head, tied=cfg.tie_word_embeddings,
+                              embedding_name=prefix + fmt.anchor)
+    store.finish()
+    return (GPTLMHeadModel(cfg) if with_head else GPTModel(cfg)), params
+
+
+def save_causal_lm(fmt: CausalLMFormat, model: Any, params: Any, table: Table
+                   ) -> tuple[dict, str]:
+    """(tensors, architecture) of a GPTLMHeadModel/GPTModel, from ``table`` (unprefixed)."""
+    if isinstance(model, GPTLMHeadModel):
+        head = lm_head_table(tied=model.config.tie_word_embeddings, embedding_name=fmt.anchor)
+        return (params_to_hf(table.under(fmt.lm_prefix, "model/") + head, params),
+                fmt.architectures[0])
+    return params_to_hf(table, params), fmt.architectures[1]

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flax import linen as nn
-
 from jaxmm.convert import ConversionError, Converter, TensorStore, register_converter
 from jaxmm.convert import gpt2 as gpt2_convert
 from jaxmm.convert import vit as vit_convert
-from jaxmm.convert.layers import dense_from_hf, dense_to_hf
+from jaxmm.convert.layers import dense
+from jaxmm.convert.rules import Table, Tied, params_from_hf, params_to_hf
 from jaxmm.models.captioner import CaptionerConfig, ImageCaptioner
 from jaxmm.models.gpt import GPTConfig
 from jaxmm.models.vit import ViTConfig
 
-__all__ = ["config_from_hf", "config_to_hf"]
+__all__ = ["config_from_hf", "config_to_hf", "tensor_table"]
 
 _ENCODERS = ("vit",)
 _DECODERS = ("gpt2",)
@@ -81,34 +80,29 @@ def config_to_hf(cfg: CaptionerConfig) -> dict:
                 pad_token_id=cfg.pad_token_id, tie_word_embeddings=False)
 
 
+def tensor_table(cfg: CaptionerConfig) -> Table:
+    """``encoder.`` (ViT) + ``decoder.transformer.`` (GPT-2) + ``enc_to_dec_proj``
+    tensors <-> :class:`ImageCaptioner` params (``encoder``, ``decoder/model``)."""
+    if not cfg.decoder.tie_word_embeddings:
+        raise ConversionError("An untied GPT-2 LM head inside a vision-encoder-decoder is not "
+                              "supported.")
+    return Table.of(
+        vit_convert.tensor_table(cfg.encoder_config).under("encoder.", "encoder/"),
+        gpt2_convert.tensor_table(cfg.decoder).under("decoder.transformer.", "decoder/model/"),
+        Tied("decoder.lm_head.weight", "decoder/model/token_embedding/embedding",
+             why="the GPT-2 LM head is tied to the token embedding."),
+        dense("enc_to_dec_proj", "enc_to_dec_proj") if cfg.uses_projection else [])
+
+
 def _load(hf_config: dict, store: TensorStore, **options) -> tuple[Any, Any]:
     options.setdefault("use_pooler", "encoder.pooler.dense.weight" in store)
     cfg = config_from_hf(hf_config, **options)
-    params: dict[str, Any] = {
-        "encoder": vit_convert.vit_params_from_hf(store, cfg.encoder_config, "encoder."),
-        "decoder": {"model": gpt2_convert.params_from_hf(store, cfg.decoder,
-                                                         "decoder.transformer.")},
-    }
-    head = store.take_optional("decoder.lm_head.weight")
-    if head is not None and not cfg.decoder.tie_word_embeddings:
-        raise ConversionError("An untied GPT-2 LM head inside a vision-encoder-decoder is not "
-                              "supported.")
-    if cfg.uses_projection:
-        params["enc_to_dec_proj"] = dense_from_hf(store, "enc_to_dec_proj")
-    store.finish()
-    return ImageCaptioner(cfg), params
+    return ImageCaptioner(cfg), params_from_hf(tensor_table(cfg), store)
 
 
 def _save(model: Any, params: Any) -> tuple[dict, dict]:
-    params = nn.meta.unbox(params)
     cfg = model.config
-    hf = config_to_hf(cfg)
-    tensors = vit_convert.vit_params_to_hf(params["encoder"], cfg.encoder_config, "encoder.")
-    tensors.update(gpt2_convert.params_to_hf(params["decoder"]["model"], cfg.decoder,
-                                             "decoder.transformer."))
-    if "enc_to_dec_proj" in params:
-        tensors.update(dense_to_hf(params["enc_to_dec_proj"], "enc_to_dec_proj"))
-    return hf, tensors
+    return config_to_hf(cfg), params_to_hf(tensor_table(cfg), params)
 
 
 def _handles(model: Any) -> bool:
