@@ -10,16 +10,7 @@ from jaxmm.layers.attention import (
     padding_mask,
     prefix_lm_mask,
 )
-from jaxmm.layers.blocks import DecoderLayer, EncoderLayer, TransformerConfig
-from jaxmm.layers.config_fields import (
-    DTYPES,
-    REMAT_POLICIES,
-    ComputeFields,
-    DropoutFields,
-    NormFields,
-    PrecisionFields,
-    TransformerFields,
-)
+from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
 from jaxmm.layers.embeddings import Embed, PatchEmbed
 from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, make_norm
@@ -46,12 +37,6 @@ from jaxmm.layers.stack import (
 
 __all__ = [
     "DTYPES",
-    "REMAT_POLICIES",
-    "ComputeFields",
-    "DropoutFields",
-    "NormFields",
-    "PrecisionFields",
-    "TransformerFields",
     "DecodePositions",
     "DecoderLayer",
     "Embed",

@@ -19,8 +19,10 @@ from jaxmm.layers.attention import MultiHeadAttention
 from jaxmm.layers.config_fields import (
     DTYPES,
     REMAT_POLICIES,
+    STACK_SIZES,
     ComputeFields,
     DropoutFields,
+    LayerVariantFields,
     TransformerFields,
     shared_field_values,
 )
@@ -34,23 +36,20 @@ __all__ = ["DTYPES", "REMAT_POLICIES", "DecoderLayer", "EncoderLayer", "Transfor
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TransformerConfig(ComputeFields, DropoutFields, TransformerFields):
+class TransformerConfig(ComputeFields, DropoutFields, LayerVariantFields, TransformerFields):
     """Hyper-parameters shared by every layer of a Transformer stack.
 
     The widths (``num_layers``, ``d_model``, ``num_heads``, ``mlp_dim``,
-    ``activation``, ``norm_eps``, ``attention_dropout_rate``), ``dropout_rate``
-    and the compute fields (``dtype``, ``param_dtype``, ``scan_layers``,
-    ``remat_policy``, ``attention_impl``) come from
+    ``activation``, ``norm_eps``, ``attention_dropout_rate``), ``dropout_rate``,
+    the compute fields (``dtype``, ``param_dtype``, ``scan_layers``,
+    ``remat_policy``, ``attention_impl``) and the layer variant (``head_dim``,
+    ``gated_mlp``, ``norm``, ``use_bias``) come from
     :mod:`jaxmm.layers.config_fields`. Its own attributes:
 
     Attributes:
       num_kv_heads: key/value heads (default ``num_heads``) for GQA/MQA.
-      head_dim: per-head width (default ``d_model // num_heads``).
-      gated_mlp: gated feed-forward (SwiGLU with silu, GeGLU with gelu).
-      norm: ``layernorm`` or ``rmsnorm``.
       norm_position: ``pre`` (pre-LN) or ``post`` (post-LN).
       final_norm: apply a norm after the last layer (usual for pre-LN stacks).
-      use_bias: biases in attention and MLP projections.
       attention_scale: logit scale (default ``1/sqrt(head_dim)``; T5 uses 1.0).
       rotary_theta: if set, rotary position embedding with this base;
         ``rotary_dim`` rotates only that many features per head;
@@ -60,12 +59,8 @@ class TransformerConfig(ComputeFields, DropoutFields, TransformerFields):
     """
 
     num_kv_heads: int | None = None
-    head_dim: int | None = None
-    gated_mlp: bool = False
-    norm: str = "layernorm"
     norm_position: str = "pre"
     final_norm: bool = True
-    use_bias: bool = True
     attention_scale: float | None = None
     rotary_theta: float | None = None
     rotary_dim: int | None = None
@@ -73,11 +68,7 @@ class TransformerConfig(ComputeFields, DropoutFields, TransformerFields):
     cross_attention: bool = False
     initializer_range: float = 0.02
 
-    SIZES: ClassVar = {
-        "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256),
-        "small": dict(num_layers=4, d_model=256, num_heads=4, mlp_dim=1024),
-        "base": dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
-    }
+    SIZES: ClassVar = STACK_SIZES
 
     def validate(self) -> None:
         kv = self.num_kv_heads or self.num_heads
@@ -86,7 +77,6 @@ class TransformerConfig(ComputeFields, DropoutFields, TransformerFields):
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
                 f"({self.num_kv_heads}); e.g. num_kv_heads=1 (MQA) or a divisor of num_heads."
             )
-        self.require_one_of("norm", ("layernorm", "rmsnorm"))
         self.require_one_of("norm_position", ("pre", "post"))
         if self.initializer_range <= 0:
             raise self.config_error(
@@ -95,8 +85,10 @@ class TransformerConfig(ComputeFields, DropoutFields, TransformerFields):
     @classmethod
     def from_fields(cls, source: ConfigBase, **overrides: Any) -> TransformerConfig:
         """The stack a family config describes: ``source``'s values for the shared
-        width, dropout and compute fields, then the family's ``overrides``."""
-        shared = shared_field_values(source, TransformerFields, DropoutFields, ComputeFields)
+        width, dropout, compute and layer-variant fields it has, then the family's
+        ``overrides``."""
+        shared = shared_field_values(source, TransformerFields, DropoutFields, ComputeFields,
+                                     LayerVariantFields)
         return cls(**{**shared, **overrides})
 
     @property

@@ -23,6 +23,8 @@ TransformerFields  NormFields + num_layers, d_model, num_heads,          sizes >
                    mlp_dim, activation, attention_dropout_rate           heads divide
                                                                          d_model
 DropoutFields      dropout_rate                                          in [0, 1)
+LayerVariantFields head_dim, gated_mlp, norm, use_bias (the layer         norm name,
+                   options GPT and T5 expose)                            head_dim >= 1
 =================  ====================================================  ==============
 
 Text vocabulary and special-token groups live in :mod:`jaxmm.models.config_fields`.
@@ -46,8 +48,10 @@ __all__ = [
     "ATTENTION_IMPLS",
     "DTYPES",
     "REMAT_POLICIES",
+    "STACK_SIZES",
     "ComputeFields",
     "DropoutFields",
+    "LayerVariantFields",
     "NormFields",
     "PrecisionFields",
     "TransformerFields",
@@ -67,6 +71,13 @@ REMAT_POLICIES = {
 }
 
 ATTENTION_IMPLS: tuple[str, ...] = typing.get_args(Implementation)
+
+# Size presets of a generic stack (TransformerConfig, FusionConfig).
+STACK_SIZES = {
+    "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256),
+    "small": dict(num_layers=4, d_model=256, num_heads=4, mlp_dim=1024),
+    "base": dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -178,6 +189,28 @@ class DropoutFields(ConfigBase):
 
     def check_fields(self) -> None:
         self.require_rate("dropout_rate")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LayerVariantFields(ConfigBase):
+    """How each layer is built, where a family lets it vary (GPT/Llama, T5).
+
+    Attributes:
+      head_dim: per-head width (``None``: ``d_model // num_heads``; T5 ``d_kv``).
+      gated_mlp: gated feed-forward (SwiGLU with silu, GeGLU with gelu).
+      norm: ``layernorm`` or ``rmsnorm``.
+      use_bias: biases in attention and MLP projections.
+    """
+
+    head_dim: int | None = None
+    gated_mlp: bool = False
+    norm: str = "layernorm"
+    use_bias: bool = True
+
+    def check_fields(self) -> None:
+        self.require_one_of("norm", ("layernorm", "rmsnorm"))
+        if self.head_dim is not None:
+            self.require_at_least(1, "head_dim")
 
 
 def shared_field_values(source: ConfigBase, *groups: type[ConfigBase]) -> dict[str, Any]:

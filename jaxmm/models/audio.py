@@ -24,14 +24,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.audio import check_sample_rate
-from jaxmm.layers import (
+from jaxmm.layers import classifier_head
+from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import (
     ComputeFields,
     DropoutFields,
     TransformerFields,
-    classifier_head,
+    shared_field_values,
 )
-from jaxmm.layers.blocks import DTYPES
-from jaxmm.layers.config_fields import shared_field_values
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
 from jaxmm.models.vit import ViTConfig, ViTModel

@@ -36,17 +36,15 @@ import optax
 
 from jaxmm.layers import (
     DTYPES,
-    ComputeFields,
-    DropoutFields,
     Embed,
     LayerNorm,
     LearnedPositionEmbedding,
     TransformerConfig,
-    TransformerFields,
     TransformerStack,
     get_activation,
     key_padding_mask,
 )
+from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.losses import cross_entropy
 from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import (

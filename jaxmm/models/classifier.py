@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.layers import DropoutFields
+from jaxmm.layers.config_fields import DropoutFields
 from jaxmm.models.fusion import FusionConfig, ModalityCombiner
 from jaxmm.models.modality import ModalityEncoders, MultimodalEncoder
 from jaxmm.models.outputs import SequenceClassifierOutput
@@ -55,7 +55,7 @@ class MultimodalClassifierConfig(DropoutFields):
       num_labels: number of classes.
       head: ``pooled`` or ``modality_logits`` (module doc).
       dropout_rate: dropout on the pooled features before the classifier (the
-        shared field of :class:`~jaxmm.layers.DropoutFields`).
+        shared field of :class:`~jaxmm.layers.config_fields.DropoutFields`).
     """
 
     fusion: FusionConfig = dataclasses.field(default_factory=lambda: FusionConfig(

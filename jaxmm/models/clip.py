@@ -30,12 +30,10 @@ import jax.numpy as jnp
 
 from jaxmm.config import ConfigBase
 from jaxmm.layers import (
-    ComputeFields,
     Embed,
     LayerNorm,
     PatchEmbed,
     TransformerConfig,
-    TransformerFields,
     TransformerStack,
     causal_mask,
     combine_masks,
@@ -43,6 +41,7 @@ from jaxmm.layers import (
     resize_position_grid,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import ComputeFields, TransformerFields
 from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import BaseModelOutput
 from jaxmm.models.registry import register

@@ -39,19 +39,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.layers import (
-    ComputeFields,
     DecodePositions,
-    DropoutFields,
     Embed,
     RelativePositionBias,
     TransformerConfig,
-    TransformerFields,
     TransformerStack,
     causal_mask,
     check_token_mask,
     combine_masks,
     key_padding_mask,
     sinusoidal_embedding,
+)
+from jaxmm.layers.config_fields import (
+    ComputeFields,
+    DropoutFields,
+    LayerVariantFields,
+    TransformerFields,
 )
 from jaxmm.models.config_fields import DecoderStartFields, TokenFields
 from jaxmm.models.outputs import (
@@ -84,24 +87,24 @@ _TRANSFORMER = dict(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EncoderDecoderConfig(
-    ComputeFields, DropoutFields, TransformerFields, TokenFields, DecoderStartFields
+    ComputeFields, DropoutFields, LayerVariantFields, TransformerFields, TokenFields,
+    DecoderStartFields,
 ):
     """Encoder-decoder hyper-parameters (defaults: T5-small v1.0).
 
     The widths (``d_model``; ``num_heads``; ``mlp_dim``, T5 ``d_ff``;
     ``num_layers``, the encoder depth; ``activation``: ``relu``, or
-    ``gelu_tanh`` + gated is T5 v1.1's; ``norm_eps``), the dropout rates, the
-    compute fields and the ids (``vocab_size`` shared by encoder and decoder,
+    ``gelu_tanh`` + ``gated_mlp`` is T5 v1.1's; ``norm_eps``), the dropout
+    rates, the compute fields, the layer variant (``head_dim``, T5 ``d_kv``;
+    ``gated_mlp``; ``norm``; ``use_bias``, which also gives LayerNorm a bias)
+    and the ids (``vocab_size`` shared by encoder and decoder,
     ``bos_token_id``, ``eos_token_id``, ``pad_token_id``,
     ``decoder_start_token_id``) are the shared ones
     (:mod:`jaxmm.layers.config_fields`, :mod:`jaxmm.models.config_fields`).
 
     Attributes:
       num_decoder_layers: decoder depth (default ``num_layers``).
-      head_dim: T5 ``d_kv`` (default ``d_model // num_heads``).
-      gated_mlp: gated FFN.
-      norm, norm_position: ``rmsnorm``/``layernorm``, ``pre``/``post``.
-      use_bias: biases in projections (and LayerNorm bias when ``layernorm``).
+      norm_position: ``pre`` or ``post``.
       attention_scale: logit scale; ``1.0`` for T5, None for ``1/sqrt(head_dim)``.
       position_embedding: ``relative`` (T5 buckets) or ``sinusoidal``.
       relative_attention_num_buckets, relative_attention_max_distance: T5 buckets.
@@ -119,14 +122,11 @@ class EncoderDecoderConfig(
     DEFAULTS: ClassVar = dict(
         vocab_size=32128, eos_token_id=1, pad_token_id=0, decoder_start_token_id=0,
         num_layers=6, d_model=512, num_heads=8, mlp_dim=2048, activation="relu", norm_eps=1e-6,
+        norm="rmsnorm", use_bias=False,
     )
 
     num_decoder_layers: int | None = None
-    head_dim: int | None = None
-    gated_mlp: bool = False
-    norm: str = "rmsnorm"
     norm_position: str = "pre"
-    use_bias: bool = False
     attention_scale: float | None = 1.0
     position_embedding: str = "relative"
     relative_attention_num_buckets: int = 32
@@ -162,11 +162,9 @@ class EncoderDecoderConfig(
         layers = self.num_layers if not decoder else (self.num_decoder_layers or
                                                       self.num_layers)
         return TransformerConfig.from_fields(
-            self, num_layers=layers, head_dim=self.head_dim, gated_mlp=self.gated_mlp,
-            norm=self.norm, norm_position=self.norm_position,
-            final_norm=self.norm_position == "pre", use_bias=self.use_bias,
-            attention_scale=self.attention_scale, cross_attention=decoder,
-            initializer_range=self.resolved_initializer_range,
+            self, num_layers=layers, norm_position=self.norm_position,
+            final_norm=self.norm_position == "pre", attention_scale=self.attention_scale,
+            cross_attention=decoder, initializer_range=self.resolved_initializer_range,
         )
 
     @property

@@ -32,19 +32,22 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.layers import (
-    ComputeFields,
     DecodePositions,
-    DropoutFields,
     Embed,
     LearnedPositionEmbedding,
     RopeScaling,
     TransformerConfig,
-    TransformerFields,
     TransformerStack,
     causal_mask,
     check_token_mask,
     combine_masks,
     key_padding_mask,
+)
+from jaxmm.layers.config_fields import (
+    ComputeFields,
+    DropoutFields,
+    LayerVariantFields,
+    TransformerFields,
 )
 from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import BaseModelOutput, CausalLMOutput
@@ -64,25 +67,25 @@ _LLAMA = dict(activation="silu", gated_mlp=True, norm="rmsnorm", norm_eps=1e-5, 
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GPTConfig(ComputeFields, DropoutFields, TransformerFields, TokenFields):
+class GPTConfig(
+    ComputeFields, DropoutFields, LayerVariantFields, TransformerFields, TokenFields
+):
     """Decoder-only LM hyper-parameters (defaults: GPT-2 124M).
 
     The widths (``num_layers``, ``d_model``, ``num_heads``, ``mlp_dim``,
     ``activation``: ``gelu_tanh`` for GPT-2, ``silu`` + ``gated_mlp`` is
     SwiGLU; ``norm_eps``), ``dropout_rate`` (embedding/residual/MLP),
-    ``attention_dropout_rate``, the compute fields and the token fields
-    (``vocab_size``, ``bos_token_id``, ``eos_token_id``, which may be a tuple of
-    several end ids as in Llama 3, ``pad_token_id``) are the shared ones
+    ``attention_dropout_rate``, the compute fields, the layer variant
+    (``head_dim``, ``gated_mlp``, ``norm``: ``layernorm`` for GPT-2, ``rmsnorm``
+    for Llama; ``use_bias``) and the token fields (``vocab_size``,
+    ``bos_token_id``, ``eos_token_id``, which may be a tuple of several end ids
+    as in Llama 3, ``pad_token_id``) are the shared ones
     (:mod:`jaxmm.layers.config_fields`, :mod:`jaxmm.models.config_fields`).
 
     Attributes:
       max_position_embeddings: size of the learned position table; for RoPE
         models the trained context length (informational, not enforced) or None.
-      num_kv_heads, head_dim: ``num_kv_heads < num_heads`` is grouped-query
-        attention; head_dim defaults to ``d_model // num_heads``.
-      gated_mlp: gated feed-forward (SwiGLU with silu).
-      norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama).
-      use_bias: biases in attention and MLP projections.
+      num_kv_heads: ``num_kv_heads < num_heads`` is grouped-query attention.
       position_embedding: ``learned`` (GPT-2), ``rope`` (Llama) or ``none``.
       rope_theta, rotary_dim: RoPE base and rotated features per head (default all);
         rope_scaling: frequency scaling for long contexts (``linear``, ``llama3``).
@@ -98,10 +101,6 @@ class GPTConfig(ComputeFields, DropoutFields, TransformerFields, TokenFields):
 
     max_position_embeddings: int | None = 1024
     num_kv_heads: int | None = None
-    head_dim: int | None = None
-    gated_mlp: bool = False
-    norm: str = "layernorm"
-    use_bias: bool = True
     position_embedding: str = "learned"
     rope_theta: float = 10000.0
     rotary_dim: int | None = None
@@ -144,9 +143,7 @@ class GPTConfig(ComputeFields, DropoutFields, TransformerFields, TokenFields):
     def transformer(self) -> TransformerConfig:
         """The :class:`TransformerConfig` of the decoder stack."""
         return TransformerConfig.from_fields(
-            self, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
-            gated_mlp=self.gated_mlp, norm=self.norm, norm_position="pre", final_norm=True,
-            use_bias=self.use_bias,
+            self, num_kv_heads=self.num_kv_heads, norm_position="pre", final_norm=True,
             rotary_theta=self.rope_theta if self.position_embedding == "rope" else None,
             rotary_dim=self.rotary_dim, rope_scaling=self.rope_scaling,
             cross_attention=self.add_cross_attention, initializer_range=self.initializer_range,

@@ -31,7 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.layers import DTYPES, NormFields, PrecisionFields, classifier_head
+from jaxmm.layers import DTYPES, classifier_head
+from jaxmm.layers.config_fields import NormFields, PrecisionFields
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
 

@@ -28,11 +28,8 @@ import jax.numpy as jnp
 
 from jaxmm.config import ConfigError
 from jaxmm.layers import (
-    ComputeFields,
-    DropoutFields,
     PatchEmbed,
     TransformerConfig,
-    TransformerFields,
     TransformerStack,
     classifier_head,
     get_activation,
@@ -40,6 +37,7 @@ from jaxmm.layers import (
     resize_position_grid,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
 

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.layers import DropoutFields, LayerNorm
+from jaxmm.layers import LayerNorm
+from jaxmm.layers.config_fields import DropoutFields
 from jaxmm.models.captioner import ConditionalDecoder, ConditionalDecoderFields
 from jaxmm.models.classifier import classifier_head
 from jaxmm.models.fusion import FusionConfig, FusionOutput

@@ -35,11 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.layers import (
-    ComputeFields,
-    DropoutFields,
     Embed,
     TransformerConfig,
-    TransformerFields,
     TransformerStack,
     causal_mask,
     combine_masks,
@@ -47,6 +44,7 @@ from jaxmm.layers import (
     key_padding_mask,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.models.config_fields import DecoderStartFields, TokenFields
 from jaxmm.models.outputs import CausalLMOutput, EncoderOutput, Seq2SeqLMOutput
 from jaxmm.models.registry import register

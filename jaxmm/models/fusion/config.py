@@ -21,7 +21,13 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from jaxmm.layers import ComputeFields, DropoutFields, TransformerConfig, TransformerFields
+from jaxmm.layers import TransformerConfig
+from jaxmm.layers.config_fields import (
+    STACK_SIZES,
+    ComputeFields,
+    DropoutFields,
+    TransformerFields,
+)
 
 __all__ = ["COMBINE_METHODS", "FUSION_KINDS", "KNOWN_MODALITIES", "FusionConfig"]
 
@@ -79,11 +85,7 @@ class FusionConfig(ComputeFields, DropoutFields, TransformerFields):
     bidirectional: bool = False
     max_positions: int = 0
 
-    SIZES: ClassVar = {
-        "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256),
-        "small": dict(num_layers=4, d_model=256, num_heads=4, mlp_dim=1024),
-        "base": dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
-    }
+    SIZES: ClassVar = STACK_SIZES
 
     def validate(self) -> None:
         bad = self.config_error
