@@ -9,6 +9,11 @@ Two kinds of configuration live in jaxmm:
       cfg = GPTConfig.from_dict({"num_layers": 2, "d_model": 64})
       cfg = GPTConfig.from_size("tiny", num_layers=4)
 
+  Fields that several families have (widths, dropout, dtypes, token ids) are
+  declared once in field groups (:mod:`jaxmm.layers.config_fields`,
+  :mod:`jaxmm.models.config_fields`) that the families inherit; a family sets
+  its own defaults for them in ``DEFAULTS``.
+
 * **Run configs** are ``ml_collections.ConfigDict`` objects built by a
   ``configs/*.py`` file's ``get_config(arg)``, loaded with :func:`load_config`
   (``"configs/x.py:arg"``) and overridden from the command line with
@@ -25,7 +30,7 @@ import importlib.util
 import os
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import ml_collections
@@ -140,6 +145,20 @@ def _bind_positional(cls: type, args: tuple, kwargs: dict[str, Any]) -> dict[str
     return out
 
 
+@functools.cache
+def _init_fields(cls: type) -> tuple[tuple[dataclasses.Field, ...], frozenset[str]]:
+    """The ``__init__`` fields of ``cls`` and the keys its constructor accepts."""
+    fields = tuple(f for f in dataclasses.fields(cls) if f.init)
+    return fields, frozenset(f.name for f in fields) | frozenset(cls.PASS_DOWN)
+
+
+@functools.cache
+def _field_checks(cls: type) -> tuple[Callable[[Any], None], ...]:
+    """Every ``check_fields`` defined along the MRO of ``cls``, bases first."""
+    return tuple(vars(k)["check_fields"] for k in reversed(cls.__mro__)
+                 if "check_fields" in vars(k))
+
+
 class _ConfigMeta(type):
     """Runs :meth:`ConfigBase.prepare` before a config's dataclass ``__init__``.
 
@@ -151,14 +170,13 @@ class _ConfigMeta(type):
     def __call__(cls, *args, **kwargs):
         if args:
             kwargs = _bind_positional(cls, args, kwargs)
-        names = [f.name for f in dataclasses.fields(cls) if f.init]
-        valid = names + list(cls.PASS_DOWN)
+        fields, valid = _init_fields(cls)
         for key in kwargs:
             if key not in valid:
-                raise ConfigError(_unknown_key_message(key, valid, cls.__name__))
+                raise ConfigError(_unknown_key_message(key, sorted(valid), cls.__name__))
         values = dict(kwargs)
-        for f in dataclasses.fields(cls):
-            if not f.init or f.name in values:
+        for f in fields:
+            if f.name in values:
                 continue
             if f.default is not dataclasses.MISSING:
                 values[f.name] = f.default
@@ -213,10 +231,8 @@ class ConfigBase(metaclass=_ConfigMeta):
         _apply_defaults(cls, cls.__dict__.get("DEFAULTS", {}))
 
     def __post_init__(self):
-        for klass in reversed(type(self).__mro__):
-            check = vars(klass).get("check_fields")
-            if check is not None:
-                check(self)
+        for check in _field_checks(type(self)):
+            check(self)
         self.validate()
 
     def validate(self) -> None:  # pragma: no cover - overridden
@@ -265,15 +281,15 @@ class ConfigBase(metaclass=_ConfigMeta):
         """
         nested = _nested_config_types(cls)
         for name, val in values.items():
-            if name in nested and isinstance(val, Mapping | ml_collections.ConfigDict):
-                values[name] = nested[name].from_dict(val)
-            elif isinstance(val, list):
+            if isinstance(val, list):
                 values[name] = tuple(val)
-        shared = {k: values.pop(k) for k in cls.PASS_DOWN if k in values}
-        shared = {k: v for k, v in shared.items() if v is not None}
-        for name in nested:
-            sub = values[name]
-            if shared and isinstance(sub, ConfigBase):
+            elif name in nested and isinstance(val, Mapping | ml_collections.ConfigDict):
+                values[name] = nested[name].from_dict(val)
+        if cls.PASS_DOWN:
+            shared = {k: values.pop(k) for k in cls.PASS_DOWN if k in values}
+            shared = {k: v for k, v in shared.items() if v is not None}
+            for name in nested if shared else ():
+                sub = values[name]
                 given = {k: v for k, v in shared.items() if k in sub.field_names()}
                 values[name] = sub.replace(**given) if given else sub
         return values

@@ -34,6 +34,7 @@ Defaults here are the layer-level ones (a tiny stack); families override them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -220,6 +221,10 @@ def shared_field_values(source: ConfigBase, *groups: type[ConfigBase]) -> dict[s
     :class:`~jaxmm.layers.TransformerConfig`, a ViT inside AST), so a field added
     to a group reaches the derived config without touching the family.
     """
+    return {name: getattr(source, name) for name in _shared_names(type(source), groups)}
+
+
+@functools.cache
+def _shared_names(cls: type, groups: tuple[type, ...]) -> tuple[str, ...]:
     names = {f.name for group in groups for f in dataclasses.fields(group)}
-    return {f.name: getattr(source, f.name) for f in dataclasses.fields(source)
-            if f.name in names}
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name in names)
