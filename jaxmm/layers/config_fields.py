@@ -12,20 +12,20 @@ same message for every family. A family changes a default through ``DEFAULTS``::
         DEFAULTS = {"num_layers": 12, "d_model": 768, "num_heads": 12, "mlp_dim": 3072}
         patch_size: int = 16
 
-=================  ====================================================  ==============
-group              fields                                                checked
-=================  ====================================================  ==============
-PrecisionFields    dtype, param_dtype                                    names in DTYPES
-ComputeFields      PrecisionFields + scan_layers, remat_policy,          policy / impl
-                   attention_impl                                        names
-NormFields         norm_eps                                              > 0
-TransformerFields  NormFields + num_layers, d_model, num_heads,          sizes >= 1,
-                   mlp_dim, activation, attention_dropout_rate           heads divide
-                                                                         d_model
-DropoutFields      dropout_rate                                          in [0, 1)
-LayerVariantFields head_dim, gated_mlp, norm, use_bias (the layer         norm name,
-                   options GPT and T5 expose)                            head_dim >= 1
-=================  ====================================================  ==============
+The groups (fields; what their ``check_fields`` checks):
+
+* :class:`PrecisionFields`: ``dtype``, ``param_dtype`` (names in :data:`DTYPES`).
+* :class:`ComputeFields`: the precision fields + ``scan_layers``,
+  ``remat_policy``, ``attention_impl`` (names in :data:`REMAT_POLICIES`,
+  :data:`ATTENTION_IMPLS`).
+* :class:`NormFields`: ``norm_eps`` (> 0).
+* :class:`TransformerFields`: ``norm_eps`` + ``num_layers``, ``d_model``,
+  ``num_heads``, ``mlp_dim``, ``activation``, ``attention_dropout_rate`` (sizes
+  >= 1, heads divide ``d_model``, a known activation, a rate in [0, 1)).
+* :class:`DropoutFields`: ``dropout_rate`` (in [0, 1)).
+* :class:`LayerVariantFields`: ``head_dim``, ``gated_mlp``, ``norm``,
+  ``use_bias``, the layer options GPT/Llama and T5 expose (a known norm,
+  ``head_dim >= 1``).
 
 Text vocabulary and special-token groups live in :mod:`jaxmm.models.config_fields`.
 Defaults here are the layer-level ones (a tiny stack); families override them.

@@ -3,16 +3,13 @@
 Like :mod:`jaxmm.layers.config_fields` (widths, dropout, compute), each field is
 declared once here, and a family changes its default with ``DEFAULTS``:
 
-==================  ==================================================  =======================
-group               fields                                              used by
-==================  ==================================================  =======================
-VocabFields         vocab_size (>= 1; no default: every family sets it) modality text stems
-PadTokenFields      pad_token_id                                        (base of the two below)
-TokenFields         VocabFields + PadTokenFields + bos_token_id,        BERT, GPT, T5, CLIP
-                    eos_token_id                                        text, Whisper
-DecoderStartFields  PadTokenFields + decoder_start_token_id             T5, Whisper, captioner,
-                                                                        VQA
-==================  ==================================================  =======================
+* :class:`VocabFields`: ``vocab_size`` (>= 1; no shared default, every user
+  sets its own). Text models and the text stem of multimodal encoders.
+* :class:`PadTokenFields`: ``pad_token_id``.
+* :class:`TokenFields`: ``vocab_size``, ``pad_token_id`` + ``bos_token_id``,
+  ``eos_token_id``. BERT/RoBERTa, GPT/Llama, T5, CLIP text, Whisper.
+* :class:`DecoderStartFields`: ``pad_token_id`` + ``decoder_start_token_id``.
+  T5, Whisper, the captioner and VQA.
 
 The captioner/VQA decoder piece (``decoder``, ``encoder_projection`` and the
 ids derived from the decoder) is
