@@ -9,6 +9,11 @@ Two kinds of configuration live in jaxmm:
       cfg = GPTConfig.from_dict({"num_layers": 2, "d_model": 64})
       cfg = GPTConfig.from_size("tiny", num_layers=4)
 
+  Fields that several families have (widths, dropout, dtypes, token ids) are
+  declared once in field groups (:mod:`jaxmm.layers.config_fields`,
+  :mod:`jaxmm.models.config_fields`) that the families inherit; a family sets
+  its own defaults for them in ``DEFAULTS``.
+
 * **Run configs** are ``ml_collections.ConfigDict`` objects built by a
   ``configs/*.py`` file's ``get_config(arg)``, loaded with :func:`load_config`
   (``"configs/x.py:arg"``) and overridden from the command line with
@@ -20,11 +25,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import ml_collections
@@ -69,29 +75,224 @@ def _resolve_type(tp: Any) -> Any:
     return tp
 
 
-@dataclasses.dataclass(frozen=True)
-class ConfigBase:
+@functools.cache
+def _nested_config_types(cls: type) -> dict[str, type[ConfigBase]]:
+    """``{field name: ConfigBase subclass}`` for the fields of ``cls`` that hold a config."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # e.g. a class defined in a function: use the resolved annotations
+        hints = {f.name: f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)}
+    out = {}
+    for f in dataclasses.fields(cls):
+        tp = _resolve_type(hints.get(f.name))
+        if isinstance(tp, type) and issubclass(tp, ConfigBase):
+            out[f.name] = tp
+    return out
+
+
+def _inherited_fields(cls: type) -> dict[str, tuple[type, dataclasses.Field]]:
+    """``{name: (declaring class, Field)}`` of the dataclass fields ``cls`` inherits."""
+    out: dict[str, tuple[type, dataclasses.Field]] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            out.update({f.name: (base, f) for f in dataclasses.fields(base)})
+    return out
+
+
+def _apply_defaults(cls: type, defaults: Mapping[str, Any]) -> None:
+    """Re-declares inherited fields of ``cls`` with new defaults, before @dataclass runs.
+
+    The field keeps its type, position and options; only the default changes.
+    """
+    own = cls.__dict__.get("__annotations__")
+    if own is None:
+        own = {}
+        cls.__annotations__ = own
+    inherited = _inherited_fields(cls)
+    redeclared = [name for name in own if name in inherited]
+    if redeclared:
+        name = redeclared[0]
+        raise TypeError(
+            f"{cls.__name__} re-declares the field {name!r} it inherits from "
+            f"{inherited[name][0].__name__}; change its default with "
+            f"DEFAULTS = {{{name!r}: ...}} instead."
+        )
+    for name, value in defaults.items():
+        if name not in inherited:
+            raise TypeError(_unknown_key_message(name, list(inherited), f"{cls.__name__}.DEFAULTS"))
+        owner, f = inherited[name]
+        try:
+            tp = typing.get_type_hints(owner)[name]
+        except (NameError, TypeError):  # unresolvable string annotation: keep it as written
+            tp = f.type
+        own[name] = tp
+        setattr(cls, name, dataclasses.field(
+            default=value, repr=f.repr, hash=f.hash, compare=f.compare, metadata=f.metadata,
+            kw_only=f.kw_only))
+
+
+def _bind_positional(cls: type, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Names positional constructor arguments (fields that are not keyword-only)."""
+    positional = [f.name for f in dataclasses.fields(cls) if f.init and not f.kw_only]
+    if len(args) > len(positional):
+        raise ConfigError(f"{cls.__name__} takes at most {len(positional)} positional "
+                          f"arguments; got {len(args)}. Pass fields by name.")
+    out = dict(kwargs)
+    for name, value in zip(positional, args, strict=False):
+        if name in out:
+            raise ConfigError(f"{cls.__name__}: {name} is given twice.")
+        out[name] = value
+    return out
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[tuple[dataclasses.Field, ...], frozenset[str]]:
+    """The ``__init__`` fields of ``cls`` and the keys its constructor accepts."""
+    fields = tuple(f for f in dataclasses.fields(cls) if f.init)
+    return fields, frozenset(f.name for f in fields) | frozenset(cls.PASS_DOWN)
+
+
+@functools.cache
+def _field_checks(cls: type) -> tuple[Callable[[Any], None], ...]:
+    """Every ``check_fields`` defined along the MRO of ``cls``, bases first."""
+    return tuple(vars(k)["check_fields"] for k in reversed(cls.__mro__)
+                 if "check_fields" in vars(k))
+
+
+class _ConfigMeta(type):
+    """Runs :meth:`ConfigBase.prepare` before a config's dataclass ``__init__``.
+
+    Every way of making a config (``Cls(...)``, ``from_dict``, ``from_size``,
+    ``replace``, ``dataclasses.replace``) passes through here, so a frozen
+    config is complete and normalised when it comes into existence.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        if args:
+            kwargs = _bind_positional(cls, args, kwargs)
+        fields, valid = _init_fields(cls)
+        for key in kwargs:
+            if key not in valid:
+                raise ConfigError(_unknown_key_message(key, sorted(valid), cls.__name__))
+        values = dict(kwargs)
+        for f in fields:
+            if f.name in values:
+                continue
+            if f.default is not dataclasses.MISSING:
+                values[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                values[f.name] = f.default_factory()
+            else:
+                raise ConfigError(f"{cls.__name__}: {f.name} has no default; pass it, e.g. "
+                                  f"{cls.__name__}({f.name}=...).")
+        return super().__call__(**cls.prepare(values))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConfigBase(metaclass=_ConfigMeta):
     """Base class for frozen, validated config dataclasses.
 
-    Subclasses are ``@dataclasses.dataclass(frozen=True)`` and may define
+    Subclasses are ``@dataclasses.dataclass(frozen=True, kw_only=True)`` and may
+    define
 
     * ``SIZES``: a size table ``{"tiny": {...overrides...}, ...}`` used by
       :meth:`from_size`;
-    * ``validate(self)``: raise :class:`ConfigError` for inconsistent values.
+    * ``DEFAULTS``: new defaults for fields they inherit, ``{"d_model": 768}``.
+      A field is declared once (in a shared field group such as
+      :class:`jaxmm.layers.config_fields.TransformerFields`); a family changes its
+      default here and never re-declares it (that raises ``TypeError``);
+    * ``check_fields(self)``: the checks of a field group's own fields. Every
+      class's ``check_fields`` in the MRO runs (bases first), so a family's
+      ``validate`` cannot skip them;
+    * ``validate(self)``: raise :class:`ConfigError` for inconsistent values;
+    * ``prepare(cls, values)``: normalise the constructor's values before the
+      object exists (see below);
+    * ``PASS_DOWN``: keys a composite config accepts and hands to every
+      sub-config field that has them (``CLIPConfig(dtype="bfloat16")`` sets both
+      towers' ``dtype``); ``None`` leaves the sub-configs' own values. They are
+      not fields: ``to_dict`` does not list them.
+
+    Construction. Every way of making a config (``Cls(**values)``,
+    :meth:`from_dict`, :meth:`from_size`, :meth:`replace`) fills in the defaults,
+    rejects unknown keys naming the nearest valid ones, and calls
+    :meth:`prepare` on the complete values; then the frozen dataclass is built
+    and validated. Nothing mutates a config after that. The generic
+    :meth:`prepare` turns a mapping given for a config-typed field into that
+    config, lists into tuples, and applies ``PASS_DOWN`` keys; families extend it
+    for derived values (a captioner's decoder ids, an encoder named by size).
     """
 
     SIZES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    PASS_DOWN: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _apply_defaults(cls, cls.__dict__.get("DEFAULTS", {}))
 
     def __post_init__(self):
+        for check in _field_checks(type(self)):
+            check(self)
         self.validate()
 
     def validate(self) -> None:  # pragma: no cover - overridden
         """Checks the values; subclasses raise ConfigError on bad ones."""
 
+    # -- checks shared by the field groups and families ------------------
+    def config_error(self, message: str) -> ConfigError:
+        """``ConfigError("<ClassName>: message")`` (raise it)."""
+        return ConfigError(f"{type(self).__name__}: {message}")
+
+    def require_one_of(self, name: str, allowed: Iterable[Any]) -> None:
+        """``self.<name>`` must be one of ``allowed``."""
+        allowed = tuple(allowed)
+        value = getattr(self, name)
+        if value not in allowed:
+            raise self.config_error(
+                f"{name}={value!r} is not one of {', '.join(str(a) for a in allowed)}.")
+
+    def require_at_least(self, low: float, *names: str) -> None:
+        """Each of ``self.<names>`` must be ``>= low``."""
+        for name in names:
+            if getattr(self, name) < low:
+                raise self.config_error(f"{name} must be >= {low}; got {getattr(self, name)}.")
+
+    def require_rate(self, *names: str) -> None:
+        """Each of ``self.<names>`` must be a probability in ``[0, 1)``."""
+        for name in names:
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise self.config_error(f"{name} must be in [0, 1); got {value}.")
+
     # -- construction ----------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def prepare(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Normalises the complete constructor values (every field present).
+
+        Generic rules: a mapping for a config-typed field becomes that config
+        (``from_dict``); a list becomes a tuple; ``PASS_DOWN`` keys are removed
+        and applied to every sub-config that has them. Families override this
+        (calling ``super().prepare``) for derived values; it must not depend on
+        anything but ``values``.
+        """
+        nested = _nested_config_types(cls)
+        for name, val in values.items():
+            if isinstance(val, list):
+                values[name] = tuple(val)
+            elif name in nested and isinstance(val, Mapping | ml_collections.ConfigDict):
+                values[name] = nested[name].from_dict(val)
+        if cls.PASS_DOWN:
+            shared = {k: values.pop(k) for k in cls.PASS_DOWN if k in values}
+            shared = {k: v for k, v in shared.items() if v is not None}
+            for name in nested if shared else ():
+                sub = values[name]
+                given = {k: v for k, v in shared.items() if k in sub.field_names()}
+                values[name] = sub.replace(**given) if given else sub
+        return values
 
     @classmethod
     def from_dict(cls: type[T], values: Mapping[str, Any] | None = None, **kwargs) -> T:
@@ -100,28 +301,11 @@ class ConfigBase:
         Unknown keys raise :class:`ConfigError` naming the nearest valid keys.
         Nested ``ConfigBase`` fields accept mappings.
         """
+        if isinstance(values, ml_collections.ConfigDict):
+            values = values.to_dict()
         merged = dict(values or {})
         merged.update(kwargs)
-        if isinstance(values, ml_collections.ConfigDict):
-            merged = values.to_dict()
-            merged.update(kwargs)
-        hints = typing.get_type_hints(cls)
-        names = cls.field_names()
-        out = {}
-        for key, val in merged.items():
-            if key not in names:
-                raise ConfigError(_unknown_key_message(key, names, cls.__name__))
-            tp = _resolve_type(hints.get(key))
-            if (
-                isinstance(tp, type)
-                and issubclass(tp, ConfigBase)
-                and isinstance(val, Mapping | ml_collections.ConfigDict)
-            ):
-                val = tp.from_dict(dict(val))
-            elif isinstance(val, list):
-                val = tuple(val)
-            out[key] = val
-        return cls(**out)
+        return cls(**merged)
 
     @classmethod
     def from_size(cls: type[T], size: str, **overrides) -> T:
@@ -139,10 +323,6 @@ class ConfigBase:
 
     def replace(self: T, **changes) -> T:
         """Returns a copy with ``changes`` applied (unknown keys are rejected)."""
-        names = self.field_names()
-        for key in changes:
-            if key not in names:
-                raise ConfigError(_unknown_key_message(key, names, type(self).__name__))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,11 +13,20 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.config import ConfigBase
 from jaxmm.layers.attention import MultiHeadAttention
-from jaxmm.layers.mlp import ACTIVATIONS, Mlp
+from jaxmm.layers.config_fields import (
+    DTYPES,
+    REMAT_POLICIES,
+    STACK_SIZES,
+    ComputeFields,
+    DropoutFields,
+    LayerVariantFields,
+    TransformerFields,
+    shared_field_values,
+)
+from jaxmm.layers.mlp import Mlp
 from jaxmm.layers.norms import make_norm
 from jaxmm.layers.positions import RopeScaling
 
@@ -25,126 +34,62 @@ Array = jax.Array
 
 __all__ = ["DTYPES", "REMAT_POLICIES", "DecoderLayer", "EncoderLayer", "TransformerConfig"]
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-# Names accepted by TransformerConfig.remat_policy -> jax.checkpoint policy
-# ("none" = no rematerialisation; "full" = save nothing, recompute everything).
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "everything": jax.checkpoint_policies.everything_saveable,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformerConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerConfig(ComputeFields, DropoutFields, LayerVariantFields, TransformerFields):
     """Hyper-parameters shared by every layer of a Transformer stack.
 
+    The widths (``num_layers``, ``d_model``, ``num_heads``, ``mlp_dim``,
+    ``activation``, ``norm_eps``, ``attention_dropout_rate``), ``dropout_rate``,
+    the compute fields (``dtype``, ``param_dtype``, ``scan_layers``,
+    ``remat_policy``, ``attention_impl``) and the layer variant (``head_dim``,
+    ``gated_mlp``, ``norm``, ``use_bias``) come from
+    :mod:`jaxmm.layers.config_fields`. Its own attributes:
+
     Attributes:
-      num_layers: depth of the stack.
-      d_model: model width ``E``.
-      num_heads: query heads ``H``; ``num_kv_heads`` (default ``H``) for GQA/MQA.
-      head_dim: per-head width (default ``d_model // num_heads``).
-      mlp_dim: hidden width of the feed-forward block.
-      activation: ``gelu`` (exact), ``gelu_tanh``, ``quick_gelu``, ``relu``, ``silu``.
-      gated_mlp: gated feed-forward (SwiGLU with silu, GeGLU with gelu).
-      norm: ``layernorm`` or ``rmsnorm``; ``norm_eps`` its epsilon.
+      num_kv_heads: key/value heads (default ``num_heads``) for GQA/MQA.
       norm_position: ``pre`` (pre-LN) or ``post`` (post-LN).
       final_norm: apply a norm after the last layer (usual for pre-LN stacks).
-      use_bias: biases in attention and MLP projections.
       attention_scale: logit scale (default ``1/sqrt(head_dim)``; T5 uses 1.0).
-      dropout_rate: residual/MLP dropout; attention_dropout_rate: on weights.
       rotary_theta: if set, rotary position embedding with this base;
         ``rotary_dim`` rotates only that many features per head;
         ``rope_scaling`` (a :class:`~jaxmm.layers.RopeScaling`) scales its frequencies.
       cross_attention: decoder layers attend to an encoder output.
-      scan_layers: run the stack with ``nn.scan`` (params stacked on a leading
-        ``layers`` axis) instead of a Python loop.
-      remat_policy: ``none``, ``full``, ``dots``, ``dots_no_batch``, ``everything``.
-      dtype: computation dtype (``float32`` / ``bfloat16``); params use
-        ``param_dtype`` (``float32``).
-      attention_impl: ``auto``, ``plain``, ``xla`` or ``cudnn``.
       initializer_range: std of the normal init of attention and MLP kernels.
     """
 
-    num_layers: int = 2
-    d_model: int = 64
-    num_heads: int = 4
     num_kv_heads: int | None = None
-    head_dim: int | None = None
-    mlp_dim: int = 256
-    activation: str = "gelu"
-    gated_mlp: bool = False
-    norm: str = "layernorm"
-    norm_eps: float = 1e-5
     norm_position: str = "pre"
     final_norm: bool = True
-    use_bias: bool = True
     attention_scale: float | None = None
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
     rotary_theta: float | None = None
     rotary_dim: int | None = None
     rope_scaling: RopeScaling | None = None
     cross_attention: bool = False
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
     initializer_range: float = 0.02
 
-    SIZES: ClassVar = {
-        "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256),
-        "small": dict(num_layers=4, d_model=256, num_heads=4, mlp_dim=1024),
-        "base": dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
-    }
+    SIZES: ClassVar = STACK_SIZES
 
     def validate(self) -> None:
-        def bad(msg):
-            raise ConfigError(f"TransformerConfig: {msg}")
-
-        for name in ("num_layers", "d_model", "num_heads", "mlp_dim"):
-            if getattr(self, name) < 1:
-                bad(f"{name} must be >= 1; got {getattr(self, name)}.")
-        if self.head_dim is None and self.d_model % self.num_heads:
-            bad(
-                f"d_model ({self.d_model}) is not divisible by num_heads ({self.num_heads}); "
-                "change one of them or set head_dim."
-            )
         kv = self.num_kv_heads or self.num_heads
         if kv < 1 or self.num_heads % kv:
-            bad(
+            raise self.config_error(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
                 f"({self.num_kv_heads}); e.g. num_kv_heads=1 (MQA) or a divisor of num_heads."
             )
-        choices = {
-            "norm": ("layernorm", "rmsnorm"),
-            "norm_position": ("pre", "post"),
-            "remat_policy": tuple(REMAT_POLICIES),
-            "dtype": tuple(DTYPES),
-            "param_dtype": tuple(DTYPES),
-            "attention_impl": ("auto", "plain", "xla", "cudnn"),
-            "activation": tuple(ACTIVATIONS),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                bad(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
+        self.require_one_of("norm_position", ("pre", "post"))
         if self.initializer_range <= 0:
-            bad(f"initializer_range must be > 0; got {self.initializer_range}.")
-        for name in ("dropout_rate", "attention_dropout_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(f"{name} must be in [0, 1); got {getattr(self, name)}.")
+            raise self.config_error(
+                f"initializer_range must be > 0; got {self.initializer_range}.")
 
-    @property
-    def compute_dtype(self):
-        return DTYPES[self.dtype]
-
-    @property
-    def weights_dtype(self):
-        return DTYPES[self.param_dtype]
+    @classmethod
+    def from_fields(cls, source: ConfigBase, **overrides: Any) -> TransformerConfig:
+        """The stack a family config describes: ``source``'s values for the shared
+        width, dropout, compute and layer-variant fields it has, then the family's
+        ``overrides``."""
+        shared = shared_field_values(source, TransformerFields, DropoutFields, ComputeFields,
+                                     LayerVariantFields)
+        return cls(**{**shared, **overrides})
 
     @property
     def resolved_head_dim(self) -> int:

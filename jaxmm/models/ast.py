@@ -24,9 +24,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.audio_features import check_sample_rate
-from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import classifier_head
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import (
+    ComputeFields,
+    DropoutFields,
+    TransformerFields,
+    shared_field_values,
+)
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
 from jaxmm.models.vit import ViTConfig, ViTModel
@@ -36,35 +41,26 @@ Array = jax.Array
 __all__ = ["ASTConfig", "ASTForAudioClassification", "ASTModel"]
 
 
-@dataclasses.dataclass(frozen=True)
-class ASTConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ASTConfig(ComputeFields, DropoutFields, TransformerFields):
     """AST hyper-parameters.
 
     num_mel_bins, max_frames: the feature grid (both multiples of patch_size);
-    sample_rate: the audio rate the features were computed at; the Transformer
-    fields as in :class:`~jaxmm.models.vit.ViTConfig`; pool_type ``"cls"`` or
+    sample_rate: the audio rate the features were computed at; the shared
+    Transformer, dropout and compute fields (:mod:`jaxmm.layers.config_fields`)
+    as in :class:`~jaxmm.models.vit.ViTConfig`; pool_type ``"cls"`` or
     ``"mean"``; num_labels for :class:`ASTForAudioClassification`.
     """
+
+    DEFAULTS: ClassVar = dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072,
+                              norm_eps=1e-12)
 
     num_mel_bins: int = 128
     max_frames: int = 1024
     patch_size: int = 16
     sample_rate: int = 16000
-    num_layers: int = 12
-    d_model: int = 768
-    num_heads: int = 12
-    mlp_dim: int = 3072
-    activation: str = "gelu"
-    norm_eps: float = 1e-12
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
     pool_type: str = "cls"
     num_labels: int = 527
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
 
     SIZES: ClassVar = {
         "tiny": dict(num_mel_bins=16, max_frames=64, patch_size=8, num_layers=2, d_model=64,
@@ -74,9 +70,9 @@ class ASTConfig(ConfigBase):
 
     def validate(self) -> None:
         if self.num_mel_bins % self.patch_size or self.max_frames % self.patch_size:
-            raise ConfigError(
-                f"ASTConfig: num_mel_bins ({self.num_mel_bins}) and max_frames "
-                f"({self.max_frames}) must be multiples of patch_size ({self.patch_size})."
+            raise self.config_error(
+                f"num_mel_bins ({self.num_mel_bins}) and max_frames ({self.max_frames}) must "
+                f"be multiples of patch_size ({self.patch_size})."
             )
         self.vit  # noqa: B018 - validates the encoder settings
 
@@ -84,14 +80,10 @@ class ASTConfig(ConfigBase):
     def vit(self) -> ViTConfig:
         """The encoder as a ViT over a ``(num_mel_bins, max_frames, 1)`` image."""
         return ViTConfig(
+            **shared_field_values(self, TransformerFields, DropoutFields, ComputeFields),
             image_size=(self.num_mel_bins, self.max_frames), patch_size=self.patch_size,
-            num_channels=1, num_layers=self.num_layers, d_model=self.d_model,
-            num_heads=self.num_heads, mlp_dim=self.mlp_dim, activation=self.activation,
-            norm_eps=self.norm_eps, dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate, pool_type=self.pool_type,
-            use_pooler=False, num_labels=self.num_labels, scan_layers=self.scan_layers,
-            remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype,
-            attention_impl=self.attention_impl,
+            num_channels=1, pool_type=self.pool_type, use_pooler=False,
+            num_labels=self.num_labels,
         )
 
 

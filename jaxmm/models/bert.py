@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import (
     DTYPES,
     Embed,
@@ -45,7 +44,9 @@ from jaxmm.layers import (
     get_activation,
     key_padding_mask,
 )
+from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.losses import cross_entropy
+from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -81,20 +82,25 @@ _INIT = nn.initializers.normal(0.02)
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class BertConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BertConfig(ComputeFields, DropoutFields, TransformerFields, TokenFields):
     """BERT hyper-parameters (Hugging Face names in brackets).
+
+    The encoder widths, dropout, compute and token fields are the shared ones
+    (:mod:`jaxmm.layers.config_fields`, :mod:`jaxmm.models.config_fields`) with
+    BERT-base defaults: ``num_layers`` [num_hidden_layers], ``d_model``
+    [hidden_size], ``num_heads`` [num_attention_heads], ``mlp_dim``
+    [intermediate_size], ``activation`` [hidden_act], ``dropout_rate``
+    [hidden_dropout_prob], ``attention_dropout_rate``
+    [attention_probs_dropout_prob], ``norm_eps`` [layer_norm_eps],
+    ``vocab_size``, ``pad_token_id``, ``bos_token_id``, ``eos_token_id``,
+    ``dtype``, ``param_dtype``, ``scan_layers``, ``remat_policy``,
+    ``attention_impl``.
 
     Attributes:
       model_type: ``"bert"`` or ``"roberta"`` (position ids and head layouts).
-      vocab_size, max_position_embeddings, type_vocab_size: table sizes.
-      num_layers [num_hidden_layers], d_model [hidden_size], num_heads
-        [num_attention_heads], mlp_dim [intermediate_size], activation
-        [hidden_act]: the encoder.
-      dropout_rate [hidden_dropout_prob], attention_dropout_rate
-        [attention_probs_dropout_prob], classifier_dropout (``None`` = dropout_rate).
-      norm_eps [layer_norm_eps].
-      pad_token_id, bos_token_id, eos_token_id: special ids (``None`` if absent).
+      max_position_embeddings, type_vocab_size: table sizes.
+      classifier_dropout: dropout of the heads (``None`` = dropout_rate).
       num_labels: classes of the sequence/token classification heads; a
         sequence classifier with ``num_labels == 1`` is a regressor.
       problem_type: ``None`` (infer), ``"regression"``,
@@ -102,35 +108,21 @@ class BertConfig(ConfigBase):
       tie_word_embeddings: the MLM decoder reuses the word embedding table.
       add_pooling_layer: :class:`BertModel` has the pooler (heads decide for
         themselves, as in Hugging Face).
-      scan_layers, remat_policy, dtype, param_dtype, attention_impl: as in
-        :class:`jaxmm.layers.TransformerConfig`.
     """
 
+    DEFAULTS: ClassVar = dict(
+        vocab_size=30522, pad_token_id=0, num_layers=12, d_model=768, num_heads=12,
+        mlp_dim=3072, dropout_rate=0.1, attention_dropout_rate=0.1, norm_eps=1e-12,
+    )
+
     model_type: str = "bert"
-    vocab_size: int = 30522
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
-    num_layers: int = 12
-    d_model: int = 768
-    num_heads: int = 12
-    mlp_dim: int = 3072
-    activation: str = "gelu"
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.1
     classifier_dropout: float | None = None
-    norm_eps: float = 1e-12
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = None
-    eos_token_id: int | None = None
     num_labels: int = 2
     problem_type: str | None = None
     tie_word_embeddings: bool = True
     add_pooling_layer: bool = True
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
 
     # Google's BERT miniatures (tiny/mini/small/medium) and the paper's base/large.
     SIZES: ClassVar = {
@@ -143,41 +135,27 @@ class BertConfig(ConfigBase):
     }
 
     def validate(self) -> None:
-        def bad(msg):
-            raise ConfigError(f"{type(self).__name__}: {msg}")
-
-        if self.model_type not in ("bert", "roberta"):
-            bad(f"model_type={self.model_type!r} is not one of bert, roberta.")
-        for name in ("vocab_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
-            if getattr(self, name) < 1:
-                bad(f"{name} must be >= 1; got {getattr(self, name)}.")
+        self.require_one_of("model_type", ("bert", "roberta"))
+        self.require_at_least(1, "max_position_embeddings", "type_vocab_size", "num_labels")
         if self.model_type == "roberta":
             if self.pad_token_id is None:
-                bad("RoBERTa position ids are computed from pad_token_id; set it (usually 1).")
+                raise self.config_error(
+                    "RoBERTa position ids are computed from pad_token_id; set it (usually 1).")
             if self.max_position_embeddings <= self.pad_token_id + 1:
-                bad(
+                raise self.config_error(
                     f"max_position_embeddings ({self.max_position_embeddings}) must exceed "
                     f"pad_token_id + 1 ({self.pad_token_id + 1}): RoBERTa positions start there."
                 )
-        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
-            bad(f"classifier_dropout must be in [0, 1); got {self.classifier_dropout}.")
-        problems = (None, "regression", "single_label_classification",
-                    "multi_label_classification")
-        if self.problem_type not in problems:
-            bad(f"problem_type={self.problem_type!r} is not one of {problems}.")
-        self.transformer_config  # noqa: B018 - validates the stack fields
+        if self.classifier_dropout is not None:
+            self.require_rate("classifier_dropout")
+        self.require_one_of("problem_type", (None, "regression", "single_label_classification",
+                                             "multi_label_classification"))
 
     @property
     def transformer_config(self) -> TransformerConfig:
         """The post-LN encoder stack these hyper-parameters describe."""
-        return TransformerConfig(
-            num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim, activation=self.activation, norm="layernorm",
-            norm_eps=self.norm_eps, norm_position="post", final_norm=False, use_bias=True,
-            dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-            scan_layers=self.scan_layers, remat_policy=self.remat_policy, dtype=self.dtype,
-            param_dtype=self.param_dtype, attention_impl=self.attention_impl,
-        )
+        return TransformerConfig.from_fields(
+            self, norm="layernorm", norm_position="post", final_norm=False, use_bias=True)
 
     @property
     def max_length(self) -> int:
@@ -191,18 +169,14 @@ class BertConfig(ConfigBase):
         return self.dropout_rate if self.classifier_dropout is None else self.classifier_dropout
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RobertaConfig(BertConfig):
     """:class:`BertConfig` with RoBERTa's defaults (BPE vocab, ``<pad>`` = 1)."""
 
-    model_type: str = "roberta"
-    vocab_size: int = 50265
-    max_position_embeddings: int = 514
-    type_vocab_size: int = 1
-    norm_eps: float = 1e-5
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 0
-    eos_token_id: int | None = 2
+    DEFAULTS: ClassVar = dict(
+        model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+        norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
 
     SIZES: ClassVar = {
         k: v for k, v in BertConfig.SIZES.items() if k in ("tiny", "small", "base", "large")

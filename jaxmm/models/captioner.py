@@ -33,9 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.config import ConfigError
 from jaxmm.losses import IGNORE_INDEX
 from jaxmm.models import registry
+from jaxmm.models.config_fields import DecoderStartFields
 from jaxmm.models.dual_encoder import resolve_encoder_config
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel
 from jaxmm.models.outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput
@@ -45,7 +46,7 @@ Array = jax.Array
 __all__ = [
     "CaptionerConfig",
     "ConditionalDecoder",
-    "DecoderConfigMixin",
+    "ConditionalDecoderFields",
     "ImageCaptioner",
     "cross_attention_maps",
     "shift_tokens_right",
@@ -66,25 +67,70 @@ _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embed
                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-class DecoderConfigMixin:
-    """Shared by configs with a GPT ``decoder`` plus ``decoder_start_token_id`` and
-    ``pad_token_id`` fields: resolves them, and exposes the decoder's ids and
-    sizes where the decoding protocol and the trainer look for them."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConditionalDecoderFields(DecoderStartFields):
+    """The text decoder of the captioner and of generative VQA, declared once.
 
-    def resolve_decoder(self) -> None:
-        """Call from ``__post_init__``: decoder from a mapping, cross-attention on,
-        start/pad ids defaulting to the decoder's bos / pad (or first EOS)."""
-        dec = self.decoder
-        if not isinstance(dec, GPTConfig):
-            dec = GPTConfig.from_dict(dict(dec))
-        object.__setattr__(self, "decoder", dec.replace(add_cross_attention=True))
-        if self.decoder_start_token_id is None:
-            object.__setattr__(self, "decoder_start_token_id", dec.bos_token_id)
-        if self.pad_token_id is None:
-            eos = dec.eos_token_id
-            pad = dec.pad_token_id if dec.pad_token_id is not None else (
-                eos[0] if isinstance(eos, tuple) else eos)
-            object.__setattr__(self, "pad_token_id", pad)
+    A GPT decoder with cross-attention over what an encoder produced (width
+    ``encoder_width``, which the family defines).
+
+    Attributes:
+      decoder: :class:`GPTConfig` of the text decoder (a mapping is accepted);
+        its cross-attention is switched on when the config is made.
+      encoder_projection: Dense ``enc_to_dec_proj`` from ``encoder_width`` to the
+        decoder's width; ``None`` adds it exactly when the widths differ
+        (Hugging Face's rule).
+      decoder_start_token_id, pad_token_id: ``None`` takes the decoder's
+        ``bos_token_id`` and ``pad_token_id`` (or its first EOS when it has no
+        pad) when the config is made.
+
+    ``vocab_size``, ``max_position_embeddings``, ``bos_token_id`` and
+    ``eos_token_id`` are read-only views of the decoder's (where the decoding
+    protocol and the trainer look for them).
+    """
+
+    decoder: GPTConfig
+    encoder_projection: bool | None = None
+
+    @classmethod
+    def prepare(cls, values: dict[str, Any]) -> dict[str, Any]:
+        values = super().prepare(values)
+        decoder = values["decoder"]
+        if not isinstance(decoder, GPTConfig):
+            raise ConfigError(f"{cls.__name__}: decoder must be a GPTConfig or a mapping of its "
+                              f"fields; got {type(decoder).__name__}.")
+        if not decoder.add_cross_attention:
+            values["decoder"] = decoder = decoder.replace(add_cross_attention=True)
+        if values["decoder_start_token_id"] is None:
+            values["decoder_start_token_id"] = decoder.bos_token_id
+        if values["pad_token_id"] is None:
+            values["pad_token_id"] = (decoder.pad_token_id if decoder.pad_token_id is not None
+                                      else decoder.first_eos_token_id)
+        return values
+
+    def check_fields(self) -> None:
+        if self.decodes_text and (self.decoder_start_token_id is None
+                                  or self.pad_token_id is None):
+            raise self.config_error(
+                "the decoder needs decoder_start_token_id and pad_token_id (they default to "
+                "the decoder's bos_token_id and its pad or eos id, which are not set); set "
+                "them or the decoder's ids."
+            )
+
+    @property
+    def decodes_text(self) -> bool:
+        """Whether this model uses its decoder (always, unless a family says otherwise)."""
+        return True
+
+    @property
+    def encoder_width(self) -> int | None:  # pragma: no cover - families define it
+        raise NotImplementedError
+
+    @property
+    def uses_projection(self) -> bool:
+        if self.encoder_projection is not None:
+            return self.encoder_projection
+        return self.encoder_width != self.decoder.d_model
 
     @property
     def vocab_size(self) -> int:
@@ -103,29 +149,22 @@ class DecoderConfigMixin:
         return self.decoder.eos_token_id
 
 
-@dataclasses.dataclass(frozen=True)
-class CaptionerConfig(DecoderConfigMixin, ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CaptionerConfig(ConditionalDecoderFields):
     """Encoder-decoder captioner.
 
     Attributes:
       encoder: registered image encoder name; ``encoder_config`` its config (a
         size name, a mapping such as ``{"size": "tiny", "num_layers": 1}``, or
-        a config object).
-      decoder: :class:`GPTConfig` of the text decoder (cross-attention is
-        always on); a mapping is accepted.
-      encoder_projection: Dense ``enc_to_dec_proj`` between them; ``None``
-        adds it exactly when the widths differ (Hugging Face's rule).
-      decoder_start_token_id, pad_token_id: default to the decoder's
-        ``bos_token_id`` and ``pad_token_id`` (or its EOS when it has no pad).
+        a config object); it becomes the config object when this config is made.
+      decoder, encoder_projection, decoder_start_token_id, pad_token_id: the
+        text decoder (:class:`ConditionalDecoderFields`).
     """
+
+    DEFAULTS: ClassVar = dict(decoder=GPTConfig.from_dict(_TINY_DECODER))
 
     encoder: str = "vit"
     encoder_config: Any = "tiny"
-    decoder: GPTConfig = dataclasses.field(
-        default_factory=lambda: GPTConfig.from_dict(_TINY_DECODER))
-    encoder_projection: bool | None = None
-    decoder_start_token_id: int | None = None
-    pad_token_id: int | None = None
 
     SIZES: ClassVar = {
         "tiny": dict(encoder="vit", encoder_config="tiny", decoder=_TINY_DECODER),
@@ -133,26 +172,16 @@ class CaptionerConfig(DecoderConfigMixin, ConfigBase):
                      decoder=dict(GPTConfig.SIZES["gpt2"], pad_token_id=50256)),
     }
 
-    def __post_init__(self):
-        object.__setattr__(self, "encoder_config",
-                           resolve_encoder_config(self.encoder, self.encoder_config))
-        self.resolve_decoder()
-        super().__post_init__()
-
-    def validate(self) -> None:
-        if self.decoder_start_token_id is None:
-            raise ConfigError("CaptionerConfig: decoder_start_token_id is not set and the "
-                              "decoder has no bos_token_id; set one of them.")
+    @classmethod
+    def prepare(cls, values: dict[str, Any]) -> dict[str, Any]:
+        values = super().prepare(values)
+        values["encoder_config"] = resolve_encoder_config(values["encoder"],
+                                                          values["encoder_config"])
+        return values
 
     @property
     def encoder_width(self) -> int | None:
         return getattr(self.encoder_config, "d_model", None)
-
-    @property
-    def uses_projection(self) -> bool:
-        if self.encoder_projection is not None:
-            return self.encoder_projection
-        return self.encoder_width != self.decoder.d_model
 
     @property
     def image_size(self) -> int | None:

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.layers.config_fields import DropoutFields
 from jaxmm.models.fusion import FusionConfig, ModalityCombiner
 from jaxmm.models.modality import ModalityEncoders, MultimodalEncoder
 from jaxmm.models.outputs import SequenceClassifierOutput
@@ -47,14 +47,15 @@ def classifier_head(features: int, name: str, zero_init: bool = False) -> nn.Den
                     name=name)
 
 
-@dataclasses.dataclass(frozen=True)
-class MultimodalClassifierConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MultimodalClassifierConfig(DropoutFields):
     """Attributes:
       fusion: the fusion encoder (its ``modalities`` are the inputs used).
       encoders: per-modality encoders (:class:`ModalityEncoders`).
       num_labels: number of classes.
       head: ``pooled`` or ``modality_logits`` (module doc).
-      dropout_rate: dropout on the pooled features before the classifier.
+      dropout_rate: dropout on the pooled features before the classifier (the
+        shared field of :class:`~jaxmm.layers.config_fields.DropoutFields`).
     """
 
     fusion: FusionConfig = dataclasses.field(default_factory=lambda: FusionConfig(
@@ -62,7 +63,6 @@ class MultimodalClassifierConfig(ConfigBase):
     encoders: ModalityEncoders = dataclasses.field(default_factory=ModalityEncoders)
     num_labels: int = 2
     head: str = "pooled"
-    dropout_rate: float = 0.0
 
     SIZES: ClassVar = {
         "tiny": dict(fusion=dict(kind="early", modalities=("text", "image"), num_layers=2,
@@ -72,14 +72,8 @@ class MultimodalClassifierConfig(ConfigBase):
     }
 
     def validate(self) -> None:
-        if self.num_labels < 1:
-            raise ConfigError(f"MultimodalClassifierConfig: num_labels must be >= 1; got "
-                              f"{self.num_labels}.")
-        if self.head not in HEADS:
-            raise ConfigError(f"MultimodalClassifierConfig: head={self.head!r} is not one of "
-                              f"{', '.join(HEADS)}.")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError("MultimodalClassifierConfig: dropout_rate must be in [0, 1).")
+        self.require_at_least(1, "num_labels")
+        self.require_one_of("head", HEADS)
 
     @property
     def modalities(self) -> tuple[str, ...]:

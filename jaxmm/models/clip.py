@@ -28,7 +28,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.config import ConfigBase
 from jaxmm.layers import (
     Embed,
     LayerNorm,
@@ -41,7 +41,9 @@ from jaxmm.layers import (
     resize_position_grid,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import ComputeFields, TransformerFields
 from jaxmm.layers.norms import l2_normalize
+from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import BaseModelOutput
 from jaxmm.models.registry import register
 from jaxmm.models.vit import image_patch_grid
@@ -71,46 +73,32 @@ __all__ = [
 # Configs
 # ---------------------------------------------------------------------------
 
-_COMMON = ("num_layers", "d_model", "num_heads", "mlp_dim")
+def _tower_transformer(cfg: ConfigBase, final_norm: bool) -> TransformerConfig:
+    return TransformerConfig.from_fields(cfg, norm_position="pre", final_norm=final_norm,
+                                         use_bias=True)
 
 
-def _tower_transformer(cfg, final_norm: bool) -> TransformerConfig:
-    return TransformerConfig(
-        num_layers=cfg.num_layers, d_model=cfg.d_model, num_heads=cfg.num_heads,
-        mlp_dim=cfg.mlp_dim, activation=cfg.activation, norm_eps=cfg.norm_eps,
-        norm_position="pre", final_norm=final_norm, use_bias=True,
-        attention_dropout_rate=cfg.attention_dropout_rate, scan_layers=cfg.scan_layers,
-        remat_policy=cfg.remat_policy, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        attention_impl=cfg.attention_impl,
-    )
+_TOWER_DEFAULTS = dict(activation="quick_gelu", num_layers=12)
 
 
-@dataclasses.dataclass(frozen=True)
-class CLIPTextConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CLIPTextConfig(ComputeFields, TransformerFields, TokenFields):
     """CLIP text tower (HF ``CLIPTextConfig``: ``hidden_size`` = d_model,
     ``intermediate_size`` = mlp_dim, ``hidden_act`` = activation, ...).
 
+    The widths, ``attention_dropout_rate``, compute and token fields are the
+    shared ones (:mod:`jaxmm.layers.config_fields`,
+    :mod:`jaxmm.models.config_fields`); CLIP has no residual dropout.
     ``projection_dim`` is used by :class:`CLIPTextModelWithProjection`.
     """
 
-    vocab_size: int = 49408
+    DEFAULTS: ClassVar = dict(
+        _TOWER_DEFAULTS, d_model=512, num_heads=8, mlp_dim=2048, vocab_size=49408,
+        pad_token_id=1, bos_token_id=49406, eos_token_id=49407,
+    )
+
     max_position_embeddings: int = 77
-    num_layers: int = 12
-    d_model: int = 512
-    num_heads: int = 8
-    mlp_dim: int = 2048
-    activation: str = "quick_gelu"
-    norm_eps: float = 1e-5
-    attention_dropout_rate: float = 0.0
     projection_dim: int = 512
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 49406
-    eos_token_id: int | None = 49407
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
 
     SIZES: ClassVar = {
         "tiny": dict(vocab_size=128, max_position_embeddings=16, num_layers=2, d_model=32,
@@ -122,36 +110,27 @@ class CLIPTextConfig(ConfigBase):
     }
 
     def validate(self) -> None:
-        if self.vocab_size < 1 or self.max_position_embeddings < 1:
-            raise ConfigError("CLIPTextConfig: vocab_size and max_position_embeddings must be "
-                              ">= 1.")
-        self.transformer  # noqa: B018 - validates the stack settings
+        self.require_at_least(1, "max_position_embeddings")
 
     @property
     def transformer(self) -> TransformerConfig:
         return _tower_transformer(self, final_norm=True)  # final norm = final_layer_norm
 
 
-@dataclasses.dataclass(frozen=True)
-class CLIPVisionConfig(ConfigBase):
-    """CLIP vision tower (HF ``CLIPVisionConfig``). Images are NHWC."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CLIPVisionConfig(ComputeFields, TransformerFields):
+    """CLIP vision tower (HF ``CLIPVisionConfig``). Images are NHWC.
+
+    The widths, ``attention_dropout_rate`` and compute fields are the shared
+    ones (:mod:`jaxmm.layers.config_fields`).
+    """
+
+    DEFAULTS: ClassVar = dict(_TOWER_DEFAULTS, d_model=768, num_heads=12, mlp_dim=3072)
 
     image_size: int = 224
     patch_size: int = 32
     num_channels: int = 3
-    num_layers: int = 12
-    d_model: int = 768
-    num_heads: int = 12
-    mlp_dim: int = 3072
-    activation: str = "quick_gelu"
-    norm_eps: float = 1e-5
-    attention_dropout_rate: float = 0.0
     projection_dim: int = 512
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
 
     SIZES: ClassVar = {
         "tiny": dict(image_size=32, patch_size=8, num_layers=2, d_model=32, num_heads=4,
@@ -164,11 +143,10 @@ class CLIPVisionConfig(ConfigBase):
 
     def validate(self) -> None:
         if self.image_size % self.patch_size:
-            raise ConfigError(
-                f"CLIPVisionConfig: image_size ({self.image_size}) must be a multiple of "
-                f"patch_size ({self.patch_size})."
+            raise self.config_error(
+                f"image_size ({self.image_size}) must be a multiple of patch_size "
+                f"({self.patch_size})."
             )
-        self.transformer  # noqa: B018
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -187,29 +165,25 @@ class CLIPVisionConfig(ConfigBase):
         return _tower_transformer(self, final_norm=False)
 
 
-_SHARED = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl")
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CLIPConfig(ConfigBase):
     """Full CLIP: ``text`` and ``vision`` tower configs, ``projection_dim`` and
     the initial ``logit_scale`` (HF ``logit_scale_init_value``, log(1/0.07)).
 
-    ``dtype``, ``param_dtype``, ``scan_layers``, ``remat_policy`` and
-    ``attention_impl``, when set here, apply to both towers (so a run config
-    can say ``model.config.dtype=bfloat16``). ``image_size``, ``num_channels``
-    and ``vocab_size`` are read-only views of the towers'.
+    The compute fields (``dtype``, ``param_dtype``, ``scan_layers``,
+    ``remat_policy``, ``attention_impl``) are the towers'. Given to
+    ``CLIPConfig``/``from_dict``/``replace`` they apply to both towers
+    (``PASS_DOWN``), so a run config can say ``model.config.dtype=bfloat16``;
+    ``None`` leaves the towers' values. ``image_size``, ``num_channels`` and
+    ``vocab_size`` are read-only views of the towers'.
     """
+
+    PASS_DOWN: ClassVar = tuple(f.name for f in dataclasses.fields(ComputeFields))
 
     text: CLIPTextConfig = dataclasses.field(default_factory=CLIPTextConfig)
     vision: CLIPVisionConfig = dataclasses.field(default_factory=CLIPVisionConfig)
     projection_dim: int = 512
     logit_scale_init_value: float = 2.6592
-    dtype: str | None = None
-    param_dtype: str | None = None
-    scan_layers: bool | None = None
-    remat_policy: str | None = None
-    attention_impl: str | None = None
 
     SIZES: ClassVar = {
         "tiny": dict(text=CLIPTextConfig.SIZES["tiny"], vision=CLIPVisionConfig.SIZES["tiny"],
@@ -221,17 +195,8 @@ class CLIPConfig(ConfigBase):
                          projection_dim=768),
     }
 
-    def __post_init__(self):
-        shared = {k: getattr(self, k) for k in _SHARED if getattr(self, k) is not None}
-        if shared:
-            object.__setattr__(self, "text", self.text.replace(**shared))
-            object.__setattr__(self, "vision", self.vision.replace(**shared))
-        super().__post_init__()
-
     def validate(self) -> None:
-        if self.projection_dim < 1:
-            raise ConfigError(f"CLIPConfig: projection_dim must be >= 1; got "
-                              f"{self.projection_dim}.")
+        self.require_at_least(1, "projection_dim")
 
     @property
     def image_size(self) -> int:

@@ -86,7 +86,7 @@ def pool_tokens(output: Any, how: str, attention_mask: Array | None = None) -> A
     raise ValueError(f"Unknown pool {how!r}; use one of {', '.join(POOLS)}.")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DualEncoderConfig(ConfigBase):
     """A dual encoder from two registered towers.
 
@@ -94,7 +94,8 @@ class DualEncoderConfig(ConfigBase):
       image_encoder / text_encoder: registered model names.
       image_encoder_config / text_encoder_config: their configs: a size name
         (``"tiny"``), a mapping (``{"size": "tiny", "num_layers": 1}`` or full
-        fields) or a config object.
+        fields) or a config object; they become config objects when this
+        config is made (:func:`resolve_encoder_config`).
       image_pool / text_pool: ``pooler``, ``cls``, ``mean`` or ``last``.
       projection_dim, projection_bias: the two projection heads.
       logit_scale_init_value: initial log inverse temperature.
@@ -114,20 +115,18 @@ class DualEncoderConfig(ConfigBase):
 
     SIZES: ClassVar = {"tiny": {}}
 
-    def __post_init__(self):
+    @classmethod
+    def prepare(cls, values: dict[str, Any]) -> dict[str, Any]:
+        values = super().prepare(values)
         for which in ("image", "text"):
-            name = getattr(self, f"{which}_encoder")
-            cfg = resolve_encoder_config(name, getattr(self, f"{which}_encoder_config"))
-            object.__setattr__(self, f"{which}_encoder_config", cfg)
-        super().__post_init__()
+            values[f"{which}_encoder_config"] = resolve_encoder_config(
+                values[f"{which}_encoder"], values[f"{which}_encoder_config"])
+        return values
 
     def validate(self) -> None:
-        for which in ("image_pool", "text_pool"):
-            if getattr(self, which) not in POOLS:
-                raise ConfigError(f"DualEncoderConfig: {which}={getattr(self, which)!r} is not "
-                                  f"one of {', '.join(POOLS)}.")
-        if self.projection_dim < 1:
-            raise ConfigError("DualEncoderConfig: projection_dim must be >= 1.")
+        self.require_one_of("image_pool", POOLS)
+        self.require_one_of("text_pool", POOLS)
+        self.require_at_least(1, "projection_dim")
 
 
 @registry.register("dual_encoder", DualEncoderConfig)

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import (
     DecodePositions,
     Embed,
@@ -51,6 +50,13 @@ from jaxmm.layers import (
     key_padding_mask,
     sinusoidal_embedding,
 )
+from jaxmm.layers.config_fields import (
+    ComputeFields,
+    DropoutFields,
+    LayerVariantFields,
+    TransformerFields,
+)
+from jaxmm.models.config_fields import DecoderStartFields, TokenFields
 from jaxmm.models.outputs import (
     BaseModelOutput,
     CausalLMOutput,
@@ -79,18 +85,26 @@ _TRANSFORMER = dict(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class EncoderDecoderConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EncoderDecoderConfig(
+    ComputeFields, DropoutFields, LayerVariantFields, TransformerFields, TokenFields,
+    DecoderStartFields,
+):
     """Encoder-decoder hyper-parameters (defaults: T5-small v1.0).
 
+    The widths (``d_model``; ``num_heads``; ``mlp_dim``, T5 ``d_ff``;
+    ``num_layers``, the encoder depth; ``activation``: ``relu``, or
+    ``gelu_tanh`` + ``gated_mlp`` is T5 v1.1's; ``norm_eps``), the dropout
+    rates, the compute fields, the layer variant (``head_dim``, T5 ``d_kv``;
+    ``gated_mlp``; ``norm``; ``use_bias``, which also gives LayerNorm a bias)
+    and the ids (``vocab_size`` shared by encoder and decoder,
+    ``bos_token_id``, ``eos_token_id``, ``pad_token_id``,
+    ``decoder_start_token_id``) are the shared ones
+    (:mod:`jaxmm.layers.config_fields`, :mod:`jaxmm.models.config_fields`).
+
     Attributes:
-      vocab_size: shared vocabulary of encoder and decoder.
-      d_model, num_heads, head_dim (T5 ``d_kv``; default ``d_model // num_heads``),
-        mlp_dim (T5 ``d_ff``): widths.
-      num_layers: encoder depth; num_decoder_layers: decoder depth (default same).
-      activation, gated_mlp: FFN (``relu``; ``gelu_tanh`` + gated is T5 v1.1's).
-      norm, norm_eps, norm_position: ``rmsnorm``/``layernorm``, ``pre``/``post``.
-      use_bias: biases in projections (and LayerNorm bias when ``layernorm``).
+      num_decoder_layers: decoder depth (default ``num_layers``).
+      norm_position: ``pre`` or ``post``.
       attention_scale: logit scale; ``1.0`` for T5, None for ``1/sqrt(head_dim)``.
       position_embedding: ``relative`` (T5 buckets) or ``sinusoidal``.
       relative_attention_num_buckets, relative_attention_max_distance: T5 buckets.
@@ -103,25 +117,16 @@ class EncoderDecoderConfig(ConfigBase):
         ``d_model**-0.5`` when ``scale_embeddings`` else 1.0 (T5).
       initializer_range: init std of attention/MLP kernels and the untied
         head; None means ``d_model**-0.5`` (fan-in scaling, as T5's k/v).
-      dropout_rate, attention_dropout_rate: dropout probabilities.
-      scan_layers, remat_policy, dtype, param_dtype, attention_impl: see
-        :class:`jaxmm.layers.TransformerConfig`.
-      bos_token_id, eos_token_id, pad_token_id, decoder_start_token_id: ids.
     """
 
-    vocab_size: int = 32128
-    d_model: int = 512
-    num_layers: int = 6
+    DEFAULTS: ClassVar = dict(
+        vocab_size=32128, eos_token_id=1, pad_token_id=0, decoder_start_token_id=0,
+        num_layers=6, d_model=512, num_heads=8, mlp_dim=2048, activation="relu", norm_eps=1e-6,
+        norm="rmsnorm", use_bias=False,
+    )
+
     num_decoder_layers: int | None = None
-    num_heads: int = 8
-    head_dim: int | None = None
-    mlp_dim: int = 2048
-    activation: str = "relu"
-    gated_mlp: bool = False
-    norm: str = "rmsnorm"
-    norm_eps: float = 1e-6
     norm_position: str = "pre"
-    use_bias: bool = False
     attention_scale: float | None = 1.0
     position_embedding: str = "relative"
     relative_attention_num_buckets: int = 32
@@ -132,17 +137,6 @@ class EncoderDecoderConfig(ConfigBase):
     scale_decoder_outputs: bool | None = None
     embedding_init_std: float | None = None
     initializer_range: float | None = None
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
-    bos_token_id: int | None = None
-    eos_token_id: int | tuple[int, ...] | None = 1
-    pad_token_id: int | None = 0
-    decoder_start_token_id: int | None = 0
 
     SIZES: ClassVar = {
         # The original Transformer (Vaswani et al. 2017), base and big.
@@ -155,34 +149,22 @@ class EncoderDecoderConfig(ConfigBase):
     }
 
     def validate(self) -> None:
-        def bad(msg):
-            raise ConfigError(f"{type(self).__name__}: {msg}")
-
-        if self.vocab_size < 1:
-            bad(f"vocab_size must be >= 1; got {self.vocab_size}.")
-        if self.position_embedding not in ("relative", "sinusoidal"):
-            bad(f"position_embedding={self.position_embedding!r} is not one of relative, "
-                "sinusoidal.")
+        self.require_one_of("position_embedding", ("relative", "sinusoidal"))
         if self.position_embedding == "sinusoidal" and self.d_model % 2:
-            bad(f"sinusoidal positions need an even d_model; got {self.d_model}.")
-        if self.num_decoder_layers is not None and self.num_decoder_layers < 1:
-            bad(f"num_decoder_layers must be >= 1; got {self.num_decoder_layers}.")
+            raise self.config_error(
+                f"sinusoidal positions need an even d_model; got {self.d_model}.")
+        if self.num_decoder_layers is not None:
+            self.require_at_least(1, "num_decoder_layers")
         self.transformer(decoder=True)  # validates the layer settings
 
     def transformer(self, decoder: bool) -> TransformerConfig:
         """The :class:`TransformerConfig` of the encoder or decoder stack."""
         layers = self.num_layers if not decoder else (self.num_decoder_layers or
                                                       self.num_layers)
-        return TransformerConfig(
-            num_layers=layers, d_model=self.d_model, num_heads=self.num_heads,
-            head_dim=self.head_dim, mlp_dim=self.mlp_dim, activation=self.activation,
-            gated_mlp=self.gated_mlp, norm=self.norm, norm_eps=self.norm_eps,
-            norm_position=self.norm_position, final_norm=self.norm_position == "pre",
-            use_bias=self.use_bias, attention_scale=self.attention_scale,
-            dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-            cross_attention=decoder, scan_layers=self.scan_layers,
-            remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype,
-            attention_impl=self.attention_impl, initializer_range=self.resolved_initializer_range,
+        return TransformerConfig.from_fields(
+            self, num_layers=layers, norm_position=self.norm_position,
+            final_norm=self.norm_position == "pre", attention_scale=self.attention_scale,
+            cross_attention=decoder, initializer_range=self.resolved_initializer_range,
         )
 
     @property

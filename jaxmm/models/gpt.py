@@ -31,7 +31,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import (
     DecodePositions,
     Embed,
@@ -44,6 +43,13 @@ from jaxmm.layers import (
     combine_masks,
     key_padding_mask,
 )
+from jaxmm.layers.config_fields import (
+    ComputeFields,
+    DropoutFields,
+    LayerVariantFields,
+    TransformerFields,
+)
+from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import BaseModelOutput, CausalLMOutput
 from jaxmm.models.registry import register
 
@@ -60,62 +66,48 @@ _LLAMA = dict(activation="silu", gated_mlp=True, norm="rmsnorm", norm_eps=1e-5, 
               tie_word_embeddings=False, vocab_size=32000, bos_token_id=1, eos_token_id=2)
 
 
-@dataclasses.dataclass(frozen=True)
-class GPTConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GPTConfig(
+    ComputeFields, DropoutFields, LayerVariantFields, TransformerFields, TokenFields
+):
     """Decoder-only LM hyper-parameters (defaults: GPT-2 124M).
 
+    The widths (``num_layers``, ``d_model``, ``num_heads``, ``mlp_dim``,
+    ``activation``: ``gelu_tanh`` for GPT-2, ``silu`` + ``gated_mlp`` is
+    SwiGLU; ``norm_eps``), ``dropout_rate`` (embedding/residual/MLP),
+    ``attention_dropout_rate``, the compute fields, the layer variant
+    (``head_dim``, ``gated_mlp``, ``norm``: ``layernorm`` for GPT-2, ``rmsnorm``
+    for Llama; ``use_bias``) and the token fields (``vocab_size``,
+    ``bos_token_id``, ``eos_token_id``, which may be a tuple of several end ids
+    as in Llama 3, ``pad_token_id``) are the shared ones
+    (:mod:`jaxmm.layers.config_fields`, :mod:`jaxmm.models.config_fields`).
+
     Attributes:
-      vocab_size: number of token ids.
       max_position_embeddings: size of the learned position table; for RoPE
         models the trained context length (informational, not enforced) or None.
-      num_layers, d_model, num_heads, num_kv_heads, head_dim, mlp_dim: sizes
-        (``num_kv_heads < num_heads`` is grouped-query attention).
-      activation, gated_mlp: MLP (``gelu_tanh`` for GPT-2; ``silu`` + gated is SwiGLU).
-      norm, norm_eps: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama).
-      use_bias: biases in attention and MLP projections.
+      num_kv_heads: ``num_kv_heads < num_heads`` is grouped-query attention.
       position_embedding: ``learned`` (GPT-2), ``rope`` (Llama) or ``none``.
       rope_theta, rotary_dim: RoPE base and rotated features per head (default all);
         rope_scaling: frequency scaling for long contexts (``linear``, ``llama3``).
       tie_word_embeddings: LM head shares the token embedding matrix.
       add_cross_attention: each layer cross-attends to ``encoder_hidden_states``.
-      dropout_rate: embedding/residual/MLP dropout; attention_dropout_rate on weights.
       initializer_range: std of the normal init of every kernel and embedding.
-      scan_layers, remat_policy, dtype, param_dtype, attention_impl: see
-        :class:`jaxmm.layers.TransformerConfig`.
-      bos_token_id, eos_token_id, pad_token_id: special ids (None if absent);
-        ``eos_token_id`` may be a tuple of several end ids (Llama 3).
     """
 
-    vocab_size: int = 50257
+    DEFAULTS: ClassVar = dict(
+        vocab_size=50257, bos_token_id=50256, eos_token_id=50256, num_layers=12, d_model=768,
+        num_heads=12, mlp_dim=3072, activation="gelu_tanh",
+    )
+
     max_position_embeddings: int | None = 1024
-    num_layers: int = 12
-    d_model: int = 768
-    num_heads: int = 12
     num_kv_heads: int | None = None
-    head_dim: int | None = None
-    mlp_dim: int = 3072
-    activation: str = "gelu_tanh"
-    gated_mlp: bool = False
-    norm: str = "layernorm"
-    norm_eps: float = 1e-5
-    use_bias: bool = True
     position_embedding: str = "learned"
     rope_theta: float = 10000.0
     rotary_dim: int | None = None
     rope_scaling: RopeScaling | None = None
     tie_word_embeddings: bool = True
     add_cross_attention: bool = False
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
     initializer_range: float = 0.02
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
-    bos_token_id: int | None = 50256
-    eos_token_id: int | tuple[int, ...] | None = 50256
-    pad_token_id: int | None = None
 
     SIZES: ClassVar = {
         # GPT-2 family ("base" is the 124M GPT-2).
@@ -138,37 +130,23 @@ class GPTConfig(ConfigBase):
     }
 
     def validate(self) -> None:
-        def bad(msg):
-            raise ConfigError(f"GPTConfig: {msg}")
-
-        if self.vocab_size < 1:
-            bad(f"vocab_size must be >= 1; got {self.vocab_size}.")
-        if self.position_embedding not in ("learned", "rope", "none"):
-            bad(f"position_embedding={self.position_embedding!r} is not one of learned, rope, "
-                "none.")
+        self.require_one_of("position_embedding", ("learned", "rope", "none"))
         if self.position_embedding == "learned" and not self.max_position_embeddings:
-            bad("learned position embeddings need max_position_embeddings (the table size).")
+            raise self.config_error(
+                "learned position embeddings need max_position_embeddings (the table size).")
         if self.max_position_embeddings is not None and self.max_position_embeddings < 1:
-            bad(f"max_position_embeddings must be >= 1 or None; got "
-                f"{self.max_position_embeddings}.")
+            raise self.config_error(f"max_position_embeddings must be >= 1 or None; got "
+                                    f"{self.max_position_embeddings}.")
         self.transformer  # noqa: B018 - validates the layer settings
 
     @property
     def transformer(self) -> TransformerConfig:
         """The :class:`TransformerConfig` of the decoder stack."""
-        return TransformerConfig(
-            num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
-            num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim,
-            activation=self.activation, gated_mlp=self.gated_mlp, norm=self.norm,
-            norm_eps=self.norm_eps, norm_position="pre", final_norm=True,
-            use_bias=self.use_bias, dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
+        return TransformerConfig.from_fields(
+            self, num_kv_heads=self.num_kv_heads, norm_position="pre", final_norm=True,
             rotary_theta=self.rope_theta if self.position_embedding == "rope" else None,
             rotary_dim=self.rotary_dim, rope_scaling=self.rope_scaling,
-            cross_attention=self.add_cross_attention,
-            scan_layers=self.scan_layers, remat_policy=self.remat_policy, dtype=self.dtype,
-            param_dtype=self.param_dtype, attention_impl=self.attention_impl,
-            initializer_range=self.initializer_range,
+            cross_attention=self.add_cross_attention, initializer_range=self.initializer_range,
         )
 
 

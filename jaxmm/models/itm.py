@@ -33,7 +33,7 @@ Array = jax.Array
 __all__ = ["ITMConfig", "ImageTextMatcher", "itm_pairs"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ITMConfig(ConfigBase):
     """``fusion`` over ``("image", "text")`` and the modality ``encoders``."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import Embed, PatchEmbed
 from jaxmm.models import registry
+from jaxmm.models.config_fields import VocabFields
 from jaxmm.models.dual_encoder import resolve_encoder_config
 from jaxmm.models.fusion import KNOWN_MODALITIES, FusionConfig, FusionEncoder, FusionOutput
 
@@ -73,44 +74,47 @@ def collect_inputs(modalities: tuple[str, ...], batch: Mapping[str, Any]) -> dic
     return {k: v for k, v in present.items() if k in keep}
 
 
-@dataclasses.dataclass(frozen=True)
-class ModalityEncoderConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModalityEncoderConfig(VocabFields):
     """How one modality becomes tokens.
 
     Attributes:
       encoder: ``"stem"`` (built-in linear tokeniser) or a registered model name.
-      config: that model's config (size name, mapping or config object).
+      config: that model's config: a size name, a mapping (``{"size": "tiny",
+        "num_layers": 1}`` or full fields) or a config object; it becomes the
+        config object when this config is made (``None``: the model's defaults).
       width: stem token width.
-      vocab_size: text stem vocabulary.
+      vocab_size: text stem vocabulary (:class:`~jaxmm.models.config_fields.VocabFields`).
       patch_size, num_channels: image/video stems.
       frames_per_token: audio stem on log-mel ``input_features``.
       samples_per_token: audio stem on raw ``audio`` waveforms.
       tubelet_frames: video stem temporal patch size.
     """
 
+    DEFAULTS: ClassVar = dict(vocab_size=1024)
+
     encoder: str = "stem"
     config: Any = None
     width: int = 64
-    vocab_size: int = 1024
     patch_size: int = 8
     num_channels: int = 3
     frames_per_token: int = 4
     samples_per_token: int = 400
     tubelet_frames: int = 2
 
-    def __post_init__(self):
-        if self.encoder != "stem":
-            object.__setattr__(self, "config", resolve_encoder_config(self.encoder, self.config))
-        super().__post_init__()
+    @classmethod
+    def prepare(cls, values: dict[str, Any]) -> dict[str, Any]:
+        values = super().prepare(values)
+        if values["encoder"] != "stem":
+            values["config"] = resolve_encoder_config(values["encoder"], values["config"])
+        return values
 
     def validate(self) -> None:
-        for name in ("width", "vocab_size", "patch_size", "num_channels", "frames_per_token",
-                     "samples_per_token", "tubelet_frames"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"ModalityEncoderConfig: {name} must be >= 1.")
+        self.require_at_least(1, "width", "patch_size", "num_channels", "frames_per_token",
+                              "samples_per_token", "tubelet_frames")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModalityEncoders(ConfigBase):
     """One :class:`ModalityEncoderConfig` per modality (stems by default)."""
 

@@ -31,9 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.layers import classifier_head
-from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers import DTYPES, classifier_head
+from jaxmm.layers.config_fields import NormFields, PrecisionFields
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
 
@@ -44,9 +43,12 @@ __all__ = ["ResNetConfig", "ResNetEncoder", "ResNetForImageClassification"]
 _CONV_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
 
 
-@dataclasses.dataclass(frozen=True)
-class ResNetConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResNetConfig(PrecisionFields, NormFields):
     """ResNet hyper-parameters.
+
+    ``dtype``, ``param_dtype`` and ``norm_eps`` (of every norm) are the shared
+    fields of :mod:`jaxmm.layers.config_fields`.
 
     block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1-3x3-1x1, x4 width).
     stage_sizes: blocks per stage; stage ``i`` has width ``width * 2**i`` and
@@ -65,12 +67,9 @@ class ResNetConfig(ConfigBase):
     stem: str = "imagenet"
     norm: str = "batch"
     num_groups: int = 32
-    norm_eps: float = 1e-5
     batch_norm_momentum: float = 0.9
     projection_dim: int | None = None
     num_labels: int = 1000
-    dtype: str = "float32"
-    param_dtype: str = "float32"
 
     SIZES: ClassVar = {
         "tiny": dict(stage_sizes=(1, 1), width=16, stem="small", norm="group", num_groups=4),
@@ -81,19 +80,15 @@ class ResNetConfig(ConfigBase):
     }
 
     def validate(self) -> None:
-        def bad(msg):
-            raise ConfigError(f"ResNetConfig: {msg}")
-
-        if self.block not in ("basic", "bottleneck"):
-            bad(f"block must be 'basic' or 'bottleneck'; got {self.block!r}.")
-        if self.stem not in ("imagenet", "small"):
-            bad(f"stem must be 'imagenet' or 'small'; got {self.stem!r}.")
-        if self.norm not in ("batch", "group"):
-            bad(f"norm must be 'batch' or 'group'; got {self.norm!r}.")
+        self.require_one_of("block", ("basic", "bottleneck"))
+        self.require_one_of("stem", ("imagenet", "small"))
+        self.require_one_of("norm", ("batch", "group"))
         if not self.stage_sizes or min(self.stage_sizes) < 1:
-            bad(f"stage_sizes must be non-empty positive counts; got {self.stage_sizes}.")
+            raise self.config_error(
+                f"stage_sizes must be non-empty positive counts; got {self.stage_sizes}.")
         if self.norm == "group" and self.width % self.num_groups:
-            bad(f"width ({self.width}) must be a multiple of num_groups ({self.num_groups}).")
+            raise self.config_error(
+                f"width ({self.width}) must be a multiple of num_groups ({self.num_groups}).")
 
     @property
     def hidden_size(self) -> int:

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.config import ConfigBase
 from jaxmm.layers import TransformerConfig, TransformerStack, classifier_head, key_padding_mask
 from jaxmm.layers.blocks import DTYPES
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
@@ -39,7 +39,7 @@ Array = jax.Array
 __all__ = ["VideoConfig", "VideoEncoder", "VideoForClassification"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class VideoConfig(ConfigBase):
     """Video encoder hyper-parameters.
 
@@ -71,16 +71,14 @@ class VideoConfig(ConfigBase):
 
     def validate(self) -> None:
         if not isinstance(self.spatial, ViTConfig):
-            raise ConfigError("VideoConfig: spatial must be a ViTConfig (VideoConfig.from_dict "
-                              "builds it from a mapping).")
+            raise self.config_error(f"spatial must be a ViTConfig or a mapping of its fields; "
+                                    f"got {type(self.spatial).__name__}.")
         if self.tubelet_size < 1 or self.num_frames % self.tubelet_size:
-            raise ConfigError(
-                f"VideoConfig: num_frames ({self.num_frames}) must be a positive multiple of "
-                f"tubelet_size ({self.tubelet_size})."
+            raise self.config_error(
+                f"num_frames ({self.num_frames}) must be a positive multiple of tubelet_size "
+                f"({self.tubelet_size})."
             )
-        if self.pool_type not in ("cls", "mean"):
-            raise ConfigError(f"VideoConfig: pool_type must be 'cls' or 'mean'; got "
-                              f"{self.pool_type!r}.")
+        self.require_one_of("pool_type", ("cls", "mean"))
         self.temporal  # noqa: B018 - validates
 
     @property

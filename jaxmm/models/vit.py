@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.config import ConfigError
 from jaxmm.layers import (
     PatchEmbed,
     TransformerConfig,
@@ -37,6 +37,7 @@ from jaxmm.layers import (
     resize_position_grid,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
 
@@ -84,61 +85,51 @@ _SIZES.update({f"{w}/{p}": decode_variant(f"{w}/{p}") for w in _WIDTHS for p in 
 _SIZES.update({"base": _SIZES["B/16"], "large": _SIZES["L/16"]})
 
 
-@dataclasses.dataclass(frozen=True)
-class ViTConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ViTConfig(ComputeFields, DropoutFields, TransformerFields):
     """ViT hyper-parameters (Hugging Face ``ViTConfig`` equivalents in brackets).
 
+    The widths (num_layers, d_model [hidden_size], num_heads, mlp_dim
+    [intermediate_size], activation [hidden_act], norm_eps [layer_norm_eps]),
+    dropout_rate [hidden_dropout_prob], attention_dropout_rate and the compute
+    fields are the shared ones (:mod:`jaxmm.layers.config_fields`; ViT-B
+    defaults). Its own:
+
     image_size [image_size]: ``S`` (square) or ``(H, W)``; patch_size [patch_size];
-    num_channels [num_channels];
-    num_layers, d_model [hidden_size], num_heads, mlp_dim [intermediate_size],
-    activation [hidden_act], norm_eps [layer_norm_eps], dropout_rate
-    [hidden_dropout_prob], attention_dropout_rate, qkv_bias;
+    num_channels [num_channels]; qkv_bias;
     class_token: prepend a learned [CLS] token;
     pool_type: ``"cls"`` or ``"mean"`` (mean over patch tokens);
     use_pooler: HF pooler ``act(Dense(pooled))`` with ``pooler_act``;
     num_labels: classes of :class:`ViTForImageClassification`.
     """
 
+    DEFAULTS: ClassVar = dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072,
+                              norm_eps=1e-12)
+
     image_size: int | tuple[int, int] = 224
     patch_size: int = 16
     num_channels: int = 3
-    num_layers: int = 12
-    d_model: int = 768
-    num_heads: int = 12
-    mlp_dim: int = 3072
-    activation: str = "gelu"
-    norm_eps: float = 1e-12
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
     qkv_bias: bool = True
     class_token: bool = True
     pool_type: str = "cls"
     use_pooler: bool = True
     pooler_act: str = "tanh"
     num_labels: int = 1000
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
 
     SIZES: ClassVar = _SIZES
 
     def validate(self) -> None:
         h, w = self.image_hw
         if h % self.patch_size or w % self.patch_size:
-            raise ConfigError(
-                f"ViTConfig: image_size ({self.image_size}) must be a multiple of patch_size "
+            raise self.config_error(
+                f"image_size ({self.image_size}) must be a multiple of patch_size "
                 f"({self.patch_size})."
             )
-        if self.pool_type not in ("cls", "mean"):
-            raise ConfigError(f"ViTConfig: pool_type must be 'cls' or 'mean'; got "
-                              f"{self.pool_type!r}.")
+        self.require_one_of("pool_type", ("cls", "mean"))
         if self.pool_type == "cls" and not self.class_token:
-            raise ConfigError("ViTConfig: pool_type='cls' needs class_token=True; use "
-                              "pool_type='mean' for a model without a class token.")
+            raise self.config_error("pool_type='cls' needs class_token=True; use "
+                                    "pool_type='mean' for a model without a class token.")
         get_activation(self.pooler_act)
-        self.transformer  # noqa: B018 - validates the stack settings
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -161,14 +152,8 @@ class ViTConfig(ConfigBase):
 
     @property
     def transformer(self) -> TransformerConfig:
-        return TransformerConfig(
-            num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim, activation=self.activation, norm_eps=self.norm_eps,
-            norm_position="pre", final_norm=True, use_bias=self.qkv_bias,
-            dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-            scan_layers=self.scan_layers, remat_policy=self.remat_policy, dtype=self.dtype,
-            param_dtype=self.param_dtype, attention_impl=self.attention_impl,
-        )
+        return TransformerConfig.from_fields(self, norm_position="pre", final_norm=True,
+                                             use_bias=self.qkv_bias)
 
 
 def image_patch_grid(image: Array, config: Any, interpolate: bool, what: str

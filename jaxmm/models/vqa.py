@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import LayerNorm
-from jaxmm.models.captioner import ConditionalDecoder, DecoderConfigMixin
+from jaxmm.layers.config_fields import DropoutFields
+from jaxmm.models.captioner import ConditionalDecoder, ConditionalDecoderFields
 from jaxmm.models.classifier import classifier_head
 from jaxmm.models.fusion import FusionConfig, FusionOutput
 from jaxmm.models.gpt import GPTConfig
@@ -43,8 +43,8 @@ _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embed
                      num_layers=1, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class VQAConfig(DecoderConfigMixin, ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VQAConfig(DropoutFields, ConditionalDecoderFields):
     """Attributes:
       mode: ``classify`` or ``generate``.
       fusion: fusion encoder over ``("image", "text")`` (any kind).
@@ -52,11 +52,12 @@ class VQAConfig(DecoderConfigMixin, ConfigBase):
       num_answers: answer vocabulary size (``classify``).
       head_hidden_dim: hidden width of the answer MLP (default ``2 * d_model``).
       dropout_rate: dropout before the answer head.
-      decoder: GPT decoder config (``generate``; cross-attention is forced on).
-      encoder_projection: Dense from the fusion width to the decoder's; ``None``
-        adds it when the widths differ.
-      decoder_start_token_id, pad_token_id: default to the decoder's bos / pad.
+      decoder, encoder_projection, decoder_start_token_id, pad_token_id: the
+        answer decoder (``generate``; :class:`ConditionalDecoderFields`, with
+        ``fusion.d_model`` as the encoder width).
     """
+
+    DEFAULTS: ClassVar = dict(decoder=GPTConfig.from_dict(_TINY_DECODER))
 
     mode: str = "classify"
     fusion: FusionConfig = dataclasses.field(default_factory=lambda: FusionConfig(
@@ -64,12 +65,6 @@ class VQAConfig(DecoderConfigMixin, ConfigBase):
     encoders: ModalityEncoders = dataclasses.field(default_factory=ModalityEncoders)
     num_answers: int = 16
     head_hidden_dim: int | None = None
-    dropout_rate: float = 0.0
-    decoder: GPTConfig = dataclasses.field(
-        default_factory=lambda: GPTConfig.from_dict(_TINY_DECODER))
-    encoder_projection: bool | None = None
-    decoder_start_token_id: int | None = None
-    pad_token_id: int | None = None
 
     SIZES: ClassVar = {
         "tiny": dict(fusion=dict(kind="early", modalities=("image", "text"), num_layers=2,
@@ -79,31 +74,20 @@ class VQAConfig(DecoderConfigMixin, ConfigBase):
                       decoder=dict(_TINY_DECODER, d_model=256, num_heads=4, mlp_dim=1024)),
     }
 
-    def __post_init__(self):
-        self.resolve_decoder()
-        super().__post_init__()
-
     def validate(self) -> None:
-        def bad(msg):
-            raise ConfigError(f"VQAConfig: {msg}")
-
-        if self.mode not in ("classify", "generate"):
-            bad(f"mode={self.mode!r} is not one of classify, generate.")
+        self.require_one_of("mode", ("classify", "generate"))
         if set(self.fusion.modalities) != {"image", "text"}:
-            bad(f"fusion.modalities must be ('image', 'text') in some order; got "
-                f"{self.fusion.modalities}.")
-        if self.num_answers < 1:
-            bad(f"num_answers must be >= 1; got {self.num_answers}.")
-        if self.mode == "generate" and (self.decoder_start_token_id is None
-                                        or self.pad_token_id is None):
-            bad("mode='generate' needs decoder_start_token_id and pad_token_id (or a decoder "
-                "with bos_token_id and pad_token_id).")
+            raise self.config_error(f"fusion.modalities must be ('image', 'text') in some "
+                                    f"order; got {self.fusion.modalities}.")
+        self.require_at_least(1, "num_answers")
 
     @property
-    def uses_projection(self) -> bool:
-        if self.encoder_projection is not None:
-            return self.encoder_projection
-        return self.fusion.d_model != self.decoder.d_model
+    def decodes_text(self) -> bool:
+        return self.mode == "generate"
+
+    @property
+    def encoder_width(self) -> int:
+        return self.fusion.d_model
 
     # Read by the trainer (synthetic data) and by jaxmm.generate.
     @property

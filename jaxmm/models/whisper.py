@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import (
     Embed,
     TransformerConfig,
@@ -45,6 +44,8 @@ from jaxmm.layers import (
     key_padding_mask,
 )
 from jaxmm.layers.blocks import DTYPES
+from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
+from jaxmm.models.config_fields import DecoderStartFields, TokenFields
 from jaxmm.models.outputs import CausalLMOutput, EncoderOutput, Seq2SeqLMOutput
 from jaxmm.models.registry import register
 
@@ -63,44 +64,38 @@ __all__ = [
 _REAL = dict(vocab_size=51865, max_source_positions=1500, max_target_positions=448)
 
 
-@dataclasses.dataclass(frozen=True)
-class WhisperConfig(ConfigBase):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WhisperConfig(
+    ComputeFields, DropoutFields, TransformerFields, TokenFields, DecoderStartFields
+):
     """Whisper hyper-parameters (HF ``WhisperConfig`` names in brackets).
 
-    num_layers [encoder_layers], num_decoder_layers [decoder_layers], d_model,
-    num_heads [encoder_attention_heads], num_decoder_heads
-    [decoder_attention_heads] (default num_heads), mlp_dim [encoder_ffn_dim],
-    decoder_mlp_dim [decoder_ffn_dim] (default mlp_dim), num_mel_bins,
-    max_source_positions (encoder length after the stride-2 conv; the input
-    has twice as many frames), max_target_positions (decoder length limit),
-    sample_rate: the audio rate the features assume (16 kHz).
+    Shared fields (:mod:`jaxmm.layers.config_fields`,
+    :mod:`jaxmm.models.config_fields`), with Whisper-tiny defaults: num_layers
+    [encoder_layers], d_model, num_heads [encoder_attention_heads], mlp_dim
+    [encoder_ffn_dim], activation, norm_eps, the dropout rates, the compute
+    fields, vocab_size and the pad/bos/eos/decoder-start ids. Its own:
+
+    num_decoder_layers [decoder_layers], num_decoder_heads
+    [decoder_attention_heads] (default num_heads), decoder_mlp_dim
+    [decoder_ffn_dim] (default mlp_dim), num_mel_bins, max_source_positions
+    (encoder length after the stride-2 conv; the input has twice as many
+    frames), max_target_positions (decoder length limit), sample_rate: the
+    audio rate the features assume (16 kHz).
     """
 
-    vocab_size: int = 51865
+    DEFAULTS: ClassVar = dict(
+        vocab_size=51865, pad_token_id=50257, bos_token_id=50257, eos_token_id=50257,
+        decoder_start_token_id=50258, num_layers=4, d_model=384, num_heads=6, mlp_dim=1536,
+    )
+
     num_mel_bins: int = 80
-    num_layers: int = 4
     num_decoder_layers: int = 4
-    d_model: int = 384
-    num_heads: int = 6
     num_decoder_heads: int | None = None
-    mlp_dim: int = 1536
     decoder_mlp_dim: int | None = None
-    activation: str = "gelu"
-    norm_eps: float = 1e-5
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
     max_source_positions: int = 1500
     max_target_positions: int = 448
     sample_rate: int = 16000
-    pad_token_id: int | None = 50257
-    bos_token_id: int | None = 50257
-    eos_token_id: int | None = 50257
-    decoder_start_token_id: int | None = 50258
-    scan_layers: bool = False
-    remat_policy: str = "none"
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"
 
     SIZES: ClassVar = {
         "tiny": dict(vocab_size=128, num_layers=2, num_decoder_layers=2, d_model=64, num_heads=4,
@@ -123,13 +118,9 @@ class WhisperConfig(ConfigBase):
 
     def validate(self) -> None:
         if self.d_model % 2:
-            raise ConfigError(f"WhisperConfig: d_model must be even; got {self.d_model}.")
-        for name in ("vocab_size", "num_mel_bins", "max_source_positions",
-                     "max_target_positions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"WhisperConfig: {name} must be >= 1.")
-        self.encoder_transformer  # noqa: B018 - validates
-        self.decoder_transformer  # noqa: B018
+            raise self.config_error(f"d_model must be even; got {self.d_model}.")
+        self.require_at_least(1, "num_mel_bins", "max_source_positions", "max_target_positions")
+        self.decoder_transformer  # noqa: B018 - validates the decoder's heads and widths
 
     @property
     def num_frames(self) -> int:
@@ -140,24 +131,19 @@ class WhisperConfig(ConfigBase):
     def max_position_embeddings(self) -> int:
         return self.max_target_positions
 
-    def _stack(self, layers, heads, mlp, cross) -> TransformerConfig:
-        return TransformerConfig(
-            num_layers=layers, d_model=self.d_model, num_heads=heads, mlp_dim=mlp,
-            activation=self.activation, norm_eps=self.norm_eps, norm_position="pre",
-            final_norm=True, use_bias=True, dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate, cross_attention=cross,
-            scan_layers=self.scan_layers, remat_policy=self.remat_policy, dtype=self.dtype,
-            param_dtype=self.param_dtype, attention_impl=self.attention_impl,
-        )
-
     @property
     def encoder_transformer(self) -> TransformerConfig:
-        return self._stack(self.num_layers, self.num_heads, self.mlp_dim, False)
+        return TransformerConfig.from_fields(self, norm_position="pre", final_norm=True,
+                                             use_bias=True)
 
     @property
     def decoder_transformer(self) -> TransformerConfig:
-        return self._stack(self.num_decoder_layers, self.num_decoder_heads or self.num_heads,
-                           self.decoder_mlp_dim or self.mlp_dim, True)
+        return TransformerConfig.from_fields(
+            self, num_layers=self.num_decoder_layers,
+            num_heads=self.num_decoder_heads or self.num_heads,
+            mlp_dim=self.decoder_mlp_dim or self.mlp_dim, norm_position="pre",
+            final_norm=True, use_bias=True, cross_attention=True,
+        )
 
 
 def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:

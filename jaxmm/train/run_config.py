@@ -158,12 +158,17 @@ def _model_defaults(name: str, size: str | None, given: ConfigDict | None = None
     Normally the preset's values (the caller adds those ``given`` lacks). When
     ``given`` switches a sub-config's kind (a captioner's ``encoder`` from
     ``vit`` to ``clip_vision``) the preset's sub-config no longer fits, so the
-    defaults are built from ``given`` itself.
+    defaults are built from ``given`` itself. The config class's ``PASS_DOWN``
+    keys (CLIP's ``dtype`` for both towers) are added as ``None`` (not set), so
+    ``--config.model.config.dtype=bfloat16`` reaches them too.
     """
     from jaxmm.models import registry
 
-    spec = registry.get(name)
-    cls = spec.config_cls
+    cls = registry.get(name).config_cls
+    return {**dict.fromkeys(cls.PASS_DOWN), **_preset_or_given(cls, size, given)}
+
+
+def _preset_or_given(cls: type, size: str | None, given: ConfigDict | None) -> dict[str, Any]:
     preset = (cls.from_size(size) if size else cls()).to_dict()
     given = given.to_dict() if isinstance(given, ConfigDict) else dict(given or {})
     if not given:

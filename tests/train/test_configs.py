@@ -71,3 +71,20 @@ def test_init_batch_takes_image_size_from_a_nested_encoder_config():
     batch = task.example_batch(2)
     assert batch["image"].shape[1:3] == (48, 48)
     task.init(jax.random.PRNGKey(0), batch)  # the ViT accepts it
+
+
+def test_overrides_reach_the_shared_fields_of_a_model_config():
+    """``model.config`` lists every field, the shared ones (from the field groups)
+    included; an override reaches the built model; a typo names the nearest key."""
+    config = resolve_config({"task": {"name": "mlm"}, "model": {"name": "bert_mlm",
+                                                                "size": "tiny"}},
+                            ["model.config.remat_policy=full", "model.config.dropout_rate=0.2",
+                             "model.config.pad_token_id=3"])
+    assert set(config.model.config) == set(registry.get("bert_mlm").config_cls.field_names())
+    cfg = registry.build("bert_mlm", config.model.size, **config.model.config.to_dict()).config
+    assert (cfg.remat_policy, cfg.dropout_rate, cfg.pad_token_id, cfg.d_model) == (
+        "full", 0.2, 3, 128)
+    assert cfg.transformer_config.remat_policy == "full"
+    with pytest.raises(ConfigError, match=r"Unknown config key 'remat_polcy'.*'remat_policy'"):
+        resolve_config({"task": {"name": "mlm"}, "model": {"name": "bert_mlm"}},
+                       ["model.config.remat_polcy=full"])
