@@ -11,7 +11,7 @@ import pytest
 from toy_decoders import TRACES, ToyConfig, ToyLM, ToySeq2Seq
 
 import jaxmm
-from jaxmm import decoding
+from jaxmm import generation
 
 CFG = ToyConfig()
 
@@ -150,8 +150,8 @@ def test_no_retrace_within_a_length_bucket(lm):
     assert TRACES["lm"] == before
     jaxmm.generate(model, params, *_prompts([9, 2]), **GREEDY)  # next bucket: 16
     assert TRACES["lm"] > before
-    assert decoding.prompt_bucket(5) == 8 and decoding.prompt_bucket(129) == 256
-    assert decoding.prompt_bucket(5, 16) == 16 and decoding.prompt_bucket(33, 16) == 48
+    assert generation.prompt_bucket(5) == 8 and generation.prompt_bucket(129) == 256
+    assert generation.prompt_bucket(5, 16) == 16 and generation.prompt_bucket(33, 16) == 48
 
 
 # ---------------------------------------------------------------------------
