@@ -168,5 +168,6 @@ def _output(result: LoopResult, prompt: Prompt, bucket: int, plan: DecodePlan,
                        fill)
     rows = new.shape[0] // prompt.ids.shape[0]
     sequences = jnp.asarray(np.concatenate([np.repeat(prompt.ids, rows, axis=0), new], axis=1))
-    scores = result.scores[:, :int(result.scored_steps)] if plan.output_scores else None
+    scored = steps if result.scored_steps is None else int(result.scored_steps)
+    scores = result.scores[:, :scored] if plan.output_scores else None
     return GenerateOutput(sequences, scores, result.sequences_scores)

@@ -104,7 +104,8 @@ class LoopResult:
       tokens: ``(R, T)`` int32, the token buffer; new tokens from column ``P``.
       steps: ``()`` int32, the number of new-token columns to keep.
       scores: ``(R or N, max_new_tokens, V)`` float32 or ``None`` (``output_scores``).
-      scored_steps: ``()`` int32, the filled steps of ``scores``.
+      scored_steps: ``()`` int32, the filled steps of ``scores`` when they
+        differ from ``steps`` (beam search), else ``None``.
       sequences_scores: ``(R,)`` float32, beam search only: the hypotheses' scores.
       lengths: ``(R,)`` int32, beam search only: the hypotheses' generated lengths.
     """
@@ -112,7 +113,7 @@ class LoopResult:
     tokens: Array
     steps: Array
     scores: Array | None
-    scored_steps: Array
+    scored_steps: Array | None = None
     sequences_scores: Array | None = None
     lengths: Array | None = None
 
@@ -340,8 +341,7 @@ def _greedy_or_sample(ctx: _Run, state: SamplingState) -> LoopResult:
         return jax.lax.dynamic_slice_in_dim(s.tokens, p - 1 + s.step, 1, 1)
 
     state = _loop(ctx, state, choose, active, feed)
-    return LoopResult(tokens=state.tokens, steps=state.step, scores=state.scores,
-                      scored_steps=state.step)
+    return LoopResult(tokens=state.tokens, steps=state.step, scores=state.scores)
 
 
 # ---------------------------------------------------------------------------
