@@ -17,8 +17,8 @@ _SUBMODULES = (
     "config",
     "convert",
     "data",
-    "decoding",
     "evaluate",
+    "generation",
     "layers",
     "losses",
     "models",
@@ -27,7 +27,7 @@ _SUBMODULES = (
     "viz",
 )
 # Top-level shortcuts: name -> (module, attribute).
-_SHORTCUTS = {"generate": ("jaxmm.decoding", "generate")}
+_SHORTCUTS = {"generate": ("jaxmm.generation", "generate")}
 
 
 def __getattr__(name: str) -> Any:

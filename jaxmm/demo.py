@@ -203,7 +203,7 @@ def generate_captions(model, params, images: np.ndarray, tok, *, batch_size: int
     """Token ids (decoder start token first) for each image, via jaxmm.generate."""
     import jax
 
-    from jaxmm.decoding import generate
+    from jaxmm.generation import generate
 
     cfg = model.config
     encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode"))
@@ -316,8 +316,7 @@ def _display(image: np.ndarray) -> np.ndarray:
 def draw_samples(workdir: str, model, params, images, sequences, captions, answers,
                  examples, tok, count: int = 8) -> tuple[str, str]:
     from jaxmm.data.scenes import COLORS, SHAPES
-    from jaxmm.models.captioner import cross_attention_maps
-    from jaxmm.viz import save_attention_figure, save_sample_grid
+    from jaxmm.viz import cross_attention_maps, save_attention_figure, save_sample_grid
 
     content = set(COLORS) | set(SHAPES)
 

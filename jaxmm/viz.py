@@ -5,8 +5,9 @@
   image.
 * :func:`attention_rollout` combines self-attention over layers (Abnar &
   Zuidema, 2020) to show what a ViT's [CLS] token draws on.
-* :func:`save_attention_figure` draws an image with one heat map per generated
-  token (e.g. a captioner's cross-attention).
+* :func:`cross_attention_maps` re-runs a captioner on generated tokens and
+  returns each token's cross-attention over the image patch grid;
+  :func:`save_attention_figure` draws an image with one heat map per token.
 * :func:`read_metrics` / :func:`plot_training_curves` read the trainer's JSON-lines
   metrics and plot them.
 """
@@ -24,6 +25,7 @@ import numpy as np
 __all__ = [
     "attention_rollout",
     "attention_to_grid",
+    "cross_attention_maps",
     "overlay",
     "plot_training_curves",
     "read_metrics",
@@ -72,6 +74,41 @@ def attention_to_grid(
         )
     total = patches.sum()
     return (patches / total if total > 0 else patches).reshape(h, gw)
+
+
+def cross_attention_maps(
+    model: Any, params: Any, image: np.ndarray, sequences: np.ndarray, *,
+    layer: int = -1, num_prefix_tokens: int | None = None,
+) -> np.ndarray:
+    """Per-token cross-attention maps over the image patch grid.
+
+    Re-runs the decoder of ``model`` (an
+    :class:`~jaxmm.models.captioner.ImageCaptioner`) on ``sequences``
+    ``(B, T)`` (e.g. ``generate``'s output, starting with the decoder start
+    token) for ``image`` ``(B, H, W, C)`` and returns ``(B, T - 1, gh, gw)``:
+    for each generated token, the given layer's cross-attention (mean over
+    heads) of the step that produced it, over the encoder's patch tokens
+    (the first ``num_prefix_tokens``, default 1 for a [CLS] token, are
+    dropped), normalised to sum to 1. Draw them with :func:`save_attention_figure`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    sequences = np.asarray(sequences)
+    run = jax.jit(lambda p, x, ids: model.apply({"params": p}, x, ids, output_attentions=True
+                                                ).cross_attentions[layer])
+    weights = np.asarray(run(params, jnp.asarray(image), jnp.asarray(sequences[:, :-1])))
+    s = weights.shape[-1]
+    prefix = (1 if getattr(model.config.encoder_config, "class_token", True) else 0) \
+        if num_prefix_tokens is None else num_prefix_tokens
+    side = int(round((s - prefix) ** 0.5))
+    if side * side != s - prefix:
+        raise ValueError(f"{s - prefix} encoder patch tokens do not form a square grid; pass "
+                         "num_prefix_tokens.")
+    return np.stack([
+        np.stack([attention_to_grid(weights[b, :, t], (side, side),
+                                    num_prefix_tokens=prefix) for t in range(weights.shape[2])])
+        for b in range(weights.shape[0])])
 
 
 def upsample_map(attn: np.ndarray, size: tuple[int, int]) -> np.ndarray:

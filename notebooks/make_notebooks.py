@@ -593,7 +593,7 @@ SCENES = [
         heads). `jaxmm.viz.save_attention_figure` overlays one map per token.
     '''),
     code('''
-        from jaxmm.models.captioner import cross_attention_maps
+        from jaxmm.viz import cross_attention_maps
 
         sequence = np.asarray(generated.sequences[0])
         ids = [int(t) for t in sequence[1:]]  # drop the start token
@@ -756,13 +756,18 @@ GENERATION = [
         scores of tokens already present, `no_repeat_ngram_size` forbids repeating any
         n-gram, and `early_stopping=True` ends a prompt's search once it has `num_beams`
         finished hypotheses. `sequences_scores` are the final hypothesis scores.
+
+        The settings can also travel as one `GenerationConfig` (frozen, checked when it is
+        built), passed as `generation_config=`; keyword arguments are a shortcut for it.
     """),
     code("""
+        from jaxmm.generation import GenerationConfig
+
         beam_settings = dict(num_beams=4, num_return_sequences=2, length_penalty=1.0,
                              repetition_penalty=1.2, no_repeat_ngram_size=3, early_stopping=True)
+        beam_config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, **beam_settings)
         beams = jaxmm.generate(gpt2.model, gpt2.params, batch["input_ids"],
-                               batch["attention_mask"], max_new_tokens=MAX_NEW_TOKENS,
-                               **beam_settings)
+                               batch["attention_mask"], generation_config=beam_config)
         beam_ids = np.asarray(beams.sequences)
         for text, score in zip(tok.decode(beam_ids), np.asarray(beams.sequences_scores)):
             print(f"{score:8.3f}  {text!r}")

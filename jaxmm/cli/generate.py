@@ -73,6 +73,22 @@ def _prompts(args) -> list[str]:
     return prompts
 
 
+def _generation_config(args, pad_token_id: int | None):
+    """The :class:`~jaxmm.generation.GenerationConfig` of the command line."""
+    from jaxmm.generation import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+        do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
+        early_stopping=args.early_stopping, num_return_sequences=args.num_return_sequences,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        eos_token_id=tuple(args.eos_token_id) if args.eos_token_id else None,
+        pad_token_id=pad_token_id,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -89,28 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxmm generate: error: {e}", file=sys.stderr)
         return 2
 
-    import jaxmm
-    from jaxmm.decoding import is_encoder_decoder
+    from jaxmm.generation import generate, is_encoder_decoder
 
     encdec = is_encoder_decoder(model)
     batch = tokenizer.encode(prompts, padding=True, truncation=False)
     ids, mask = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
-    cfg = getattr(model, "config", None)
-    pad = getattr(cfg, "pad_token_id", None)
-    if pad is None:
-        pad = tokenizer.pad_token_id
+    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
     try:
-        out = jaxmm.generate(
-            model, params, ids, mask, max_new_tokens=args.max_new_tokens,
-            min_new_tokens=args.min_new_tokens, do_sample=args.do_sample,
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            num_beams=args.num_beams, length_penalty=args.length_penalty,
-            early_stopping=args.early_stopping, num_return_sequences=args.num_return_sequences,
-            repetition_penalty=args.repetition_penalty,
-            no_repeat_ngram_size=args.no_repeat_ngram_size,
-            eos_token_id=args.eos_token_id if args.eos_token_id else None,
-            pad_token_id=pad, rng=args.seed if args.do_sample else None,
-        )
+        config = _generation_config(args, tokenizer.pad_token_id if pad is None else pad)
+        out = generate(model, params, ids, mask, generation_config=config,
+                       rng=args.seed if args.do_sample else None)
     except ValueError as e:
         print(f"jaxmm generate: error: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ Decoding protocol (:mod:`jaxmm.models.outputs`, used by ``jaxmm.generate``)::
                       method="decode")
 
 ``output_attentions=True`` returns each decoder layer's cross-attention
-``(B, H, T, S)`` over the encoder tokens; :func:`cross_attention_maps` turns
+``(B, H, T, S)`` over the encoder tokens; :func:`jaxmm.viz.cross_attention_maps` turns
 them into per-token maps over the image patch grid.
 """
 
@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmm.config import ConfigError
 from jaxmm.losses import IGNORE_INDEX
@@ -48,7 +47,6 @@ __all__ = [
     "ConditionalDecoder",
     "ConditionalDecoderFields",
     "ImageCaptioner",
-    "cross_attention_maps",
     "shift_tokens_right",
 ]
 
@@ -301,36 +299,3 @@ class ImageCaptioner(ConditionalDecoder, nn.Module):
         enc = self.encode(image, **flags)
         return self.teacher_forced(enc, None, decoder_input_ids, decoder_attention_mask, labels,
                                    **flags)
-
-
-def cross_attention_maps(
-    model: ImageCaptioner, params: Any, image: np.ndarray, sequences: np.ndarray, *,
-    layer: int = -1, num_prefix_tokens: int | None = None,
-) -> np.ndarray:
-    """Per-token cross-attention maps over the image patch grid.
-
-    Re-runs the decoder on ``sequences`` ``(B, T)`` (e.g. ``generate``'s output,
-    starting with the decoder start token) and returns ``(B, T - 1, gh, gw)``:
-    for each generated token, the given layer's cross-attention (mean over
-    heads) of the step that produced it, over the encoder's patch tokens
-    (the first ``num_prefix_tokens``, default 1 for a [CLS] token, are
-    dropped), normalised to sum to 1. Draw them with
-    :func:`jaxmm.viz.save_attention_figure`.
-    """
-    from jaxmm.viz import attention_to_grid
-
-    sequences = np.asarray(sequences)
-    run = jax.jit(lambda p, x, ids: model.apply({"params": p}, x, ids, output_attentions=True
-                                                ).cross_attentions[layer])
-    weights = np.asarray(run(params, jnp.asarray(image), jnp.asarray(sequences[:, :-1])))
-    s = weights.shape[-1]
-    prefix = (1 if getattr(model.config.encoder_config, "class_token", True) else 0) \
-        if num_prefix_tokens is None else num_prefix_tokens
-    side = int(round((s - prefix) ** 0.5))
-    if side * side != s - prefix:
-        raise ValueError(f"{s - prefix} encoder patch tokens do not form a square grid; pass "
-                         "num_prefix_tokens.")
-    return np.stack([
-        np.stack([attention_to_grid(weights[b, :, t], (side, side),
-                                    num_prefix_tokens=prefix) for t in range(weights.shape[2])])
-        for b in range(weights.shape[0])])

@@ -12,18 +12,17 @@ over ``image`` and ``input_ids``/``attention_mask``, any fusion kind):
   (masking padding) and writes the answer, with the captioner's machinery
   (:class:`~jaxmm.models.captioner.ConditionalDecoder`: teacher forcing with
   HF label shifting, the ``encode``/``decode`` protocol). Generate answers
-  with :func:`generate_answers`.
+  with :func:`jaxmm.generation.generate_answers`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmm.layers import LayerNorm
 from jaxmm.layers.config_fields import DropoutFields
@@ -37,7 +36,7 @@ from jaxmm.models.registry import register
 
 Array = jax.Array
 
-__all__ = ["VQAConfig", "VQAModel", "generate_answers"]
+__all__ = ["VQAConfig", "VQAModel"]
 
 _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embeddings=32,
                      num_layers=1, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -157,23 +156,3 @@ class VQAModel(ConditionalDecoder, nn.Module):
         logits = self.answer_classifier(h)
         return SequenceClassifierOutput(logits=logits.astype(jnp.float32),
                                         attentions=fused.attentions)
-
-
-def generate_answers(model: VQAModel, params: Any, image: np.ndarray, input_ids: np.ndarray,
-                     attention_mask: np.ndarray | None = None, **generate_kwargs) -> np.ndarray:
-    """Answer token ids ``(B, 1 + n)`` (decoder start token first) from a
-    ``mode="generate"`` model: encodes once, then ``jaxmm.generate`` with the
-    fused tokens and their padding mask. ``generate_kwargs`` as in
-    :func:`jaxmm.generate` (``max_new_tokens`` is required)."""
-    from jaxmm.decoding import generate
-
-    if model.config.mode != "generate":
-        raise ValueError("generate_answers needs a VQAModel with mode='generate'; a 'classify' "
-                         "model answers with argmax(logits).")
-    if attention_mask is None:
-        attention_mask = np.ones(np.shape(input_ids), np.int32)
-    enc = jax.jit(lambda p, x, i, m: model.apply({"params": p}, x, i, m, method="encode"))(
-        params, jnp.asarray(image), jnp.asarray(input_ids), jnp.asarray(attention_mask))
-    out = generate(model, params, encoder_outputs=enc.last_hidden_state,
-                   encoder_attention_mask=np.asarray(enc.attention_mask), **generate_kwargs)
-    return np.asarray(out.sequences)

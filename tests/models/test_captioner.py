@@ -10,7 +10,8 @@ import pytest
 
 from jaxmm import generate
 from jaxmm.models import build
-from jaxmm.models.captioner import CaptionerConfig, cross_attention_maps, shift_tokens_right
+from jaxmm.models.captioner import CaptionerConfig, shift_tokens_right
+from jaxmm.viz import cross_attention_maps
 from tests.mm_params import random_params
 
 DECODER = dict(vocab_size=40, max_position_embeddings=24, num_layers=2, d_model=32, num_heads=4,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxmm.config import ConfigError
+from jaxmm.generation import generate_answers
 from jaxmm.models import build
-from jaxmm.models.vqa import generate_answers
 from tests.mm_params import random_params
 
 FUSION = dict(kind="early", modalities=("image", "text"), num_layers=1, d_model=32,

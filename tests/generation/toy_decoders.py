@@ -11,7 +11,9 @@ import collections
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmm.layers import (
     Embed,
@@ -119,3 +121,21 @@ class ToySeq2Seq(nn.Module):
         out = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask,
                           decoder_attention_mask)
         return Seq2SeqLMOutput(logits=out.logits, encoder_last_hidden_state=enc.last_hidden_state)
+
+
+def scaled_params(model, *args):
+    """Random parameters (no init compile), larger than the default init so the
+    next-token distributions are peaked and free of near-ties. They keep
+    ``model.init``'s logical-partitioning boxes, as users' params do."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
+    rng = np.random.default_rng(0)
+
+    def make(path, s):
+        name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
+        if "scale" in name:
+            return jnp.full(s.shape, 6.0, s.dtype)
+        if "bias" in name:
+            return jnp.zeros(s.shape, s.dtype)
+        return jnp.asarray(rng.normal(0.0, 0.12, s.shape), s.dtype)
+
+    return jax.tree_util.tree_map_with_path(make, shapes)

@@ -3,7 +3,8 @@
 Each one takes next-token ``scores`` ``(N, V)`` (float32, one row per
 sequence) and returns new scores; removed tokens get ``-inf``. They mirror the
 Hugging Face processors of the same names, applied in the same order by
-:func:`jaxmm.decoding.generate`:
+:func:`process_scores` (the step used by the compiled loop of
+:func:`jaxmm.generate`):
 
 1. :func:`repetition_penalty` (CTRL)          4. :func:`temperature`  (sampling only)
 2. :func:`no_repeat_ngram_mask`               5. :func:`top_k_filter` (sampling only)
@@ -17,10 +18,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmm.generation.config import DecodePlan, TracedSettings
+
 Array = jax.Array
 
 __all__ = [
+    "add_to_presence",
+    "is_eos",
     "no_repeat_ngram_mask",
+    "process_scores",
     "repetition_penalty",
     "suppress_tokens",
     "temperature",
@@ -118,3 +124,53 @@ def top_p_filter(scores: Array, top_p: Array | float, min_tokens_to_keep: int = 
     remove_sorted = remove_sorted & (jnp.arange(v) < v - min_tokens_to_keep)[None, :]
     remove = jnp.zeros((n, v), bool).at[jnp.arange(n)[:, None], order].set(remove_sorted)
     return jnp.where(remove, NEG_INF, scores)
+
+
+# ---------------------------------------------------------------------------
+# The processors of one decoding step, in Hugging Face order
+# ---------------------------------------------------------------------------
+
+
+def process_scores(plan: DecodePlan, settings: TracedSettings, scores: Array, tokens: Array,
+                   presence: Array | None, length: Array, start: Array, step: Array) -> Array:
+    """Logits processors, then (when sampling) warpers, on ``(N, V)`` scores.
+
+    ``tokens`` ``(N, T)`` holds each sequence in ``[start, length)``;
+    ``presence`` ``(N, V)`` marks the ids seen so far (``None`` unless
+    ``plan.use_repetition_penalty``); ``step`` counts the new tokens so far.
+    Which processors run is static (``plan``); their values are traced
+    (``settings``).
+    """
+    v = scores.shape[-1]
+    if plan.use_repetition_penalty:
+        scores = repetition_penalty(scores, presence, settings.repetition_penalty)
+    if plan.no_repeat_ngram_size:
+        banned = no_repeat_ngram_mask(tokens, length, start, plan.no_repeat_ngram_size, v)
+        scores = jnp.where(banned, NEG_INF, scores)
+    if plan.num_eos:
+        scores = suppress_tokens(scores, settings.eos, step < settings.min_new_tokens)
+    if plan.do_sample:
+        # Beam sampling keeps enough tokens that every beam can continue past EOS.
+        keep = plan.num_eos + 1 if plan.num_beams > 1 else 1
+        if plan.use_temperature:
+            scores = temperature(scores, settings.temperature)
+        if plan.top_k:
+            scores = top_k_filter(scores, plan.top_k, keep)
+        if plan.use_top_p:
+            scores = top_p_filter(scores, settings.top_p, keep)
+    return scores
+
+
+def is_eos(plan: DecodePlan, settings: TracedSettings, tokens: Array) -> Array:
+    """Boolean array of ``tokens``' shape: which are one of the EOS ids."""
+    if not plan.num_eos:
+        return jnp.zeros(tokens.shape, bool)
+    return (tokens[..., None] == settings.eos).any(-1)
+
+
+def add_to_presence(presence: Array | None, tokens: Array) -> Array | None:
+    """Marks ``tokens`` ``(N,)`` in ``presence`` ``(N, V)`` (``None`` stays ``None``)."""
+    if presence is None:
+        return None
+    rows = jnp.arange(presence.shape[0])
+    return presence.at[rows, jnp.minimum(tokens, presence.shape[1] - 1)].set(True)

@@ -8,43 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toy_decoders import TRACES, ToyConfig, ToyLM, ToySeq2Seq
 
 import jaxmm
-from jaxmm import decoding
+from jaxmm import generation
+from tests.generation.toy_decoders import TRACES, ToyConfig, ToyLM, ToySeq2Seq
 
 CFG = ToyConfig()
-
-
-def _scaled_init(model, *args):
-    """Random parameters (no init compile), larger than the default init so the
-    next-token distributions are peaked and free of near-ties. They keep
-    ``model.init``'s logical-partitioning boxes, as users' params do."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
-    rng = np.random.default_rng(0)
-
-    def make(path, s):
-        name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
-        if "scale" in name:
-            return jnp.full(s.shape, 6.0, s.dtype)
-        if "bias" in name:
-            return jnp.zeros(s.shape, s.dtype)
-        return jnp.asarray(rng.normal(0.0, 0.12, s.shape), s.dtype)
-
-    return jax.tree_util.tree_map_with_path(make, shapes)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    model = ToyLM(CFG)
-    return model, _scaled_init(model, jnp.ones((1, 4), jnp.int32))
-
-
-@pytest.fixture(scope="module")
-def s2s():
-    model = ToySeq2Seq(CFG)
-    ones = jnp.ones((1, 4), jnp.int32)
-    return model, _scaled_init(model, ones, ones, ones)
 
 
 def _prompts(lengths, total=None, seed=0):
@@ -150,8 +119,8 @@ def test_no_retrace_within_a_length_bucket(lm):
     assert TRACES["lm"] == before
     jaxmm.generate(model, params, *_prompts([9, 2]), **GREEDY)  # next bucket: 16
     assert TRACES["lm"] > before
-    assert decoding.prompt_bucket(5) == 8 and decoding.prompt_bucket(129) == 256
-    assert decoding.prompt_bucket(5, 16) == 16 and decoding.prompt_bucket(33, 16) == 48
+    assert generation.prompt_bucket(5) == 8 and generation.prompt_bucket(129) == 256
+    assert generation.prompt_bucket(5, 16) == 16 and generation.prompt_bucket(33, 16) == 48
 
 
 # ---------------------------------------------------------------------------

@@ -16,44 +16,14 @@ transformers = pytest.importorskip("transformers")
 
 import jaxmm  # noqa: E402
 from jaxmm.convert import from_hf  # noqa: E402
-
-VOCAB, NUM_PROMPTS, NEW = 128, 10, 12
-EOS, PAD, BOS = 2, 3, 1  # pad != 0 keeps HF's beam-search fill value equal to pad
-
-
-def _hf_model(kind: str):
-    common = dict(vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
-                  initializer_range=0.3)  # large init: peaked, tie-free distributions
-    if kind == "gpt2":
-        cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
-        return transformers.GPT2LMHeadModel(cfg)
-    if kind == "llama":
-        cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2,
-                                       max_position_embeddings=64, tie_word_embeddings=False,
-                                       **common)
-        return transformers.LlamaForCausalLM(cfg)
-    if kind == "whisper":
-        cfg = transformers.WhisperConfig(
-            num_mel_bins=8, encoder_layers=2, decoder_layers=2, d_model=32,
-            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-            decoder_ffn_dim=64, max_source_positions=8, max_target_positions=32,
-            decoder_start_token_id=3, init_std=0.3, suppress_tokens=None,
-            begin_suppress_tokens=None, vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS,
-            pad_token_id=0)
-        return transformers.WhisperForConditionalGeneration(cfg)
-    common.update(pad_token_id=0, decoder_start_token_id=0, initializer_factor=2.0)
-    del common["initializer_range"]
-    cfg = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                                relative_attention_num_buckets=8, **common)
-    return transformers.T5ForConditionalGeneration(cfg)
+from tests.generation.hf_tiny import EOS, NEW, NUM_PROMPTS, PAD, VOCAB, hf_model  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "whisper"])
 def pair(request, tmp_path_factory):
     kind = request.param
     torch.manual_seed(0)
-    hf = _hf_model(kind).eval()
+    hf = hf_model(kind).eval()
     path = tmp_path_factory.mktemp(kind)
     hf.save_pretrained(path)
     model, params, _ = from_hf(str(path))
@@ -183,87 +153,3 @@ def test_beam_search_matches(pair, setting):
             if h in theirs_b:
                 assert abs(s - ref_scores[rows][theirs_b.index(h)]) < 1e-4
     assert same_top >= NUM_PROMPTS - 1, f"top hypothesis matched for {same_top}/{NUM_PROMPTS}"
-
-
-# ---------------------------------------------------------------------------
-# The `jaxmm generate` command
-# ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory):
-    """A tiny GPT-2 folder with a word-level tokenizer (``w4`` .. ``w127``)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    path = tmp_path_factory.mktemp("gpt2_cli")
-    torch.manual_seed(0)
-    _hf_model("gpt2").eval().save_pretrained(path)
-    vocab = {"<unk>": 0, "<s>": BOS, "</s>": EOS, "<pad>": PAD}
-    vocab.update({f"w{i}": i for i in range(4, VOCAB)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(path / "tokenizer.json"))
-    (path / "special_tokens_map.json").write_text(
-        '{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}')
-    return path
-
-
-def test_cli_generate_matches_hf(gpt2_folder):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    prompts = ["w5 w9 w77 w12", "w100 w3 w40"]
-    cmd = [sys.executable, "-m", "jaxmm", "generate", str(gpt2_folder), "--max-new-tokens", "6",
-           "--num-beams", "2", "--repetition-penalty", "1.2"]
-    for p in prompts:
-        cmd += ["--prompt", p]
-    root = Path(__file__).resolve().parents[1]
-    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    hf_tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(gpt2_folder / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
-        pad_token="<pad>", unk_token="<unk>", padding_side="left")
-    hf = transformers.GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
-    enc = hf_tok(prompts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        ref = hf.generate(**enc, max_new_tokens=6, num_beams=2, repetition_penalty=1.2)
-    expected = hf_tok.batch_decode(ref[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert all(expected) and run.stdout.strip().split("\n") == [e.strip() for e in expected]
-
-
-def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
-    from jaxmm.cli import generate as decoding_cli
-    from jaxmm.convert import save_converted
-    from jaxmm.models import name_of
-    from jaxmm.train import export_params
-
-    model, params, cfg = from_hf(str(gpt2_folder))
-    export_params({"params": params}, tmp_path / "export", model_name=name_of(model),
-                  model_config=cfg.to_dict())
-    args = ["--prompt", "w5 w9 w77", "--prompt", "w8", "--max-new-tokens", "5"]
-    assert decoding_cli.main([str(gpt2_folder)] + args) == 0
-    from_hf_text = capsys.readouterr().out
-    # A training workdir (export/ inside) with the tokenizer given apart.
-    assert decoding_cli.main([str(tmp_path), "--tokenizer", str(gpt2_folder)] + args) == 0
-    assert capsys.readouterr().out == from_hf_text and from_hf_text.strip()
-    # A jaxmm model folder (jaxmm convert from-hf).
-    save_converted(model, params, str(tmp_path / "native"))
-    assert decoding_cli.main([str(tmp_path / "native"), "--tokenizer", str(gpt2_folder)]
-                             + args) == 0
-    assert capsys.readouterr().out == from_hf_text
-    assert decoding_cli.main([str(tmp_path / "native" / "nope"), "--tokenizer",
-                              str(gpt2_folder)] + args) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
-def test_cli_errors(gpt2_folder, tmp_path, capsys):
-    from jaxmm.cli import generate as decoding_cli
-
-    assert decoding_cli.main([str(tmp_path), "--prompt", "w5"]) == 2
-    assert "holds no tokenizer" in capsys.readouterr().err
-    assert decoding_cli.main([str(gpt2_folder)]) == 2
-    assert "at least one --prompt" in capsys.readouterr().err
-    code = decoding_cli.main([str(gpt2_folder), "--prompt", "w5", "--num-beams", "2",
-                              "--num-return-sequences", "3"])
-    assert code == 2 and "cannot exceed num_beams" in capsys.readouterr().err

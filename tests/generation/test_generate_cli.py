@@ -1,0 +1,89 @@
+"""The ``jaxmm generate`` command: same text as Hugging Face ``generate``, every
+model folder kind, clear errors (exit code 2)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from jaxmm.convert import from_hf  # noqa: E402
+from tests.generation.hf_tiny import BOS, EOS, PAD, VOCAB, hf_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    """A tiny GPT-2 folder with a word-level tokenizer (``w4`` .. ``w127``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    path = tmp_path_factory.mktemp("gpt2_cli")
+    torch.manual_seed(0)
+    hf_model("gpt2").eval().save_pretrained(path)
+    vocab = {"<unk>": 0, "<s>": BOS, "</s>": EOS, "<pad>": PAD}
+    vocab.update({f"w{i}": i for i in range(4, VOCAB)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(path / "tokenizer.json"))
+    (path / "special_tokens_map.json").write_text(
+        '{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}')
+    return path
+
+
+def test_cli_generate_matches_hf(gpt2_folder):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prompts = ["w5 w9 w77 w12", "w100 w3 w40"]
+    cmd = [sys.executable, "-m", "jaxmm", "generate", str(gpt2_folder), "--max-new-tokens", "6",
+           "--num-beams", "2", "--repetition-penalty", "1.2"]
+    for p in prompts:
+        cmd += ["--prompt", p]
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    hf_tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(gpt2_folder / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
+        pad_token="<pad>", unk_token="<unk>", padding_side="left")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
+    enc = hf_tok(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        ref = hf.generate(**enc, max_new_tokens=6, num_beams=2, repetition_penalty=1.2)
+    expected = hf_tok.batch_decode(ref[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert all(expected) and run.stdout.strip().split("\n") == [e.strip() for e in expected]
+
+
+def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
+    from jaxmm.cli import generate as generate_cli
+    from jaxmm.convert import save_converted
+    from jaxmm.models import name_of
+    from jaxmm.train import export_params
+
+    model, params, cfg = from_hf(str(gpt2_folder))
+    export_params({"params": params}, tmp_path / "export", model_name=name_of(model),
+                  model_config=cfg.to_dict())
+    args = ["--prompt", "w5 w9 w77", "--prompt", "w8", "--max-new-tokens", "5"]
+    assert generate_cli.main([str(gpt2_folder)] + args) == 0
+    from_hf_text = capsys.readouterr().out
+    # A training workdir (export/ inside) with the tokenizer given apart.
+    assert generate_cli.main([str(tmp_path), "--tokenizer", str(gpt2_folder)] + args) == 0
+    assert capsys.readouterr().out == from_hf_text and from_hf_text.strip()
+    # A jaxmm model folder (jaxmm convert from-hf).
+    save_converted(model, params, str(tmp_path / "native"))
+    assert generate_cli.main([str(tmp_path / "native"), "--tokenizer", str(gpt2_folder)]
+                             + args) == 0
+    assert capsys.readouterr().out == from_hf_text
+    assert generate_cli.main([str(tmp_path / "native" / "nope"), "--tokenizer",
+                              str(gpt2_folder)] + args) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_errors(gpt2_folder, tmp_path, capsys):
+    from jaxmm.cli import generate as generate_cli
+
+    assert generate_cli.main([str(tmp_path), "--prompt", "w5"]) == 2
+    assert "holds no tokenizer" in capsys.readouterr().err
+    assert generate_cli.main([str(gpt2_folder)]) == 2
+    assert "at least one --prompt" in capsys.readouterr().err
+    code = generate_cli.main([str(gpt2_folder), "--prompt", "w5", "--num-beams", "2",
+                              "--num-return-sequences", "3"])
+    assert code == 2 and "cannot exceed num_beams" in capsys.readouterr().err
