@@ -7,7 +7,7 @@ decoder a :class:`~jaxmm.models.gpt.GPTLMHeadModel` with
 states go through ``enc_to_dec_proj`` (a Dense layer), as in HF.
 
 Training is teacher forcing: pass ``decoder_input_ids`` or, as HF does,
-``labels`` alone; then ``decoder_input_ids = shift_tokens_right(labels)``
+``labels`` alone; then ``decoder_input_ids = shift_tokens_right(labels, ...)``
 (``decoder_start_token_id`` first, ``-100`` replaced by ``pad_token_id``) and
 ``logits[:, t]`` predicts ``labels[:, t]``.
 
@@ -30,15 +30,18 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxmm.config import ConfigError
-from jaxmm.losses import IGNORE_INDEX
 from jaxmm.models import registry
 from jaxmm.models.config_fields import DecoderStartFields
 from jaxmm.models.dual_encoder import resolve_encoder_config
 from jaxmm.models.gpt import GPTConfig, GPTLMHeadModel
-from jaxmm.models.outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput
+from jaxmm.models.outputs import (
+    BaseModelOutput,
+    CausalLMOutput,
+    Seq2SeqLMOutput,
+    shift_tokens_right,
+)
 
 Array = jax.Array
 
@@ -47,18 +50,7 @@ __all__ = [
     "ConditionalDecoder",
     "ConditionalDecoderFields",
     "ImageCaptioner",
-    "shift_tokens_right",
 ]
-
-
-def shift_tokens_right(labels: Array, pad_token_id: int, decoder_start_token_id: int) -> Array:
-    """``(B, T)`` decoder inputs from labels (Hugging Face rule): start token
-    first, labels shifted right by one, ``-100`` replaced by ``pad_token_id``."""
-    labels = jnp.asarray(labels)
-    shifted = jnp.concatenate(
-        [jnp.full((labels.shape[0], 1), decoder_start_token_id, labels.dtype), labels[:, :-1]],
-        axis=1)
-    return jnp.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
 
 
 _TINY_DECODER = dict(GPTConfig.SIZES["tiny"], vocab_size=512, max_position_embeddings=64,
@@ -244,8 +236,9 @@ class ConditionalDecoder:
             if labels is None:
                 raise ValueError("Pass decoder_input_ids (B, T) or labels (B, T) (the decoder "
                                  "inputs are then the labels shifted right).")
-            decoder_input_ids = shift_tokens_right(labels, cfg.pad_token_id,
-                                                   cfg.decoder_start_token_id)
+            decoder_input_ids = shift_tokens_right(
+                labels, decoder_start_token_id=cfg.decoder_start_token_id,
+                pad_token_id=cfg.pad_token_id)
         dec = self.decode(decoder_input_ids, enc.last_hidden_state, encoder_attention_mask,
                           decoder_attention_mask, **flags)
         return Seq2SeqLMOutput(

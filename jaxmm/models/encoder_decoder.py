@@ -62,6 +62,7 @@ from jaxmm.models.outputs import (
     CausalLMOutput,
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
+    shift_tokens_right,
 )
 from jaxmm.models.registry import register
 
@@ -73,7 +74,6 @@ __all__ = [
     "EncoderDecoderModel",
     "Seq2SeqDecoder",
     "Seq2SeqEncoder",
-    "shift_tokens_right",
 ]
 
 _TRANSFORMER = dict(
@@ -181,22 +181,6 @@ class EncoderDecoderConfig(
         if self.embedding_init_std is not None:
             return self.embedding_init_std
         return self.d_model ** -0.5 if self.scale_embeddings else 1.0
-
-
-def shift_tokens_right(labels: Array, decoder_start_token_id: int, pad_token_id: int) -> Array:
-    """Decoder inputs from labels, as Hugging Face: ``[start, y_0, ..., y_{T-2}]``.
-
-    ``-100`` (ignored label positions) become ``pad_token_id``.
-    """
-    if decoder_start_token_id is None or pad_token_id is None:
-        raise ValueError(
-            "Deriving decoder_input_ids from labels needs decoder_start_token_id and "
-            "pad_token_id in the config; set them or pass decoder_input_ids."
-        )
-    labels = jnp.asarray(labels)
-    start = jnp.full(labels.shape[:-1] + (1,), decoder_start_token_id, labels.dtype)
-    shifted = jnp.concatenate([start, labels[..., :-1]], axis=-1)
-    return jnp.where(shifted == -100, pad_token_id, shifted)
 
 
 class _Embedder(nn.Module):
@@ -405,8 +389,9 @@ class EncoderDecoderLM(nn.Module):
 
     def shift_right(self, labels: Array) -> Array:
         """``labels`` -> ``decoder_input_ids`` (see :func:`shift_tokens_right`)."""
-        return shift_tokens_right(labels, self.config.decoder_start_token_id,
-                                  self.config.pad_token_id)
+        cfg = self.config
+        return shift_tokens_right(labels, decoder_start_token_id=cfg.decoder_start_token_id,
+                                  pad_token_id=cfg.pad_token_id)
 
     def __call__(
         self, input_ids: Array, attention_mask: Array | None = None,

@@ -44,6 +44,9 @@ from typing import Any
 
 import flax.struct
 import jax
+import jax.numpy as jnp
+
+from jaxmm.losses import IGNORE_INDEX
 
 Array = jax.Array
 
@@ -57,7 +60,24 @@ __all__ = [
     "Seq2SeqModelOutput",
     "SequenceClassifierOutput",
     "TokenClassifierOutput",
+    "shift_tokens_right",
 ]
+
+
+def shift_tokens_right(labels: Array, *, decoder_start_token_id: int | None,
+                       pad_token_id: int | None) -> Array:
+    """Teacher-forcing decoder inputs from labels, as Hugging Face does:
+    ``(..., T)`` labels ``[y_0, ..., y_{T-1}]`` -> ``[start, y_0, ..., y_{T-2}]``,
+    with ignored positions (``-100``) replaced by ``pad_token_id``."""
+    if decoder_start_token_id is None or pad_token_id is None:
+        raise ValueError(
+            "Deriving decoder_input_ids from labels needs decoder_start_token_id and "
+            "pad_token_id in the config; set them or pass decoder_input_ids."
+        )
+    labels = jnp.asarray(labels)
+    start = jnp.full(labels.shape[:-1] + (1,), decoder_start_token_id, labels.dtype)
+    shifted = jnp.concatenate([start, labels[..., :-1]], axis=-1)
+    return jnp.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
 
 
 @flax.struct.dataclass

@@ -10,7 +10,8 @@ import pytest
 
 from jaxmm import generate
 from jaxmm.models import build
-from jaxmm.models.captioner import CaptionerConfig, shift_tokens_right
+from jaxmm.models.captioner import CaptionerConfig
+from jaxmm.models.outputs import shift_tokens_right
 from jaxmm.viz import cross_attention_maps
 from tests.mm_params import random_params
 
@@ -45,7 +46,8 @@ def test_labels_are_shifted_like_hugging_face(setup):
     model, params, image, _ = setup
     labels = np.array([[5, 6, 7, 2, -100, -100], [8, 9, 10, 11, 12, 2]], np.int32)
     ref = np.array([[1, 5, 6, 7, 2, 0], [1, 8, 9, 10, 11, 12]], np.int32)
-    np.testing.assert_array_equal(np.asarray(shift_tokens_right(labels, 0, 1)), ref)
+    shifted = shift_tokens_right(labels, pad_token_id=0, decoder_start_token_id=1)
+    np.testing.assert_array_equal(np.asarray(shifted), ref)
 
     @jax.jit
     def run(p):

@@ -9,7 +9,8 @@ import pytest
 from jaxmm.config import ConfigError
 from jaxmm.losses import cross_entropy
 from jaxmm.models import build, name_of
-from jaxmm.models.encoder_decoder import EncoderDecoderConfig, shift_tokens_right
+from jaxmm.models.encoder_decoder import EncoderDecoderConfig
+from jaxmm.models.outputs import shift_tokens_right
 from jaxmm.models.t5 import T5Config, T5EncoderModel
 
 SMALL = dict(vocab_size=40, d_model=32, num_heads=4, mlp_dim=64, num_layers=2,
@@ -66,7 +67,8 @@ def test_labels_are_shifted_right_like_hugging_face(rng):
     labels[1, 3:] = -100
     expected = np.concatenate([np.zeros((2, 1), np.int32), labels[:, :-1]], 1)
     expected[expected == -100] = 0  # pad
-    np.testing.assert_array_equal(np.asarray(shift_tokens_right(labels, 0, 0)), expected)
+    shifted = shift_tokens_right(labels, decoder_start_token_id=0, pad_token_id=0)
+    np.testing.assert_array_equal(np.asarray(shifted), expected)
     params = model.init(jax.random.key(0), ids, mask, labels=labels)["params"]
     via_labels = model.apply({"params": params}, ids, mask, labels=labels)
     explicit = model.apply({"params": params}, ids, mask, expected)
@@ -130,7 +132,7 @@ def test_bad_inputs_raise_clear_errors(rng):
     with pytest.raises(ValueError, match="needs encoder_hidden_states"):
         apply(dec, method="decode")
     with pytest.raises(ValueError, match="needs decoder_start_token_id"):
-        shift_tokens_right(dec, None, 0)
+        shift_tokens_right(dec, decoder_start_token_id=None, pad_token_id=0)
     with pytest.raises(ConfigError, match="Did you mean 'num_decoder_layers'"):
         build("t5", "tiny", num_decoder_layer=2)
     with pytest.raises(ConfigError, match="position_embedding='rope'"):
