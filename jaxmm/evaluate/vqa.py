@@ -5,19 +5,22 @@ authors' repository (github.com/GT-Vision-Lab/VQA). Two versions of that script
 are in use and they score differently, so both are available:
 
 * ``normalize="official"`` (default): the script as released with VQA v2.0
-  (its code from October 2016 until March 2021), the rules behind the VQA v2
-  numbers published in those years. The prediction is always processed (white
-  space, punctuation, then words: lower case, number words to digits, articles
-  dropped, contractions spelled out). The human answers are left exactly as
-  given when all of them agree; when they disagree only the punctuation step
-  runs on them (no lower-casing, no number words, no white-space clean-up). So
+  (its code from October 2016 until March 2021; the 2017 EvalAI challenge
+  server, Cloud-CV/VQA-Challenge, splits the work the same way). The prediction
+  is always processed (white space, punctuation, then words: lower case, number
+  words to digits, articles dropped, contractions spelled out). The human
+  answers are left exactly as given when all of them agree; when they disagree
+  only the punctuation step runs on them (no lower-casing, no number words, no
+  white-space clean-up). So
   ``vqa_score("2", ["two"] * 8 + ["2"] * 2) == 0.6`` and
   ``vqa_score("red", ["Red"] * 6 + ["blue"] * 4) == 0.0``.
 * ``normalize="official-2021"``: the script since its March 2021 change
-  ("Fixed processing answers bug"), also followed by lmms-eval. White space is
-  cleaned on both sides; punctuation and word processing run on the prediction
-  AND the human answers, but only when the humans disagree. The two examples
-  above score 1.0, and ``vqa_score("Yes", ["yes"] * 10) == 0.0``.
+  ("Fixed processing answers bug"). White space is cleaned on both sides;
+  punctuation and word processing run on the prediction AND the human answers,
+  but only when the humans disagree. The two examples above score 1.0, and
+  ``vqa_score("Yes", ["yes"] * 10) == 0.0``. (lmms-eval builds on this version
+  but first normalises every prediction with its own processor, so its numbers
+  can differ from both.)
 * ``normalize="lenient"``: not an official protocol. The prediction and every
   human answer are always fully normalised (:func:`normalize_vqa_answer`).
 
