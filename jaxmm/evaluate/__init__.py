@@ -1,7 +1,10 @@
 """Evaluation metrics: retrieval, captioning, VQA, GLUE, SQuAD, WER, perplexity.
 
 Functions take plain Python/NumPy inputs (host side, after gathering model
-outputs) and return dicts of floats.
+outputs) and return floats or dicts of floats. Each module names the official
+script or library whose rules it follows (VQA v2 ``vqaEval.py``, SQuAD
+``evaluate-v1.1.py``, ``pycocoevalcap``, scikit-learn/SciPy for GLUE, jiwer), and
+tests/evaluate compares it with that reference on edge cases.
 """
 
 from jaxmm.evaluate.captioning import caption_metrics
@@ -17,10 +20,11 @@ from jaxmm.evaluate.classification import (
 from jaxmm.evaluate.retrieval import retrieval_recall
 from jaxmm.evaluate.squad import exact_match, normalize_answer, squad_f1, squad_metrics
 from jaxmm.evaluate.text import cer, perplexity, wer
-from jaxmm.evaluate.vqa import normalize_vqa_answer, vqa_accuracy, vqa_score
+from jaxmm.evaluate.vqa import VQA_NORMALIZATIONS, normalize_vqa_answer, vqa_accuracy, vqa_score
 
 __all__ = [
     "GLUE_METRICS",
+    "VQA_NORMALIZATIONS",
     "accuracy",
     "caption_metrics",
     "cer",

@@ -1,10 +1,17 @@
 """Caption metrics: BLEU-1..4, METEOR, ROUGE-L and CIDEr through pycocoevalcap.
 
-The COCO caption evaluation: captions are tokenised with the Stanford PTB
-tokenizer (Java), then scored against all references of their image. SPICE
-is not computed: pycocoevalcap's SPICE downloads Stanford CoreNLP models at
-run time, which is impossible offline. METEOR and the tokenizer need Java
-(``java`` on PATH; Java 17 works).
+Reference: the COCO caption evaluation (``COCOEvalCap`` of tylin/coco-caption, as
+packaged in ``pycocoevalcap`` 1.2): every caption is tokenised with the Stanford
+PTB tokenizer (Java; lower-cased, punctuation tokens dropped), then each scorer
+runs over the whole corpus against all references of each image: corpus BLEU-n
+(``Bleu(4)``, "closest" reference length for the brevity penalty), METEOR 1.5,
+ROUGE-L (LCS F-measure, beta 1.2, averaged over images) and CIDEr-D (document
+frequencies from the given references; 0-10 scale). With ``tokenize=True`` the
+numbers equal ``COCOEvalCap.evaluate()``'s. SPICE is not computed: pycocoevalcap's
+SPICE downloads Stanford CoreNLP models at run time, which is impossible offline.
+METEOR and the tokenizer need Java (``java`` on PATH; Java 17 works).
+``tokenize=False`` is not the COCO protocol: texts are only lower-cased and split on
+white space (punctuation stays).
 """
 
 from __future__ import annotations

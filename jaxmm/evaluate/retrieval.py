@@ -4,13 +4,20 @@
 names each image and ``text_image_ids`` the image each text describes (so one
 image may have several captions, as in COCO/Flickr30k).
 
-* image -> text: an image is a hit at K if ANY of its captions is among the K
-  best-scored texts;
-* text -> image: a text is a hit at K if its image is among the K best-scored
-  images.
+Reference: the standard image-text retrieval protocol on the Karpathy splits of
+COCO and Flickr30k (VSE++, UNITER, ALBEF/BLIP ``itm_eval``):
 
-Ranks count the items scored strictly higher than the best correct one (ties
-favour the correct item).
+* image -> text: an image is a hit at K if ANY of its captions is among the K
+  best-scored texts (its rank is the best rank of its captions);
+* text -> image: a text is a hit at K if its image is among the K best-scored
+  images;
+* ``R@K`` is the percentage of hits, ``mean_recall`` the mean of all the R@K of
+  both directions (``r_mean`` in ALBEF/BLIP; ``rsum / 6`` for K = 1, 5, 10).
+
+Ties favour the query: a rank counts the items scored strictly higher than the
+best correct one, so a correct item tied with others is ranked first among them.
+The reference scripts rank with ``argsort``, which orders tied items arbitrarily;
+without ties the two agree exactly (scikit-learn's ``top_k_accuracy_score`` too).
 """
 
 from __future__ import annotations
@@ -34,12 +41,12 @@ def retrieval_recall(
       similarity: ``(num_images, num_texts)`` scores.
       image_ids: ``(num_images,)`` unique ids.
       text_image_ids: ``(num_texts,)`` id of the image each text belongs to.
+      ks: the cut-offs K.
 
     Returns:
       ``{"i2t_R@1": ..., "t2i_R@1": ..., ..., "mean_recall": ...}``.
 
-    Ties favour the query: an item's rank is the number of strictly higher
-    scores, so a correct item tied with others counts as ranked first among them.
+    Ties favour the query (see the module docstring).
     """
     sim = np.asarray(similarity, np.float64)
     img = np.asarray(image_ids)

@@ -1,8 +1,20 @@
-"""SQuAD exact match and F1 with the official answer normalisation.
+"""SQuAD exact match and F1 as the official SQuAD v1.1 evaluation computes them.
 
-Normalisation (as in the official v1.1 script): lower case, drop punctuation,
-drop the articles a/an/the, collapse whitespace. Each prediction is scored
-against every gold answer and the maximum is kept.
+Reference: ``evaluate-v1.1.py``, the official SQuAD v1.1 script (Rajpurkar et al.,
+rajpurkar.github.io/SQuAD-explorer), run under Python 3 (the Hugging Face ``squad``
+metric is the same code).
+
+* Normalisation: lower case; delete the ASCII punctuation of ``string.punctuation``
+  (so "1,000" -> "1000", "U.S." -> "us", "don't" -> "dont"; typographic marks such as
+  "’" or "–" stay); replace the whole words a/an/the by a space; collapse white space.
+* Exact match: the normalised strings are equal (two answers that both normalise to
+  "" match).
+* F1: bag-of-tokens overlap of the normalised strings (repeated tokens count up to
+  their multiplicity on both sides); 0 when nothing overlaps, including when either
+  side normalises to "" (the v2.0 script's no-answer rule is not used).
+* Each prediction takes its best score over the gold answers; the corpus scores are
+  means in percent over the questions of the reference set, an unanswered question
+  scoring 0, predictions for other questions ignored.
 """
 
 from __future__ import annotations
@@ -14,17 +26,28 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["exact_match", "normalize_answer", "squad_f1", "squad_metrics"]
 
-_PUNCT = set(string.punctuation)
+_PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
+    """The official SQuAD answer normalisation (see the module docstring)."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
+def _check_gold(gold: Sequence[str]) -> None:
+    if isinstance(gold, str):
+        raise TypeError(f"gold must be a list of answers, not the string {gold!r}; "
+                        f"pass [{gold!r}].")
+    if not gold:
+        raise ValueError("A question needs at least one gold answer.")
+
+
 def exact_match(prediction: str, gold: Sequence[str]) -> float:
+    """1.0 if ``prediction`` normalises to the same string as any gold answer, else 0.0."""
+    _check_gold(gold)
     p = normalize_answer(prediction)
     return float(max(p == normalize_answer(g) for g in gold))
 
@@ -40,12 +63,18 @@ def _f1(prediction: str, truth: str) -> float:
 
 
 def squad_f1(prediction: str, gold: Sequence[str]) -> float:
+    """Best token F1 in [0, 1] of ``prediction`` over the gold answers."""
+    _check_gold(gold)
     return max(_f1(prediction, g) for g in gold)
 
 
 def squad_metrics(predictions: Mapping[str, str],
                   references: Mapping[str, Sequence[str]]) -> dict[str, float]:
     """``{"exact_match", "f1"}`` in percent over the questions in ``references``.
+
+    Args:
+      predictions: question id -> predicted answer text.
+      references: question id -> the gold answer texts of that question.
 
     A question without a prediction scores 0 (as in the official script).
     """
