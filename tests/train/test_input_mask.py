@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 
-from jaxmm.sharding import make_mesh
 from jaxmm.data.device import make_global_batch, pad_batch
+from jaxmm.sharding import make_mesh
 
 
 def test_pad_batch_keeps_iterator_mask_and_global_batch_drops_strings():

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxmm.config import ConfigError
 from jaxmm.evaluate.evaluators.base import register_evaluator, texts
-from jaxmm.evaluate.evaluators.text_generation import GenerationOptions, GeneratingEvaluator
+from jaxmm.evaluate.evaluators.text_generation import GeneratingEvaluator, GenerationOptions
 from jaxmm.evaluate.vqa import vqa_accuracy
 
 __all__ = ["VQAEvaluator", "VQAOptions", "VQAPredictions"]
