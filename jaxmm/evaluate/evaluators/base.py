@@ -283,6 +283,7 @@ def gather_processes(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
         if value.dtype.kind in "OSU":
             data = np.frombuffer(json.dumps(texts(value).reshape(-1).tolist()).encode(), np.uint8)
             sizes = np.asarray(multihost_utils.process_allgather(np.asarray([len(data)])))
+            sizes = sizes.reshape(-1)
             buffer = np.zeros((int(sizes.max()),), np.uint8)
             buffer[:len(data)] = data
             every = np.asarray(multihost_utils.process_allgather(buffer))
