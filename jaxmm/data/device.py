@@ -121,7 +121,8 @@ def pad_batch(local: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarra
         v = np.asarray(v)
         if n == rows:
             return v
-        fill = np.full((rows - n, *v.shape[1:]), b"" if v.dtype.kind in "OSU" else 0, v.dtype)
+        empty = {"O": b"", "S": b"", "U": ""}.get(v.dtype.kind, 0)
+        fill = np.full((rows - n, *v.shape[1:]), empty, v.dtype)
         return np.concatenate([v, fill])
 
     out = {k: pad(v) for k, v in local.items()}

@@ -144,6 +144,20 @@ def test_retrieval_recall_matches_brute_force_ranking(rng):
     assert 0 < got["i2t_R@5"] < 100  # neither trivial nor empty
 
 
+def test_identical_captions_get_identical_embeddings(rng):
+    """Two images share a caption at different batch positions: one embedding, exact ties."""
+    batches = _image_text_batches(rng, [16, 16])
+    for key in ("input_ids", "attention_mask"):
+        batches[1][key][9, 2] = batches[0][key][3, 1]
+    _, evaluators, variables = _evaluators("contrastive", DUAL, {"type": "retrieval"}, batches)
+    with jax.set_mesh(evaluators["ev"].mesh):
+        rows = evaluators["ev"].embeddings(variables)
+    first = np.where(rows["text_image_id"] == 103)[0][1]  # image 3's caption 1
+    second = np.where(rows["text_image_id"] == 125)[0][2]  # image 16 + 9's caption 2
+    np.testing.assert_array_equal(rows["texts"][first], rows["texts"][second])
+    assert len(rows["texts"]) == 32 * 3 - 2  # the first image of each batch has 2 captions
+
+
 def test_zero_shot_accuracy_matches_numpy(rng, tokenizer_dir):
     from jaxmm.data.tokenizers import load
 

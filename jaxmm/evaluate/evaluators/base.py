@@ -189,20 +189,22 @@ class Evaluator(abc.ABC):
         rows = s.batch_size // jax.process_count()
         source = self.context.make_source(s.data, s.split, s.batch_size, s.num_batches)
         count = 0
-        while s.num_batches is None or count < s.num_batches:
-            local = next(source, None)
-            ended = local is None
-            if any_process(ended) if s.num_batches is None else ended:
-                break
-            short = len(next(iter(local.values()))) < rows
-            if skip_short and any_process(short):
-                log.warning("Evaluator %s: skipping the short last eval batch (task %s cannot "
-                            "mask padding).", self.name, self.task.name)
-                break
-            yield pad_batch(local, rows)
-            count += 1
-        if hasattr(source, "close"):
-            source.close()
+        try:
+            while s.num_batches is None or count < s.num_batches:
+                local = next(source, None)
+                ended = local is None
+                if any_process(ended) if s.num_batches is None else ended:
+                    break
+                short = len(next(iter(local.values()))) < rows
+                if skip_short and any_process(short):
+                    log.warning("Evaluator %s: skipping the short last eval batch (task %s "
+                                "cannot mask padding).", self.name, self.task.name)
+                    break
+                yield pad_batch(local, rows)
+                count += 1
+        finally:
+            if hasattr(source, "close"):
+                source.close()
         if not count:
             raise ConfigError(f"Evaluator {self.name!r}: the eval data yielded no batches; check "
                               f"its data / split ({s.split!r}) / num_batches.")

@@ -14,9 +14,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.evaluate.evaluators.base import Evaluator, register_evaluator
+from jaxmm.data.device import local_row_indices
+from jaxmm.evaluate.evaluators.base import Evaluator, gather_processes, register_evaluator
 from jaxmm.evaluate.retrieval import retrieval_recall
 
 __all__ = ["RetrievalEvaluator", "RetrievalOptions", "ZeroShotEvaluator", "ZeroShotOptions",
@@ -57,8 +59,9 @@ class RetrievalEvaluator(Evaluator):
     whose first mask entry is 0 is padding) or ``(B, T)``, and ``image_id``
     (else images are numbered in order). Every caption is ranked against every
     image (:func:`jaxmm.evaluate.retrieval_recall`; ties favour the query).
-    Metrics: ``i2t_R@K``, ``t2i_R@K``, ``mean_recall`` (percent),
-    ``num_images``, ``num_texts``.
+    Identical captions (same tokens) are embedded once, so they tie exactly
+    whatever the batch layout. Metrics: ``i2t_R@K``, ``t2i_R@K``,
+    ``mean_recall`` (percent), ``num_images``, ``num_texts``.
     """
 
     Options = RetrievalOptions
@@ -66,42 +69,56 @@ class RetrievalEvaluator(Evaluator):
     def __init__(self, *args: Any):
         super().__init__(*args)
         model = _dual_encoder(self)
+        self._image = self.jit(lambda v, x: model.apply(v, x, method="encode_image"))
+        self._text = self.jit(lambda v, i, m: model.apply(v, i, m, method="encode_text"))
 
-        def embed(variables, batch):
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            if ids.ndim == 2:  # one caption per image
-                ids, mask = ids[:, None], mask[:, None]
-            b, c, t = ids.shape
-            texts = model.apply(variables, ids.reshape(b * c, t), mask.reshape(b * c, t),
-                                method="encode_text")
-            return {"image": model.apply(variables, batch["image"], method="encode_image"),
-                    "texts": texts.reshape(b, c, -1), "text_valid": mask[:, :, 0] > 0}
-
-        self._embed = self.jit(embed)
+    def _embed_texts(self, variables: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``(M, D)`` embeddings of ``M`` token rows (the same rows on every process),
+        in eval-batch chunks sharded over the mesh."""
+        size = self.settings.batch_size
+        mine = local_row_indices(size, self.mesh)  # this process's rows of each chunk
+        embeddings, index = [], []
+        for start in range(0, len(ids), size):
+            rows = np.minimum(np.arange(start, start + size), len(ids) - 1)[mine]
+            batch = self.global_batch({"input_ids": ids[rows], "attention_mask": mask[rows]})
+            embeddings.append(self.host_rows(self._text(variables, batch["input_ids"],
+                                                        batch["attention_mask"])))
+            index.append(rows)
+        every = gather_processes({"emb": np.concatenate(embeddings),
+                                  "index": np.concatenate(index)})
+        out = np.zeros((len(ids), every["emb"].shape[-1]), every["emb"].dtype)
+        out[every["index"]] = every["emb"]
+        return out
 
     def embeddings(self, variables: Any) -> dict[str, np.ndarray]:
-        """``image`` ``(N, D)``, ``texts`` ``(N, C, D)``, ``text_valid`` ``(N, C)`` and
-        ``image_id`` ``(N,)`` of every eval image."""
+        """``image`` ``(N, D)`` and ``image_id`` ``(N,)`` of every eval image;
+        ``texts`` ``(M, D)`` and ``text_image_id`` ``(M,)`` of every caption."""
 
         def step(local, batch):
-            out = {k: self.host_rows(v) for k, v in self._embed(variables, batch).items()}
-            out["mask"] = local["example_mask"]
+            ids, mask = local["input_ids"], local["attention_mask"]
+            out = {"image": self.host_rows(self._image(variables, batch["image"])),
+                   "input_ids": ids if ids.ndim == 3 else ids[:, None],
+                   "attention_mask": mask if mask.ndim == 3 else mask[:, None],
+                   "mask": local["example_mask"]}
             if "image_id" in local:
                 out["image_id"] = local["image_id"]
             return out
 
         rows = self.collect(step)
-        if "image_id" not in rows:
-            rows["image_id"] = np.arange(len(rows["image"]))
-        return rows
+        image_ids = rows.get("image_id", np.arange(len(rows["image"])))
+        valid = rows["attention_mask"][:, :, 0] > 0
+        tokens = np.concatenate([rows["input_ids"][valid], rows["attention_mask"][valid]], -1)
+        unique, inverse = np.unique(tokens, axis=0, return_inverse=True)
+        length = rows["input_ids"].shape[-1]
+        texts = self._embed_texts(variables, unique[:, :length], unique[:, length:])
+        return {"image": rows["image"], "image_id": image_ids,
+                "texts": texts[inverse.reshape(-1)],
+                "text_image_id": np.repeat(image_ids, valid.sum(1))}
 
     def evaluate(self, variables: Any) -> dict[str, float]:
         rows = self.embeddings(variables)
-        valid = rows["text_valid"].reshape(-1)
-        texts = rows["texts"].reshape(-1, rows["texts"].shape[-1])[valid]
-        text_ids = np.repeat(rows["image_id"], rows["text_valid"].shape[1])[valid]
-        images, texts = normalize_rows(rows["image"]), normalize_rows(texts)
-        out = retrieval_recall(images @ texts.T, rows["image_id"], text_ids,
+        images, texts = normalize_rows(rows["image"]), normalize_rows(rows["texts"])
+        out = retrieval_recall(images @ texts.T, rows["image_id"], rows["text_image_id"],
                                ks=tuple(int(k) for k in self.options.ks))
         out["num_images"], out["num_texts"] = float(len(images)), float(len(texts))
         return out
@@ -142,7 +159,8 @@ class ZeroShotEvaluator(Evaluator):
                               "order).")
         model = _dual_encoder(self)
         self._image = self.jit(lambda v, x: model.apply(v, x, method="encode_image"))
-        self._text = jax.jit(lambda v, i, m: model.apply(v, i, m, method="encode_text"))
+        self._text = jax.jit(lambda v, i, m: model.apply(v, i, m, method="encode_text"),
+                             out_shardings=NamedSharding(self.mesh, PartitionSpec()))
 
     def class_embeddings(self, variables: Any) -> np.ndarray:
         """``(num_classes, D)`` normalised text embeddings of the classes."""

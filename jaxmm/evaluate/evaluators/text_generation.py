@@ -56,6 +56,7 @@ class GeneratingEvaluator(Evaluator):
 
     def __init__(self, *args: Any):
         super().__init__(*args)
+        self._decoding_references = False  # noted once in the log
         if self.generates:
             self._encode = self.jit(self._encoder_fn())
 
@@ -114,8 +115,10 @@ class GeneratingEvaluator(Evaluator):
         if key in local:
             refs = texts(local[key])
         elif "input_ids" in local:
-            log.info("Evaluator %s: no %r strings in the eval batch; decoding the target "
-                     "input_ids as references.", self.name, key)
+            if not self._decoding_references:
+                self._decoding_references = True
+                log.info("Evaluator %s: no %r strings in the eval batch; decoding the target "
+                         "input_ids as references.", self.name, key)
             ids = np.asarray(local["input_ids"])
             decoded = self.require_tokenizer().decode(ids.reshape(-1, ids.shape[-1]))
             refs = texts(np.asarray(decoded, object)).reshape(ids.shape[:-1])
