@@ -108,12 +108,13 @@ def prefetch_rates(data_dir: str, tok_dir: str, vocab: int, size: str, batch: in
             cfg = load_config(f"{ROOT}/configs/demo.py:clip,data_dir={data_dir},"
                               f"tokenizer={tok_dir},vocab={vocab},size={size},batch={batch},"
                               f"steps={steps}")
-            cfg.device_prefetch = size_ahead
-            cfg.log = {"every_steps": steps, "progress": False, "tensorboard": False,
-                       "mfu": False}
-            cfg.checkpoint = {"every_steps": 10 * steps, "save_final": False,
-                              "export_params": False}
-            cfg.eval.at_end = False
+            with cfg.unlocked():
+                cfg.device_prefetch = size_ahead
+                cfg.log = {"every_steps": steps, "progress": False, "tensorboard": False,
+                           "mfu": False}
+                cfg.checkpoint = {"every_steps": 10 * steps, "save_final": False,
+                                  "export_params": False}
+                cfg.eval.at_end = False
             workdir = tempfile.mkdtemp(prefix="jaxmm-prefetch-")
             try:
                 jaxmm.train.run(cfg, workdir)
