@@ -1,10 +1,12 @@
 """Evaluation metrics: retrieval, captioning, VQA, GLUE, SQuAD, WER, perplexity.
 
 Functions take plain Python/NumPy inputs (host side, after gathering model
-outputs) and return dicts of floats.
+outputs) and return dicts of floats. :mod:`jaxmm.evaluate.evaluators` runs a
+model over eval data and computes them: the evaluators a run config picks
+(``config.eval.evaluators``), used in training, by ``jaxmm eval`` and the demo.
 """
 
-from jaxmm.evaluate.captioning import caption_metrics
+from jaxmm.evaluate.captioning import caption_metrics, score_captions
 from jaxmm.evaluate.classification import (
     GLUE_METRICS,
     accuracy,
@@ -33,6 +35,7 @@ __all__ = [
     "pearson",
     "perplexity",
     "retrieval_recall",
+    "score_captions",
     "spearman",
     "squad_f1",
     "squad_metrics",

@@ -90,3 +90,41 @@ def test_eval_on_two_processes_equals_one(tmp_path):
     assert want["retrieval/num_images"] == 24
     for out in outs:  # every process computes the metrics over all rows
         assert json.loads(out[out.index("{\n"):])["metrics"] == want
+
+
+@pytest.mark.slow
+def test_captioning_on_two_processes_equals_one(tmp_path):
+    """Generation across processes: encoder states are replicated for jaxmm.generate,
+    each process keeps its rows, and references (decoded input_ids) are gathered."""
+    from jaxmm.data.tokenizers import train_tokenizer
+
+    words = [f"w{i}" for i in range(120)]
+    (tmp_path / "corpus.txt").write_text("\n".join(
+        " ".join(words[(7 * j + k) % 120] for k in range(5)) for j in range(200)))
+    tok = train_tokenizer("wordpiece", str(tmp_path / "corpus.txt"), 96, min_frequency=1,
+                          out_dir=str(tmp_path / "tok"))
+    assert tok.vocab_size >= 64  # decodes every id of the synthetic captions
+    tower = {"num_layers": 1, "d_model": 32, "num_heads": 2, "mlp_dim": 64}
+    overrides = {
+        "model.name": "captioner", "tokenizer": str(tmp_path / "tok"), "num_steps": 20,
+        "model.config": {"encoder": "vit", "encoder_config": {**tower, "image_size": 16,
+                                                              "patch_size": 8},
+                         "decoder": {**tower, "vocab_size": 64, "max_position_embeddings": 16,
+                                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
+        "eval.evaluators.captions": {"type": "captioning", "max_new_tokens": 6,
+                                     "num_batches": 2, "batch_size": 8}}
+    workdir = str(tmp_path / "run")
+    run(tiny_config("captioning", overrides), workdir)
+    cfg = write_config(tmp_path / "cfg.py", "captioning", overrides)
+    one = run_cli("eval", "--config", cfg, "--workdir", workdir, "--evaluator", "captions",
+                  devices=4)
+    assert one.returncode == 0, one.stderr[-3000:]
+    want = json.loads(one.stdout)["metrics"]
+    assert want["captions/BLEU-1"] > 0  # it says words of the references
+    outs = _two_processes(lambda addr, i: jaxmm_cmd(
+        "eval", "--config", cfg, "--workdir", workdir, "--evaluator", "captions",
+        f"--config.distributed.coordinator_address={addr}",
+        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+        "--config.distributed.timeout_s=60"))
+    for out in outs:
+        assert json.loads(out[out.index("{\n"):])["metrics"] == want
