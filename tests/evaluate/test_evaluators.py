@@ -250,6 +250,43 @@ def test_vqa_accuracy_by_question_type_matches_exact_match(rng):
     assert list(predictions.image_ids[:3]) == [0, 0, 1]  # image 0's third question is padding
 
 
+def test_generative_vqa_answers_match_generate_answers(rng, tokenizer_dir):
+    from jaxmm.data.tokenizers import load
+    from jaxmm.models.vqa import generate_answers
+
+    tok = load(tokenizer_dir)
+    v = tok.vocab_size
+    config = {"task.mode": "generate", "tokenizer": tokenizer_dir, "model.name": "vqa",
+              "model.config": {
+                  "mode": "generate", "encoders": {"text": {"vocab_size": v}},
+                  "fusion": {"kind": "early", "modalities": ("image", "text"), "num_layers": 1,
+                             "d_model": 32, "num_heads": 4, "mlp_dim": 64, "max_positions": 32},
+                  "decoder": {"vocab_size": v, "max_position_embeddings": 16, "num_layers": 1,
+                              "d_model": 24, "num_heads": 4, "mlp_dim": 48, "bos_token_id": 2,
+                              "eos_token_id": 3, "pad_token_id": 0}}}
+    size = build_run(tiny_config("vqa", config)).example["image"].shape[1]
+    gold = rng.choice(WORDS, (12, 2))
+    batches = [{"image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
+                "input_ids": rng.integers(5, v, (n, 2, 5)).astype(np.int32),
+                "attention_mask": np.ones((n, 2, 5), np.int32),
+                "answers": np.asarray([[a.encode() for a in row] for row in gold[o:o + n]],
+                                      object)} for o, n in ((0, 8), (8, 4))]
+    built, evaluators, variables = _evaluators(
+        "vqa", config, {"type": "vqa", "max_new_tokens": 3, "batch_size": 8}, batches)
+    variables = _scrambled(variables, rng, scale=0.3)
+    want = []
+    for b in batches:
+        for i in range(len(b["image"])):
+            seq = generate_answers(built.task.model, variables["params"], b["image"][[i, i]],
+                                   b["input_ids"][i], b["attention_mask"][i], max_new_tokens=3)
+            want += tok.decode(seq)
+    predictions = evaluators["ev"].predict(variables)
+    assert predictions.predictions == want and len(set(want)) > 1
+    assert predictions.gold == [[a] for a in gold.reshape(-1)]
+    hits = [p == g for p, g in zip(want, gold.reshape(-1))]
+    assert evaluators["ev"].score(predictions)["accuracy"] == pytest.approx(100 * np.mean(hits))
+
+
 # -- generated text: captions and transcripts ------------------------------------
 
 

@@ -9,16 +9,16 @@ the pipeline keeps only token ids, the target ``input_ids`` are decoded instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.data.device import local_row_indices
 from jaxmm.evaluate.captioning import score_captions
 from jaxmm.evaluate.evaluators.base import Evaluator, register_evaluator, texts
 from jaxmm.evaluate.text import cer, wer
@@ -49,7 +49,10 @@ class GeneratingEvaluator(Evaluator):
     """Base of evaluators that generate text with an encoder-decoder model.
 
     :meth:`generate_tokens` runs ``model.encode`` on the task's encoder inputs of
-    the prepared batch (jitted on the mesh), then :func:`jaxmm.generate`.
+    the prepared batch (jitted on the mesh), then :func:`jaxmm.generate`. With
+    one process generation runs on the mesh, sharded as the params are; across
+    processes each process generates its own rows on one of its devices, with a
+    full copy of the params (``jaxmm.generate`` reads its tokens on the host).
     """
 
     Options = GenerationOptions
@@ -84,29 +87,43 @@ class GeneratingEvaluator(Evaluator):
 
         return encode
 
-    def generate_tokens(self, variables: Any, batch: dict[str, jax.Array]
+    def generation_params(self, variables: Any) -> Any:
+        """The params :meth:`generate_tokens` passes to :func:`jaxmm.generate`: as they
+        are with one process; across processes a full copy on one local device (the
+        generator reads its tokens on the host, so each process generates its own
+        rows on its own device)."""
+        params = variables["params"]
+        if jax.process_count() == 1:
+            return params
+        everywhere = NamedSharding(self.mesh, PartitionSpec())
+        params = jax.jit(lambda p: p, out_shardings=everywhere)(params)
+        return jax.tree.map(lambda a: a.addressable_shards[0].data, params)
+
+    def generate_tokens(self, variables: Any, params: Any, batch: dict[str, jax.Array]
                         ) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens, mask)``: this process's generated ids ``(rows, 1 + max_new_tokens)``
-        (decoder start token first, padded with the pad id) and row mask."""
+        (decoder start token first, padded with the pad id) and row mask.
+        ``params``: :meth:`generation_params`."""
         import jaxmm
 
         o = self.options
         enc = self._encode(variables, batch)
         hidden, mask = enc["hidden"], enc.get("attention_mask")
-        rows = hidden.shape[0]
-        if jax.process_count() > 1:  # jaxmm.generate gathers tokens on the host
-            everywhere = NamedSharding(self.mesh, PartitionSpec())
-            hidden, mask = jax.jit(lambda *a: a, out_shardings=everywhere)(hidden, mask)
-        cfg = self.task.model.config
-        out = jaxmm.generate(self.task.model, variables["params"], encoder_outputs=hidden,
-                             encoder_attention_mask=mask, max_new_tokens=o.max_new_tokens,
-                             num_beams=o.num_beams, length_penalty=o.length_penalty)
-        tokens = np.asarray(out.sequences)
-        pad = getattr(cfg, "pad_token_id", None) or 0
+        where = contextlib.nullcontext()
+        if jax.process_count() > 1:  # this process's rows, generated on a local device
+            hidden = self.host_rows(hidden)
+            mask = None if mask is None else self.host_rows(mask)
+            one = (1,) * len(self.mesh.axis_names)
+            where = jax.set_mesh(Mesh(np.asarray(jax.local_devices()[:1]).reshape(one),
+                                      self.mesh.axis_names))
+        with where:
+            out = jaxmm.generate(self.task.model, params, encoder_outputs=hidden,
+                                 encoder_attention_mask=mask, max_new_tokens=o.max_new_tokens,
+                                 num_beams=o.num_beams, length_penalty=o.length_penalty)
+        tokens = np.asarray(out.sequences)  # this process's rows either way
+        pad = getattr(self.task.model.config, "pad_token_id", None) or 0
         width = 1 + o.max_new_tokens
         tokens = np.pad(tokens, ((0, 0), (0, width - tokens.shape[1])), constant_values=pad)
-        if jax.process_count() > 1:
-            tokens = tokens[local_row_indices(rows, self.mesh)]
         return tokens, self.host_rows(enc["example_mask"])
 
     def references(self, local: dict[str, np.ndarray], rows: int) -> np.ndarray:
@@ -151,8 +168,10 @@ class CaptioningEvaluator(GeneratingEvaluator):
     ``image_id`` and the reference strings (``references``, ``(B, K)``)."""
 
     def predict(self, variables: Any) -> CaptionPredictions:
+        params = self.generation_params(variables)
+
         def step(local, batch):
-            tokens, mask = self.generate_tokens(variables, batch)
+            tokens, mask = self.generate_tokens(variables, params, batch)
             out = {"tokens": tokens, "mask": mask, "references": self.references(local,
                                                                                   len(tokens))}
             if "image_id" in local:
@@ -192,8 +211,10 @@ class WEREvaluator(GeneratingEvaluator):
     Options = TranscriptionOptions
 
     def evaluate(self, variables: Any) -> dict[str, float]:
+        params = self.generation_params(variables)
+
         def step(local, batch):
-            tokens, mask = self.generate_tokens(variables, batch)
+            tokens, mask = self.generate_tokens(variables, params, batch)
             return {"tokens": tokens, "mask": mask,
                     "reference": self.references(local, len(tokens))[:, 0]}
 

@@ -93,10 +93,10 @@ class VQAEvaluator(GeneratingEvaluator):
     def generates(self) -> bool:
         return getattr(self.task.options, "mode", "classify") == "generate"
 
-    def _answers(self, variables: Any, batch: dict) -> tuple[list[str], np.ndarray]:
+    def _answers(self, variables: Any, params: Any, batch: dict) -> tuple[list[str], np.ndarray]:
         """This process's answers to the batch's questions and their row mask."""
         if self.generates:
-            tokens, mask = self.generate_tokens(variables, batch)
+            tokens, mask = self.generate_tokens(variables, params, batch)
             return list(self.require_tokenizer().decode(tokens)), mask
         out = {k: self.host_rows(v) for k, v in self._answer(variables, batch).items()}
         return [self.options.answers[int(i)] for i in out["answer"]], out["mask"]
@@ -113,8 +113,10 @@ class VQAEvaluator(GeneratingEvaluator):
         return _per_question(gold, rows)
 
     def predict(self, variables: Any) -> VQAPredictions:
+        params = self.generation_params(variables) if self.generates else None
+
         def step(local, batch):
-            answers, mask = self._answers(variables, batch)
+            answers, mask = self._answers(variables, params, batch)
             rows = len(answers)
             out = {"prediction": texts(np.asarray(answers, object)), "mask": mask,
                    "gold": self._gold(local, rows)}
