@@ -64,6 +64,24 @@ def _two_processes(make_cmd, timeout=240):
     return [out for out, _ in outs]
 
 
+def _eval_one_and_two_processes(tmp_path, task, overrides, name):
+    """Trains ``overrides`` briefly, then ``jaxmm eval --evaluator name`` on one process
+    (4 devices) and on two (2 devices each); returns ``(one's metrics, [each of two's])``."""
+    workdir = str(tmp_path / "run")
+    run(tiny_config(task, overrides), workdir)
+    cfg = write_config(tmp_path / "cfg.py", task, overrides)
+    command = ("eval", "--config", cfg, "--workdir", workdir, "--evaluator", name)
+    one = run_cli(*command, devices=4)
+    assert one.returncode == 0, one.stderr[-3000:]
+    outs = _two_processes(lambda addr, i: jaxmm_cmd(
+        *command, f"--config.distributed.coordinator_address={addr}",
+        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+        "--config.distributed.timeout_s=60"))
+    # every process computes the metrics over all rows (after gloo's connection lines)
+    return (json.loads(one.stdout)["metrics"],
+            [json.loads(out[out.index("{\n"):])["metrics"] for out in outs])
+
+
 def test_rows_and_strings_gather_across_processes():
     outs = _two_processes(lambda addr, i: [sys.executable, "-c", WORKER, addr, str(i)])
     assert [o.strip().splitlines()[-1] for o in outs] == ["ok 0", "ok 1"]  # after gloo's lines
@@ -75,21 +93,9 @@ def test_eval_on_two_processes_equals_one(tmp_path):
                  "checkpoint.export_params": True,
                  "eval.evaluators.retrieval": {"type": "retrieval", "ks": (1, 5),
                                                "num_batches": 3, "batch_size": 8}}
-    workdir = str(tmp_path / "run")
-    run(tiny_config("contrastive", overrides), workdir)
-    cfg = write_config(tmp_path / "cfg.py", "contrastive", overrides)
-    one = run_cli("eval", "--config", cfg, "--workdir", workdir, "--evaluator", "retrieval",
-                  devices=4)
-    assert one.returncode == 0, one.stderr[-3000:]
-    outs = _two_processes(lambda addr, i: jaxmm_cmd(
-        "eval", "--config", cfg, "--workdir", workdir, "--evaluator", "retrieval",
-        f"--config.distributed.coordinator_address={addr}",
-        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
-        "--config.distributed.timeout_s=60"))
-    want = json.loads(one.stdout)["metrics"]
+    want, got = _eval_one_and_two_processes(tmp_path, "contrastive", overrides, "retrieval")
     assert want["retrieval/num_images"] == 24
-    for out in outs:  # every process computes the metrics over all rows
-        assert json.loads(out[out.index("{\n"):])["metrics"] == want
+    assert got == [want, want]
 
 
 @pytest.mark.slow
@@ -113,18 +119,6 @@ def test_captioning_on_two_processes_equals_one(tmp_path):
                                      "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
         "eval.evaluators.captions": {"type": "captioning", "max_new_tokens": 6,
                                      "num_batches": 2, "batch_size": 8}}
-    workdir = str(tmp_path / "run")
-    run(tiny_config("captioning", overrides), workdir)
-    cfg = write_config(tmp_path / "cfg.py", "captioning", overrides)
-    one = run_cli("eval", "--config", cfg, "--workdir", workdir, "--evaluator", "captions",
-                  devices=4)
-    assert one.returncode == 0, one.stderr[-3000:]
-    want = json.loads(one.stdout)["metrics"]
+    want, got = _eval_one_and_two_processes(tmp_path, "captioning", overrides, "captions")
     assert want["captions/BLEU-1"] > 0  # it says words of the references
-    outs = _two_processes(lambda addr, i: jaxmm_cmd(
-        "eval", "--config", cfg, "--workdir", workdir, "--evaluator", "captions",
-        f"--config.distributed.coordinator_address={addr}",
-        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
-        "--config.distributed.timeout_s=60"))
-    for out in outs:
-        assert json.loads(out[out.index("{\n"):])["metrics"] == want
+    assert got == [want, want]
