@@ -1,4 +1,5 @@
-"""Input-pipeline throughput vs the demo's training steps' consumption, on CPU.
+"""Input-pipeline throughput vs the demo's training steps' consumption, and the
+effect of device prefetch on real training runs, on CPU.
 
 Builds (or reuses) the built-in ``jaxmm_scenes`` dataset, trains the demo's
 WordPiece tokenizer on its text corpus, and for each demo run (``clip``,
@@ -7,8 +8,15 @@ WordPiece tokenizer on its text corpus, and for each demo run (``clip``,
 examples/s of that run's own jitted training step (``jaxmm.train`` task, model
 and optimizer from the same config, on a real batch).
 
+Then it trains the demo's CLIP run with ``jaxmm.train.run`` for
+``--prefetch-steps`` steps with device prefetch (``device_prefetch=2``: the host
+reads and transfers the next batches while the device runs the step) and
+without it (``device_prefetch=0``), alternating the two ``--repeats`` times in
+this one process, and reports train steps/s of each (as the run logs it,
+compilation excluded) and their ratio.
+
   python benchmarks/input_pipeline.py [--size small] [--batch 64] [--repeats 3]
-      [--data-dir DIR] [--json out.json]
+      [--prefetch-steps 40] [--data-dir DIR] [--json out.json]
 
 The pipeline needs at least 5x headroom (pipeline rate / step rate). Both are
 measured on the same CPU, one after the other (in training they share the
@@ -57,21 +65,19 @@ def demo_step_rate(run: str, data_dir: str, tok_dir: str, vocab: int, size: str,
     from jaxmm.config import load_config
     from jaxmm.data import make_iterator
     from jaxmm.data.tokenizers import load as load_tokenizer
-    from jaxmm.train import build_task, resolve_config
-    from jaxmm.train.loop import _example  # the init batch the trainer uses
-    from jaxmm.train.optim import make_optimizer
+    from jaxmm.sharding import make_mesh
+    from jaxmm.train import build_run
     from jaxmm.train.steps import TrainState, make_train_step
 
-    cfg = resolve_config(load_config(
+    built = build_run(load_config(
         f"{ROOT}/configs/demo.py:{run},data_dir={data_dir},tokenizer={tok_dir},vocab={vocab},"
-        f"size={size},batch={batch}"))
-    task = build_task(cfg)
-    tx, schedule = make_optimizer(cfg)
+        f"size={size},batch={batch}"), mesh=make_mesh(devices=jax.devices()[:1]))
+    cfg, task, tx, schedule = built.config, built.task, built.tx, built.schedule
     with make_iterator(cfg.data, split="train", batch_size=batch, seed=0, process_index=0,
                        process_count=1, tokenizer=load_tokenizer(tok_dir)) as it:
         data = {k: jnp.asarray(v) for k, v in next(it).items()}
     rng = jax.random.PRNGKey(0)
-    variables = dict(nn.meta.unbox(jax.jit(task.init)(rng, _example(task, cfg))))
+    variables = dict(nn.meta.unbox(jax.jit(task.init)(rng, built.example)))
     params = variables.pop("params")
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
                        opt_state=tx.init(params), rng=rng)
@@ -89,6 +95,37 @@ def demo_step_rate(run: str, data_dir: str, tok_dir: str, vocab: int, size: str,
     return statistics.median(rates), cfg.data
 
 
+def prefetch_rates(data_dir: str, tok_dir: str, vocab: int, size: str, batch: int, steps: int,
+                   repeats: int) -> dict[int, list[float]]:
+    """Train steps/s of the demo CLIP run per device prefetch size (2 and 0),
+    alternating the two ``repeats`` times; each run starts from scratch."""
+    import jaxmm.train
+    from jaxmm.config import load_config
+
+    rates: dict[int, list[float]] = {2: [], 0: []}
+    for r in range(repeats):
+        for size_ahead in ((2, 0) if r % 2 == 0 else (0, 2)):
+            cfg = load_config(f"{ROOT}/configs/demo.py:clip,data_dir={data_dir},"
+                              f"tokenizer={tok_dir},vocab={vocab},size={size},batch={batch},"
+                              f"steps={steps}")
+            with cfg.unlocked():
+                cfg.device_prefetch = size_ahead
+                cfg.log = {"every_steps": steps, "progress": False, "tensorboard": False,
+                           "mfu": False}
+                cfg.checkpoint = {"every_steps": 10 * steps, "save_final": False,
+                                  "export_params": False}
+                cfg.eval.at_end = False
+            workdir = tempfile.mkdtemp(prefix="jaxmm-prefetch-")
+            try:
+                jaxmm.train.run(cfg, workdir)
+                with open(os.path.join(workdir, "metrics.jsonl")) as f:
+                    last = [json.loads(line) for line in f][-1]
+                rates[size_ahead].append(last["train/steps_per_sec"])
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return rates
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="small", help="built-in dataset size preset")
@@ -98,6 +135,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prefetch-steps", type=int, default=40,
+                        help="steps per training run of the prefetch comparison (0: skip it)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -124,6 +163,10 @@ def main(argv=None) -> int:
             rate = pipeline_rate(cfg, tok, args.batch, args.batches, args.repeats)
             rows.append({"pipeline": f"scenes/{args.size} {run}", "pipeline_ex_s": rate,
                          "step_ex_s": step, "headroom": rate / step})
+        prefetch = {}
+        if args.prefetch_steps:
+            prefetch = prefetch_rates(data_dir, tok_dir, tok.vocab_size, args.size, args.batch,
+                                      args.prefetch_steps, args.repeats)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -136,10 +179,25 @@ def main(argv=None) -> int:
               f"{r['headroom']:8.1f}x")
     ok = all(r["headroom"] >= 5 for r in rows)
     print("headroom >= 5x:", "yes" if ok else "NO")
+    summary = {"rows": rows, "batch": args.batch, "size": args.size}
+    if prefetch:
+        with_, without = (statistics.median(prefetch[k]) for k in (2, 0))
+        print(f"\ndemo CLIP training, {args.prefetch_steps} steps per run, {jax_devices()}: "
+              f"steps/s with device prefetch (2 batches ahead) {with_:.2f}, without "
+              f"{without:.2f}; ratio {with_ / without:.3f} (medians of {args.repeats}; runs "
+              f"{[round(x, 2) for x in prefetch[2]]} vs {[round(x, 2) for x in prefetch[0]]})")
+        summary["prefetch"] = {"with_steps_s": prefetch[2], "without_steps_s": prefetch[0],
+                               "ratio": with_ / without}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "batch": args.batch, "size": args.size}, f, indent=2)
+            json.dump(summary, f, indent=2)
     return 0 if ok else 1
+
+
+def jax_devices() -> str:
+    import jax
+
+    return f"{jax.device_count()} {jax.default_backend()} device(s)"
 
 
 if __name__ == "__main__":

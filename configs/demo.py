@@ -10,12 +10,21 @@ options: ``data_dir`` (where ``jaxmm data build-builtin`` wrote the data),
 
 Images are 64x64 with 8x8 patches (64 patch tokens); every tower is 2-3 layers
 of width 96, small enough to train on two CPU cores in minutes.
+
+Each run lists the evaluators the demo scores it with on the whole test split
+(``eval.evaluators``): CLIP ``retrieval`` (recall@K over all five captions per
+image) and ``zero_shot`` shape classification, the captioner's ``captioning``
+(BLEU/METEOR/ROUGE-L/CIDEr of greedy captions), and ``vqa`` accuracy by question
+type. They do not run during training (``at_end=False``: the demo runs them on
+the exported params); ``jaxmm eval --config configs/demo.py:RUN,... --workdir
+DIR`` runs them on a checkpoint, and ``--config.eval.evaluators.NAME.at_end=true``
+runs them after ``jaxmm train``.
 """
 
 import ml_collections
 
 from jaxmm.data import catalog
-from jaxmm.data.scenes import ANSWERS
+from jaxmm.data.scenes import ANSWERS, SHAPES
 from jaxmm.train.run_config import parse_config_arg
 
 IMAGE_SIZE = 64
@@ -26,6 +35,10 @@ BOS, EOS, PAD = 2, 3, 0  # WordPiece [CLS], [SEP], [PAD]
 
 # About 7 minutes of training on two CPU cores (~4 steps/s each run).
 DEFAULT_STEPS = {"clip": 500, "captioner": 600, "vqa": 600}
+EVAL_BATCH = 64
+# The test-split evaluators' schedule: the whole split, not during training.
+_TEST_SPLIT = {"split": "test", "num_batches": -1, "batch_size": EVAL_BATCH, "every_steps": 0,
+               "at_end": False}
 
 
 def _tower(**overrides) -> dict:
@@ -46,6 +59,25 @@ def _data(task: str, a) -> ml_collections.ConfigDict:
                                image_size=IMAGE_SIZE, max_length=MAX_LENGTH)
 
 
+def _evaluators(run: str, a) -> dict:
+    """The demo's test-split evaluators of ``run``."""
+    if run == "clip":
+        return {
+            "retrieval": {"type": "retrieval", "data": _data("retrieval", a), **_TEST_SPLIT},
+            "zero_shot": {"type": "zero_shot", "data": _data("classification", a),
+                          "class_names": SHAPES, "templates": ("the biggest object is a {}",),
+                          "max_length": MAX_LENGTH, **_TEST_SPLIT},
+        }
+    if run == "captioner":
+        data = _data("captioning", a)  # keep the five reference captions as strings
+        data.pp_eval = (f"resize({IMAGE_SIZE})|value_range(-1, 1)"
+                        "|keep('image', 'image_id', 'captions')")
+        return {"captions": {"type": "captioning", "data": data, "max_new_tokens": 24,
+                             "num_beams": 1, "references": "captions", **_TEST_SPLIT}}
+    return {"vqa": {"type": "vqa", "answers": ANSWERS, "references": "answers",
+                    "types": "question_types", **_TEST_SPLIT}}
+
+
 def get_config(arg=None):
     a = parse_config_arg(arg, run="clip", data_dir="", tokenizer="", vocab=200, size="small",
                          steps=0, batch=64)
@@ -61,7 +93,7 @@ def get_config(arg=None):
     c.optimizer = {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.05, "clip_norm": 1.0}
     # In-training eval: a few validation batches at the end (the demo then evaluates
     # the exported params on the whole test split).
-    c.eval = {"every_steps": 0, "num_batches": 2}
+    c.eval = {"every_steps": 0, "num_batches": 2, "evaluators": _evaluators(a.run, a)}
     if a.run == "clip":
         c.task = {"name": "contrastive", "loss": "infonce"}
         c.model = {"name": "clip", "config": {

@@ -10,11 +10,12 @@ One command, run by the README's main set-up step (``make demo``)::
 2. trains three models with the real trainer (``jaxmm.train.run``, configs in
    ``configs/demo.py``): a CLIP-style dual encoder (InfoNCE), a ViT->GPT
    captioner with cross-attention, and an early-fusion VQA classifier;
-3. evaluates the exported params on the whole test split: image<->text
-   retrieval recall@K with all five captions per image, zero-shot
-   classification, caption BLEU/METEOR/ROUGE-L/CIDEr of generated captions
-   (``jaxmm.generate``), and VQA accuracy by question type, each next to
-   chance or a trivial baseline;
+3. evaluates the exported params on the whole test split with the evaluators
+   each run's config lists (:mod:`jaxmm.evaluate.evaluators`, the same ones
+   ``jaxmm eval`` and training run): image<->text retrieval recall@K with all
+   five captions per image, zero-shot classification, caption
+   BLEU/METEOR/ROUGE-L/CIDEr of generated captions (``jaxmm.generate``), and
+   VQA accuracy by question type, each next to chance or a trivial baseline;
 4. writes ``results.json``/``results.md``, ``samples.png`` (test images with
    generated captions, answers and the captioner's cross-attention map),
    ``attention.png`` (per-token cross-attention) and ``training_curves.png``.
@@ -149,140 +150,78 @@ def _default_steps() -> dict[str, int]:
     return dict(module.DEFAULT_STEPS)
 
 
-def _load(workdir: str, run: str):
-    from jaxmm.train import load_exported
-
-    model, variables = load_exported(os.path.join(workdir, run, "export"))
-    return model, variables["params"]
-
-
 # ---------------------------------------------------------------------------
-# Evaluation
+# Evaluation: the evaluators each run's config lists, on its exported params
 # ---------------------------------------------------------------------------
 
 
-def evaluate_clip(model, params, batches, examples, tok) -> dict[str, float]:
-    """Retrieval recall@K (5 captions per image) and zero-shot shape classification."""
-    import jax
+def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int, size: str):
+    """``(built run, {name: evaluator}, exported variables)`` of a finished run."""
+    from jaxmm.config import load_config
+    from jaxmm.evaluate.evaluators import make_evaluators
+    from jaxmm.train import build_run, load_exported
 
-    from jaxmm.data.scenes import SHAPES
-    from jaxmm.evaluate import retrieval_recall
+    built = build_run(load_config(f"{_config_file()}:{run},data_dir={data_dir},"
+                                  f"tokenizer={tok_dir},vocab={vocab},size={size}"))
+    _, variables = load_exported(os.path.join(workdir, run, "export"),
+                                 shardings=built.variable_shardings)
+    evaluators = make_evaluators(built.config, built.eval_context())
+    return built, {n: e for n, e in evaluators.items() if n != "loss"}, variables
 
-    enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
-    enc_txt = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="encode_text"))
-    images, texts, image_ids, text_ids = [], [], [], []
-    for b in batches:
-        images.append(np.asarray(enc_img(params, b["image"])))
-        ids, mask = b["input_ids"], b["attention_mask"]  # (B, C, T)
-        n, c, t = ids.shape
-        valid = mask[:, :, 0] > 0
-        emb = np.asarray(enc_txt(params, ids.reshape(n * c, t), mask.reshape(n * c, t)))
-        texts.append(emb[valid.reshape(-1)])
-        text_ids.append(np.repeat(b["image_id"], c)[valid.reshape(-1)])
-        image_ids.append(b["image_id"])
-    img, txt = np.concatenate(images), np.concatenate(texts)
-    img = img / np.linalg.norm(img, axis=-1, keepdims=True)
-    txt = txt / np.linalg.norm(txt, axis=-1, keepdims=True)
-    ids = np.concatenate(image_ids)
-    out = retrieval_recall(img @ txt.T, ids, np.concatenate(text_ids), ks=(1, 5, 10))
-    # Zero-shot: "the biggest object is a <shape>" for each class, argmax cosine.
-    prompts = [f"the biggest object is a {s}" for s in SHAPES]
-    enc = tok.encode(prompts, max_length=32, padding="max_length")
-    cls = np.asarray(enc_txt(params, enc["input_ids"], enc["attention_mask"]))
-    cls = cls / np.linalg.norm(cls, axis=-1, keepdims=True)
-    label_of = {e["image_id"]: e["label"] for e in examples}
-    pred = (img @ cls.T).argmax(-1)
-    out["zero_shot_accuracy"] = 100.0 * float(np.mean(
-        [p == label_of[int(i)] for p, i in zip(pred, ids)]))
-    out["num_images"], out["num_texts"] = int(len(ids)), int(len(txt))
+
+def evaluate_clip(evaluators: dict, variables) -> dict[str, float]:
+    """Retrieval recall@K (5 captions per image) and zero-shot shape accuracy (percent)."""
+    out = evaluators["retrieval"](variables)
+    out["zero_shot_accuracy"] = 100.0 * evaluators["zero_shot"](variables)["accuracy"]
+    out["num_images"], out["num_texts"] = int(out["num_images"]), int(out["num_texts"])
     return out
 
 
-def generate_captions(model, params, images: np.ndarray, tok, *, batch_size: int = 50,
-                      num_beams: int = 1, max_new_tokens: int = 24) -> list[np.ndarray]:
-    """Token ids (decoder start token first) for each image, via jaxmm.generate."""
-    import jax
-
-    from jaxmm.generation import generate
-
-    cfg = model.config
-    encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode"))
-    out = []
-    for i in range(0, len(images), batch_size):
-        enc = encode(params, images[i:i + batch_size])
-        res = generate(model, params, encoder_outputs=enc.last_hidden_state,
-                       max_new_tokens=max_new_tokens, num_beams=num_beams,
-                       eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
-                       decoder_start_token_id=cfg.decoder_start_token_id)
-        out.extend(np.asarray(res.sequences))
-    return out
-
-
-def _caption_metrics(hyps: dict, refs: dict) -> dict[str, float]:
-    """pycocoevalcap scores; without Java (PTB tokenizer, METEOR) BLEU/ROUGE-L/CIDEr
-    on whitespace tokens, so a machine without Java still gets its results."""
-    import shutil
-
-    from jaxmm.evaluate import caption_metrics
-
-    if shutil.which("java"):
-        return caption_metrics(hyps, refs)
-    return caption_metrics(hyps, refs, metrics=("bleu", "rouge", "cider"), tokenize=False)
+def _evaluate(workdir: str, data_dir: str, tok_dir: str, tok, size: str
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scores of the three exported runs on the test split, and what the pictures need
+    (the captioner, its first test images, generated tokens and captions, VQA answers)."""
+    where = (data_dir, tok_dir, tok.vocab_size, size)
+    scores: dict[str, Any] = {}
+    _, clip, variables = _evaluators(workdir, "clip", *where)
+    scores["clip"] = evaluate_clip(clip, variables)
+    built, captioner, variables = _evaluators(workdir, "captioner", *where)
+    predictions = captioner["captions"].predict(variables)
+    scores["captioner"] = captioner["captions"].score(predictions)
+    _, vqa, vqa_variables = _evaluators(workdir, "vqa", *where)
+    scores["vqa"], answers = evaluate_vqa(vqa["vqa"], vqa_variables)
+    pictures = {
+        "model": built.task.model, "params": variables["params"],
+        "images": next(_batches("captioner", data_dir, tok, size))["image"],
+        "sequences": predictions.tokens, "answers": answers,
+        "captions": {int(i): c for i, c in zip(predictions.ids, predictions.captions)},
+    }
+    return scores, pictures
 
 
-def evaluate_captioner(model, params, examples, tok, sequences) -> tuple[dict, dict]:
-    """Caption metrics of the generated captions and of a constant-caption baseline."""
-    import shutil
-
-    if not shutil.which("java"):
-        _log("java not found: caption metrics without PTB tokenisation and METEOR "
-             "(install a JRE, e.g. openjdk-17-jre-headless, for the standard protocol)")
-    refs = {e["image_id"]: e["captions"] for e in examples}
-    hyps = {e["image_id"]: tok.decode(s) for e, s in zip(examples, sequences)}
-    scores = _caption_metrics(hyps, refs)
-    return scores, hyps
+def evaluate_vqa(evaluator, variables) -> tuple[dict[str, float], dict[int, list[str]]]:
+    """VQA accuracy overall and by question type, and each image's answers."""
+    predictions = evaluator.predict(variables)
+    scores = evaluator.score(predictions)
+    scores["num_questions"] = int(scores["num_questions"])
+    answers: dict[int, list[str]] = {}
+    for image_id, answer in zip(predictions.image_ids, predictions.predictions):
+        answers.setdefault(int(image_id), []).append(answer)
+    return scores, answers
 
 
 def caption_baselines(train_captions: Sequence[str], examples) -> dict[str, dict]:
     """Two trivial captioners: every image gets the most frequent training caption
     ("constant"), or the first caption of a *different* test image ("random",
     the chance level of an image-blind captioner)."""
+    from jaxmm.evaluate.captioning import score_captions
+
     common = Counter(train_captions).most_common(1)[0][0]
     refs = {e["image_id"]: e["captions"] for e in examples}
     shifted = {e["image_id"]: examples[(i + 1) % len(examples)]["captions"][0]
                for i, e in enumerate(examples)}
-    return {"constant": dict(_caption_metrics({k: common for k in refs}, refs), caption=common),
-            "random": _caption_metrics(shifted, refs)}
-
-
-def evaluate_vqa(model, params, batches, examples) -> dict[str, Any]:
-    """Exact-match accuracy over all test questions, overall and by question type."""
-    import jax
-
-    from jaxmm.data.scenes import ANSWERS
-
-    run = jax.jit(lambda p, x, i, m: model.apply({"params": p}, image=x, input_ids=i,
-                                                 attention_mask=m).logits)
-    preds, ids = [], []
-    for b in batches:
-        n, q, t = b["input_ids"].shape
-        images = np.repeat(b["image"], q, axis=0)
-        logits = run(params, images, b["input_ids"].reshape(n * q, t),
-                     b["attention_mask"].reshape(n * q, t))
-        preds.append(np.asarray(logits).argmax(-1).reshape(n, q))
-        ids.append(b["image_id"])
-    pred_of = {int(i): p for i, p in zip(np.concatenate(ids), np.concatenate(preds))}
-    per_type: dict[str, list[float]] = {}
-    answers: dict[int, list[str]] = {}
-    for e in examples:
-        p = pred_of[e["image_id"]]
-        answers[e["image_id"]] = [ANSWERS[k] for k in p]
-        for k, gold, qt in zip(p, e["answers"], e["question_types"]):
-            per_type.setdefault(qt, []).append(float(ANSWERS[k] == gold))
-    every = [x for v in per_type.values() for x in v]
-    out = {"accuracy": 100.0 * float(np.mean(every)), "num_questions": len(every)}
-    out.update({f"accuracy/{k}": 100.0 * float(np.mean(v)) for k, v in sorted(per_type.items())})
-    return out, answers
+    return {"constant": dict(score_captions({k: common for k in refs}, refs), caption=common),
+            "random": score_captions(shifted, refs)}
 
 
 def vqa_baselines(train_source, examples) -> dict[str, float]:
@@ -412,19 +351,8 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     _log("evaluating on the test split")
     examples = _test_examples(builder)
     results: dict[str, Any] = {"size": size, "steps_scale": steps_scale}
-    model, params = _load(workdir, "clip")
-    results["clip"] = evaluate_clip(model, params, _batches("clip", data_dir, tok, size),
-                                    examples, tok)
-
-    cap_model, cap_params = _load(workdir, "captioner")
-    images = np.concatenate([b["image"] for b in _batches("captioner", data_dir, tok, size)])
-    sequences = generate_captions(cap_model, cap_params, images, tok)
-    results["captioner"], captions = evaluate_captioner(cap_model, cap_params, examples, tok,
-                                                        sequences)
-
-    vqa_model, vqa_params = _load(workdir, "vqa")
-    results["vqa"], answers = evaluate_vqa(vqa_model, vqa_params,
-                                           _batches("vqa", data_dir, tok, size), examples)
+    scores, pictures = _evaluate(workdir, data_dir, tok_dir, tok, size)
+    results.update(scores)
 
     train = tfds.data_source(builder.info.full_name.rsplit("/", 1)[0],
                              data_dir=builder.data_dir_root, split="train")
@@ -439,13 +367,12 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     results["train"] = {run: {k: summaries[run].get(k) for k in
                               ("step", "num_params", "train_seconds", "eval")}
                         for run in RUNS}
-    results["samples"] = {str(e["image_id"]): {"caption": captions[e["image_id"]],
+    results["samples"] = {str(e["image_id"]): {"caption": pictures["captions"][e["image_id"]],
                                                "references": e["captions"]}
                           for e in examples[:samples]}
 
     _log("drawing samples, attention maps and training curves")
-    draw_samples(workdir, cap_model, cap_params, images, sequences, captions, answers, examples,
-                 tok, count=samples)
+    draw_samples(workdir, **pictures, examples=examples, tok=tok, count=samples)
     curves = {run: read_metrics(os.path.join(workdir, run, "metrics.jsonl")) for run in RUNS}
     plot_training_curves(curves, os.path.join(workdir, "training_curves.png"),
                          metrics=["train/loss"] + [m for m in (

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from jaxmm.train.loop import NonFiniteError, run
+    from jaxmm.train import NonFiniteError, run
     from jaxmm.train.run_config import load_run_config
 
     config = load_run_config(args.config, overrides)

@@ -5,9 +5,12 @@ outputs) and return floats or dicts of floats. Each module names the official
 script or library whose rules it follows (VQA v2 ``vqaEval.py``, SQuAD
 ``evaluate-v1.1.py``, ``pycocoevalcap``, scikit-learn/SciPy for GLUE, jiwer), and
 tests/evaluate compares it with that reference on edge cases.
+:mod:`jaxmm.evaluate.evaluators` runs a model over eval data and computes them:
+the evaluators a run config picks (``config.eval.evaluators``), used in
+training, by ``jaxmm eval`` and the demo.
 """
 
-from jaxmm.evaluate.captioning import caption_metrics
+from jaxmm.evaluate.captioning import caption_metrics, score_captions
 from jaxmm.evaluate.classification import (
     GLUE_METRICS,
     accuracy,
@@ -37,6 +40,7 @@ __all__ = [
     "pearson",
     "perplexity",
     "retrieval_recall",
+    "score_captions",
     "spearman",
     "squad_f1",
     "squad_metrics",

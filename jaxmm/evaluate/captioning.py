@@ -16,10 +16,13 @@ white space (punctuation stays).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Mapping, Sequence
 
-__all__ = ["caption_metrics"]
+log = logging.getLogger(__name__)
+
+__all__ = ["caption_metrics", "score_captions"]
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider")
 
@@ -101,3 +104,19 @@ def caption_metrics(
 
         out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return out
+
+
+def score_captions(predictions: Mapping[int | str, str],
+                   references: Mapping[int | str, Sequence[str]]) -> dict[str, float]:
+    """:func:`caption_metrics` with the standard protocol when Java is installed.
+
+    Without ``java`` on PATH (no PTB tokenizer, no METEOR) it scores BLEU-1..4,
+    ROUGE-L and CIDEr on lower-cased whitespace tokens and logs a note, so a
+    machine without Java still gets its results.
+    """
+    if shutil.which("java"):
+        return caption_metrics(predictions, references)
+    log.warning("java not found: caption metrics without PTB tokenisation and METEOR "
+                "(install a JRE, e.g. openjdk-17-jre-headless, for the standard protocol)")
+    return caption_metrics(predictions, references, metrics=("bleu", "rouge", "cider"),
+                           tokenize=False)

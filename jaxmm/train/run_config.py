@@ -9,6 +9,8 @@ the command line), and rejects unknown keys with the nearest valid ones.
 Free-form sections, validated by their consumers rather than here: ``data`` and
 ``eval.data`` (``jaxmm.data.make_iterator`` or the synthetic source),
 ``model.config`` (the model's config class) and ``task`` (the task's options).
+``eval.evaluators`` entries are checked against their evaluator type
+(:mod:`jaxmm.evaluate.evaluators`) and filled with all its keys.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from jaxmm.config import ConfigError, apply_overrides, load_config, nearest
 __all__ = ["default_config", "load_run_config", "parse_config_arg", "resolve_config"]
 
 # Sections whose keys are not checked against the defaults.
-_FREE_FORM = ("data", "eval.data", "model.config", "task", "teacher.config")
+_FREE_FORM = ("data", "eval.data", "eval.evaluators", "model.config", "task", "teacher.config")
+# Overrides of sections that are completed during resolution, applied after it.
+_LATE_OVERRIDES = ("model.config.", "task.", "teacher.config.", "eval.evaluators.")
 
 
 def default_config() -> ConfigDict:
@@ -46,6 +50,9 @@ def default_config() -> ConfigDict:
 
     c.data = ConfigDict({"name": "synthetic"})  # passed to jaxmm.data.make_iterator
     c.tokenizer = None  # path for jaxmm.data.tokenizers.load (text data)
+    # Global batches kept in flight on device ahead of the step (0 = convert each
+    # batch only when the step needs it); jaxmm.data.device.prefetch_to_device.
+    c.device_prefetch = 2
 
     c.mesh = ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     # Extra (logical axis, mesh axes) rules tried before jaxmm.sharding.DEFAULT_RULES.
@@ -85,13 +92,21 @@ def default_config() -> ConfigDict:
         "save_final": True,
         "export_params": True,  # params alone in workdir/export for inference
     })
+    # Evaluation: the defaults below, and the evaluators that use them.
     c.eval = ConfigDict({
         "every_steps": 1000,  # 0 = only at the end
-        "num_batches": 8,  # None = until the eval data ends
+        "num_batches": 8,  # None or -1 = until the eval data ends
         "batch_size": None,  # default: batch_size
         "split": "validation",
         "data": None,  # a data section for eval; None = `data` with `split`
         "at_end": True,
+        # name -> {"type": a registered evaluator (jaxmm.evaluate.evaluators: loss,
+        # perplexity, retrieval, zero_shot, captioning, vqa, classification, glue,
+        # wer), that type's options, and any of every_steps / at_end / num_batches /
+        # batch_size / split / data to override the values above (None = inherit),
+        # "prefix": metrics are written as eval/<prefix><metric> (None = "<name>/")}.
+        # Entries merge into this default; set one to None to drop it.
+        "evaluators": ConfigDict({"loss": ConfigDict({"type": "loss", "prefix": ""})}),
     })
     c.log = ConfigDict({
         "every_steps": 10,
@@ -207,8 +222,7 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
         except ImportError as e:
             raise ConfigError(f"imports: cannot import {module!r}: {e}") from None
     overrides = [o.removeprefix("--config.") for o in overrides]
-    late = ("model.config.", "task.", "teacher.config.")
-    apply_overrides(config, [o for o in overrides if not o.startswith(late)])
+    apply_overrides(config, [o for o in overrides if not o.startswith(_LATE_OVERRIDES)])
     from jaxmm.train.tasks import get_task
 
     task_cls = get_task(config.task.name)
@@ -224,7 +238,11 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
         if section.name is not None:
             _fill(section.config, _model_defaults(section.name, section.size,
                                                   section.config))
-    apply_overrides(config, [o for o in overrides if o.startswith(late)])
+    from jaxmm.evaluate.evaluators import complete_evaluator_configs
+
+    complete_evaluator_configs(config.eval.evaluators)
+    apply_overrides(config, [o for o in overrides if o.startswith(_LATE_OVERRIDES)])
+    complete_evaluator_configs(config.eval.evaluators)  # checks the overridden values
     config.lock()
     return config
 

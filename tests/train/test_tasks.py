@@ -13,9 +13,8 @@ import struct
 import numpy as np
 import pytest
 
-from jaxmm.train import run
+from jaxmm.train import evaluate_checkpoint, run
 from jaxmm.train.logging import read_jsonl
-from jaxmm.train.loop import evaluate_checkpoint
 from tests.train.helpers import tiny_config
 
 COMMON = {"num_steps": 30, "optimizer.learning_rate": 3e-3, "log.every_steps": 5,

@@ -108,20 +108,50 @@ class DualEncoderOutput:
     logit_scale: jnp.ndarray
 
 
-@register("test_tiny_dual_encoder", TinyConfig, "Tiny CLIP-style dual encoder")
-class TinyDualEncoder(nn.Module):
+class _ImageTower(nn.Module):
     config: TinyConfig
 
     @nn.compact
-    def __call__(self, image, input_ids, attention_mask, deterministic=True):
-        cfg = self.config
-        img = _encode(cfg, "vision", image=image).mean(axis=1)
-        txt = _encode(cfg, "text", ids=input_ids, mask=attention_mask)
+    def __call__(self, image):
+        img = _encode(self.config, "vision", image=image).mean(axis=1)
+        return nn.Dense(self.config.d_model, name="vision_proj")(img)
+
+
+class _TextTower(nn.Module):
+    config: TinyConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask):
+        txt = _encode(self.config, "text", ids=input_ids, mask=attention_mask)
         txt = (txt * attention_mask[..., None]).sum(1) / attention_mask.sum(1, keepdims=True)
-        scale = self.param("logit_scale", nn.initializers.constant(jnp.log(10.0)), ())
-        return DualEncoderOutput(image_embeds=nn.Dense(cfg.d_model, name="vision_proj")(img),
-                                 text_embeds=nn.Dense(cfg.d_model, name="text_proj")(txt),
-                                 logit_scale=scale)
+        return nn.Dense(self.config.d_model, name="text_proj")(txt)
+
+
+def _l2_normalize(x):
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@register("test_tiny_dual_encoder", TinyConfig, "Tiny CLIP-style dual encoder")
+class TinyDualEncoder(nn.Module):
+    """``encode_image`` / ``encode_text`` give L2-normalised embeddings (as CLIP's)."""
+
+    config: TinyConfig
+
+    def setup(self):
+        self.image_tower = _ImageTower(self.config)
+        self.text_tower = _TextTower(self.config)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(jnp.log(10.0)), ())
+
+    def encode_image(self, image, deterministic=True):
+        return _l2_normalize(self.image_tower(image))
+
+    def encode_text(self, input_ids, attention_mask, deterministic=True):
+        return _l2_normalize(self.text_tower(input_ids, attention_mask))
+
+    def __call__(self, image, input_ids, attention_mask, deterministic=True):
+        return DualEncoderOutput(image_embeds=self.image_tower(image),
+                                 text_embeds=self.text_tower(input_ids, attention_mask),
+                                 logit_scale=self.logit_scale)
 
 
 @register("test_tiny_seq2seq", TinyConfig, "Tiny encoder-decoder (image or audio -> text)")

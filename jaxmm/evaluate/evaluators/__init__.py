@@ -1,0 +1,40 @@
+"""Evaluators chosen by name in ``config.eval.evaluators`` (see :mod:`.base`).
+
+Built in: ``loss`` (the task's loss and metrics), ``perplexity``, ``retrieval``
+(image<->text recall@K), ``zero_shot`` (classification by text prompts),
+``captioning`` (BLEU/METEOR/ROUGE-L/CIDEr of generated captions), ``vqa`` (VQA
+accuracy by question type), ``classification`` (accuracy/F1/MCC), ``glue``
+(official GLUE metrics) and ``wer`` (word/character error rate of generated
+transcripts).
+"""
+
+from jaxmm.evaluate.evaluators import (  # noqa: F401  (importing registers them)
+    classification,
+    loss,
+    retrieval,
+    text_generation,
+    vqa,
+)
+from jaxmm.evaluate.evaluators.base import (
+    EVALUATORS,
+    EvalContext,
+    EvalSettings,
+    Evaluator,
+    complete_evaluator_configs,
+    make_evaluators,
+    register_evaluator,
+)
+from jaxmm.evaluate.evaluators.text_generation import CaptionPredictions
+from jaxmm.evaluate.evaluators.vqa import VQAPredictions
+
+__all__ = [
+    "EVALUATORS",
+    "CaptionPredictions",
+    "EvalContext",
+    "EvalSettings",
+    "Evaluator",
+    "VQAPredictions",
+    "complete_evaluator_configs",
+    "make_evaluators",
+    "register_evaluator",
+]
