@@ -5,9 +5,6 @@ special-token ids) on top of the ``tokenizers`` library, so the pipeline tests
 do not depend on ``jaxmm.data.tokenizers``.
 """
 
-import contextlib
-from unittest import mock
-
 import numpy as np
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
@@ -76,37 +73,3 @@ def scenes_dir(tmp_path_factory):
     builtin.build(data_dir, "tiny", name="test", train_size=48, validation_size=16,
                   test_size=16)
     return data_dir
-
-
-SCENES = "jaxmm_scenes/test"
-
-
-@contextlib.contextmanager
-def mock_catalog(num_examples: int = 8):
-    """``tfds.testing.mock_data`` for random-access sources.
-
-    tfds 4.9.10's mock data source draws each dynamic dimension independently,
-    so a ``Sequence`` of dicts (squad ``answers``, coco ``captions``) gets
-    sub-features of different lengths and cannot be serialised; fixing dynamic
-    dimensions (to 10) avoids that. Its random boxes also have min > max, which
-    the BBox encoder rejects, so they are sorted. Nothing is downloaded.
-    """
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.testing import mocking
-
-    original_init = mocking.RandomFakeGenerator.__init__
-    original_bbox = tfds.features.BBoxFeature.encode_example
-
-    def init(self, *args, **kwargs):
-        kwargs["constant_dynamic_shape"] = True
-        original_init(self, *args, **kwargs)
-
-    def encode_bbox(self, bbox):
-        y0, x0, y1, x1 = (float(v) for v in bbox)
-        box = tfds.features.BBox(min(y0, y1), min(x0, x1), max(y0, y1), max(x0, x1))
-        return original_bbox(self, box)
-
-    with mock.patch.object(mocking.RandomFakeGenerator, "__init__", init), \
-            mock.patch.object(tfds.features.BBoxFeature, "encode_example", encode_bbox), \
-            tfds.testing.mock_data(num_examples=num_examples):
-        yield

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import mock_catalog
+from data_helpers import mock_catalog
 
 from jaxmm.config import ConfigError
 from jaxmm.data import make_iterator, scenes

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import SCENES
+from data_helpers import SCENES
 
 from jaxmm.config import ConfigError
 from jaxmm.data import make_iterator

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import SCENES
+from data_helpers import SCENES
 
 from jaxmm.data import builtin, scenes, speech
 from jaxmm.data.sources import find_prepared

@@ -252,7 +252,7 @@ def test_vqa_accuracy_by_question_type_matches_exact_match(rng):
 
 def test_generative_vqa_answers_match_generate_answers(rng, tokenizer_dir):
     from jaxmm.data.tokenizers import load
-    from jaxmm.models.vqa import generate_answers
+    from jaxmm.generation import generate_answers
 
     tok = load(tokenizer_dir)
     v = tok.vocab_size

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -198,8 +198,7 @@ class CaptioningEvaluator(GeneratingEvaluator):
 class TranscriptionOptions(GenerationOptions):
     """As :class:`GenerationOptions`; ``references`` defaults to ``"text"``."""
 
-    max_new_tokens: int = 64
-    references: str = "text"
+    DEFAULTS: ClassVar = {"max_new_tokens": 64, "references": "text"}
 
 
 @register_evaluator("wer")

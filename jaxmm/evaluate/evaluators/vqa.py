@@ -12,7 +12,7 @@ score is exact match.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -33,8 +33,7 @@ class VQAOptions(GenerationOptions):
     types: the batch's question (or answer) type strings, ``(B, Q)`` ("" = none).
     Generation options apply to ``generate`` models."""
 
-    max_new_tokens: int = 8
-    references: str = "answers"
+    DEFAULTS: ClassVar = {"max_new_tokens": 8, "references": "answers"}
     answers: tuple[str, ...] = ()
     types: str = "question_types"
 
