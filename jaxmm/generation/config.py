@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.config import ConfigError
+from jaxmm.models.config_fields import DecoderStartFields, SpecialTokenFields
 
 Array = jax.Array
 
@@ -126,7 +127,7 @@ class SpecialTokens:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GenerationConfig(ConfigBase):
+class GenerationConfig(SpecialTokenFields, DecoderStartFields):
     """All settings of :func:`jaxmm.generate`, with Hugging Face semantics.
 
     Attributes:
@@ -166,10 +167,6 @@ class GenerationConfig(ConfigBase):
     num_return_sequences: int = 1
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    eos_token_id: int | tuple[int, ...] | None = None
-    pad_token_id: int | None = None
-    bos_token_id: int | None = None
-    decoder_start_token_id: int | None = None
     output_scores: bool = False
     bucket_multiple: int | None = None
 

@@ -6,8 +6,10 @@ declared once here, and a family changes its default with ``DEFAULTS``:
 * :class:`VocabFields`: ``vocab_size`` (>= 1; no shared default, every user
   sets its own). Text models and the text stem of multimodal encoders.
 * :class:`PadTokenFields`: ``pad_token_id``.
-* :class:`TokenFields`: ``vocab_size``, ``pad_token_id`` + ``bos_token_id``,
-  ``eos_token_id``. BERT/RoBERTa, GPT/Llama, T5, CLIP text, Whisper.
+* :class:`SpecialTokenFields`: ``pad_token_id`` + ``bos_token_id``,
+  ``eos_token_id``. Also :class:`jaxmm.generation.GenerationConfig`.
+* :class:`TokenFields`: ``vocab_size`` + the special ids. BERT/RoBERTa,
+  GPT/Llama, T5, CLIP text, Whisper.
 * :class:`DecoderStartFields`: ``pad_token_id`` + ``decoder_start_token_id``.
   T5, Whisper, the captioner and VQA.
 
@@ -22,7 +24,8 @@ import dataclasses
 
 from jaxmm.config import ConfigBase
 
-__all__ = ["DecoderStartFields", "PadTokenFields", "TokenFields", "VocabFields"]
+__all__ = ["DecoderStartFields", "PadTokenFields", "SpecialTokenFields", "TokenFields",
+           "VocabFields"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,11 +52,11 @@ class PadTokenFields(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TokenFields(VocabFields, PadTokenFields):
-    """A text vocabulary and its special ids (``None`` where absent).
+class SpecialTokenFields(PadTokenFields):
+    """Special ids (``None`` where absent).
 
     Attributes:
-      vocab_size, pad_token_id: see :class:`VocabFields`, :class:`PadTokenFields`.
+      pad_token_id: see :class:`PadTokenFields`.
       bos_token_id: beginning-of-sequence id.
       eos_token_id: end-of-sequence id, or a tuple of several end ids (Llama 3).
     """
@@ -66,6 +69,12 @@ class TokenFields(VocabFields, PadTokenFields):
         """``eos_token_id``, or the first of several."""
         eos = self.eos_token_id
         return eos[0] if isinstance(eos, tuple) else eos
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TokenFields(VocabFields, SpecialTokenFields):
+    """A text vocabulary and its special ids: :class:`VocabFields` +
+    :class:`SpecialTokenFields`."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

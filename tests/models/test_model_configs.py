@@ -16,7 +16,10 @@ import textwrap
 
 import pytest
 
+import jaxmm.evaluate.evaluators  # noqa: F401  (evaluator options: configs too)
+import jaxmm.generation  # noqa: F401  (GenerationConfig)
 import jaxmm.models  # noqa: F401  (registers the families)
+import jaxmm.train  # noqa: F401  (task options)
 from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.layers import TransformerConfig
 from jaxmm.layers import config_fields as layer_fields
@@ -41,7 +44,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 GROUPS = (
     layer_fields.PrecisionFields, layer_fields.ComputeFields, layer_fields.NormFields,
     layer_fields.TransformerFields, layer_fields.DropoutFields, layer_fields.LayerVariantFields,
-    model_fields.VocabFields, model_fields.PadTokenFields, model_fields.TokenFields,
+    model_fields.VocabFields, model_fields.PadTokenFields, model_fields.SpecialTokenFields,
+    model_fields.TokenFields,
     model_fields.DecoderStartFields, ConditionalDecoderFields,
 )
 SHARED = {f.name for g in GROUPS for f in dataclasses.fields(g)}
