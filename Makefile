@@ -9,7 +9,7 @@ WORKDIR ?= runs/demo
 DEMO_ARGS ?=
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-fast lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ demo: $(VENV)/.runtime-installed
 # Tests (the same command .ci/run uses).
 test: $(VENV)/.test-installed
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# Fast tier for the inner loop: everything not marked slow (a few minutes on 2 cores).
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check jaxmm tests benchmarks configs

@@ -118,6 +118,7 @@ def test_contrastive_losses_use_the_global_batch_when_sharded(rng):
     assert abs(local - want_nce) > 1e-2
 
 
+@pytest.mark.slow
 def test_triplet_loss(rng):
     a = rng.normal(size=(6, 4)).astype(np.float32)
     p = a + 0.1 * rng.normal(size=(6, 4)).astype(np.float32)
@@ -185,6 +186,7 @@ def test_feature_matching(rng):
         losses.feature_matching_loss(s, t[..., :2])
 
 
+@pytest.mark.slow
 def test_mlm_mask_statistics_and_determinism():
     vocab, mask_id, cls_id, sep_id, pad_id = 1000, 3, 1, 2, 0
     ids = np.random.default_rng(0).integers(10, vocab, size=(256, 128))

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+import pytest
 
 from jaxmm import generate
 from jaxmm.losses import cross_entropy, distillation_loss, infonce_loss
@@ -49,6 +50,7 @@ def _class_batch(i, n=12):
     return np.stack([render(*CLASSES[k], r) for k in labels]), labels
 
 
+@pytest.mark.slow
 def test_clip_learns_image_caption_retrieval():
     tok = WordTokenizer(128)
     tiny = build("clip", "tiny").config  # one layer per tower
@@ -86,6 +88,7 @@ def _shape_batch(i, n=24):
     return np.stack([render(*CLASSES[k], r) for k in labels]), labels
 
 
+@pytest.mark.slow
 def test_captioner_learns_to_caption():
     tok = WordTokenizer(32)
     model = build("captioner", dict(
@@ -122,6 +125,7 @@ def test_captioner_learns_to_caption():
     assert exact >= 0.6 and color >= 0.9
 
 
+@pytest.mark.slow
 def test_vqa_learns_to_answer():
     tok = WordTokenizer(32)
     answers = list(COLORS) + list(SHAPES)
@@ -166,6 +170,7 @@ def test_vqa_learns_to_answer():
     assert acc >= 0.75 and last < 0.3 * first
 
 
+@pytest.mark.slow
 def test_distillation_moves_student_toward_frozen_teacher():
     """Student (1 layer, width 32) distils a frozen, sharper teacher (2 layers, width
     64) on unlabeled images: the KL falls and top-1 agreement rises; the teacher

@@ -101,6 +101,7 @@ def _is_png(path):
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_quickstart_text(tmp_path, data_dir):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -159,6 +160,7 @@ def _recall_reference(sim, image_ids, text_image_ids, k):
     return 100.0 * i2t / len(image_ids), 100.0 * t2i / len(text_image_ids)
 
 
+@pytest.mark.slow
 def test_multimodal_scenes(tmp_path, data_dir):
     pytest.importorskip("pycocoevalcap")
     v = run_notebook("02_multimodal_scenes.ipynb", tmp_path, data_dir,
@@ -190,6 +192,7 @@ def test_multimodal_scenes(tmp_path, data_dir):
         assert _is_png(os.path.join(v["WORKDIR"], f"{figure}.png")), figure
 
 
+@pytest.mark.slow
 def test_generation(tmp_path, data_dir):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -216,6 +219,7 @@ def test_generation(tmp_path, data_dir):
     assert v["cli_output"].splitlines()[0] == best.replace("\n", "\\n")
 
 
+@pytest.mark.slow
 def test_sharding_and_training(tmp_path, data_dir):
     v = run_notebook("04_sharding_and_training.ipynb", tmp_path, data_dir,
                      "rows", "first_half", "resumed", "straight", "resumed_losses",

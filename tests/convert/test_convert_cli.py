@@ -42,6 +42,7 @@ def _logits(hf_model, ids):
         return hf_model(**kwargs).logits.numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "llama", "t5"])
 def test_from_hf_then_to_hf_round_trip(tmp_path, family):
     hf_model = _hf_model(family)

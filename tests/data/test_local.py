@@ -161,6 +161,7 @@ def test_missing_inputs_give_clear_errors(tmp_path, capsys):
     assert "expected NAME=INPUT" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_build_builtin_subprocess(tmp_path):
     data_dir = str(tmp_path / "data")
     out = subprocess.run(

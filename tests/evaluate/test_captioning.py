@@ -27,6 +27,7 @@ def test_caption_metrics_hand_computed():
         ev.caption_metrics(preds, refs, metrics=("spice",))
 
 
+@pytest.mark.slow
 def test_caption_metrics_ptb_tokenizer_and_meteor():
     """The standard protocol (Java PTB tokenizer + METEOR): case and punctuation go."""
     preds = {1: "A red circle.", 2: "a BLUE square"}
@@ -47,6 +48,7 @@ class _NoSpice:
         return "SPICE"
 
 
+@pytest.mark.slow
 def test_equals_coco_eval_cap(monkeypatch):
     """The official driver on COCO-format data: same scores, edge cases included
     (capitals, punctuation, an apostrophe, a hyphen, numbers, uneven reference counts,

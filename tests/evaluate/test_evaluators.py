@@ -76,6 +76,7 @@ def _text_batches(rng, sizes, vocab=64, length=12):
     return out
 
 
+@pytest.mark.slow
 def test_loss_and_perplexity_match_numpy_nll(rng):
     batches = _text_batches(rng, [16, 16, 5])  # the last batch is padded to 16 rows
     built, evaluators, variables = _evaluators("lm", {"task.label_smoothing": 0.2},
@@ -115,6 +116,7 @@ def _image_text_batches(rng, sizes, captions=3, length=8, image_size=16):
     return out
 
 
+@pytest.mark.slow
 def test_retrieval_recall_matches_brute_force_ranking(rng):
     batches = _image_text_batches(rng, [16, 16, 6])
     built, evaluators, variables = _evaluators(
@@ -158,6 +160,7 @@ def test_identical_captions_get_identical_embeddings(rng):
     assert len(rows["texts"]) == 32 * 3 - 2  # the first image of each batch has 2 captions
 
 
+@pytest.mark.slow
 def test_zero_shot_accuracy_matches_numpy(rng, tokenizer_dir):
     from jaxmm.data.tokenizers import load
 
@@ -185,6 +188,7 @@ def test_zero_shot_accuracy_matches_numpy(rng, tokenizer_dir):
 # -- classifiers -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_classification_and_glue_match_sklearn(rng):
     batches = [{"image": rng.normal(size=(n, 16, 16, 3)).astype(np.float32),
                 "label": rng.integers(0, 4, n).astype(np.int32)} for n in (16, 16, 3)]
@@ -212,6 +216,7 @@ VQA = {"model.name": "vqa", "model.size": "tiny", "model.config": {
     "num_answers": 6, "encoders": {"text": {"vocab_size": 50}, "image": {"patch_size": 4}}}}
 
 
+@pytest.mark.slow
 def test_vqa_accuracy_by_question_type_matches_exact_match(rng):
     built = build_run(tiny_config("vqa", VQA))
     size = built.example["image"].shape[1]
@@ -250,6 +255,7 @@ def test_vqa_accuracy_by_question_type_matches_exact_match(rng):
     assert list(predictions.image_ids[:3]) == [0, 0, 1]  # image 0's third question is padding
 
 
+@pytest.mark.slow
 def test_generative_vqa_answers_match_generate_answers(rng, tokenizer_dir):
     from jaxmm.data.tokenizers import load
     from jaxmm.generation import generate_answers
@@ -298,6 +304,7 @@ def _captioner(vocab):
                     "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 0}}}
 
 
+@pytest.mark.slow
 def test_captioning_matches_generate_and_pycocoevalcap(rng, tokenizer_dir):
     from jaxmm.data.tokenizers import load
 
@@ -327,6 +334,7 @@ def test_captioning_matches_generate_and_pycocoevalcap(rng, tokenizer_dir):
         caption_metrics(dict(zip(ids, want)), refs))
 
 
+@pytest.mark.slow
 def test_wer_matches_jiwer(rng, tokenizer_dir):
     from jaxmm.data.tokenizers import load
 

@@ -62,6 +62,7 @@ GREEDY = dict(max_new_tokens=8, eos_token_id=[], output_scores=True)  # one shar
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_greedy_with_cache_equals_recomputing_prefix(lm):
     model, params = lm
     ids, mask = _prompts([3, 5, 7, 2])
@@ -73,6 +74,7 @@ def test_greedy_with_cache_equals_recomputing_prefix(lm):
     np.testing.assert_allclose(np.asarray(out.scores), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_encoder_decoder_greedy_equals_recomputing_prefix(s2s):
     model, params = s2s
     enc_ids, enc_mask = _prompts([4, 6, 3], seed=1)
@@ -188,6 +190,7 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(lm):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_multiple_eos_pad_after_eos_and_early_exit(lm):
     model, params = lm
     ids, mask = _prompts([3, 5, 4])
@@ -236,6 +239,7 @@ def test_scores_are_processed_logits(lm):
     np.testing.assert_array_equal(scores.argmax(-1), seq[:, 5:])
 
 
+@pytest.mark.slow
 def test_beam_search_returns_sorted_hypotheses_with_correct_scores(s2s):
     model, params = s2s
     enc_ids, enc_mask = _prompts([5, 3], seed=2)
@@ -259,6 +263,7 @@ def test_beam_search_returns_sorted_hypotheses_with_correct_scores(s2s):
         np.testing.assert_allclose(sc[r], total / n ** 0.7, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_beam_search_with_scanned_layers(lm):
     """Scanned stacks keep the cache with a leading layer axis; beams are
     reordered along the batch axis wherever it is."""
@@ -281,6 +286,7 @@ def test_beam_search_with_scanned_layers(lm):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_beam_sampling_respects_top_k(lm):
     model, params = lm
     ids, mask = _prompts([4, 2])

@@ -28,6 +28,7 @@ def gpt2_folder(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_generate_matches_hf(gpt2_folder):
     import subprocess
     import sys

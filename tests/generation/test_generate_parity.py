@@ -84,6 +84,7 @@ def _fill_after_eos(seq, start, fill):
     return seq
 
 
+@pytest.mark.slow
 def test_greedy_identical(pair):
     _, seq, _, ours = _run_both(pair, max_new_tokens=NEW)
     np.testing.assert_array_equal(ours, seq)
@@ -123,6 +124,7 @@ BEAM_CASES = [(k, s) for k in ("gpt2", "llama", "t5") for s in BEAM_SETTINGS]
 BEAM_CASES.append(("whisper", "lp0.6_rep1.3"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair,setting", BEAM_CASES, indirect=["pair"])
 def test_beam_search_matches(pair, setting):
     beams = 4

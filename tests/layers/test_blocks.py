@@ -84,6 +84,7 @@ def test_residual_forms(rng, norm_position):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_parameter_has_logical_axes():
     cfg = TransformerConfig(num_layers=2, d_model=16, num_heads=4, num_kv_heads=2, mlp_dim=32,
                             cross_attention=True, gated_mlp=True, norm="rmsnorm",

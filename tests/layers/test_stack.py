@@ -21,6 +21,7 @@ from jaxmm.layers import (
 TINY = TransformerConfig(num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, mlp_dim=64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rotary", [None, 10000.0])
 def test_attention_kv_cache_matches_full_causal(rng, rotary):
     b, t, e = 2, 7, 32
@@ -40,6 +41,7 @@ def test_attention_kv_cache_matches_full_causal(rng, rotary):
     assert int(cache["cache_index"]) == t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 def test_decoder_stack_incremental_equals_full(rng, scan):
     cfg = TINY.replace(cross_attention=True, scan_layers=scan, rotary_theta=10000.0)
@@ -72,6 +74,7 @@ def test_decoder_stack_incremental_equals_full(rng, scan):
     np.testing.assert_allclose(inc[1, 2:], np.asarray(full)[1, 2:], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["none", "full", "dots"])
 def test_scan_and_loop_give_same_outputs_and_grads(rng, remat):
     cfg = TINY.replace(cross_attention=True, remat_policy=remat)

@@ -144,6 +144,7 @@ def test_roberta_positions_follow_hf_and_skip_padding():
     np.testing.assert_array_equal(got[1], [1, 1, 2, 3, 4, 5])
 
 
+@pytest.mark.slow
 def test_scan_remat_and_loop_agree_in_outputs_and_gradients(rng):
     loop = _tiny()
     scan = _tiny(scan_layers=True, remat_policy="full")
@@ -225,6 +226,7 @@ def test_bad_inputs_raise_clear_errors(tiny_bert):
         B.BertConfig(activation="gelu_fancy")
 
 
+@pytest.mark.slow
 def test_dropout_is_active_only_when_not_deterministic(rng):
     model = _tiny("bert_classifier", dropout_rate=0.3, num_layers=1)
     ids = rng.integers(0, 40, (2, 9)).astype(np.int32)
@@ -242,6 +244,7 @@ def test_dropout_is_active_only_when_not_deterministic(rng):
     np.testing.assert_array_equal(drop(1), drop(1))
 
 
+@pytest.mark.slow
 def test_sharded_init_and_apply_match_unsharded(rng):
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     model = _tiny("bert_mlm")
@@ -289,6 +292,7 @@ def progressions(rs, n, length=14):
     return np.concatenate([np.full((n, 1), CLS), body, np.full((n, 1), SEP)], 1).astype(np.int32)
 
 
+@pytest.mark.slow
 def test_tiny_bert_learns_masked_lm():
     model = _tiny("bert_mlm", vocab_size=FIRST + N_CONTENT, dropout_rate=0.0,
                   attention_dropout_rate=0.0, num_layers=1, d_model=64, mlp_dim=128)
@@ -325,6 +329,7 @@ def test_tiny_bert_learns_masked_lm():
     assert end[1] > 0.6  # chance is 1/28
 
 
+@pytest.mark.slow
 def test_tiny_bert_learns_sequence_classification():
     """Label: does the sequence contain token 5 more often than token 6?"""
     model = _tiny("bert_classifier", num_labels=2, vocab_size=12, dropout_rate=0.0,

@@ -90,6 +90,7 @@ def test_cached_decoding_matches_full_forward_and_cross_attention(setup):
     np.testing.assert_allclose(xa.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_generate_greedy_equals_manual_loop_and_attention_maps(setup):
     model, params, image, _ = setup
     out = generate(model, params, encoder_inputs={"image": image}, max_new_tokens=5)

@@ -116,6 +116,7 @@ def test_missing_modality_and_bad_inputs_are_named():
         build("multimodal_classifier", dict(head="max"))
 
 
+@pytest.mark.slow
 def test_itm_head_and_pairs():
     rng = np.random.default_rng(3)
     model = build("itm", dict(fusion=dict(FUSION, kind="cross_attention", cross_query="text",

@@ -60,6 +60,7 @@ def test_kv_cache_decoding_equals_full_forward(rng, size, overrides):
     assert int(cache["model"]["positions"]["index"]) == 10
 
 
+@pytest.mark.slow
 def test_cross_attention_decoding_caches_encoder_keys(rng):
     model = build("gpt", "tiny", **SMALL, add_cross_attention=True)
     ids, mask, positions = _left_padded(rng, length=6, pad=2)
@@ -152,6 +153,7 @@ def test_bad_inputs_raise_clear_errors(rng):
         GPTConfig.from_size("llama-tiny", num_kv_heads=3)
 
 
+@pytest.mark.slow
 def test_tiny_gpt_learns_wordnet_glosses():
     """A tiny byte-level GPT trained on real text beats the unigram entropy on held-out text."""
     from jaxmm.data.corpora import wordnet_glosses

@@ -15,6 +15,7 @@ from jaxmm.models.resnet import ResNetConfig, ResNetEncoder
     ("basic", "small", "group", 16, 8),
     ("bottleneck", "imagenet", "batch", 32, 4),
 ])
+@pytest.mark.slow
 def test_feature_map_tokens_and_pooled(rng, block, stem, norm, size, grid):
     cfg = ResNetConfig(block=block, stem=stem, norm=norm, stage_sizes=(1, 1), width=8,
                        num_groups=4, projection_dim=None)
@@ -36,6 +37,7 @@ def test_feature_map_tokens_and_pooled(rng, block, stem, norm, size, grid):
     assert leaves and all(len(s) > 0 for s in leaves)
 
 
+@pytest.mark.slow
 def test_batchnorm_running_stats_and_eval_mode(rng):
     cfg = ResNetConfig(stage_sizes=(1,), width=8, stem="small", norm="batch",
                        batch_norm_momentum=0.9)
@@ -59,6 +61,7 @@ def test_batchnorm_running_stats_and_eval_mode(rng):
     assert np.abs(np.asarray(train(x)[:1]) - np.asarray(train(x[:1]))).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_learns_a_trivially_separable_task(rng):
     """Class = which half of the image is bright; BatchNorm state is threaded through."""
     model = build("resnet_classifier", ResNetConfig(stage_sizes=(1, 1), width=8, stem="small",

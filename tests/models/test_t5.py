@@ -31,6 +31,7 @@ def _inputs(rng):
     ("t5", "tiny-v1_1", {}),
     ("transformer", "transformer-tiny", {}),
 ])
+@pytest.mark.slow
 def test_incremental_decoding_equals_teacher_forcing(rng, name, size, extra):
     model = build(name, size, **SMALL, **extra)
     ids, mask, dec = _inputs(rng)
@@ -78,6 +79,7 @@ def test_labels_are_shifted_right_like_hugging_face(rng):
         np.asarray(model.apply({"params": params}, labels, method="shift_right")), expected)
 
 
+@pytest.mark.slow
 def test_t5_tied_head_is_rescaled_and_encoder_model_matches():
     cfg = T5Config.from_size("tiny", **SMALL)
     model = build("t5", cfg)
@@ -139,6 +141,7 @@ def test_bad_inputs_raise_clear_errors(rng):
         EncoderDecoderConfig(position_embedding="rope")
 
 
+@pytest.mark.slow
 def test_tiny_transformer_learns_to_reverse(rng):
     """Teacher-forced training on random sequences; greedy decoding with the KV cache
     then reverses held-out sequences."""

@@ -21,6 +21,7 @@ def tiny():
     return cfg, model, params, video
 
 
+@pytest.mark.slow
 def test_tubelet_embedding_equals_3d_convolution(tiny):
     cfg, model, params, video = tiny
     out, state = jax.jit(lambda p, v: model.apply({"params": p}, v, capture_intermediates=True))(
@@ -37,6 +38,7 @@ def test_tubelet_embedding_equals_3d_convolution(tiny):
     np.testing.assert_allclose(emb, np.asarray(want).reshape(8, 2, 2, 32), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_frame_counts_and_padded_clips(tiny):
     cfg, model, params, video = tiny
     apply = jax.jit(lambda v, m: model.apply({"params": params}, v, m))
@@ -61,6 +63,7 @@ def test_frame_counts_and_padded_clips(tiny):
         VideoConfig.from_size("tiny", num_frames=7)
 
 
+@pytest.mark.slow
 def test_per_frame_mode_uses_an_image_vit_per_frame(rng):
     cfg = VideoConfig.from_size("tiny", tubelet_size=1, pool_type="mean")
     model = VideoEncoder(cfg)
@@ -78,6 +81,7 @@ def test_per_frame_mode_uses_an_image_vit_per_frame(rng):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_learns_temporal_order(rng):
     """Class = whether the bright frames come first or last: needs temporal positions."""
     model = build("video_classifier", "tiny", num_labels=2)

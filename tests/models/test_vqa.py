@@ -36,6 +36,7 @@ def test_vqa_classifier_shapes_and_padding():
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_generative_vqa_masks_padding_and_generates_like_a_greedy_loop():
     rng = np.random.default_rng(1)
     model = build("vqa", dict(mode="generate", fusion=FUSION, decoder=DECODER,

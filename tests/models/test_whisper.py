@@ -44,6 +44,7 @@ def test_sinusoids_match_hf():
     np.testing.assert_allclose(whisper_sinusoids(50, 16), sinusoids(50, 16).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_encoder_and_decoder_logits_match_hf(hf_whisper, rng):
     hf, path = hf_whisper
     model, params, cfg = from_hf(path)
@@ -66,6 +67,7 @@ def test_encoder_and_decoder_logits_match_hf(hf_whisper, rng):
                               params["decoder"]["embed_tokens"]["embedding"]), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_padded_decoder_batches_match_hf(hf_whisper, rng):
     hf, path = hf_whisper
     model, params, _ = from_hf(path, scan_layers=True)
@@ -83,6 +85,7 @@ def test_padded_decoder_batches_match_hf(hf_whisper, rng):
     np.testing.assert_allclose(np.asarray(got)[real], ref[real], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_kv_cache_incremental_decoding_equals_full_forward(hf_whisper, rng):
     _, path = hf_whisper
     model, params, _ = from_hf(path)

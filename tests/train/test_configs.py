@@ -54,6 +54,7 @@ def test_switching_a_sub_config_kind_fills_that_kind_s_fields():
     assert "class_token" in vit.model.config.encoder_config
 
 
+@pytest.mark.slow
 def test_init_batch_takes_image_size_from_a_nested_encoder_config():
     """A VQA model whose image encoder is a ViT: the init batch uses the ViT's image size
     (it sits two configs deep), not the synthetic default."""

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxmm.models import build
 from jaxmm.train.tasks.base import first_of_groups, flatten_groups, get_task
@@ -21,6 +22,7 @@ def _grouped(rng, b=3, k=4, t=5):
     }
 
 
+@pytest.mark.slow
 def test_flatten_and_first_of_groups(rng):
     batch = _grouped(rng)
     flat = flatten_groups({k: jnp.asarray(v) for k, v in batch.items()})
@@ -41,6 +43,7 @@ def test_flatten_and_first_of_groups(rng):
     assert flatten_groups(first)["input_ids"].shape == (3, 5)
 
 
+@pytest.mark.slow
 def test_vqa_task_scores_every_question_of_a_grouped_batch(rng):
     model = build("vqa", "tiny", num_answers=6, encoders={"text": {"vocab_size": 50},
                                                           "image": {"patch_size": 4}})

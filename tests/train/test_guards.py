@@ -11,6 +11,7 @@ from jaxmm.train import Checkpointer, NonFiniteError, resolve_config, run
 from tests.train.helpers import run_cli, tiny_config, write_config
 
 
+@pytest.mark.slow
 def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
     # Batch index 6 (step 7) is all-NaN images; a checkpoint is written every 5 steps.
     cfg = tiny_config("classification", {
@@ -50,6 +51,7 @@ def test_bad_config_names_the_key(tmp_path, overrides, match):
         run(tiny_config("lm", overrides), str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_bad_override_on_the_command_line(tmp_path):
     cfg = write_config(tmp_path / "cfg.py")
     res = run_cli("train", "--config", cfg, "--workdir", str(tmp_path / "run"),

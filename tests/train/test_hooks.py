@@ -40,6 +40,7 @@ CLS = {
 }
 
 
+@pytest.mark.slow
 def test_hooks_run_on_schedule_and_evaluators_land_in_metrics(tmp_path):
     workdir = str(tmp_path / "run")
     summary = run(tiny_config("classification", CLS), workdir)

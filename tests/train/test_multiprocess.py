@@ -6,6 +6,7 @@ import subprocess
 
 import jax
 import numpy as np
+import pytest
 
 from jaxmm.train import load_exported, run
 from tests.train.helpers import ROOT, cpu_env, jaxmm_cmd, losses, tiny_config, write_config
@@ -20,6 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     cfg, workdir = write_config(tmp_path / "cfg.py", "lm", CFG), str(tmp_path / "multi")
     port = _free_port()

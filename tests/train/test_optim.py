@@ -64,6 +64,7 @@ def test_decay_mask_skips_biases_norms_and_embeddings():
     ("sgd", lambda lr, m: optax.chain(optax.add_decayed_weights(0.1, m),
                                       optax.sgd(lr, momentum=0.9))),
 ])
+@pytest.mark.slow
 def test_optimizers_match_optax(name, reference):
     tx, _ = make_optimizer(_config(name=name, learning_rate=0.1, weight_decay=0.1, clip_norm=None,
                                    **({"b2": 0.999} if name == "lion" else {})))

@@ -46,6 +46,7 @@ def reference(tmp_path_factory):
     {"data": 4, "fsdp": 1, "tensor": 2},
     {"data": 2, "fsdp": 2, "tensor": 2},
 ], ids=["data8", "fsdp8", "data4xtensor2", "data2xfsdp2xtensor2"])
+@pytest.mark.slow
 def test_sharded_equals_single_device(tmp_path, reference, mesh):
     ref_loss, ref_vars = reference
     got_loss, got_vars = _train(tmp_path, "sharded", mesh=make_mesh(mesh))
@@ -60,6 +61,7 @@ def test_sharded_equals_single_device(tmp_path, reference, mesh):
     assert ref_loss[STEPS] < ref_loss[1]
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_full_batch():
     """4 micro-batches of 4 rows (different token counts each) == one batch of 16.
 

@@ -65,6 +65,7 @@ def _tmp_checkpoints(workdir):
     return [n for n in os.listdir(d) if "tmp" in n] if os.path.isdir(d) else []
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_is_identical(tmp_path, reference):
     _, ref = reference
     cfg, workdir = write_config(tmp_path / "cfg.py", "lm", SLOW), str(tmp_path / "run")
@@ -88,6 +89,7 @@ def test_sigterm_saves_and_resume_is_identical(tmp_path, reference):
     assert losses(workdir) == ref  # identical, step for step
 
 
+@pytest.mark.slow
 def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path, reference):
     _, ref = reference
     cfg, workdir = write_config(tmp_path / "cfg.py", "lm", SLOW), str(tmp_path / "run")
@@ -111,6 +113,7 @@ def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path, refere
     assert losses(workdir) == ref
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_restores_on_1(tmp_path, reference):
     ref_dir, _ = reference
     one, eight = str(tmp_path / "one"), str(tmp_path / "eight")

@@ -51,6 +51,7 @@ GPT = {"model.name": "gpt", "model.size": "tiny",
        "model.config": {"vocab_size": 64, "max_position_embeddings": 32, "num_layers": 1}}
 
 
+@pytest.mark.slow
 def test_lm_learns_and_logs_with_gpt(tmp_path):
     workdir, ev, first = _train(tmp_path, "lm", {
         **GPT, "log.tensorboard": True, "log.mfu": True, "checkpoint.export_params": True})
@@ -71,6 +72,7 @@ def test_lm_learns_and_logs_with_gpt(tmp_path):
     assert exported["metrics"]["loss"] == pytest.approx(ev["loss"], 1e-6)
 
 
+@pytest.mark.slow
 def test_mlm_learns_with_bert(tmp_path):
     _, ev, first = _train(tmp_path, "mlm", {
         "model.name": "bert_mlm", "model.size": "tiny", "num_steps": 80, "mesh.fsdp": 1,
@@ -88,11 +90,13 @@ def vit_classifier_run(tmp_path_factory):
                   {**VIT, "checkpoint.export_params": True, "data.image_size": 32})
 
 
+@pytest.mark.slow
 def test_classification_learns_with_vit(vit_classifier_run):
     _, ev, first = vit_classifier_run
     assert ev["accuracy"] > 0.6 and ev["loss"] < first  # chance 0.25
 
 
+@pytest.mark.slow
 def test_distillation_from_exported_vit_teacher(tmp_path, vit_classifier_run):
     teacher_dir, teacher_eval, _ = vit_classifier_run
     _, ev, _ = _train(tmp_path, "distillation", {
@@ -106,6 +110,7 @@ def test_distillation_from_exported_vit_teacher(tmp_path, vit_classifier_run):
     assert np.isfinite(ev["kd_loss"])
 
 
+@pytest.mark.slow
 def test_contrastive_learns(tmp_path):
     _, ev, first = _train(tmp_path, "contrastive", {
         "model.name": "test_tiny_dual_encoder", "data.num_classes": 16})
@@ -119,6 +124,7 @@ def test_contrastive_learns(tmp_path):
                               "num_layers": 1, "num_decoder_layers": 1}}),
     ("vqa", {"model.name": "test_tiny_seq2seq", "task.mode": "generate"}),
 ], ids=["captioning", "asr-whisper", "vqa-generate"])
+@pytest.mark.slow
 def test_generative_tasks_learn(tmp_path, task, extra):
     _, ev, first = _train(tmp_path, task, extra)
     assert ev["loss"] < first - 0.5 and ev["accuracy"] > 0.4
