@@ -241,13 +241,7 @@ class ConditionalDecoder:
                 pad_token_id=cfg.pad_token_id)
         dec = self.decode(decoder_input_ids, enc.last_hidden_state, encoder_attention_mask,
                           decoder_attention_mask, **flags)
-        return Seq2SeqLMOutput(
-            logits=dec.logits, encoder_last_hidden_state=enc.last_hidden_state,
-            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions,
-            encoder_hidden_states=getattr(enc, "hidden_states", None),
-            encoder_attentions=getattr(enc, "attentions", None),
-        )
+        return Seq2SeqLMOutput.from_parts(enc, dec)
 
 
 @registry.register("captioner", CaptionerConfig)

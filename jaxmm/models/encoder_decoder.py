@@ -414,14 +414,8 @@ class EncoderDecoderLM(nn.Module):
         enc = self.encode(input_ids, attention_mask, **flags)
         dec = self.decode(decoder_input_ids, enc.last_hidden_state, attention_mask,
                           decoder_attention_mask, **flags)
-        common = dict(
-            encoder_last_hidden_state=enc.last_hidden_state,
-            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, encoder_hidden_states=enc.hidden_states,
-            encoder_attentions=enc.attentions)
-        if not self.has_lm_head:
-            return Seq2SeqModelOutput(last_hidden_state=dec.last_hidden_state, **common)
-        return Seq2SeqLMOutput(logits=dec.logits, **common)
+        output = Seq2SeqLMOutput if self.has_lm_head else Seq2SeqModelOutput
+        return output.from_parts(enc, dec)
 
 
 class EncoderDecoderModel(EncoderDecoderLM):

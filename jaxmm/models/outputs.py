@@ -58,6 +58,7 @@ __all__ = [
     "QuestionAnsweringOutput",
     "Seq2SeqLMOutput",
     "Seq2SeqModelOutput",
+    "Seq2SeqStates",
     "SequenceClassifierOutput",
     "TokenClassifierOutput",
     "shift_tokens_right",
@@ -101,9 +102,12 @@ class CausalLMOutput:
     last_hidden_state: Array | None = None
 
 
-@flax.struct.dataclass
-class Seq2SeqLMOutput:
-    logits: Array
+@flax.struct.dataclass(kw_only=True)
+class Seq2SeqStates:
+    """What every encoder-decoder output carries besides its head: the encoder's
+    last states ``(B, S, D)`` and, when asked, every layer's states and attention
+    weights of the encoder, the decoder and the decoder's cross-attention."""
+
     encoder_last_hidden_state: Array | None = None
     decoder_hidden_states: tuple[Array, ...] | None = None
     decoder_attentions: tuple[Array, ...] | None = None
@@ -111,18 +115,38 @@ class Seq2SeqLMOutput:
     encoder_hidden_states: tuple[Array, ...] | None = None
     encoder_attentions: tuple[Array, ...] | None = None
 
+    @staticmethod
+    def fields_from(enc: Any, dec: Any) -> dict[str, Any]:
+        """These fields from an encoder output (``last_hidden_state`` and, if it has
+        them, ``hidden_states``/``attentions``) and a decoder output."""
+        return dict(
+            encoder_last_hidden_state=enc.last_hidden_state,
+            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions,
+            encoder_hidden_states=getattr(enc, "hidden_states", None),
+            encoder_attentions=getattr(enc, "attentions", None))
 
-@flax.struct.dataclass
-class Seq2SeqModelOutput:
+
+@flax.struct.dataclass(kw_only=True)
+class Seq2SeqLMOutput(Seq2SeqStates):
+    """Encoder-decoder outputs with an LM head: ``logits`` ``(B, T, vocab)``."""
+
+    logits: Array
+
+    @classmethod
+    def from_parts(cls, enc: Any, dec: Any) -> Seq2SeqLMOutput:
+        return cls(logits=dec.logits, **cls.fields_from(enc, dec))
+
+
+@flax.struct.dataclass(kw_only=True)
+class Seq2SeqModelOutput(Seq2SeqStates):
     """Encoder-decoder outputs without an LM head (``last_hidden_state`` is the decoder's)."""
 
     last_hidden_state: Array
-    encoder_last_hidden_state: Array | None = None
-    decoder_hidden_states: tuple[Array, ...] | None = None
-    decoder_attentions: tuple[Array, ...] | None = None
-    cross_attentions: tuple[Array, ...] | None = None
-    encoder_hidden_states: tuple[Array, ...] | None = None
-    encoder_attentions: tuple[Array, ...] | None = None
+
+    @classmethod
+    def from_parts(cls, enc: Any, dec: Any) -> Seq2SeqModelOutput:
+        return cls(last_hidden_state=dec.last_hidden_state, **cls.fields_from(enc, dec))
 
 
 @flax.struct.dataclass

@@ -29,7 +29,6 @@ import math
 from typing import Any, ClassVar
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,13 +45,17 @@ from jaxmm.layers import (
 from jaxmm.layers.blocks import DTYPES
 from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.models.config_fields import DecoderStartFields, TokenFields
-from jaxmm.models.outputs import CausalLMOutput, EncoderOutput, Seq2SeqLMOutput
+from jaxmm.models.outputs import (
+    CausalLMOutput,
+    EncoderOutput,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
 from jaxmm.models.registry import register
 
 Array = jax.Array
 
 __all__ = [
-    "Seq2SeqModelOutput",
     "WhisperConfig",
     "WhisperDecoder",
     "WhisperEncoder",
@@ -153,19 +156,6 @@ def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0
     inv = np.exp(-inc * np.arange(channels // 2))
     t = np.arange(length)[:, None] * inv[None, :]
     return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
-
-
-@flax.struct.dataclass
-class Seq2SeqModelOutput:
-    """Outputs of :class:`WhisperModel` (no LM head), HF field names."""
-
-    last_hidden_state: Array
-    encoder_last_hidden_state: Array | None = None
-    decoder_hidden_states: tuple[Array, ...] | None = None
-    decoder_attentions: tuple[Array, ...] | None = None
-    cross_attentions: tuple[Array, ...] | None = None
-    encoder_hidden_states: tuple[Array, ...] | None = None
-    encoder_attentions: tuple[Array, ...] | None = None
 
 
 def _conv(cfg: WhisperConfig, strides: int, name: str) -> nn.Conv:
@@ -286,6 +276,7 @@ class WhisperDecoder(nn.Module):
 
 class _WhisperBase(nn.Module):
     config: WhisperConfig
+    output: ClassVar[type] = Seq2SeqLMOutput
 
     def setup(self):
         self.encoder = WhisperEncoder(self.config)
@@ -298,6 +289,20 @@ class _WhisperBase(nn.Module):
         return self.encoder(input_features, attention_mask, deterministic=deterministic,
                             output_attentions=output_attentions,
                             output_hidden_states=output_hidden_states)
+
+    def __call__(
+        self, input_features: Array, decoder_input_ids: Array,
+        decoder_attention_mask: Array | None = None, attention_mask: Array | None = None, *,
+        decoder_position_ids: Array | None = None, deterministic: bool = True,
+        output_attentions: bool = False, output_hidden_states: bool = False,
+    ) -> Seq2SeqLMOutput | Seq2SeqModelOutput:
+        """Encoder then decoder: the subclass's ``output`` (with or without logits)."""
+        flags = dict(deterministic=deterministic, output_attentions=output_attentions,
+                     output_hidden_states=output_hidden_states)
+        enc = self.encode(input_features, attention_mask, **flags)
+        dec = self.decode(decoder_input_ids, enc.last_hidden_state, None, decoder_attention_mask,
+                          decoder_position_ids, **flags)
+        return self.output.from_parts(enc, dec)
 
     def _decode_stack(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask,
                       decoder_attention_mask, decoder_position_ids, decode, deterministic,
@@ -332,31 +337,13 @@ class WhisperForConditionalGeneration(_WhisperBase):
                               attentions=out.attentions, cross_attentions=out.cross_attentions,
                               last_hidden_state=out.last_hidden_state)
 
-    def __call__(
-        self, input_features: Array, decoder_input_ids: Array,
-        decoder_attention_mask: Array | None = None, attention_mask: Array | None = None, *,
-        decoder_position_ids: Array | None = None, deterministic: bool = True,
-        output_attentions: bool = False, output_hidden_states: bool = False,
-    ) -> Seq2SeqLMOutput:
-        enc = self.encode(input_features, attention_mask, deterministic=deterministic,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        dec = self.decode(decoder_input_ids, enc.last_hidden_state, None, decoder_attention_mask,
-                          decoder_position_ids, deterministic=deterministic,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        return Seq2SeqLMOutput(
-            logits=dec.logits, encoder_last_hidden_state=enc.last_hidden_state,
-            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, encoder_hidden_states=enc.hidden_states,
-            encoder_attentions=enc.attentions,
-        )
-
 
 @register("whisper_model", WhisperConfig)
 class WhisperModel(_WhisperBase):
     """Whisper encoder-decoder without the LM head (HF ``WhisperModel``); same params
     as :class:`WhisperForConditionalGeneration`. Returns ``Seq2SeqModelOutput``."""
+
+    output: ClassVar[type] = Seq2SeqModelOutput
 
     def decode(
         self, decoder_input_ids: Array, encoder_hidden_states: Array | None = None,
@@ -370,24 +357,3 @@ class WhisperModel(_WhisperBase):
                                   encoder_attention_mask, decoder_attention_mask,
                                   decoder_position_ids, decode, deterministic, output_attentions,
                                   output_hidden_states)[0]
-
-    def __call__(
-        self, input_features: Array, decoder_input_ids: Array,
-        decoder_attention_mask: Array | None = None, attention_mask: Array | None = None, *,
-        decoder_position_ids: Array | None = None, deterministic: bool = True,
-        output_attentions: bool = False, output_hidden_states: bool = False,
-    ) -> Seq2SeqModelOutput:
-        enc = self.encode(input_features, attention_mask, deterministic=deterministic,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        dec = self.decode(decoder_input_ids, enc.last_hidden_state, None, decoder_attention_mask,
-                          decoder_position_ids, deterministic=deterministic,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        return Seq2SeqModelOutput(
-            last_hidden_state=dec.last_hidden_state,
-            encoder_last_hidden_state=enc.last_hidden_state,
-            decoder_hidden_states=dec.hidden_states, decoder_attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, encoder_hidden_states=enc.hidden_states,
-            encoder_attentions=enc.attentions,
-        )
