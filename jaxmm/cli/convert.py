@@ -35,6 +35,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jaxmm.errors import InputError
+
 __all__ = ["main"]
 
 
@@ -43,7 +45,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE; got {item!r}.")
+            raise InputError(f"--set expects KEY=VALUE; got {item!r}.")
         try:
             out[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -113,8 +115,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("list", help="list the Hugging Face model types that convert")
     p.set_defaults(run=_list)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return args.run(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:  # incl. Conversion/ConfigError
-        print(f"jaxmm convert: error: {e}", file=sys.stderr)
-        return 2
+    return args.run(args)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from jaxmm.errors import ConversionError
 
 __all__ = [
     "ConversionError",
@@ -26,10 +29,6 @@ __all__ = [
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-class ConversionError(ValueError):
-    """A checkpoint cannot be converted; the message says why and what to do."""
 
 
 def read_hf_config(path: str) -> dict[str, Any]:
@@ -80,7 +79,22 @@ def _load_pickle(path: str, files: Iterable[str]) -> dict[str, np.ndarray]:
         ) from None
     out = {}
     for name in files:
-        state = torch.load(os.path.join(path, name), map_location="cpu", weights_only=True)
+        file = os.path.join(path, name)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # weights_only refused a global: nothing ran
+            reason = next((line.strip() for line in str(e).splitlines()
+                           if "global" in line.lower()), str(e).splitlines()[0] if str(e) else "")
+            raise ConversionError(
+                f"{file} was refused: it is not a plain tensor checkpoint, and loading it would "
+                f"run code it names (torch.load(weights_only=True): {reason}). Nothing in it "
+                "was run.", hint="Use a safetensors copy from a source you trust.") from None
+        except (RuntimeError, EOFError, OSError) as e:
+            raise ConversionError(f"{file} is corrupt or not a PyTorch checkpoint ({e}).",
+                                  hint="Re-download it, or use a safetensors copy.") from None
+        if not isinstance(state, Mapping):
+            raise ConversionError(f"{file} holds a {type(state).__name__}, not a state dict of "
+                                  "tensors.")
         for k, v in state.items():
             out[k] = v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
     return out
