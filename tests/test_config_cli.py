@@ -1,5 +1,6 @@
 """Run-config loading, command-line overrides, and the jaxmm CLI entry point."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -96,16 +97,43 @@ def test_unknown_command_names_the_valid_ones(capsys):
     assert "train" in capsys.readouterr().err
 
 
-def test_console_script_config_command(config_file):
-    out = subprocess.run(
-        [sys.executable, "-m", "jaxmm", "config", "--config", config_file,
-         "--config.model.num_layers=7"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    assert "num_layers: 7" in out
+RUN_CONFIG = textwrap.dedent(
+    """
+    import ml_collections
+
+    def get_config(arg=None):
+        c = ml_collections.ConfigDict()
+        c.task = {"name": "lm"}
+        c.model = {"name": "gpt", "size": "tiny", "config": {"num_layers": 2}}
+        c.data = {"name": "synthetic"}
+        c.num_steps = 3
+        return c
+    """
+)
+
+
+def test_config_command_prints_what_train_runs(tmp_path):
+    """``jaxmm config`` uses train's loader: every default filled in, the same overrides
+    accepted (None included), and the JSON is what train writes to config.json."""
+    from jaxmm.train.run_config import load_run_config
+
+    path = tmp_path / "run.py"
+    path.write_text(RUN_CONFIG)
+    overrides = ["--config.model.config.num_layers=7", "--config.eval.num_batches=None"]
+    res = subprocess.run([sys.executable, "-m", "jaxmm", "config", "--config", str(path),
+                          *overrides, "--json"], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == load_run_config(str(path), overrides).to_json(indent=2)
+    printed = json.loads(res.stdout)
+    assert printed["model"]["config"]["num_layers"] == 7
+    assert printed["eval"]["num_batches"] is None
+    assert printed["checkpoint"]["keep"] == 2 and printed["optimizer"]["name"] == "adamw"
+    assert "vocab_size" in printed["model"]["config"]  # the model's fields, with defaults
+    plain = subprocess.run([sys.executable, "-m", "jaxmm", "config", "--config", str(path)],
+                           capture_output=True, text=True, check=True).stdout
+    assert "num_layers: 2" in plain and "every_steps: 1000" in plain
     bad = subprocess.run(
-        [sys.executable, "-m", "jaxmm", "config", "--config", config_file,
-         "--config.model.num_layer=7"],
+        [sys.executable, "-m", "jaxmm", "config", "--config", str(path),
+         "--config.model.config.num_layer=7"],
         capture_output=True, text=True,
     )
     assert bad.returncode == 2

@@ -4,19 +4,21 @@ Every command is one module of this package exposing ``main(argv) -> int``
 (``jaxmm/cli/train.py`` is ``jaxmm train``, ...). A command's module is
 imported only when it runs, so ``jaxmm --help`` stays fast.
 
-Every command fails the same way (:mod:`jaxmm.cli.failures`): one line on
-stderr, ``jaxmm <command>: error: <what is wrong, where, and the fix>``, and
-the exit status of the README's table (:mod:`jaxmm.errors`). The traceback is
-printed too with ``--debug`` (before or after the command) or ``JAXMM_DEBUG=1``.
+Every command fails the same way (:mod:`jaxmm.cli.failures`; each command's
+``main`` is wrapped by ``failures.command``): one line on stderr, ``jaxmm
+<command>: error: <what is wrong, where, and the fix>``, and the exit status of
+the README's table (:mod:`jaxmm.errors`). The traceback is printed too with
+``--debug`` (before or after the command) or ``JAXMM_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
+
+from jaxmm.cli.failures import DEBUG_ENV, DEBUG_FLAG, debug_enabled, report, split_debug_flag
 
 # name -> one-line help; the command's code is the module jaxmm.cli.<name>.
 COMMANDS: dict[str, str] = {
@@ -30,8 +32,6 @@ COMMANDS: dict[str, str] = {
     "config": "print the complete run config that 'jaxmm train' would run",
     "info": "show versions and devices",
 }
-DEBUG_FLAG = "--debug"
-DEBUG_ENV = "JAXMM_DEBUG"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,20 +52,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
-    """``argv`` without ``--debug`` (anywhere before a ``--``), and whether it was there."""
-    argv = list(argv)
-    end = argv.index("--") if "--" in argv else len(argv)
-    kept = [a for a in argv[:end] if a != DEBUG_FLAG] + argv[end:]
-    return kept, len(kept) != len(argv)
-
-
-def debug_enabled(flag: bool) -> bool:
-    """``--debug`` was given or ``JAXMM_DEBUG`` is set to something other than 0/false/no."""
-    env = os.environ.get(DEBUG_ENV, "").strip().lower()
-    return flag or env not in ("", "0", "false", "no", "off")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``jaxmm <command>``; returns its exit status (see :mod:`jaxmm.errors`)."""
     argv, flag = split_debug_flag(sys.argv[1:] if argv is None else argv)
@@ -77,12 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     command = parser.parse_args(argv[:1]).command
-    from jaxmm.cli.failures import report
-
-    try:
+    try:  # the command's main reports its own failures (failures.command); this one
+        # reports a failure to import it
         module = importlib.import_module(f"jaxmm.cli.{command}")
-        return int(module.main(argv[1:]) or 0)
+        return int(module.main(([DEBUG_FLAG] if flag else []) + argv[1:]) or 0)
     except SystemExit:
         raise  # argparse's usage errors (exit 2) and --help (exit 0)
-    except BaseException as error:  # noqa: BLE001 - the one place every failure ends
+    except BaseException as error:  # noqa: BLE001
         return report(f"jaxmm {command}", error, debug=debug_enabled(flag))

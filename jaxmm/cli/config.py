@@ -10,13 +10,15 @@ model's, task's and evaluators' keys filled in (the same loader,
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+
+from jaxmm.cli.failures import command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm config")
+def main(argv: list[str]) -> int:
     from jaxmm.config import parse_override_args
 
-    overrides, rest = parse_override_args(list(argv or ()))
+    overrides, rest = parse_override_args(argv)
     parser = argparse.ArgumentParser(
         prog="jaxmm config",
         description="Print the complete run config (every default filled in) that "
@@ -29,5 +31,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxmm.train.run_config import load_run_config
 
     config = load_run_config(args.config, overrides)
-    print(config.to_json(indent=2) if args.json else config, end="" if not args.json else "\n")
+    print(config.to_json(indent=2) if args.json else str(config).rstrip("\n"))
     return 0

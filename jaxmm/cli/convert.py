@@ -31,10 +31,10 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jaxmm.cli.failures import command
 from jaxmm.errors import InputError
 
 __all__ = ["main"]
@@ -91,7 +91,8 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm convert")
+def main(argv: list[str]) -> int:
     """Entry point of ``jaxmm convert`` (returns the exit status)."""
     parser = argparse.ArgumentParser(
         prog="jaxmm convert", description="Convert between Hugging Face and jaxmm folders.",
@@ -114,5 +115,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=_to_hf)
     p = sub.add_parser("list", help="list the Hugging Face model types that convert")
     p.set_defaults(run=_list)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     return args.run(args)

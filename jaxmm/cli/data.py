@@ -19,6 +19,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from jaxmm.cli.failures import command
 from jaxmm.errors import DataError, InputError
 
 __all__ = ["main"]
@@ -90,7 +91,8 @@ def _info(args) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm data")
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="jaxmm data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

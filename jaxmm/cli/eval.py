@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from collections.abc import Sequence
 
+from jaxmm.cli.failures import command
 from jaxmm.config import parse_override_args
 from jaxmm.errors import CheckpointError
 
@@ -46,8 +45,9 @@ def check_checkpoint(workdir: str, step: int | None) -> None:
                               f"{', '.join(map(str, steps))}.", hint="Pick one of them.")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    overrides, rest = parse_override_args(list(sys.argv[1:] if argv is None else argv))
+@command("jaxmm eval")
+def main(argv: list[str]) -> int:
+    overrides, rest = parse_override_args(argv)
     parser = argparse.ArgumentParser(
         prog="jaxmm eval", description="Evaluate a checkpoint or an exported params dir.",
         epilog="Evaluators and their options come from config.eval.evaluators; override "

@@ -14,16 +14,20 @@ exit status (the table in :mod:`jaxmm.errors` and the README):
 * anything else, a bug: one line naming the exception, exit 1;
 * Ctrl-C: ``interrupted``, exit 130.
 
-With ``debug`` the traceback is printed first.
+With ``debug`` the traceback is printed first. Every command's ``main`` is
+wrapped by :func:`command`, so ``jaxmm.cli.<command>.main(argv)`` returns the
+exit status (and takes ``--debug``) however it is called.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pickle
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 
 from jaxmm.errors import (
     EXIT_BAD_INPUT,
@@ -32,8 +36,11 @@ from jaxmm.errors import (
     JaxmmError,
 )
 
-__all__ = ["describe_os_error", "one_line", "report"]
+__all__ = ["command", "debug_enabled", "describe_os_error", "one_line", "report",
+           "split_debug_flag"]
 
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "JAXMM_DEBUG"
 DEBUG_HINT = "rerun with --debug (or JAXMM_DEBUG=1) for the traceback"
 _MAX_FOREIGN = 400  # characters kept of a message that is not jaxmm's own
 
@@ -109,3 +116,39 @@ def report(prog: str, error: BaseException, *, debug: bool = False) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.stderr.flush()
     return code
+
+
+def split_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug`` (anywhere before a ``--``), and whether it was there."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != DEBUG_FLAG] + argv[end:]
+    return kept, len(kept) != len(argv)
+
+
+def debug_enabled(flag: bool) -> bool:
+    """``--debug`` was given, or ``JAXMM_DEBUG`` is set (to anything but 0/false/no/off)."""
+    env = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return flag or env not in ("", "0", "false", "no", "off")
+
+
+def command(prog: str) -> Callable[[Callable[[list[str]], int | None]],
+                                   Callable[[Sequence[str] | None], int]]:
+    """Decorates a command's ``run(argv) -> int``: it becomes ``main(argv=None) -> int``
+    that takes ``--debug`` anywhere and turns every failure into :func:`report`'s line
+    and exit status (argparse's own exits, ``SystemExit``, pass through)."""
+
+    def wrap(run: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] | None], int]:
+        @functools.wraps(run)
+        def main(argv: Sequence[str] | None = None) -> int:
+            argv, flag = split_debug_flag(sys.argv[1:] if argv is None else argv)
+            try:
+                return int(run(argv) or 0)
+            except SystemExit:
+                raise
+            except BaseException as error:  # noqa: BLE001 - the one place failures end
+                return report(prog, error, debug=debug_enabled(flag))
+
+        return main
+
+    return wrap

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
+from jaxmm.cli.failures import command
 from jaxmm.errors import InputError
 
 __all__ = ["main"]
@@ -105,7 +105,8 @@ def _check_folders(args) -> None:
                          "the model folder's.")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm generate")
+def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     prompts = _prompts(args)
     _check_folders(args)

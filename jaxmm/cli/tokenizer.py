@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 
+from jaxmm.cli.failures import command
 from jaxmm.data.tokenizers import load, train_tokenizer
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm tokenizer")
+def main(argv: list[str]) -> int:
     """``jaxmm tokenizer`` entry point."""
     parser = argparse.ArgumentParser(prog="jaxmm tokenizer",
                                      description="Train, apply or inspect tokenizers.")

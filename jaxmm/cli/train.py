@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
-from collections.abc import Sequence
 
+from jaxmm.cli.failures import command
 from jaxmm.config import parse_override_args
 from jaxmm.errors import InputError
 
@@ -26,8 +25,9 @@ def check_workdir(workdir: str, option: str = "--workdir") -> None:
                          hint=f"Pass a folder for {option} (a new one is created).")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    overrides, rest = parse_override_args(list(sys.argv[1:] if argv is None else argv))
+@command("jaxmm train")
+def main(argv: list[str]) -> int:
+    overrides, rest = parse_override_args(argv)
     parser = argparse.ArgumentParser(
         prog="jaxmm train",
         description="Train a model from a run config; re-running on the same workdir resumes.",
