@@ -260,12 +260,18 @@ def parse_value(text: str, tp: Any, path: str) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _leaf(config: ml_collections.ConfigDict, path: str) -> tuple[ml_collections.ConfigDict, str]:
-    """The section holding ``path``'s last key, and that key; unknown keys raise."""
+def _leaf(config: ml_collections.ConfigDict, path: str, open_sections: Sequence[str] = ()
+          ) -> tuple[ml_collections.ConfigDict, str]:
+    """The section holding ``path``'s last key, and that key; unknown keys raise, except
+    a last key directly in one of the ``open_sections``."""
     node = config
     parts = path.split(".")
     for depth, part in enumerate(parts):
         keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        if (part not in keys and depth == len(parts) - 1 and depth
+                and ".".join(parts[:depth]) in open_sections
+                and isinstance(node, ml_collections.ConfigDict)):
+            break
         if part not in keys:
             where = ".".join(parts[:depth]) or "the config"
             raise ConfigError(unknown_key_message(part, keys, where))
@@ -278,20 +284,23 @@ def _leaf(config: ml_collections.ConfigDict, path: str) -> tuple[ml_collections.
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str],
-                    key_types: KeyTypes | None = None) -> None:
+                    key_types: KeyTypes | None = None, open_sections: Sequence[str] = ()
+                    ) -> None:
     """Applies ``"a.b=value"`` overrides in place, checking every key exists.
 
     ``key_types(path)``: the annotation declared for the key at ``path``
     (``None``: undeclared, so the current value's type). A section accepts only
     ``None`` (to drop it), and only where its declaration allows ``None``.
+    ``open_sections``: sections (``"data"``) whose consumer checks the keys, so an
+    override may add a key to them (``--config.data.data_dir=DIR``).
     """
     for item in overrides:
         item = item.removeprefix("--config.")
         path, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"Override {item!r} must have the form key.path=value.")
-        node, leaf = _leaf(config, path)
-        current = node[leaf]
+        node, leaf = _leaf(config, path, open_sections)
+        current = node.get(leaf)
         declared = key_types(path) if key_types is not None else None
         tp = implied_type(current) if declared is None else declared
         if isinstance(current, ml_collections.ConfigDict):

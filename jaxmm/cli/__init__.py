@@ -18,7 +18,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from jaxmm.cli.failures import DEBUG_ENV, DEBUG_FLAG, debug_enabled, report, split_debug_flag
+from jaxmm.cli.failures import (
+    DEBUG_ENV,
+    DEBUG_FLAG,
+    debug_enabled,
+    quiet_library_tracebacks,
+    report,
+    split_debug_flag,
+)
 
 # name -> one-line help; the command's code is the module jaxmm.cli.<name>.
 COMMANDS: dict[str, str] = {
@@ -53,8 +60,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``jaxmm <command>``; returns its exit status (see :mod:`jaxmm.errors`)."""
+    """Runs ``jaxmm <command>``; returns its exit status (see :mod:`jaxmm.errors`).
+
+    ``argv=None`` (the ``jaxmm`` process itself): the process's arguments, and
+    without ``--debug`` no log record of any library prints a traceback.
+    """
+    process = argv is None
     argv, flag = split_debug_flag(sys.argv[1:] if argv is None else argv)
+    if process and not debug_enabled(flag):
+        quiet_library_tracebacks()
     parser = _parser()
     if not argv:
         parser.print_help()

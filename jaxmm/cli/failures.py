@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import pickle
+import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -36,8 +39,8 @@ from jaxmm.errors import (
     JaxmmError,
 )
 
-__all__ = ["command", "debug_enabled", "describe_os_error", "one_line", "report",
-           "split_debug_flag"]
+__all__ = ["command", "debug_enabled", "describe_os_error", "one_line", "os_error_in_text",
+           "quiet_library_tracebacks", "report", "split_debug_flag"]
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "JAXMM_DEBUG"
@@ -85,6 +88,25 @@ def describe_os_error(error: OSError) -> str:
     return f"{error.strerror} ({type(error).__name__}, errno {code}): {shown}{second}."
 
 
+# How TensorStore (Orbax's storage) reports an operating-system error in a message.
+_TEXT_ERRNO = re.compile(r"os_error_code='?(\d+)")
+_TEXT_PATH = re.compile(r'(?:local file|Failed writing:|Failed to open:?) "([^"]+)"')
+_TEXT_STRERROR = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+                  errno.EACCES: "Permission denied", errno.EDQUOT: "Disk quota exceeded"}
+
+
+def os_error_in_text(text: str) -> OSError | None:
+    """The ``OSError`` a library's message reports (TensorStore's ``os_error_code='28'``,
+    or "No space left on device"), with the path it names; ``None`` if there is none."""
+    code = _TEXT_ERRNO.search(text)
+    number = int(code.group(1)) if code else next(
+        (n for n, phrase in _TEXT_STRERROR.items() if phrase in text), None)
+    if number not in _TEXT_STRERROR:
+        return None
+    path = _TEXT_PATH.search(text)
+    return OSError(number, os.strerror(number), path.group(1) if path else "<unknown path>")
+
+
 def _message(error: BaseException) -> tuple[str, int]:
     """The one-line message and exit status for ``error``."""
     if isinstance(error, JaxmmError):
@@ -95,6 +117,9 @@ def _message(error: BaseException) -> tuple[str, int]:
         return ("refused to unpickle a file: it holds more than plain tensors, and nothing in "
                 f"it was run ({one_line(str(error), 200)}). Convert a trusted copy to "
                 "safetensors instead."), EXIT_BAD_INPUT
+    inner = os_error_in_text(str(error))
+    if inner is not None:
+        return describe_os_error(inner), EXIT_BAD_INPUT
     text = one_line(str(error), _MAX_FOREIGN)
     name = type(error).__name__
     if isinstance(error, ValueError):
@@ -116,6 +141,36 @@ def report(prog: str, error: BaseException, *, debug: bool = False) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.stderr.flush()
     return code
+
+
+def quiet_library_tracebacks(prog: str = "jaxmm") -> None:
+    """For the rest of the process, errors in libraries' background work print no
+    traceback: log records (of every logger and thread) keep their message only, and an
+    exception in a thread or an unraisable one (a callback run while the process shuts
+    down) prints one line, once per distinct message.
+
+    For the ``jaxmm`` process itself, without ``--debug``: after a failure, Orbax's
+    writer threads may still report the same error while the process exits.
+    """
+    make_record = logging.getLogRecordFactory()
+
+    def without_traceback(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return record
+
+    seen: set[str] = set()
+
+    def one_line_once(error: BaseException | None, where: str) -> None:
+        line = f"{prog}: {where}: {type(error).__name__}: {one_line(str(error), 200)}"
+        if line not in seen:
+            seen.add(line)
+            print(line, file=sys.stderr)
+
+    logging.setLogRecordFactory(without_traceback)
+    sys.unraisablehook = lambda u: one_line_once(u.exc_value, "ignored in a callback")
+    threading.excepthook = lambda t: one_line_once(
+        t.exc_value, f"error in thread {t.thread.name if t.thread else '?'}")
 
 
 def split_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:

@@ -162,8 +162,10 @@ KEY_TYPES: dict[str, Any] = {
     "distributed.process_id": int | None,
     "distributed.local_device_ids": tuple[int, ...] | None,
 }
-# Free-form sections: their keys take any literal, None or a word.
-_ANY_TYPE = ("data.", "eval.data.")
+# Free-form sections: their keys take any literal, None or a word, and an override may
+# add one (their consumer, jaxmm.data.make_iterator, checks the keys).
+_OPEN_SECTIONS = ("data", "eval.data")
+_ANY_TYPE = tuple(f"{s}." for s in _OPEN_SECTIONS)
 
 
 def _field_type(cls: type, names: Sequence[str]) -> Any:
@@ -314,7 +316,7 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
     overrides = [o.removeprefix("--config.") for o in overrides]
     types_of = key_types(config)
     apply_overrides(config, [o for o in overrides if not o.startswith(_LATE_OVERRIDES)],
-                    types_of)
+                    types_of, open_sections=_OPEN_SECTIONS)
     from jaxmm.train.tasks import get_task
 
     task_cls = get_task(config.task.name)
