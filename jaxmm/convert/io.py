@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,6 +70,15 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _refusal_reason(message: str) -> str:
+    """What torch's weights-only unpickler refused (its message's middle paragraphs:
+    "Trying to load unsupported GLOBAL posix.system ...", "Unsupported operand 149")."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", message) if p.strip()]
+    kept = [p for p in paragraphs[1:] if not p.startswith(("Check the documentation",
+                                                              "Please file an issue"))]
+    return "; ".join(kept)[:300] or (paragraphs[0][:300] if paragraphs else "refused")
+
+
 def _load_pickle(path: str, files: Iterable[str]) -> dict[str, np.ndarray]:
     try:
         import torch
@@ -81,14 +91,15 @@ def _load_pickle(path: str, files: Iterable[str]) -> dict[str, np.ndarray]:
     for name in files:
         file = os.path.join(path, name)
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:  # weights_only refused a global: nothing ran
-            reason = next((line.strip() for line in str(e).splitlines()
-                           if "global" in line.lower()), str(e).splitlines()[0] if str(e) else "")
+            with warnings.catch_warnings():  # torch warns about the pickle protocol
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # weights_only refused something: nothing ran
+            reason = _refusal_reason(str(e))
             raise ConversionError(
-                f"{file} was refused: it is not a plain tensor checkpoint, and loading it would "
-                f"run code it names (torch.load(weights_only=True): {reason}). Nothing in it "
-                "was run.", hint="Use a safetensors copy from a source you trust.") from None
+                f"{file} was refused: it is not a plain tensor checkpoint (torch.load with "
+                f"weights_only=True: {reason}). Nothing in it was run.",
+                hint="Use a safetensors copy from a source you trust.") from None
         except (RuntimeError, EOFError, OSError) as e:
             raise ConversionError(f"{file} is corrupt or not a PyTorch checkpoint ({e}).",
                                   hint="Re-download it, or use a safetensors copy.") from None
