@@ -139,3 +139,77 @@ def test_config_command_prints_what_train_runs(tmp_path):
     assert bad.returncode == 2
     assert "Did you mean 'num_layers'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_every_key_whose_default_is_none_declares_its_type():
+    """``KEY_TYPES`` lists every default_config() key that is None by default (so an
+    override of it is checked), and each declared type accepts None."""
+    from ml_collections import ConfigDict
+
+    from jaxmm.overrides import accepts_none
+    from jaxmm.train.run_config import KEY_TYPES, default_config
+
+    def none_keys(section, prefix=""):
+        for key in section.keys():
+            value = section[key]
+            if isinstance(value, ConfigDict):
+                yield from none_keys(value, f"{prefix}{key}.")
+            elif value is None:
+                yield prefix + key
+
+    assert sorted(k for k in none_keys(default_config()) if k not in KEY_TYPES) == []
+    assert all(accepts_none(tp) for tp in KEY_TYPES.values())
+
+
+@pytest.mark.parametrize("text, annotation, expected", [
+    ("None", "int | None", None),
+    ("null", "float | None", None),
+    ("3", "int | None", 3),
+    ("3", "float", 3.0),
+    ("1e-3", "float", 1e-3),
+    ("yes", "bool", True),
+    ("OFF", "bool", False),
+    ("(1, 2)", "tuple[int, ...]", (1, 2)),
+    ("1,2", "tuple[int, ...]", (1, 2)),
+    ("[1, 2]", "tuple[int, ...] | None", (1, 2)),
+    ("5", "tuple[int, ...]", (5,)),
+    ("a,b", "tuple[str, ...]", ("a", "b")),
+    ("(x, y)", "tuple[str, ...]", ("x", "y")),
+    ("4", "int | tuple[int, int]", 4),
+    ("(4, 8)", "int | tuple[int, int]", (4, 8)),
+    ("never", "bool | str", "never"),
+    ("bfloat16", "str", "bfloat16"),
+    ("None", "str | None", None),
+    ("None", "str", "None"),  # a plain str key takes the text as written
+    ("7", "typing.Any", 7),
+    ("word", "typing.Any", "word"),
+])
+def test_override_values_parse_by_declared_type(text, annotation, expected):
+    import typing  # noqa: F401 - used by eval
+
+    from jaxmm.overrides import parse_value
+
+    value = parse_value(text, eval(annotation), "k")
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("text, annotation, match", [
+    ("None", "int", "k does not accept None; expected int"),
+    ("abc", "int | None", "cannot parse as int or None"),
+    ("(1, 2, 3)", "tuple[int, int]", "expected a tuple"),
+    ("(1, 'a')", "tuple[int, ...]", "expected a tuple of int"),
+    ("2", "bool", "expected a boolean"),
+])
+def test_override_values_that_do_not_fit_are_refused(text, annotation, match):
+    from jaxmm.overrides import parse_value
+
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        parse_value(text, eval(annotation), "k")
+
+
+def test_debug_flag_is_taken_anywhere_before_a_double_dash():
+    from jaxmm.cli.failures import split_debug_flag
+
+    assert split_debug_flag(["--debug", "train", "--x"]) == (["train", "--x"], True)
+    assert split_debug_flag(["train", "--debug"]) == (["train"], True)
+    assert split_debug_flag(["train", "--", "--debug"]) == (["train", "--", "--debug"], False)
