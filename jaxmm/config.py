@@ -22,12 +22,11 @@ Two kinds of configuration live in jaxmm:
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import difflib
 import functools
 import importlib.util
 import os
+import traceback
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,34 +34,20 @@ from typing import Any, ClassVar, TypeVar
 
 import ml_collections
 
+from jaxmm.errors import ConfigError, did_you_mean, nearest
+from jaxmm.overrides import apply_overrides, parse_override_args, unknown_key_message
+
 __all__ = [
     "ConfigBase",
     "ConfigError",
     "apply_overrides",
+    "did_you_mean",
     "load_config",
     "nearest",
     "parse_override_args",
 ]
 
 T = TypeVar("T", bound="ConfigBase")
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid: unknown key, bad value or bad file."""
-
-
-def nearest(name: str, candidates: Sequence[str], n: int = 3) -> list[str]:
-    """Closest matches to ``name`` among ``candidates`` (for error messages)."""
-    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
-
-
-def _unknown_key_message(key: str, valid: Sequence[str], where: str) -> str:
-    close = nearest(key, valid)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return (
-        f"Unknown config key {key!r} for {where}.{hint} "
-        f"Valid keys: {', '.join(sorted(valid))}."
-    )
 
 
 def _resolve_type(tp: Any) -> Any:
@@ -119,7 +104,7 @@ def _apply_defaults(cls: type, defaults: Mapping[str, Any]) -> None:
         )
     for name, value in defaults.items():
         if name not in inherited:
-            raise TypeError(_unknown_key_message(name, list(inherited), f"{cls.__name__}.DEFAULTS"))
+            raise TypeError(unknown_key_message(name, list(inherited), f"{cls.__name__}.DEFAULTS"))
         owner, f = inherited[name]
         try:
             tp = typing.get_type_hints(owner)[name]
@@ -173,7 +158,7 @@ class _ConfigMeta(type):
         fields, valid = _init_fields(cls)
         for key in kwargs:
             if key not in valid:
-                raise ConfigError(_unknown_key_message(key, sorted(valid), cls.__name__))
+                raise ConfigError(unknown_key_message(key, sorted(valid), cls.__name__))
         values = dict(kwargs)
         for f in fields:
             if f.name in values:
@@ -311,8 +296,7 @@ class ConfigBase(metaclass=_ConfigMeta):
     def from_size(cls: type[T], size: str, **overrides) -> T:
         """Builds a config from the class's size table, then applies overrides."""
         if size not in cls.SIZES:
-            close = nearest(size, list(cls.SIZES))
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(size, list(cls.SIZES))
             raise ConfigError(
                 f"Unknown size {size!r} for {cls.__name__}.{hint} "
                 f"Available sizes: {', '.join(cls.SIZES)}."
@@ -362,10 +346,21 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     if loader_spec is None or loader_spec.loader is None:
         raise ConfigError(f"Config file {path!r} cannot be imported as Python.")
     module = importlib.util.module_from_spec(loader_spec)
-    loader_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    try:
+        loader_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: syntax error in the config file: {e.msg}.",
+                          hint="Fix the file (python -m py_compile FILE shows the spot)."
+                          ) from e
+    except Exception as e:  # noqa: BLE001 - any failure of the user's file is reported
+        raise _config_file_error(path, "importing it", e) from e
+    if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"Config file {path!r} has no get_config(arg) function.")
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # noqa: BLE001
+        call = f"get_config({arg!r})" if arg else "get_config()"
+        raise _config_file_error(path, call, e) from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(
             f"get_config() in {path!r} returned {type(config).__name__}; "
@@ -376,86 +371,15 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     return config
 
 
-def parse_override_args(argv: Sequence[str], prefix: str = "--config.") -> tuple[list, list]:
-    """Splits ``argv`` into config overrides (``a.b=v``) and the remaining args.
-
-    Accepts both ``--config.a.b=v`` and ``--config.a.b v``.
-    """
-    overrides, rest = [], []
-    i = 0
-    argv = list(argv)
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith(prefix):
-            body = arg[len(prefix):]
-            if "=" not in body:
-                if i + 1 >= len(argv):
-                    raise ConfigError(f"Override {arg!r} has no value; use {arg}=VALUE.")
-                body = f"{body}={argv[i + 1]}"
-                i += 1
-            overrides.append(body)
-        else:
-            rest.append(arg)
-        i += 1
-    return overrides, rest
-
-
-def _parse_value(text: str, current: Any, path: str) -> Any:
-    """Parses an override string into the type of the value it replaces."""
-    if isinstance(current, bool):
-        low = text.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"Override {path}={text!r}: expected a boolean (true/false).")
-    if isinstance(current, str):
-        return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        if current is None:
-            return text
-        raise ConfigError(
-            f"Override {path}={text!r}: cannot parse as {type(current).__name__}."
-        ) from None
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
-    if current is not None and not isinstance(value, type(current)):
-        raise ConfigError(
-            f"Override {path}={text!r}: expected {type(current).__name__}, "
-            f"got {type(value).__name__}."
-        )
-    return value
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-    """Applies ``"a.b=value"`` overrides in place, checking every key exists."""
-    for item in overrides:
-        if item.startswith("--config."):
-            item = item[len("--config."):]
-        path, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"Override {item!r} must have the form key.path=value.")
-        node = config
-        parts = path.split(".")
-        for depth, part in enumerate(parts):
-            keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-            if part not in keys:
-                where = ".".join(parts[:depth]) or "the config"
-                raise ConfigError(_unknown_key_message(part, keys, where))
-            if depth < len(parts) - 1:
-                node = node[part]
-                if not isinstance(node, ml_collections.ConfigDict):
-                    raise ConfigError(
-                        f"Override {path!r}: {'.'.join(parts[: depth + 1])} is a value, "
-                        "not a section."
-                    )
-        leaf = parts[-1]
-        current = node[leaf]
-        if isinstance(current, ml_collections.ConfigDict):
-            raise ConfigError(f"Override {path!r} names a whole section; set its fields.")
-        with node.unlocked():
-            node[leaf] = _parse_value(text, current, path)
+def _config_file_error(path: str, doing: str, error: Exception) -> ConfigError:
+    """``ConfigError("path:line: <doing> failed: <error>")``; the line is the last one
+    of the config file in the error's traceback."""
+    target = os.path.abspath(path)
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(f.filename) == target]
+    where = f"{path}:{lines[-1]}" if lines else path
+    what = str(error) if isinstance(error, ConfigError) else \
+        f"{type(error).__name__}: {error}".rstrip(": ")
+    return ConfigError(f"{where}: {doing} failed: {what}",
+                       hint=None if isinstance(error, ConfigError) else
+                       "Fix the config file (or its :arg).")

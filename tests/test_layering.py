@@ -16,17 +16,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Rank of each top-level part of jaxmm: a part may import parts of lower rank only.
 RANKS = {
-    "config": 0,
-    "registry": 1,
-    "layers": 2, "audio_features": 2, "sharding": 2,
-    "losses": 3,
-    "models": 4,
-    "convert": 5, "data": 5, "generation": 5,
-    "evaluate": 6, "viz": 6,
-    "train": 7,
-    "demo": 8,
-    "cli": 9,
-    "__main__": 10,
+    "errors": 0,
+    "overrides": 1,
+    "config": 2,
+    "registry": 3,
+    "layers": 4, "audio_features": 4, "sharding": 4,
+    "losses": 5,
+    "models": 6,
+    "convert": 7, "data": 7, "generation": 7,
+    "evaluate": 8, "viz": 8,
+    "train": 9,
+    "demo": 10,
+    "cli": 11,
+    "__main__": 12,
 }
 
 

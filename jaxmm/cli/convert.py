@@ -31,9 +31,11 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
+
+from jaxmm.cli.failures import command
+from jaxmm.errors import InputError
 
 __all__ = ["main"]
 
@@ -43,7 +45,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE; got {item!r}.")
+            raise InputError(f"--set expects KEY=VALUE; got {item!r}.")
         try:
             out[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -89,7 +91,8 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm convert")
+def main(argv: list[str]) -> int:
     """Entry point of ``jaxmm convert`` (returns the exit status)."""
     parser = argparse.ArgumentParser(
         prog="jaxmm convert", description="Convert between Hugging Face and jaxmm folders.",
@@ -112,9 +115,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=_to_hf)
     p = sub.add_parser("list", help="list the Hugging Face model types that convert")
     p.set_defaults(run=_list)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return args.run(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:  # incl. Conversion/ConfigError
-        print(f"jaxmm convert: error: {e}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)
+    return args.run(args)

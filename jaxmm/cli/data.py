@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
+
+from jaxmm.cli.failures import command
+from jaxmm.errors import DataError, InputError
 
 __all__ = ["main"]
 
@@ -38,10 +40,10 @@ def _parse_splits(fmt: str, items: Sequence[str]) -> dict[str, dict[str, str]]:
         name, sep, rest = item.partition("=")
         if not sep or not name:
             shape = ":".join(f.upper() for f in fields)
-            raise ValueError(f"--split {item!r}: expected NAME={shape}")
+            raise InputError(f"--split {item!r}: expected NAME={shape}")
         parts = rest.split(":")
         if len(parts) > len(fields):
-            raise ValueError(f"--split {item!r}: at most {len(fields)} ':'-separated parts "
+            raise InputError(f"--split {item!r}: at most {len(fields)} ':'-separated parts "
                              f"({', '.join(fields)}).")
         out[name] = {f: p for f, p in zip(fields, parts) if p}
     return out
@@ -75,11 +77,12 @@ def _build_local(fmt: str, args) -> int:
 
 
 def _info(args) -> int:
-    from jaxmm.data.sources import DataError, find_prepared
+    from jaxmm.data.sources import find_prepared
 
     folder = find_prepared(args.data_dir, args.name)
     if folder is None:
-        raise DataError(f"No prepared dataset {args.name!r} in {args.data_dir!r}.")
+        raise DataError(f"No prepared dataset {args.name!r} in {args.data_dir!r}.",
+                        hint="Build it with 'jaxmm data build-...' (see jaxmm data --help).")
     with open(f"{folder}/dataset_info.json") as f:
         info = json.load(f)
     splits = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) for s in info["splits"]}
@@ -88,7 +91,8 @@ def _info(args) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm data")
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="jaxmm data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,15 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="e.g. jaxmm_scenes/small")
 
     args = parser.parse_args(argv)
-    from jaxmm.data.sources import DataError
-
-    try:
-        if args.command == "build-builtin":
-            return _build_builtin(args)
-        if args.command == "info":
-            return _info(args)
-        return _build_local(args.command.removeprefix("build-"), args)
-    except (DataError, ValueError) as e:
-        print(f"jaxmm data {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "build-builtin":
+        return _build_builtin(args)
+    if args.command == "info":
+        return _info(args)
+    return _build_local(args.command.removeprefix("build-"), args)
 

@@ -6,10 +6,12 @@ See :mod:`jaxmm.demo` for what it builds, trains, evaluates and draws.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+
+from jaxmm.cli.failures import command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm demo")
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="jaxmm demo",
         description="Build the built-in dataset, train CLIP, a captioner and a VQA model, "

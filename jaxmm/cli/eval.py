@@ -4,21 +4,50 @@
 Runs the config's evaluators (``config.eval.evaluators``: the task's loss by
 default, plus any of retrieval, captioning, VQA, ... the config lists) on the
 run's latest checkpoint (or ``--step``), or on an exported params directory;
-prints the metrics as JSON and writes ``DIR/eval_<step>.json``.
+prints the metrics as JSON and writes ``DIR/eval_<step>.json``. A workdir
+without the checkpoint asked for is refused before anything is written there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
+import os
 
+from jaxmm.cli.failures import command
 from jaxmm.config import parse_override_args
+from jaxmm.errors import CheckpointError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    overrides, rest = parse_override_args(list(sys.argv[1:] if argv is None else argv))
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The steps saved in ``workdir/checkpoints`` (sorted; read without creating anything)."""
+    folder = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(name) for name in os.listdir(folder)
+                  if name.isdigit() and os.path.isdir(os.path.join(folder, name)))
+
+
+def check_checkpoint(workdir: str, step: int | None) -> None:
+    """Raises :class:`CheckpointError` unless ``workdir`` holds checkpoint ``step``
+    (``None``: any), so a mistyped or empty workdir is refused untouched."""
+    if not os.path.isdir(workdir):
+        what = "is a file, not a folder" if os.path.exists(workdir) else "does not exist"
+        raise CheckpointError(f"Workdir {workdir!r} {what}.",
+                              hint="Pass the --workdir of a training run (or --params DIR).")
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise CheckpointError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')!r} to "
+                              "evaluate.", hint="Train first (jaxmm train --workdir DIR), or "
+                              "pass an exported params directory with --params.")
+    if step is not None and step not in steps:
+        raise CheckpointError(f"No checkpoint of step {step} in {workdir!r}; it has steps "
+                              f"{', '.join(map(str, steps))}.", hint="Pick one of them.")
+
+
+@command("jaxmm eval")
+def main(argv: list[str]) -> int:
+    overrides, rest = parse_override_args(argv)
     parser = argparse.ArgumentParser(
         prog="jaxmm eval", description="Evaluate a checkpoint or an exported params dir.",
         epilog="Evaluators and their options come from config.eval.evaluators; override "
@@ -34,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxmm.train import evaluate_checkpoint, load_run_config
 
     config = load_run_config(args.config, overrides)
+    if args.params is None:
+        check_checkpoint(args.workdir, args.step)
+    elif not os.path.isdir(args.params):
+        raise CheckpointError(f"--params {args.params!r} is not a folder.",
+                              hint="Pass a params export (a training run's WORKDIR/export).")
     result = evaluate_checkpoint(config, args.workdir, step=args.step, params_dir=args.params,
                                  evaluators=tuple(args.evaluator))
     print(json.dumps(result, indent=2))

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Sequence
 
 import numpy as np
+
+from jaxmm.cli.failures import command
+from jaxmm.errors import InputError
 
 __all__ = ["main"]
 
@@ -69,7 +70,7 @@ def _prompts(args) -> list[str]:
         with open(args.prompt_file, encoding="utf-8") as f:
             prompts += [line.rstrip("\n") for line in f if line.strip()]
     if not prompts:
-        raise ValueError("Give at least one --prompt (or --prompt-file).")
+        raise InputError("Give at least one --prompt (or --prompt-file).")
     return prompts
 
 
@@ -89,21 +90,32 @@ def _generation_config(args, pad_token_id: int | None):
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        prompts = _prompts(args)
-        tok_dir = args.tokenizer or args.model
-        if not os.path.isdir(tok_dir):
-            raise FileNotFoundError(f"Tokenizer folder {tok_dir!r} does not exist.")
-        from jaxmm.convert.folders import load_model
-        from jaxmm.data.tokenizers import load as load_tokenizer
+def _check_folders(args) -> None:
+    """The model folder, then the tokenizer folder, must exist (InputError otherwise)."""
+    if not os.path.isdir(args.model):
+        hub = "" if os.path.isabs(args.model) or args.model.startswith(".") else (
+            " Hugging Face Hub ids are not downloaded; save the model to a folder first "
+            "(transformers: model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)).")
+        raise InputError(f"Model folder {args.model!r} does not exist.{hub}",
+                         hint="Pass a Hugging Face folder, a jaxmm model folder (jaxmm convert "
+                         "from-hf), a params export or a training workdir.")
+    if args.tokenizer and not os.path.exists(args.tokenizer):
+        raise InputError(f"Tokenizer {args.tokenizer!r} (--tokenizer) does not exist.",
+                         hint="Pass a tokenizer folder or file, or leave --tokenizer out to use "
+                         "the model folder's.")
 
-        tokenizer = load_tokenizer(tok_dir)
-        model, params = load_model(args.model)
-    except (OSError, ValueError) as e:
-        print(f"jaxmm generate: error: {e}", file=sys.stderr)
-        return 2
+
+@command("jaxmm generate")
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    prompts = _prompts(args)
+    _check_folders(args)
+    # the tokenizer first: it is quick, and a folder without one fails before the weights load
+    from jaxmm.convert.folders import load_model
+    from jaxmm.data.tokenizers import load as load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    model, params = load_model(args.model)
 
     from jaxmm.generation import generate, is_encoder_decoder
 
@@ -111,13 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = tokenizer.encode(prompts, padding=True, truncation=False)
     ids, mask = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
     pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-    try:
-        config = _generation_config(args, tokenizer.pad_token_id if pad is None else pad)
-        out = generate(model, params, ids, mask, generation_config=config,
-                       rng=args.seed if args.do_sample else None)
-    except ValueError as e:
-        print(f"jaxmm generate: error: {e}", file=sys.stderr)
-        return 2
+    config = _generation_config(args, tokenizer.pad_token_id if pad is None else pad)
+    out = generate(model, params, ids, mask, generation_config=config,
+                   rng=args.seed if args.do_sample else None)
     seq = np.asarray(out.sequences)
     start = 0 if (encdec or args.show_prompt) else ids.shape[1]
     skip = not args.keep_special_tokens

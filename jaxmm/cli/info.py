@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+
+from jaxmm.cli.failures import command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm info")
+def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="jaxmm info", description="Versions and devices.").parse_args(
         argv
     )

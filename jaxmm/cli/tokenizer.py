@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 
-from jaxmm.data.tokenizers import TokenizerError, load, train_tokenizer
+from jaxmm.cli.failures import command
+from jaxmm.data.tokenizers import load, train_tokenizer
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command("jaxmm tokenizer")
+def main(argv: list[str]) -> int:
     """``jaxmm tokenizer`` entry point."""
     parser = argparse.ArgumentParser(prog="jaxmm tokenizer",
                                      description="Train, apply or inspect tokenizers.")
@@ -38,34 +39,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = sub.add_parser("info", help="vocabulary size and special tokens")
     info.add_argument("--tokenizer", required=True)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "train":
-            tok = train_tokenizer(args.kind, args.files, args.vocab_size, out_dir=args.out,
-                                  min_frequency=args.min_frequency,
-                                  lowercase=not args.no_lowercase, model_type=args.model_type,
-                                  model_max_length=args.model_max_length)
-            print(f"Trained {args.kind} tokenizer, vocab_size={tok.vocab_size}, saved to "
-                  f"{args.out}")
-            return 0
-        tok = load(args.tokenizer)
-        if args.command == "info":
-            print(json.dumps({"type": type(tok).__name__, "vocab_size": tok.vocab_size,
-                              "model_max_length": tok.model_max_length,
-                              **{f"{r}_token": t for r, t in tok.special_tokens.items()}},
-                             indent=2))
-        elif args.command == "decode":
-            print(tok.decode(args.ids, skip_special_tokens=not args.keep_special))
-        else:
-            texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
-            enc = tok.encode(texts, pairs=args.pair, max_length=args.max_length, padding=False,
-                             add_special_tokens=not args.no_special_tokens)
-            for i, ids in enumerate(enc["input_ids"]):
-                row = {"input_ids": ids.tolist(),
-                       "tokens": [tok.id_to_token(int(t)) for t in ids]}
-                if "token_type_ids" in enc:
-                    row["token_type_ids"] = enc["token_type_ids"][i].tolist()
-                print(json.dumps(row, ensure_ascii=False))
+    if args.command == "train":
+        tok = train_tokenizer(args.kind, args.files, args.vocab_size, out_dir=args.out,
+                              min_frequency=args.min_frequency,
+                              lowercase=not args.no_lowercase, model_type=args.model_type,
+                              model_max_length=args.model_max_length)
+        print(f"Trained {args.kind} tokenizer, vocab_size={tok.vocab_size}, saved to "
+              f"{args.out}")
         return 0
-    except TokenizerError as e:
-        print(f"jaxmm tokenizer: error: {e}", file=sys.stderr)
-        return 2
+    tok = load(args.tokenizer)
+    if args.command == "info":
+        print(json.dumps({"type": type(tok).__name__, "vocab_size": tok.vocab_size,
+                          "model_max_length": tok.model_max_length,
+                          **{f"{r}_token": t for r, t in tok.special_tokens.items()}},
+                         indent=2))
+    elif args.command == "decode":
+        print(tok.decode(args.ids, skip_special_tokens=not args.keep_special))
+    else:
+        texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+        enc = tok.encode(texts, pairs=args.pair, max_length=args.max_length, padding=False,
+                         add_special_tokens=not args.no_special_tokens)
+        for i, ids in enumerate(enc["input_ids"]):
+            row = {"input_ids": ids.tolist(),
+                   "tokens": [tok.id_to_token(int(t)) for t in ids]}
+            if "token_type_ids" in enc:
+                row["token_type_ids"] = enc["token_type_ids"][i].tolist()
+            print(json.dumps(row, ensure_ascii=False))
+    return 0

@@ -1,45 +1,56 @@
 """``jaxmm train --config configs/X.py[:arg] --workdir DIR [--config.a.b=v ...]``.
 
 Re-running the same command on the same workdir resumes from its latest
-checkpoint. Exit status: 0 when training finished or stopped cleanly on a
-preemption notice (SIGTERM; a checkpoint was saved), 1 when it stopped on
-NaN/Inf, 2 on a configuration error.
+checkpoint. Exit status (the README's table): 0 when training finished or
+stopped cleanly on a preemption notice (SIGTERM; a checkpoint was saved), 1
+when it stopped on NaN/Inf, 2 on bad input (config, data, tokenizer, files),
+3 when the workdir's checkpoints cannot be used, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from collections.abc import Sequence
+import os
 
+from jaxmm.cli.failures import command
 from jaxmm.config import parse_override_args
+from jaxmm.errors import InputError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    overrides, rest = parse_override_args(list(sys.argv[1:] if argv is None else argv))
+def check_workdir(workdir: str, option: str = "--workdir") -> None:
+    """``workdir`` must be a folder or not exist yet (raises :class:`InputError`)."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise InputError(f"{option} {workdir!r} is a file, not a folder.",
+                         hint=f"Pass a folder for {option} (a new one is created).")
+
+
+@command("jaxmm train")
+def main(argv: list[str]) -> int:
+    overrides, rest = parse_override_args(argv)
     parser = argparse.ArgumentParser(
         prog="jaxmm train",
         description="Train a model from a run config; re-running on the same workdir resumes.",
         epilog="Override any config key with --config.KEY=VALUE (e.g. --config.num_steps=100, "
-               "--config.model.config.num_layers=4). See jaxmm.train.run_config for all keys.",
+               "--config.model.config.num_layers=4, --config.eval.num_batches=None). "
+               "'jaxmm config' prints every key. See jaxmm.train.run_config for all keys.",
     )
     parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
     parser.add_argument("--workdir", required=True, help="checkpoints, logs and exports go here")
     parser.add_argument("--log-level", default="WARNING", help="Python logging level")
     args = parser.parse_args(rest)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.getLevelName(args.log_level.upper())
+    if not isinstance(level, int):
+        parser.error(f"--log-level {args.log_level!r} is not one of DEBUG, INFO, WARNING, "
+                     "ERROR, CRITICAL")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_workdir(args.workdir)
 
-    from jaxmm.train import NonFiniteError, run
+    from jaxmm.train import run
     from jaxmm.train.run_config import load_run_config
 
     config = load_run_config(args.config, overrides)
-    try:
-        summary = run(config, args.workdir)
-    except NonFiniteError as e:
-        print(f"jaxmm train: error: {e}", file=sys.stderr)
-        return 1
+    summary = run(config, args.workdir)
     import jax
 
     if not summary["preempted"] and jax.process_index() == 0:

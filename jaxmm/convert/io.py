@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from jaxmm.errors import ConversionError
 
 __all__ = [
     "ConversionError",
@@ -26,10 +30,6 @@ __all__ = [
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-class ConversionError(ValueError):
-    """A checkpoint cannot be converted; the message says why and what to do."""
 
 
 def read_hf_config(path: str) -> dict[str, Any]:
@@ -70,6 +70,15 @@ def _load_safetensors(file: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _refusal_reason(message: str) -> str:
+    """What torch's weights-only unpickler refused (its message's middle paragraphs:
+    "Trying to load unsupported GLOBAL posix.system ...", "Unsupported operand 149")."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", message) if p.strip()]
+    kept = [p for p in paragraphs[1:] if not p.startswith(("Check the documentation",
+                                                              "Please file an issue"))]
+    return "; ".join(kept)[:300] or (paragraphs[0][:300] if paragraphs else "refused")
+
+
 def _load_pickle(path: str, files: Iterable[str]) -> dict[str, np.ndarray]:
     try:
         import torch
@@ -80,7 +89,23 @@ def _load_pickle(path: str, files: Iterable[str]) -> dict[str, np.ndarray]:
         ) from None
     out = {}
     for name in files:
-        state = torch.load(os.path.join(path, name), map_location="cpu", weights_only=True)
+        file = os.path.join(path, name)
+        try:
+            with warnings.catch_warnings():  # torch warns about the pickle protocol
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # weights_only refused something: nothing ran
+            reason = _refusal_reason(str(e))
+            raise ConversionError(
+                f"{file} was refused: it is not a plain tensor checkpoint (torch.load with "
+                f"weights_only=True: {reason}). Nothing in it was run.",
+                hint="Use a safetensors copy from a source you trust.") from None
+        except (RuntimeError, EOFError, OSError) as e:
+            raise ConversionError(f"{file} is corrupt or not a PyTorch checkpoint ({e}).",
+                                  hint="Re-download it, or use a safetensors copy.") from None
+        if not isinstance(state, Mapping):
+            raise ConversionError(f"{file} holds a {type(state).__name__}, not a state dict of "
+                                  "tensors.")
         for k, v in state.items():
             out[k] = v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
     return out

@@ -370,8 +370,11 @@ def make_iterator(
     if unknown:
         from jaxmm.config import nearest
 
-        hints = "; ".join(f"{k!r} (did you mean {', '.join(map(repr, nearest(k, _KNOWN_KEYS)))}?)"
-                          for k in unknown)
+        def named(key: str) -> str:
+            close = nearest(key, _KNOWN_KEYS)
+            return f"{key!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(key)
+
+        hints = "; ".join(named(k) for k in unknown)
         raise ConfigError(f"Unknown data config key(s): {hints}. Valid: {sorted(_KNOWN_KEYS)}.")
     if not _get(data_config, "name"):
         raise ConfigError("The data config needs 'name' (a tfds dataset name).")

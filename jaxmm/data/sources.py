@@ -17,11 +17,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxmm.errors import DataError, did_you_mean
+
 __all__ = ["DataError", "RecordSource", "find_prepared", "open_source"]
-
-
-class DataError(ValueError):
-    """A dataset is missing, empty, corrupt or not usable as configured."""
 
 
 def _version_key(v: str) -> tuple:
@@ -82,9 +80,32 @@ class RecordSource:
 
 
 def _missing(name: str, data_dir: str | None, prepare: str | None, what: str) -> DataError:
-    hint = prepare or f"tfds build {name.split('/')[0]} --data_dir {data_dir} " \
+    command = prepare or f"tfds build {name.split('/')[0]} --data_dir {{data_dir}} " \
         "--file_format array_record"
-    return DataError(f"{what}. Prepare it with:\n  {hint.format(data_dir=data_dir)}")
+    if data_dir is None:
+        return DataError(f"{what}, and no data_dir is set.",
+                         hint=f"Prepare it with: {command.format(data_dir='DIR')} -- then pass "
+                         "--config.data.data_dir=DIR (the catalog's datasets also read "
+                         "JAXMM_DATA_DIR=DIR).")
+    held = prepared_names(data_dir) if os.path.isdir(data_dir) else []
+    if held:
+        what += (f" (it holds {', '.join(held)}.{did_you_mean(name, held)} Or prepare it with: "
+                 f"{command.format(data_dir=data_dir)})")
+        return DataError(what + ".")
+    return DataError(f"{what}.", hint=f"Prepare it with: {command.format(data_dir=data_dir)}")
+
+
+def prepared_names(data_dir: str) -> list[str]:
+    """The datasets prepared in ``data_dir`` (``name`` or ``name/config``), sorted."""
+    names = set()
+    for root, dirs, files in os.walk(data_dir):
+        depth = os.path.relpath(root, data_dir).count(os.sep)
+        if "dataset_info.json" in files and depth >= 1:
+            names.add("/".join(os.path.relpath(root, data_dir).split(os.sep)[:-1]))
+            dirs[:] = []
+        elif depth >= 2:
+            dirs[:] = []
+    return sorted(names)
 
 
 def open_source(name: str, split: str, data_dir: str | None = None,

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxmm.errors import TokenizerError
+
 __all__ = [
     "HFTokenizer",
     "SentencePieceTokenizer",
@@ -54,10 +56,6 @@ _GUESSES = {
     "sep": ("[SEP]",), "mask": ("[MASK]", "<mask>"), "bos": ("<s>", "<|endoftext|>"),
     "eos": ("</s>", "<|endoftext|>"),
 }
-
-
-class TokenizerError(ValueError):
-    """A tokenizer cannot be loaded, trained or applied; the message says why."""
 
 
 # ---------------------------------------------------------------------------

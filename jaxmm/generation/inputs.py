@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm.errors import InputError
 from jaxmm.generation.config import SpecialTokens
 from jaxmm.models.outputs import BaseModelOutput
 
@@ -210,11 +211,21 @@ def _check_length(mask: np.ndarray, max_new: int, cfg) -> None:
     limit = getattr(cfg, "max_position_embeddings", None)
     longest = int(mask.sum(1).max())
     if limit is not None and longest + max_new > limit:
-        raise ValueError(
+        room, spare = limit - max_new, limit - longest  # prompt tokens / new tokens that fit
+        if room >= 1 and spare >= 1:
+            fix = (f"Shorten the prompt to at most {room} tokens, or lower max_new_tokens to "
+                   f"at most {spare}.")
+        elif room >= 1:
+            fix = f"Shorten the prompt to at most {room} tokens."
+        elif spare >= 1:
+            fix = f"Lower max_new_tokens to at most {spare}."
+        else:
+            fix = (f"Shorten the prompt and lower max_new_tokens so that together they are at "
+                   f"most {limit}.")
+        raise InputError(
             f"The longest prompt has {longest} tokens; with max_new_tokens={max_new} that is "
             f"{longest + max_new} positions, more than the model's maximum of {limit} "
-            f"(max_position_embeddings). Shorten the prompt to at most {limit - max_new} "
-            "tokens or lower max_new_tokens.")
+            "(max_position_embeddings).", hint=fix)
 
 
 # ---------------------------------------------------------------------------

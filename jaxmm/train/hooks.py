@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxmm.errors import NonFiniteError
 from jaxmm.train import logging as log_lib
 from jaxmm.train.steps import TrainState
 
@@ -39,10 +40,6 @@ __all__ = [
 ]
 
 Metrics = dict[str, float]
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/Inf; the message names the step and the metrics."""
 
 
 class StepMetrics:

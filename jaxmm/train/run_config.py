@@ -11,19 +11,32 @@ Free-form sections, validated by their consumers rather than here: ``data`` and
 ``model.config`` (the model's config class) and ``task`` (the task's options).
 ``eval.evaluators`` entries are checked against their evaluator type
 (:mod:`jaxmm.evaluate.evaluators`) and filled with all its keys.
+
+Types of overrides (:mod:`jaxmm.overrides` parses the text): a key of
+:func:`default_config` has the type of its default, unless :data:`KEY_TYPES`
+declares it; that table lists every key that accepts ``None`` (``eval.num_batches:
+int | None``, None meaning "the whole split"). ``model.config.*``, ``task.*`` and
+``eval.evaluators.NAME.*`` keys take the type hints of the model's config class,
+the task's options and the evaluator's options (``int | None`` accepts None,
+``tuple[int, ...]`` a tuple). ``data.*`` and ``eval.data.*`` are free-form: any
+Python literal, ``None`` or a word.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ml_collections import ConfigDict
 
-from jaxmm.config import ConfigError, apply_overrides, load_config, nearest
+from jaxmm.config import ConfigError, apply_overrides, did_you_mean, load_config
+from jaxmm.overrides import implied_type
 
-__all__ = ["default_config", "load_run_config", "parse_config_arg", "resolve_config"]
+__all__ = ["KEY_TYPES", "default_config", "key_types", "load_run_config", "parse_config_arg",
+           "resolve_config"]
 
 # Sections whose keys are not checked against the defaults.
 _FREE_FORM = ("data", "eval.data", "eval.evaluators", "model.config", "task", "teacher.config")
@@ -126,14 +139,93 @@ def default_config() -> ConfigDict:
     return c
 
 
+# The declared type of every default_config() key that accepts None (the others
+# take the type of their default). tests/test_config_cli.py checks that every key
+# whose default is None is listed here.
+KEY_TYPES: dict[str, Any] = {
+    "model.name": str | None, "model.size": str | None,
+    "teacher.name": str | None, "teacher.size": str | None,
+    "teacher.params": str | None, "teacher.hf": str | None,
+    "init.params": str | None, "init.hf": str | None,
+    "tokenizer": str | None,
+    "optimizer.mu_dtype": str | None,
+    "optimizer.clip_norm": float | None,  # None or 0: no clipping
+    "schedule.decay_steps": int | None,  # None: num_steps
+    "schedule.timescale": float | None,  # None: warmup_steps
+    "checkpoint.best_metric": str | None,
+    "eval.num_batches": int | None,  # None or -1: the whole split
+    "eval.batch_size": int | None,  # None: batch_size
+    "eval.data": Mapping | None,  # None: the data section with eval.split
+    "compilation_cache_dir": str | None,
+    "distributed.coordinator_address": str | None,
+    "distributed.num_processes": int | None,
+    "distributed.process_id": int | None,
+    "distributed.local_device_ids": tuple[int, ...] | None,
+}
+# Free-form sections: their keys take any literal, None or a word, and an override may
+# add one (their consumer, jaxmm.data.make_iterator, checks the keys).
+_OPEN_SECTIONS = ("data", "eval.data")
+_ANY_TYPE = tuple(f"{s}." for s in _OPEN_SECTIONS)
+
+
+def _field_type(cls: type, names: Sequence[str]) -> Any:
+    """The type hint of the field ``names[0]`` of the config class ``cls`` (following
+    nested config classes for ``names[1:]``); ``None`` when it is not a field."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        hints = {f.name: f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)}
+    tp = hints.get(names[0])
+    if len(names) == 1 or tp is None:
+        return tp
+    members = typing.get_args(tp) or (tp,)
+    nested = [m for m in members if dataclasses.is_dataclass(m) and isinstance(m, type)]
+    return _field_type(nested[0], names[1:]) if len(nested) == 1 else None
+
+
+def key_types(config: ConfigDict) -> Callable[[str], Any]:
+    """``path -> declared type`` of the run config's keys (``None``: undeclared, so the
+    type of the current value); see the module docstring. Looks ``config`` up when
+    called, so it sees the task, model and evaluators chosen by then."""
+    from jaxmm.evaluate.evaluators import EVALUATORS
+    from jaxmm.models import registry
+    from jaxmm.train.tasks import get_task
+
+    def lookup(path: str) -> Any:
+        if path in KEY_TYPES:
+            return KEY_TYPES[path]
+        if path.startswith(_ANY_TYPE):
+            return Any
+        parts = path.split(".")
+        head, rest = ".".join(parts[:2]), parts[2:]
+        if head in ("model.config", "teacher.config") and rest:
+            name = config[parts[0]].name
+            return _field_type(registry.get(name).config_cls, rest) if name else None
+        if parts[0] == "task" and parts[1:] and parts[1] != "name":
+            return _field_type(get_task(config.task.name).Options, parts[1:])
+        if head == "eval.evaluators" and len(rest) == 1:
+            return Mapping | None  # None drops the evaluator
+        if head == "eval.evaluators" and len(rest) == 2:
+            key = rest[1]
+            if key in ("type", "prefix"):
+                return str if key == "type" else str | None
+            if key in default_config().eval:
+                inherited = KEY_TYPES.get(f"eval.{key}") or implied_type(default_config().eval[key])
+                return inherited | None  # None: inherit from eval
+            entry = config.eval.evaluators[rest[0]]
+            return _field_type(EVALUATORS.get(entry.type).Options, [key])
+        return None
+
+    return lookup
+
+
 def _check_keys(user: ConfigDict, ref: ConfigDict, prefix: str = "") -> None:
     for key in user.keys():
         path = f"{prefix}{key}"
         if path in _FREE_FORM:
             continue
         if key not in ref:
-            close = nearest(key, list(ref.keys()))
-            hint = f" Did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+            hint = did_you_mean(key, list(ref.keys()), prefix=prefix)
             raise ConfigError(
                 f"Unknown config key {path!r}.{hint} Valid keys here: "
                 f"{', '.join(prefix + k for k in sorted(ref.keys()))}."
@@ -222,7 +314,9 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
         except ImportError as e:
             raise ConfigError(f"imports: cannot import {module!r}: {e}") from None
     overrides = [o.removeprefix("--config.") for o in overrides]
-    apply_overrides(config, [o for o in overrides if not o.startswith(_LATE_OVERRIDES)])
+    types_of = key_types(config)
+    apply_overrides(config, [o for o in overrides if not o.startswith(_LATE_OVERRIDES)],
+                    types_of, open_sections=_OPEN_SECTIONS)
     from jaxmm.train.tasks import get_task
 
     task_cls = get_task(config.task.name)
@@ -241,7 +335,7 @@ def resolve_config(user: ConfigDict | dict, overrides: Sequence[str] = ()) -> Co
     from jaxmm.evaluate.evaluators import complete_evaluator_configs
 
     complete_evaluator_configs(config.eval.evaluators)
-    apply_overrides(config, [o for o in overrides if o.startswith(_LATE_OVERRIDES)])
+    apply_overrides(config, [o for o in overrides if o.startswith(_LATE_OVERRIDES)], types_of)
     complete_evaluator_configs(config.eval.evaluators)  # checks the overridden values
     config.lock()
     return config
@@ -266,8 +360,7 @@ def parse_config_arg(arg: str | None, **defaults: Any) -> ConfigDict:
                 raise ConfigError(f"Config argument {item!r} must be key=value.")
             key, value = next(iter(defaults)), item
         if key not in defaults:
-            close = nearest(key, list(defaults))
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, list(defaults))
             raise ConfigError(f"Unknown config argument {key!r}.{hint} Valid: "
                               f"{', '.join(defaults)}.")
         cur = defaults[key]
