@@ -71,6 +71,9 @@ def cpu_env(devices: int = 8, **extra: str) -> dict[str, str]:
 # Hang guard for a subprocess running a few steps of a tiny model: far above the
 # quiet-machine time (seconds), so only a hang trips it, never a busy machine.
 HANG_GUARD_S = 1800
+# How long a multi-process worker waits for its peer: both start together, so only a
+# peer that never arrives trips it (the quiet-machine start-up gap is seconds).
+PEER_GUARD_S = 600
 
 
 def run_cli(*args: str, devices: int = 8, timeout: float = HANG_GUARD_S,

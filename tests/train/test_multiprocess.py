@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from jaxmm.train import load_exported, run
-from tests.train.helpers import ROOT, cpu_env, jaxmm_cmd, losses, tiny_config, write_config
+from tests.train.helpers import (
+    HANG_GUARD_S,
+    PEER_GUARD_S,
+    ROOT,
+    cpu_env,
+    jaxmm_cmd,
+    losses,
+    tiny_config,
+    write_config,
+)
 
 CFG = {"num_steps": 4, "checkpoint.every_steps": 2, "checkpoint.export_params": True,
        "mesh.data": 4, "mesh.fsdp": 2}
@@ -31,7 +40,7 @@ def test_two_processes_match_one(tmp_path):
                       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                       "--config.distributed.num_processes=2",
                       f"--config.distributed.process_id={i}",
-                      "--config.distributed.timeout_s=60"),
+                      f"--config.distributed.timeout_s={PEER_GUARD_S}"),
             cwd=ROOT, env=cpu_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
         for i in range(2)
@@ -39,7 +48,7 @@ def test_two_processes_match_one(tmp_path):
     outs = []
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=240))
+            outs.append(p.communicate(timeout=HANG_GUARD_S))
     finally:
         for p in procs:
             p.kill()
