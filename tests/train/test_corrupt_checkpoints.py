@@ -90,42 +90,41 @@ def _break_every_step(workdir):
     os.makedirs(os.path.join(ckpts, "2"))
 
 
-@pytest.mark.slow
-def test_no_readable_checkpoint_stops_and_touches_nothing(tmp_path, runs):
-    workdir = str(tmp_path / "run")
-    shutil.copytree(runs[0], workdir)
-    _break_every_step(workdir)
-    before = snapshot(workdir)
-    with pytest.raises(CheckpointError, match=r"No checkpoint in .* can be read \(step 6: .*"
-                                              r"; step 4: .*; step 2: .*nothing was changed"):
-        run(tiny_config("lm", {**CFG, "num_steps": 8}), workdir)
-    assert snapshot(workdir) == before  # never starts from scratch over them
-
-
-@pytest.mark.slow
-def test_on_corrupt_fail_stops_at_the_first_unreadable_step(tmp_path, runs):
-    workdir = str(tmp_path / "run")
-    shutil.copytree(runs[0], workdir)
+def _break_latest(workdir):
     _remove_metadata(os.path.join(workdir, "checkpoints", "6"), None)
-    before = snapshot(workdir)
-    with pytest.raises(CheckpointError, match=r"step 6 .* cannot be read: .*_METADATA.*"
-                                              r"Nothing was changed.*on_corrupt=fallback"):
-        run(tiny_config("lm", {**CFG, "num_steps": 8, "checkpoint.on_corrupt": "fail"}),
-            workdir)
-    assert snapshot(workdir) == before
+
+
+def _truncate_latest(workdir):
+    _truncate_chunk(os.path.join(workdir, "checkpoints", "6"), None)
+
+
+def _resume(workdir, **overrides):
+    return run(tiny_config("lm", {**CFG, "num_steps": 8, **overrides}), workdir)
+
+
+def _evaluate(workdir):
+    return evaluate_checkpoint(tiny_config("lm", CFG), workdir)
 
 
 @pytest.mark.slow
-def test_eval_of_an_unreadable_step_names_it_and_moves_nothing(tmp_path, runs):
+@pytest.mark.parametrize("breaks,call,match", [
+    # No readable step: stop, never start from scratch over them.
+    (_break_every_step, _resume,
+     r"No checkpoint in .* can be read \(step 6: .*; step 4: .*; step 2: .*nothing was changed"),
+    (_break_latest, lambda w: _resume(w, **{"checkpoint.on_corrupt": "fail"}),
+     r"step 6 .* cannot be read: .*_METADATA.*Nothing was changed.*on_corrupt=fallback"),
+    (_truncate_latest, _evaluate, r"step 6 .* cannot be read: .*6/model/.*--step 4"),
+], ids=["none_readable", "on_corrupt_fail", "eval_unreadable_step"])
+def test_unreadable_checkpoints_stop_and_touch_nothing(tmp_path, runs, breaks, call, match):
     workdir = str(tmp_path / "run")
     shutil.copytree(runs[0], workdir)
-    _truncate_chunk(os.path.join(workdir, "checkpoints", "6"), None)
+    breaks(workdir)
     before = snapshot(workdir)
-    with pytest.raises(CheckpointError, match=r"step 6 .* cannot be read: .*6/model/.*"
-                                              r"--step 4"):
-        evaluate_checkpoint(tiny_config("lm", CFG), workdir)
+    with pytest.raises(CheckpointError, match=match):
+        call(workdir)
     assert snapshot(workdir) == before
-    assert evaluate_checkpoint(tiny_config("lm", CFG), workdir, step=4)["step"] == 4
+    if call is _evaluate:  # an older step still evaluates
+        assert evaluate_checkpoint(tiny_config("lm", CFG), workdir, step=4)["step"] == 4
 
 
 def test_bad_on_corrupt_value_is_refused(tmp_path):
