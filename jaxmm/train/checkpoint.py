@@ -307,12 +307,10 @@ class Checkpointer:
         while (self.directory / f"{step}.corrupt-{n}").exists():
             n += 1
         dst = self.directory / f"{step}.corrupt-{n}"
+        _sync_processes(f"jaxmm_checkpoint_move_{step}")  # every process has named it
         if jax.process_index() == 0:
             src.rename(dst)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"jaxmm_checkpoint_moved_{step}")
+        _sync_processes(f"jaxmm_checkpoint_moved_{step}")
         self.manager.reload()
         return str(dst)
 
@@ -321,6 +319,13 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def describe_failure(error: BaseException) -> str:
