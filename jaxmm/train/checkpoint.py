@@ -169,6 +169,7 @@ class Checkpointer:
         )
         self.directory = epath.Path(directory)
         self.best_metric, self.on_corrupt = best_metric, on_corrupt
+        self.saved: list[int] = []  # steps this Checkpointer has saved
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_names=("model", "train", "data", "meta"),
@@ -195,6 +196,7 @@ class Checkpointer:
                                     **(meta or {})}),
         )
         self.manager.save(step, args=args, metrics=metrics, force=True)
+        self.saved.append(step)
         return step
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, Any]:

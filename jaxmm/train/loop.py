@@ -74,15 +74,6 @@ def _drop_lost_records(path: str, latest: int | None) -> None:
         f.writelines(json.dumps(r) + "\n" for r in kept)
 
 
-def _eval_hooks(built: Run, writer: log_lib.MetricWriter, progress: log_lib.Progress,
-                throughput: Throughput) -> list[EvalHook]:
-    evaluators = make_evaluators(built.config, built.eval_context())
-    return [EvalHook(name, ev, every_steps=ev.settings.every_steps, at_end=ev.settings.at_end,
-                     prefix=ev.settings.prefix, writer=writer, progress=progress,
-                     throughput=throughput)
-            for name, ev in evaluators.items()]
-
-
 def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
         mesh: Mesh | None = None) -> dict[str, Any]:
     """Trains (or resumes) the run ``config`` in ``workdir``; returns the summary.
@@ -96,7 +87,7 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
     """
     # -- build: config, processes, mesh, task, shardings, steps ---------------
     built = build_run(config, mesh)
-    config, task = built.config, built.task
+    config = built.config
 
     # -- workdir: resuming with a different config? (nothing written yet) ----
     workdir = resolve_workdir(workdir)
@@ -117,13 +108,26 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
         on_corrupt=ck.on_corrupt)
     try:
         state, latest = _restore_or_init(built, checkpointer, batches)
-    except BaseException:
-        checkpointer.close()
-        raise
-    start = int(jax.device_get(state.step))
+        evaluators = make_evaluators(config, built.eval_context())
 
-    # -- record: the run has started ------------------------------------------
-    record.write(start)
+        # -- record: the run has started --------------------------------------
+        record.write(int(jax.device_get(state.step)))
+        try:
+            return _train(built, workdir, state, latest, batches, checkpointer, evaluators)
+        except BaseException:
+            if not checkpointer.saved:  # this run saved nothing: its record goes too
+                record.rollback()
+            raise
+    finally:
+        checkpointer.close()
+
+
+def _train(built: Run, workdir: str, state: TrainState, latest: int | None, batches: Any,
+           checkpointer: ckpt_lib.Checkpointer, evaluators: Mapping[str, Any]
+           ) -> dict[str, Any]:
+    """Hooks, the step loop, export and summary of a started run."""
+    config, task, ck = built.config, built.task, built.config.checkpoint
+    start = int(jax.device_get(state.step))
     writer = log_lib.MetricWriter(workdir, tensorboard=config.log.tensorboard)
     _drop_lost_records(writer.path, latest)
     progress = log_lib.Progress(config.num_steps, start=start,
@@ -142,7 +146,9 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
                           data_state=batches.get_state, last_saved=latest,
                           meta={"mesh": dict(built.mesh.shape), "task": task.name})
     step_metrics = StepMetrics(last_saved=lambda: save.last_saved)
-    evals = _eval_hooks(built, writer, progress, throughput)
+    evals = [EvalHook(name, ev, every_steps=ev.settings.every_steps, at_end=ev.settings.at_end,
+                      prefix=ev.settings.prefix, writer=writer, progress=progress,
+                      throughput=throughput) for name, ev in evaluators.items()]
     hooks: list[Hook] = [
         LogHook(config.log.every_steps, metrics=step_metrics, throughput=throughput,
                 summarize=task.summarize, writer=writer, progress=progress),
@@ -170,10 +176,6 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
                 if preempted:
                     break
             step_metrics.flush()
-    except BaseException:
-        if save.last_saved == latest:  # nothing saved by this run: its record goes too
-            record.rollback()
-        raise
     finally:
         checkpointer.wait()
         writer.flush()
@@ -194,7 +196,6 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
         "checkpoints": checkpointer.all_steps(), "mfu_peak_flops": peak,
         "mfu_peak_source": peak_how, "model_flops_per_step": throughput.flops_per_step,
     }
-    checkpointer.close()
     writer.write_summary(summary, os.path.join(workdir, "summary.json"))
     writer.close()
     return summary
