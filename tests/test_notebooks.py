@@ -86,9 +86,9 @@ def run_notebook(name, workdir, data_dir, *names):
         TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg")
     out = os.path.join(str(workdir), "exported.json")
-    proc = subprocess.run(
+    proc = subprocess.run(  # timeout: a hang guard, not a time limit
         [sys.executable, RUNNER, os.path.join(NOTEBOOK_DIR, name), "--export", out, *names],
-        cwd=str(workdir), env=env, capture_output=True, text=True, timeout=900)
+        cwd=str(workdir), env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     with open(out, encoding="utf-8") as f:
         values = json.load(f)

@@ -677,8 +677,10 @@ def _train_hf(kind, files, vocab_size, min_frequency, lowercase, common) -> HFTo
         raw.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
         raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         raw.decoder = decoders.WordPiece()
+        seeded = _continuation_tokens(raw, files)
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=specials, show_progress=False)
+                                            special_tokens=specials + seeded,
+                                            show_progress=False)
         single, pair = "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1"
         bounds = ("[CLS]", "[SEP]")
         roles = dict(pad="[PAD]", unk="[UNK]", cls="[CLS]", sep="[SEP]", mask="[MASK]")
@@ -695,9 +697,32 @@ def _train_hf(kind, files, vocab_size, min_frequency, lowercase, common) -> HFTo
         roles = dict(pad="<pad>", unk="<unk>", cls="<s>", sep="</s>", mask="<mask>", bos="<s>",
                      eos="</s>")
     raw.train(files, trainer)
+    if kind == "wordpiece":  # the seeded "##c" are ordinary vocabulary, not special tokens
+        spec = json.loads(raw.to_str())
+        spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in specials]
+        raw = RawTokenizer.from_str(json.dumps(spec))
     raw.post_processor = processors.TemplateProcessing(
         single=single, pair=pair, special_tokens=[(t, raw.token_to_id(t)) for t in bounds])
     return HFTokenizer(raw, roles, **common)
+
+
+def _continuation_tokens(raw: Any, files: Sequence[str]) -> list[str]:
+    """Every word-continuation token ``##c`` WordPiece training creates, sorted.
+
+    The Hugging Face trainer (``tokenizers`` 0.23) creates these tokens while
+    iterating a hash map, so their ids -- and, through the tie-breaking of
+    equally frequent merges, the vocabulary itself -- differ from one process
+    to the next (huggingface/tokenizers#1794). Handing them to the trainer
+    first, in sorted order, fixes their ids and makes training deterministic.
+    """
+    chars: set[str] = set()
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                text = raw.normalizer.normalize_str(line)
+                for word, _ in raw.pre_tokenizer.pre_tokenize_str(text):
+                    chars.update(word[1:])
+    return ["##" + c for c in sorted(chars)]
 
 
 def _train_sentencepiece(files, vocab_size, lowercase, model_type, coverage, common):

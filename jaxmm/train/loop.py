@@ -2,10 +2,14 @@
 
 One straight path, in the order of the banner comments below: build (config ->
 mesh -> task and model -> shardings -> jitted steps, :func:`jaxmm.train.build_run`)
--> workdir -> input (device prefetch) -> state (restore or initialise) -> hooks
-(log, evaluators, checkpoint, preemption) -> loop -> export and summary.
-Re-running with the same workdir resumes from the latest checkpoint (params,
-optimizer state, step, RNG and every process's data position).
+-> workdir (the recorded config is compared) -> input (device prefetch) ->
+state (restore the newest readable checkpoint, or initialise) -> record
+(``config.json``) -> hooks (log, evaluators, checkpoint, preemption) -> loop ->
+export and summary. Re-running with the same workdir resumes from the latest
+checkpoint (params, optimizer state, step, RNG and every process's data
+position). Nothing is written to the workdir before the state is restored, and
+a run that fails before its first checkpoint puts the recorded config back
+(:mod:`jaxmm.train.workdir`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import jax
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
-from jaxmm.config import ConfigError
 from jaxmm.data.device import prefetch_to_device
 from jaxmm.evaluate.evaluators import make_evaluators
 from jaxmm.train import checkpoint as ckpt_lib
@@ -38,51 +41,37 @@ from jaxmm.train.hooks import (
     Throughput,
 )
 from jaxmm.train.steps import TrainState
+from jaxmm.train.workdir import RunRecord, checkpoint_steps, resolve_workdir
 
 log = logging.getLogger(__name__)
 
 __all__ = ["NonFiniteError", "build_task", "evaluate_checkpoint", "run"]
 
 
-def _open_workdir(built: Run, workdir: str) -> tuple[str, log_lib.MetricWriter]:
-    """Creates the workdir, writes ``config.json``; returns it with the metric writer."""
-    workdir = os.path.abspath(workdir)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(built.config.to_json(indent=2))
-    return workdir, log_lib.MetricWriter(workdir, tensorboard=built.config.log.tensorboard)
-
-
-def _restore_or_init(built: Run, checkpointer: ckpt_lib.Checkpointer, batches: Any,
-                     writer: log_lib.MetricWriter) -> tuple[TrainState, int | None]:
-    """The latest checkpoint (state and data position), or a fresh state; and the
-    checkpoint's step (``None`` when starting). Records of lost steps are dropped."""
-    latest = checkpointer.latest_step()
-    if latest is None:
-        return built.init_state(), None
+def _restore_or_init(built: Run, checkpointer: ckpt_lib.Checkpointer, batches: Any
+                     ) -> tuple[TrainState, int | None]:
+    """The newest readable checkpoint (state and data position), or a fresh state;
+    and the checkpoint's step (``None`` when starting)."""
     with jax.set_mesh(built.mesh):
-        state, data_state = checkpointer.restore(latest, built.state_target())
-    if data_state is not None:
-        batches.set_state(data_state)
+        restored = checkpointer.restore_latest(built.state_target())
+    if restored is None:
+        return built.init_state(), None
+    if restored.data_state is not None:
+        batches.set_state(restored.data_state)
     else:
         log.warning("Checkpoint %d has no data state for process %d of %d (saved by another "
                     "process count); the data restarts from its beginning.",
-                    latest, jax.process_index(), jax.process_count())
-    if jax.process_index() == 0 and os.path.exists(writer.path):
-        kept = [r for r in log_lib.read_jsonl(writer.path) if r["step"] <= latest]
-        with open(writer.path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-    return state, latest
+                    restored.step, jax.process_index(), jax.process_count())
+    return restored.state, restored.step
 
 
-def _eval_hooks(built: Run, writer: log_lib.MetricWriter, progress: log_lib.Progress,
-                throughput: Throughput) -> list[EvalHook]:
-    evaluators = make_evaluators(built.config, built.eval_context())
-    return [EvalHook(name, ev, every_steps=ev.settings.every_steps, at_end=ev.settings.at_end,
-                     prefix=ev.settings.prefix, writer=writer, progress=progress,
-                     throughput=throughput)
-            for name, ev in evaluators.items()]
+def _drop_lost_records(path: str, latest: int | None) -> None:
+    """Removes metrics of the steps after the restored checkpoint (they are re-run)."""
+    if latest is None or jax.process_index() != 0 or not os.path.exists(path):
+        return
+    kept = [r for r in log_lib.read_jsonl(path) if r["step"] <= latest]
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
 
 
 def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
@@ -98,21 +87,49 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
     """
     # -- build: config, processes, mesh, task, shardings, steps ---------------
     built = build_run(config, mesh)
-    config, task = built.config, built.task
-    workdir, writer = _open_workdir(built, workdir)
+    config = built.config
+
+    # -- workdir: resuming with a different config? (nothing written yet) ----
+    workdir = resolve_workdir(workdir)
+    record = RunRecord(workdir, config)
+    if checkpoint_steps(os.path.join(workdir, "checkpoints")):
+        record.check_resume(allow_changes=config.allow_changes)
 
     # -- input: this process's shard, prefetched to the devices ---------------
     batches = prefetch_to_device(
         built.batches(config.data, "train", config.batch_size, shuffle=True, repeat=True),
         built.mesh, size=config.device_prefetch)
 
-    # -- state: restore or initialise -----------------------------------------
+    # -- state: restore (newest readable checkpoint) or initialise ------------
     ck = config.checkpoint
     checkpointer = ckpt_lib.Checkpointer(
         os.path.join(workdir, "checkpoints"), keep=ck.keep, best_metric=ck.best_metric,
-        best_mode=ck.best_mode, keep_best=ck.keep_best, async_save=ck.async_save)
-    state, latest = _restore_or_init(built, checkpointer, batches, writer)
+        best_mode=ck.best_mode, keep_best=ck.keep_best, async_save=ck.async_save,
+        on_corrupt=ck.on_corrupt)
+    try:
+        state, latest = _restore_or_init(built, checkpointer, batches)
+        evaluators = make_evaluators(config, built.eval_context())
+
+        # -- record: the run has started --------------------------------------
+        record.write(int(jax.device_get(state.step)))
+        try:
+            return _train(built, workdir, state, latest, batches, checkpointer, evaluators)
+        except BaseException:
+            if not checkpointer.saved:  # this run saved nothing: its record goes too
+                record.rollback()
+            raise
+    finally:
+        checkpointer.close()
+
+
+def _train(built: Run, workdir: str, state: TrainState, latest: int | None, batches: Any,
+           checkpointer: ckpt_lib.Checkpointer, evaluators: Mapping[str, Any]
+           ) -> dict[str, Any]:
+    """Hooks, the step loop, export and summary of a started run."""
+    config, task, ck = built.config, built.task, built.config.checkpoint
     start = int(jax.device_get(state.step))
+    writer = log_lib.MetricWriter(workdir, tensorboard=config.log.tensorboard)
+    _drop_lost_records(writer.path, latest)
     progress = log_lib.Progress(config.num_steps, start=start,
                                 unit="tokens" if task.layout == "text" else "examples",
                                 enabled=config.log.progress)
@@ -129,7 +146,9 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
                           data_state=batches.get_state, last_saved=latest,
                           meta={"mesh": dict(built.mesh.shape), "task": task.name})
     step_metrics = StepMetrics(last_saved=lambda: save.last_saved)
-    evals = _eval_hooks(built, writer, progress, throughput)
+    evals = [EvalHook(name, ev, every_steps=ev.settings.every_steps, at_end=ev.settings.at_end,
+                      prefix=ev.settings.prefix, writer=writer, progress=progress,
+                      throughput=throughput) for name, ev in evaluators.items()]
     hooks: list[Hook] = [
         LogHook(config.log.every_steps, metrics=step_metrics, throughput=throughput,
                 summarize=task.summarize, writer=writer, progress=progress),
@@ -177,7 +196,6 @@ def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
         "checkpoints": checkpointer.all_steps(), "mfu_peak_flops": peak,
         "mfu_peak_source": peak_how, "model_flops_per_step": throughput.flops_per_step,
     }
-    checkpointer.close()
     writer.write_summary(summary, os.path.join(workdir, "summary.json"))
     writer.close()
     return summary
@@ -194,19 +212,23 @@ def evaluate_checkpoint(config: ConfigDict | Mapping[str, Any], workdir: str, *,
     ``<prefix><metric>`` as in ``summary.json``) and writes
     ``workdir/eval_<step>.json``.
     """
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if params_dir is None and not checkpoint_steps(directory):
+        where = directory if os.path.isdir(workdir) else f"{workdir} (no such directory)"
+        raise ckpt_lib.CheckpointError(f"No checkpoint in {where} to evaluate; train first, "
+                                       "check --workdir, or pass an exported params directory.")
     built = build_run(config)
     with jax.set_mesh(built.mesh):
         if params_dir is not None:
             _, variables = ckpt_lib.load_exported(params_dir, shardings=built.variable_shardings)
             step = -1
         else:
-            checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-            step = checkpointer.latest_step() if step is None else step
-            if step is None:
-                raise ConfigError(f"No checkpoint in {workdir}/checkpoints to evaluate; train "
-                                  "first or pass an exported params directory.")
-            variables = checkpointer.restore_variables(step, built.variables_target())
-            checkpointer.close()
+            checkpointer = ckpt_lib.Checkpointer(directory, create=False)
+            try:
+                step = checkpoint_steps(directory)[-1] if step is None else step
+                variables = checkpointer.restore_variables(step, built.variables_target())
+            finally:
+                checkpointer.close()
     metrics = {}
     for evaluator in make_evaluators(built.config, built.eval_context(), evaluators).values():
         metrics.update({f"{evaluator.settings.prefix}{k}": v

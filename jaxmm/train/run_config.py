@@ -52,6 +52,11 @@ def default_config() -> ConfigDict:
     c.batch_size = 32  # global batch (all processes, all micro-batches)
     c.grad_accum_steps = 1  # micro-batches per optimizer step (scan inside the step)
     c.imports = ()  # extra modules imported first (to register your models/tasks)
+    # Resume even if the config differs from the workdir's config.json in keys that
+    # change what its checkpoints mean (model, task, data, tokenizer, optimizer,
+    # batch size, seed, ...). Keys safe to change (num_steps, log, eval, checkpoint,
+    # mesh, ...: jaxmm.train.workdir.SAFE_TO_CHANGE) never need it.
+    c.allow_changes = False
 
     c.task = ConfigDict({"name": "lm"})  # task name + that task's options
     c.model = ConfigDict({"name": None, "size": None, "config": ConfigDict()})
@@ -104,6 +109,11 @@ def default_config() -> ConfigDict:
         "async_save": True,
         "save_final": True,
         "export_params": True,  # params alone in workdir/export for inference
+        # A checkpoint that cannot be read when resuming: "fallback" renames it
+        # <step>.corrupt-<n> (never deletes it), warns and resumes from the newest
+        # readable one; "fail" stops the run and changes nothing. With no readable
+        # checkpoint the run always stops (it never starts over existing ones).
+        "on_corrupt": "fallback",
     })
     # Evaluation: the defaults below, and the evaluators that use them.
     c.eval = ConfigDict({

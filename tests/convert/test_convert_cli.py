@@ -75,7 +75,7 @@ def test_cli_entry_point_and_errors(tmp_path, capsys):
     out = str(tmp_path / "out")
     # The real entry point, as a user runs it.
     proc = subprocess.run([sys.executable, "-m", "jaxmm", "convert", "from-hf", hf_dir, out],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert "GPTLMHeadModel" in proc.stdout and os.path.isfile(
         os.path.join(out, "params.safetensors"))

@@ -168,7 +168,7 @@ def test_cli_build_builtin_subprocess(tmp_path):
         [sys.executable, "-m", "jaxmm", "data", "build-builtin", "--data-dir", data_dir,
          "--size", "tiny", "--train-size", "8", "--validation-size", "4", "--test-size", "4",
          "--no-audio"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])

@@ -147,6 +147,36 @@ def test_trained_tokenizers_round_trip_and_reload(tmp_path, corpus, kind):
         assert "token_type_ids" not in enc
 
 
+_TRAIN_AND_ENCODE = """
+import json, sys
+import numpy as np
+from jaxmm.data.tokenizers import train_tokenizer
+tok = train_tokenizer(sys.argv[1], [sys.argv[2]], vocab_size=300, out_dir=sys.argv[3])
+lines = open(sys.argv[2], encoding="utf-8").read().splitlines()
+ids = [np.asarray(row).tolist() for row in tok.encode(lines, padding=False)["input_ids"]]
+print(json.dumps({"vocab": [tok.id_to_token(i) for i in range(tok.vocab_size)], "ids": ids}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "sentencepiece"])
+def test_training_is_deterministic_across_processes(tmp_path, corpus, kind):
+    """Two processes train on the same text: same vocabulary, same ids for every line.
+
+    Separate processes, because the Hugging Face trainer's hash maps are seeded per
+    process (with ``tokenizers`` 0.23 WordPiece vocabularies differed from run to run)."""
+    results, outs = [], [tmp_path / f"run{i}" for i in range(2)]
+    for out in outs:
+        proc = subprocess.run([sys.executable, "-c", _TRAIN_AND_ENCODE, kind, corpus, str(out)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(json.loads(proc.stdout.splitlines()[-1]))
+    assert len(results[0]["vocab"]) > 100 and len(results[0]["ids"]) == 3000
+    assert results[0] == results[1]
+    if kind != "sentencepiece":  # (spiece.model also records its temporary path)
+        assert (outs[0] / "tokenizer.json").read_bytes() == (
+            outs[1] / "tokenizer.json").read_bytes()
+
+
 def test_gpt2_vocab_and_merges_folder_matches_transformers(tmp_path, corpus):
     """A GPT-2 folder (vocab.json + merges.txt, no tokenizer.json): <|endoftext|> is special."""
     from tokenizers import ByteLevelBPETokenizer
@@ -203,7 +233,7 @@ def test_cli_train_encode_decode(tmp_path, corpus, capsys):
     proc = subprocess.run(
         [sys.executable, "-m", "jaxmm", "tokenizer", "encode", "--tokenizer", out,
          "--max-length", "6", "the quick brown fox jumps over", "lazy dog"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     tok = T.load(out)

@@ -11,14 +11,23 @@ import textwrap
 import pytest
 
 from jaxmm.train import run
-from tests.train.helpers import ROOT, cpu_env, jaxmm_cmd, run_cli, tiny_config, write_config
+from tests.train.helpers import (
+    HANG_GUARD_S,
+    PEER_GUARD_S,
+    ROOT,
+    cpu_env,
+    jaxmm_cmd,
+    run_cli,
+    tiny_config,
+    write_config,
+)
 
 WORKER = textwrap.dedent("""
     import sys
     import jax
     import numpy as np
     jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
-                               process_id=int(sys.argv[2]), initialization_timeout=60)
+                               process_id=int(sys.argv[2]), initialization_timeout=int(sys.argv[3]))
     from jaxmm.data.device import host_local_rows, make_global_batch
     from jaxmm.evaluate.evaluators.base import gather_processes
     from jaxmm.sharding import make_mesh
@@ -47,7 +56,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(make_cmd, timeout=240):
+def _two_processes(make_cmd, timeout=HANG_GUARD_S):
     port = _free_port()
     procs = [subprocess.Popen(make_cmd(f"127.0.0.1:{port}", i), cwd=ROOT, env=cpu_env(2),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -76,14 +85,15 @@ def _eval_one_and_two_processes(tmp_path, task, overrides, name):
     outs = _two_processes(lambda addr, i: jaxmm_cmd(
         *command, f"--config.distributed.coordinator_address={addr}",
         "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
-        "--config.distributed.timeout_s=60"))
+        f"--config.distributed.timeout_s={PEER_GUARD_S}"))
     # every process computes the metrics over all rows (after gloo's connection lines)
     return (json.loads(one.stdout)["metrics"],
             [json.loads(out[out.index("{\n"):])["metrics"] for out in outs])
 
 
 def test_rows_and_strings_gather_across_processes():
-    outs = _two_processes(lambda addr, i: [sys.executable, "-c", WORKER, addr, str(i)])
+    outs = _two_processes(lambda addr, i: [sys.executable, "-c", WORKER, addr, str(i),
+                                                     str(PEER_GUARD_S)])
     assert [o.strip().splitlines()[-1] for o in outs] == ["ok 0", "ok 1"]  # after gloo's lines
 
 

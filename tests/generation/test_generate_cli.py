@@ -40,7 +40,7 @@ def test_cli_generate_matches_hf(gpt2_folder):
     for p in prompts:
         cmd += ["--prompt", p]
     root = Path(__file__).resolve().parents[2]
-    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr
     hf_tok = transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(gpt2_folder / "tokenizer.json"), bos_token="<s>", eos_token="</s>",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -67,7 +68,15 @@ def cpu_env(devices: int = 8, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, devices: int = 8, timeout: float = 120,
+# Hang guard for a subprocess running a few steps of a tiny model: far above the
+# quiet-machine time (seconds), so only a hang trips it, never a busy machine.
+HANG_GUARD_S = 1800
+# How long a multi-process worker waits for its peer: both start together, so only a
+# peer that never arrives trips it (the quiet-machine start-up gap is seconds).
+PEER_GUARD_S = 600
+
+
+def run_cli(*args: str, devices: int = 8, timeout: float = HANG_GUARD_S,
             **env) -> subprocess.CompletedProcess:
     """Runs ``python -m jaxmm ARGS`` in the repo root and returns the finished process."""
     return subprocess.run(jaxmm_cmd(*args), cwd=ROOT, env=cpu_env(devices, **env),
@@ -80,3 +89,25 @@ def losses(workdir: str) -> dict[int, float]:
 
     return {r["step"]: r["train/loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
             if "train/loss" in r}
+
+
+def snapshot(workdir) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under ``workdir`` (to assert "untouched")."""
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, workdir)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+WALL_CLOCK = ("steps_per_sec", "examples_per_sec", "tokens_per_sec", "mfu", "time", "seconds")
+
+
+def metrics_without_wall_clock(workdir) -> list[dict]:
+    """A run's metrics.jsonl records without the fields that measure time."""
+    from jaxmm.train.logging import read_jsonl
+
+    return [{k: v for k, v in r.items() if not any(w in k for w in WALL_CLOCK)}
+            for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))]

@@ -15,7 +15,16 @@ import pytest
 
 from jaxmm.train import run
 from jaxmm.train.logging import read_jsonl
-from tests.train.helpers import ROOT, cpu_env, jaxmm_cmd, losses, run_cli, tiny_config, write_config
+from tests.train.helpers import (
+    HANG_GUARD_S,
+    ROOT,
+    cpu_env,
+    jaxmm_cmd,
+    losses,
+    run_cli,
+    tiny_config,
+    write_config,
+)
 
 STEPS = 24
 CFG = {"num_steps": STEPS, "checkpoint.every_steps": 4, "mesh.data": 4, "mesh.fsdp": 2,
@@ -36,9 +45,10 @@ def _train_cmd(cfg, workdir):
     return jaxmm_cmd("train", "--config", cfg, "--workdir", workdir)
 
 
-def _wait_for(predicate, timeout=120.0, poll=0.002):
-    end = time.time() + timeout
-    while time.time() < end:
+def _wait_for(predicate, timeout=HANG_GUARD_S, poll=0.002):
+    """Polls ``predicate`` until true; ``timeout`` only guards against a hung run."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
         if predicate():
             return True
         time.sleep(poll)
@@ -74,7 +84,7 @@ def test_sigterm_saves_and_resume_is_identical(tmp_path, reference):
     try:
         assert _wait_for(lambda: _last_step(workdir) >= 6), "training did not start"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -99,7 +109,7 @@ def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path, refere
         # Kill while a later checkpoint is being written, once one is complete.
         caught = _wait_for(lambda: _complete(workdir) and _tmp_checkpoints(workdir))
         proc.kill()
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG_GUARD_S)
     finally:
         proc.kill()
     assert caught, "no save in progress was observed"
