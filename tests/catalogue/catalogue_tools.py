@@ -21,11 +21,6 @@ from tests.train.helpers import ROOT, cpu_env
 # A hang guard only: nothing here is timed (a quiet run of the slowest case takes ~10 s).
 HANG_GUARD_S = 1800
 
-# Files a failed `jaxmm train` may still rewrite in an existing workdir until the
-# workdir-record change of issue 17 (config.json written only once a run has validated
-# and started; another branch) lands. Everything else (checkpoints/, metrics.jsonl,
-# export/, summary.json) must stay byte-identical now.
-REWRITTEN_BY_FAILED_RUNS = frozenset({"config.json"})
 
 
 @dataclass
@@ -88,12 +83,11 @@ def snapshot(folder: str) -> dict[str, str]:
 
 
 def assert_untouched(folder: str, before: dict[str, str]) -> None:
-    """Every file of ``folder`` is as in ``before`` (none added, removed or changed),
-    except :data:`REWRITTEN_BY_FAILED_RUNS`."""
+    """Every file of ``folder`` is as in ``before``: none added, removed or changed
+    (``config.json`` included: a failed run leaves the workdir's record alone)."""
     after = snapshot(folder)
     keep = set(before) | set(after)
-    changed = sorted(p for p in keep if before.get(p) != after.get(p)
-                     and p not in REWRITTEN_BY_FAILED_RUNS)
+    changed = sorted(p for p in keep if before.get(p) != after.get(p))
     assert not changed, f"changed in {folder}: {changed[:10]}"
     assert any(p.startswith("checkpoints" + os.sep) for p in before)  # it held a run
 

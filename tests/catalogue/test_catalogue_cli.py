@@ -55,7 +55,9 @@ def test_missing_data_dir_says_how_to_set_it(trained_run, tmp_path):
     config = write_config(tmp_path / "scenes.py", "lm", {"data": {"name": "jaxmm_scenes/tiny"}})
     empty = tmp_path / "no_datasets_here"
     empty.mkdir()
+    # allow_changes: get past the resume check (another dataset) to the data's own error
     res = run_jaxmm("train", "--config", config, "--workdir", trained_run.workdir,
+                    "--config.allow_changes=true",
                     env={"TFDS_DATA_DIR": str(empty), "JAXMM_DATA_DIR": ""})
     line = assert_fails(res, 2, "jaxmm_scenes", "no data_dir is set", "--config.data.data_dir=DIR")
     assert "None" not in line

@@ -94,7 +94,8 @@ def test_unknown_dataset_in_an_existing_data_dir(capsys, tmp_path, trained_run):
     data_dir.mkdir()
     config = write_config(tmp_path / "c.py", "lm",
                           {"data": {"name": "no_such_dataset", "data_dir": str(data_dir)}})
-    res = run_inprocess(capsys, "train", "--config", config, "--workdir", trained_run.workdir)
+    res = run_inprocess(capsys, "train", "--config", config, "--workdir", trained_run.workdir,
+                        "--config.allow_changes=true")  # past the resume check to the data's
     assert_fails(res, 2, "'no_such_dataset' is not prepared in", str(data_dir))
     assert_untouched(trained_run.workdir, trained_run.before)
 

@@ -162,7 +162,7 @@ def test_image_size_not_a_multiple_of_the_patch_size(capsys, tmp_path):
 def test_non_finite_loss_stops_with_exit_1(capsys, trained_run):
     res = run_inprocess(capsys, "train", "--config", trained_run.config, "--workdir",
                         trained_run.workdir, "--config.num_steps=8",
-                        "--config.optimizer.learning_rate=1e30")
+                        "--config.optimizer.learning_rate=1e30", "--config.allow_changes=true")
     assert_fails(res, 1, "non-finite", "last checkpoint (step 4) is intact")
     assert_untouched(trained_run.workdir, trained_run.before)
 
