@@ -86,13 +86,13 @@ def prepare_prompt(model: Any, params: Any, tokens: SpecialTokens, max_new_token
                                        encoder_outputs, encoder_attention_mask, tokens.pad,
                                        vocab, bucket_multiple)
         if tokens.decoder_start is None:
-            raise ValueError("Encoder-decoder generation needs decoder_start_token_id (or "
+            raise InputError("Encoder-decoder generation needs decoder_start_token_id (or "
                              "bos_token_id); pass it or set it in the model config.")
         ids, mask = _decoder_prompt(decoder_input_ids, decoder_attention_mask,
                                     tokens.decoder_start, batch)
     else:
         if encoder_outputs is not None or encoder_inputs is not None:
-            raise ValueError(f"{type(model).__name__} is decoder-only (no encode/decode methods); "
+            raise InputError(f"{type(model).__name__} is decoder-only (no encode/decode methods); "
                              "encoder_outputs / encoder_inputs do not apply.")
         ids, mask = _decoder_only_prompt(input_ids, attention_mask, tokens)
     _check_tokens(ids, mask, vocab, "decoder_input_ids" if encoder_decoder else "input_ids")
@@ -135,7 +135,7 @@ def _as_ids(x, name: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must be a non-empty (batch, length) array of int token ids; "
+        raise InputError(f"{name} must be a non-empty (batch, length) array of int token ids; "
                          f"got shape {arr.shape} and dtype {arr.dtype}.")
     return arr.astype(np.int32)
 
@@ -145,12 +145,12 @@ def _as_mask(mask, ids: np.ndarray, name: str) -> np.ndarray:
     if mask.ndim == 1:
         mask = mask[None]
     if mask.shape != ids.shape:
-        raise ValueError(f"{name} has shape {mask.shape} but the token ids have shape "
+        raise InputError(f"{name} has shape {mask.shape} but the token ids have shape "
                          f"{ids.shape}; they must match.")
     mask = (mask != 0).astype(np.int32)
     empty = np.flatnonzero(mask.sum(1) == 0)
     if empty.size:
-        raise ValueError(f"{name} row(s) {empty.tolist()} are all padding; every prompt needs at "
+        raise InputError(f"{name} row(s) {empty.tolist()} are all padding; every prompt needs at "
                          "least one token.")
     return mask
 
@@ -170,7 +170,7 @@ def _left_align(ids: np.ndarray, mask: np.ndarray, fill: int):
 def _decoder_only_prompt(input_ids, attention_mask, tokens: SpecialTokens):
     if input_ids is None:
         if tokens.bos is None:
-            raise ValueError("Pass input_ids (the prompt), or set bos_token_id to start from "
+            raise InputError("Pass input_ids (the prompt), or set bos_token_id to start from "
                              "an empty prompt.")
         input_ids = [[tokens.bos]]
     ids = _as_ids(input_ids, "input_ids")
@@ -190,7 +190,7 @@ def _decoder_prompt(decoder_input_ids, decoder_attention_mask, start_id: int, ba
         return np.full((batch, 1), start_id, np.int32), np.ones((batch, 1), np.int32)
     ids = _as_ids(decoder_input_ids, "decoder_input_ids")
     if ids.shape[0] != batch:
-        raise ValueError(f"decoder_input_ids has batch {ids.shape[0]} but the encoder inputs "
+        raise InputError(f"decoder_input_ids has batch {ids.shape[0]} but the encoder inputs "
                          f"have batch {batch}.")
     mask = np.ones_like(ids) if decoder_attention_mask is None else decoder_attention_mask
     mask = _as_mask(mask, ids, "decoder_attention_mask")
@@ -203,7 +203,7 @@ def _decoder_prompt(decoder_input_ids, decoder_attention_mask, start_id: int, ba
 def _check_tokens(ids: np.ndarray, mask: np.ndarray, vocab, name: str) -> None:
     real = ids[mask > 0]
     if real.min() < 0 or (vocab is not None and real.max() >= vocab):
-        raise ValueError(f"{name} contains ids outside [0, vocab_size={vocab}): "
+        raise InputError(f"{name} contains ids outside [0, vocab_size={vocab}): "
                          f"min {real.min()}, max {real.max()}. Was it made with another tokenizer?")
 
 
@@ -244,7 +244,7 @@ def _encode(model, params, input_ids, attention_mask, encoder_inputs, encoder_ou
     """Runs the encoder once; returns bucket-padded ``(hidden, mask, batch)``."""
     given = [x is not None for x in (input_ids, encoder_inputs, encoder_outputs)]
     if sum(given) != 1:
-        raise ValueError(f"{type(model).__name__} is an encoder-decoder: pass exactly one of "
+        raise InputError(f"{type(model).__name__} is an encoder-decoder: pass exactly one of "
                          "input_ids (encoder tokens), encoder_inputs (dict of encode() "
                          "arguments) or encoder_outputs.")
     mask = encoder_attention_mask if encoder_outputs is not None else attention_mask
@@ -278,11 +278,11 @@ def _encode(model, params, input_ids, attention_mask, encoder_inputs, encoder_ou
 def _pad_encoder_output(hidden: Array, mask, multiple: int | None):
     """Checks ``hidden`` ``(B, S, E)`` and its mask; pads both to the bucket of ``S``."""
     if hidden.ndim != 3:
-        raise ValueError(f"Encoder output must be (batch, length, width); got {hidden.shape}.")
+        raise InputError(f"Encoder output must be (batch, length, width); got {hidden.shape}.")
     b, s = hidden.shape[:2]
     mask = np.ones((b, s), np.int32) if mask is None else np.asarray(mask).astype(np.int32)
     if mask.shape != (b, s):
-        raise ValueError(f"encoder_attention_mask has shape {mask.shape}; expected (batch, "
+        raise InputError(f"encoder_attention_mask has shape {mask.shape}; expected (batch, "
                          f"encoder length) = {(b, s)}.")
     target = prompt_bucket(s, multiple)
     if target != s:

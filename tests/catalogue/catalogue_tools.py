@@ -9,14 +9,13 @@ against an existing workdir, that the workdir's files are byte-identical afterwa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 
-from tests.train.helpers import ROOT, cpu_env
+from tests.train.helpers import ROOT, cpu_env, snapshot
 
 # A hang guard only: nothing here is timed (a quiet run of the slowest case takes ~10 s).
 HANG_GUARD_S = 1800
@@ -69,17 +68,6 @@ def assert_fails(outcome: Outcome, code: int, *keywords: str, command: str | Non
         assert keyword.lower() in line.lower(), (keyword, line)
     assert "did you mean ?" not in line.lower() and "did you mean '?" not in line.lower()
     return line
-
-
-def snapshot(folder: str) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file under ``folder`` (``{}`` if absent)."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def assert_untouched(folder: str, before: dict[str, str]) -> None:
