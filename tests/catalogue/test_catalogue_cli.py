@@ -79,6 +79,23 @@ def test_eval_on_an_empty_workdir_writes_nothing(trained_run, tmp_path):
     assert os.listdir(workdir) == []  # no checkpoints/ created, no eval_*.json
 
 
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_no_readable_checkpoint_stops_and_touches_nothing(trained_run, command):
+    """Every step's ``_METADATA`` is gone: exit 3 with one line naming the steps, no
+    traceback (also none from Orbax's background threads at exit), nothing renamed."""
+    steps = os.path.join(trained_run.workdir, "checkpoints")
+    for step in ("2", "4"):
+        os.remove(os.path.join(steps, step, "model", "_METADATA"))
+    before = snapshot(trained_run.workdir)
+    res = run_jaxmm(command, "--config", trained_run.config, "--workdir", trained_run.workdir,
+                    *(["--config.num_steps=6"] if command == "train" else []))
+    if command == "train":
+        assert_fails(res, 3, "no checkpoint", "can be read", "step 4", "step 2",
+                     command=command)
+    else:  # eval reads the latest step only, and names the older one to try
+        assert_fails(res, 3, "step 4", "cannot be read", "--step", command=command)
+    assert_untouched(trained_run.workdir, before)
+
 # -- conversion and generation -------------------------------------------------------
 
 
