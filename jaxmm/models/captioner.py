@@ -114,7 +114,10 @@ class ConditionalDecoderFields(DecoderStartFields):
 
     @property
     def encoder_width(self) -> int | None:  # pragma: no cover - families define it
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must define encoder_width (the width of the states the "
+            "decoder cross-attends to)."
+        )
 
     @property
     def uses_projection(self) -> bool:
