@@ -10,6 +10,8 @@ Examples::
         --split train=q_train.json:a_train.json:train2014
     jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
     jaxmm data build-text --root /data/text --data-dir data --split train=corpus.txt
+    jaxmm data build-conll --root /data/ner --data-dir data --split train=train.txt \
+        --split validation=valid.txt [--labels O,B-PER,I-PER,...]
     jaxmm data info --data-dir data --name jaxmm_scenes/small
 """
 
@@ -30,6 +32,7 @@ _FIELDS = {
     "vqa": ("questions", "annotations", "images"),
     "audio": ("manifest",),
     "text": ("input",),
+    "conll": ("input",),
 }
 
 
@@ -71,7 +74,8 @@ def _build_local(fmt: str, args) -> int:
     from jaxmm.data.local import build_local
 
     summary = build_local(fmt, args.root, _parse_splits(fmt, args.split), args.data_dir,
-                          name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field)
+                          name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field,
+                          labels=[t for t in args.labels.split(",") if t] if args.labels else None)
     print(json.dumps(summary))
     return 0
 
@@ -116,6 +120,9 @@ def main(argv: list[str]) -> int:
                        "repeat per split")
         p.add_argument("--on-corrupt", choices=("skip", "fail"), default="skip")
         p.add_argument("--text-field", default="text", help="JSON-lines text field (text)")
+        p.add_argument("--labels", default=None,
+                       help="conll: comma-separated tags in class-id order (default: the "
+                       "CoNLL-2003 NER tags O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC)")
 
     p = sub.add_parser("info", help="show a prepared dataset's splits")
     p.add_argument("--data-dir", required=True)

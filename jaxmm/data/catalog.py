@@ -21,6 +21,8 @@ text_classification    input_ids, attention_mask[, token_type_ids], label (float
 extractive_qa          input_ids, attention_mask[, token_type_ids], start_positions,
                        end_positions
 language_modeling      input_ids, attention_mask, labels
+token_classification   input_ids, attention_mask[, token_type_ids], labels (word tag on
+                       each word's first sub-word, -100 elsewhere)
 =====================  ===============================================================
 
 Catalog datasets are never downloaded: prepare them where you have the data
@@ -39,12 +41,15 @@ from jaxmm.config import ConfigError, nearest
 from jaxmm.data import scenes as scenes_lib
 from jaxmm.registry import Registry
 
-__all__ = ["PRESETS", "data_config", "names"]
+__all__ = ["CONLL2003_NER_TAGS", "PRESETS", "data_config", "names"]
 
 # Dataset presets by name: each returns a data config (``jaxmm.data.make_iterator``).
 PRESETS: Registry[Callable[..., ml_collections.ConfigDict]] = Registry(
     "dataset preset", config_key="data.name")
 
+# The CoNLL-2003 NER tags in the class-id order of tfds ``conll2003`` (IOB2).
+CONLL2003_NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
+                      "I-MISC")
 _SCENES_TASKS = ("classification", "captioning", "retrieval", "vqa", "speech", "audio_text")
 _TFDS_HINT = ("tfds build {name} --data_dir {{data_dir}} --file_format array_record "
               "(run it where the source files are; jaxmm never downloads)")
@@ -231,13 +236,42 @@ def lm1b(data_dir: str | None = None, max_length: int = 128,
                 "build-text --input corpus.txt --data-dir {data_dir}")
 
 
+def _tagging(name: str, max_length: int, data_dir: str | None, prepare: str,
+             splits: dict | None = None) -> ml_collections.ConfigDict:
+    pp = (f"tokenize_words({max_length}, key='tokens', tags_key='ner')"
+          "|keep('input_ids', 'attention_mask', 'token_type_ids', 'labels')")
+    c = _cfg(name, pp, pp, data_dir=data_dir, task="token_classification", splits=splits,
+             prepare=prepare, description="named-entity recognition (IOB2 tags)")
+    return c
+
+
+@PRESETS.register('conll2003')
+def conll2003(data_dir: str | None = None, max_length: int = 128,
+              **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``conll2003``: English NER, tags :data:`CONLL2003_NER_TAGS` (``ner`` feature)."""
+    return _tagging("conll2003", max_length, data_dir, splits={"validation": "dev"},
+                    prepare=_TFDS_HINT.format(name="conll2003") + "; or from local CoNLL "
+                    "files: jaxmm data build-conll --root DIR --split train=train.txt "
+                    "--split validation=valid.txt --data-dir {data_dir}")
+
+
+@PRESETS.register('conll')
+def conll(name: str = "default", data_dir: str | None = None, max_length: int = 128,
+          **_: Any) -> ml_collections.ConfigDict:
+    """A local CoNLL-format dataset built by ``jaxmm data build-conll --name NAME``."""
+    return _tagging(f"jaxmm_local_conll/{name}", max_length, data_dir,
+                    prepare="jaxmm data build-conll --root DIR --split train=train.txt "
+                    f"--split validation=valid.txt --name {name} --data-dir {{data_dir}}")
+
+
 def names() -> list[str]:
     return PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
 
 
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     """A data config by name: ``scenes``, ``coco_captions``, ``imagenet2012``,
-    ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``; ``kwargs`` as each
+    ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``conll2003``, ``conll``
+    (a local CoNLL dataset; ``conll/NAME``); ``kwargs`` as each
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
     """
     base, _, sub = name.partition("/")
@@ -246,5 +280,5 @@ def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"Unknown dataset {name!r}.{hint} Known: {', '.join(names())}.")
     if sub:
-        kwargs = {"task": sub, **kwargs}
+        kwargs = {("name" if base == "conll" else "task"): sub, **kwargs}
     return PRESETS.get(base)(**kwargs)

@@ -7,6 +7,13 @@
 * ``audio``: a JSON-lines manifest ``{"audio": "rel/path.wav", "text": "..."}``;
   audio is decoded, down-mixed and resampled to 16 kHz int16.
 * ``text``: plain text (one example per non-empty line) or JSON lines.
+* ``conll``: CoNLL-2003 style columns (``word POS chunk NER``, space separated;
+  sentences separated by blank lines, ``-DOCSTART-`` lines ignored; the tag is
+  the last column, so ``word TAG`` files work too). Features as tfds
+  ``conll2003``: ``tokens``, ``pos``, ``chunks`` (strings) and ``ner`` (class
+  labels named by ``labels``). A malformed line is reported as ``file:line`` and
+  its sentence skipped and counted (or fails the build with ``on_corrupt="fail"``);
+  a tag outside ``labels`` always fails, naming the tag and the list.
 
 Each becomes ``<data_dir>/jaxmm_local_<format>/<name>/<version>``, read back
 with ``data_config.name = "jaxmm_local_<format>/<name>"``. Paths in annotation
@@ -26,12 +33,13 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxmm.data.catalog import CONLL2003_NER_TAGS
 from jaxmm.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -109,6 +117,7 @@ class LocalConfig(tfds.core.BuilderConfig):
     root: str = ""
     on_corrupt: str = "skip"
     text_field: str = "text"
+    labels: tuple = ()
 
 
 class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
@@ -292,22 +301,85 @@ class JaxmmLocalText(_LocalBuilder):
                 yield line_no, {"text": text}
 
 
+class JaxmmLocalConll(_LocalBuilder):
+    """CoNLL-format token tagging (NER): one example per sentence."""
+
+    def _features(self):
+        return {"tokens": tfds.features.Sequence(tfds.features.Text()),
+                "pos": tfds.features.Sequence(tfds.features.Text()),
+                "chunks": tfds.features.Sequence(tfds.features.Text()),
+                "ner": tfds.features.Sequence(
+                    tfds.features.ClassLabel(names=list(self.builder_config.labels)))}
+
+    def _records(self, split, spec):
+        path = safe_path(self.builder_config.root, spec["input"])
+        if not os.path.isfile(path):
+            raise DataError(f"CoNLL file {path!r} does not exist.")
+        labels = set(self.builder_config.labels)
+        for start, rows, problem in _conll_sentences(path):
+            if problem is not None:
+                self._corrupt(split, problem[0], ValueError(problem[1]))
+                continue
+            tags = [r[-1] for r in rows]
+            unknown = [(n, t) for n, t in enumerate(tags) if t not in labels]
+            if unknown:
+                n, tag = unknown[0]
+                raise DataError(f"{path}:{start + n}: tag {tag!r} is not in the label list "
+                                f"{list(self.builder_config.labels)}; pass the dataset's tags "
+                                "with --labels.")
+            yield start, {"tokens": [r[0] for r in rows],
+                          "pos": [r[1] if len(r) > 2 else "" for r in rows],
+                          "chunks": [r[2] if len(r) > 3 else "" for r in rows],
+                          "ner": tags}
+
+
+def _conll_sentences(path: str) -> Iterator[tuple[int, list[list[str]], tuple | None]]:
+    """``(first line number, rows of columns, (file:line, problem) or None)`` per sentence.
+
+    Every token line of a file must have the same number of columns (2 or more)
+    as its first token line.
+    """
+    width = None
+    rows: list[list[str]] = []
+    start, problem = 0, None
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            cols = line.split()
+            if not cols or cols[0] == "-DOCSTART-":
+                if rows or problem:
+                    yield start, rows, problem
+                rows, problem = [], None
+                continue
+            if not rows and problem is None:
+                start = line_no
+            width = width or (len(cols) if len(cols) >= 2 else None)
+            if problem is None and (len(cols) < 2 or len(cols) != width):
+                problem = (f"{path}:{line_no}", f"expected {width or '2+'} whitespace-separated "
+                           f"columns, found {len(cols)}: {line.strip()!r}")
+            rows.append(cols)
+    if rows or problem:
+        yield start, rows, problem
+
+
 FORMATS: dict[str, type[_LocalBuilder]] = {
     "coco": JaxmmLocalCoco, "vqa": JaxmmLocalVqa, "audio": JaxmmLocalAudio,
-    "text": JaxmmLocalText,
+    "text": JaxmmLocalText, "conll": JaxmmLocalConll,
 }
 _REQUIRED = {"coco": ("annotations",), "vqa": ("questions",), "audio": ("manifest",),
-             "text": ("input",)}
+             "text": ("input",), "conll": ("input",)}
 
 
 def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], data_dir: str,
                 name: str = "default", on_corrupt: str = "skip",
-                text_field: str = "text") -> dict[str, Any]:
+                text_field: str = "text", labels: Sequence[str] | None = None
+                ) -> dict[str, Any]:
     """Builds ``jaxmm_local_<fmt>/<name>`` in ``data_dir`` from files under ``root``.
 
     ``splits`` maps split names to the files of that split, relative to
     ``root`` (keys: coco ``annotations``, ``images``; vqa ``questions``,
-    ``annotations``, ``images``; audio ``manifest``; text ``input``).
+    ``annotations``, ``images``; audio ``manifest``; text ``input``; conll
+    ``input``). ``labels``: the conll tag list, in class-id order (default: the
+    CoNLL-2003 NER tags).
     Returns ``{"name", "path", "splits": {split: n}, "skipped": {split: n}}``.
     """
     if fmt not in FORMATS:
@@ -325,9 +397,13 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
     if not re.fullmatch(r"[a-zA-Z0-9_.-]+", name):
         raise DataError(f"Dataset name {name!r} may only use letters, digits, '_', '-', '.'.")
     cls = FORMATS[fmt]
+    if fmt == "conll":
+        labels = tuple(labels or CONLL2003_NER_TAGS)
+        if len(set(labels)) != len(labels):
+            raise DataError(f"The label list {list(labels)} repeats a tag.")
     config = LocalConfig(name=name, splits={k: dict(v) for k, v in splits.items()},
                          root=os.path.abspath(root), on_corrupt=on_corrupt,
-                         text_field=text_field)
+                         text_field=text_field, labels=tuple(labels or ()))
     os.makedirs(data_dir, exist_ok=True)
     builder = cls(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(

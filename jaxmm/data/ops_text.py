@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from jaxmm.config import ConfigError
 from jaxmm.data.preprocess import register, require
 
 IGNORE_INDEX = -100
@@ -355,5 +356,71 @@ def pad_to(key: str, length: int, value: float = 0, mask_key: str | None = None)
         if mask_key:
             result[mask_key] = tf.cast(tf.range(length) < n, tf.int32)
         return result
+
+    return op
+
+
+def align_word_labels(word_ids: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """Word tags -> token labels (Hugging Face ``run_ner`` with ``label_all_tokens=False``).
+
+    ``word_ids`` ``(..., T)``: the word of each token, ``-1`` for specials and
+    padding; ``tags`` ``(..., W)``: each word's tag. The first sub-word of each
+    word gets its word's tag; later sub-words, specials and padding get -100.
+    """
+    word_ids = np.asarray(word_ids)
+    tags = np.asarray(tags)
+    if word_ids.size and word_ids.max() >= tags.shape[-1]:
+        raise ValueError(f"align_word_labels: a token comes from word {int(word_ids.max())}, "
+                         f"but there are tags for only {tags.shape[-1]} words.")
+    previous = np.concatenate([np.full(word_ids.shape[:-1] + (1,), -1, word_ids.dtype),
+                               word_ids[..., :-1]], axis=-1)
+    first = (word_ids >= 0) & (word_ids != previous)
+    safe = np.clip(word_ids, 0, max(tags.shape[-1] - 1, 0))
+    picked = np.take_along_axis(tags, safe, axis=-1) if tags.shape[-1] else safe * 0
+    return np.where(first, picked, IGNORE_INDEX).astype(np.int32)
+
+
+@register("tokenize_words")
+def tokenize_words(max_length: int, key: str = "tokens", tags_key: str | None = "ner",
+                   out_key: str = "labels", tokenizer: Any = None):
+    """Tokenises a pre-split sentence (``ex[key]``: 1-D string tensor of words) for
+    token classification, aligning word tags to sub-words.
+
+    Writes ``input_ids``, ``attention_mask`` (+ ``token_type_ids``) ``(max_length,)``
+    and, with ``tags_key`` (1-D int word tags, e.g. CoNLL ``ner``), ``out_key``: the
+    tag of each word on its first sub-word, -100 on the other sub-words, special
+    tokens and padding (:func:`align_word_labels`). Words cut by ``max_length``
+    lose their tags, as in Hugging Face ``run_ner``. Needs a tokenizer with
+    ``encode_words`` (word ids; the ``tokenizers`` backend gives them in one
+    batched call per example).
+    """
+    if not hasattr(tokenizer, "encode_words"):
+        raise ConfigError(f"tokenize_words needs a tokenizer with encode_words (word ids); "
+                         f"{type(tokenizer).__name__} has none.")
+    names = ["input_ids", "attention_mask"]
+    if getattr(tokenizer, "return_token_type_ids", False):
+        names.append("token_type_ids")
+
+    def run(words, tags):
+        enc = tokenizer.encode_words([_texts(words)], max_length)
+        labels = align_word_labels(enc["word_ids"][0], np.asarray(tags, np.int32))
+        return [enc[n][0] for n in names] + [labels]
+
+    def op(ex, seed):
+        words = require(ex, key, "tokenize_words")
+        if words.shape.rank != 1:
+            raise ConfigError(f"tokenize_words: {key!r} must be a 1-D list of words per "
+                             f"example; got rank {words.shape.rank}.")
+        tags = tf.cast(require(ex, tags_key, "tokenize_words"), tf.int32) if tags_key else \
+            tf.zeros(tf.shape(words), tf.int32)
+        results = tf.numpy_function(run, [words, tags], [tf.int32] * (len(names) + 1),
+                                    stateful=False)
+        out = dict(ex)
+        for name, r in zip(names + [out_key], results):
+            r.set_shape([max_length])
+            out[name] = r
+        if not tags_key:
+            out.pop(out_key)
+        return out
 
     return op

@@ -217,6 +217,36 @@ class Tokenizer(abc.ABC):
         return self._pad(rows, keys, max_length if padding == "max_length" else None,
                          pad_to_multiple_of, padding_side or self.padding_side)
 
+    def encode_words(self, words: Sequence[Sequence[str]], max_length: int,
+                     add_special_tokens: bool = True) -> dict[str, np.ndarray]:
+        """Tokenises pre-split words (NER, tagging), padded to exactly ``max_length``.
+
+        ``words``: a batch of word lists. Returns ``input_ids``, ``attention_mask``
+        (+ ``token_type_ids``) and ``word_ids``: int32 ``(B, max_length)``, where
+        ``word_ids`` is the index of the word each token comes from, ``-1`` for
+        special tokens and padding. Words past ``max_length`` are truncated away.
+        """
+        rows = self._encode_word_rows([[str(w) for w in ws] for ws in words], max_length,
+                                      add_special_tokens)
+        out = self._pad([(ids, types, [0] * len(ids)) for ids, types, _ in rows],
+                        ["input_ids", "attention_mask", "token_type_ids"], max_length, None,
+                        "right")
+        word_ids = np.full((len(rows), max_length), -1, np.int32)
+        for i, (_, _, wids) in enumerate(rows):
+            word_ids[i, :len(wids)] = [-1 if w is None else w for w in wids]
+        if not self.return_token_type_ids:
+            out.pop("token_type_ids")
+        out["word_ids"] = word_ids
+        return out
+
+    def _encode_word_rows(self, words: list[list[str]], max_length: int,
+                          add_special_tokens: bool
+                          ) -> list[tuple[list[int], list[int], list[int | None]]]:
+        """Per word list: (ids, type_ids, word index or None per token), truncated."""
+        raise TokenizerError(f"{type(self).__name__} cannot encode pre-split words (word ids "
+                             "for NER label alignment); use a Hugging Face tokenizers "
+                             "folder (tokenizer.json / vocab.txt).")
+
     def _pad(self, rows, keys, length, multiple, side) -> dict[str, np.ndarray]:
         longest = max((len(r[0]) for r in rows), default=0)
         target = max(longest, length or 0)
@@ -349,6 +379,15 @@ class HFTokenizer(Tokenizer):
 
     def _decode_rows(self, rows, skip_special_tokens):
         return self._tok.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+    def _encode_word_rows(self, words, max_length, add_special_tokens):
+        n_special = self._tok.num_special_tokens_to_add(False) if add_special_tokens else 0
+        _check_budget(max_length, n_special)
+        with self._lock:
+            self._tok.enable_truncation(max_length, strategy="longest_first")
+            encodings = self._tok.encode_batch(words, is_pretokenized=True,
+                                               add_special_tokens=add_special_tokens)
+        return [(e.ids, e.type_ids, e.word_ids) for e in encodings]
 
     def save(self, directory: str) -> str:
         os.makedirs(directory, exist_ok=True)

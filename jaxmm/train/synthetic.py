@@ -12,6 +12,8 @@ for any process count (a run on 2 processes sees exactly the data of a run on
 
 * ``text``: arithmetic token sequences ``x_t = start + t * stride (mod V)``
   with random lengths (right padding); ``label`` is the stride class.
+* ``tagging``: the ``text`` sequences with per-token ``labels`` ``(B, T)``: the
+  token's id mod ``num_classes`` (-100 at padding), as token classification reads.
 * ``image``: a per-class prototype image plus noise; ``label`` the class.
 * ``image_text``: an image of class ``c`` and a caption determined by ``c``
   (``input_ids``/``attention_mask``), ``label`` and ``image_id``.
@@ -38,7 +40,7 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
-LAYOUTS = ("text", "image", "image_text", "vqa", "audio_text")
+LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
@@ -105,6 +107,13 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                "attention_mask": mask, "token_type_ids": np.zeros_like(mask),
                "label": (strides - 1).astype(np.int32)}
         return out
+    if layout == "tagging":
+        strides = rng.integers(1, k + 1, size=n)
+        ids = _token_seqs(rng, rng.integers(0, vocab, size=n), strides, length, vocab)
+        mask = _lengths_mask(rng, n, length, d["min_len_frac"])
+        return {"input_ids": np.where(mask == 1, ids, PAD).astype(np.int32),
+                "attention_mask": mask, "token_type_ids": np.zeros_like(mask),
+                "labels": np.where(mask == 1, ids % k, -100).astype(np.int32)}
     cls = rng.integers(0, k, size=n).astype(np.int32)
     if layout in ("image", "image_text", "vqa"):
         shape = (d["image_size"], d["image_size"], d["channels"])

@@ -4,8 +4,8 @@ Built in: ``loss`` (the task's loss and metrics), ``perplexity``, ``retrieval``
 (image<->text recall@K), ``zero_shot`` (classification by text prompts),
 ``captioning`` (BLEU/METEOR/ROUGE-L/CIDEr of generated captions), ``vqa`` (VQA
 accuracy by question type), ``classification`` (accuracy/F1/MCC), ``glue``
-(official GLUE metrics) and ``wer`` (word/character error rate of generated
-transcripts).
+(official GLUE metrics), ``ner`` (seqeval entity F1) and ``wer`` (word/character
+error rate of generated transcripts).
 """
 
 from jaxmm.evaluate.evaluators import (  # noqa: F401  (importing registers them)
@@ -13,6 +13,7 @@ from jaxmm.evaluate.evaluators import (  # noqa: F401  (importing registers them
     loss,
     retrieval,
     text_generation,
+    token_classification,
     vqa,
 )
 from jaxmm.evaluate.evaluators.base import (

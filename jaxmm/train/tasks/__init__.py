@@ -1,8 +1,8 @@
 """Training tasks: model + batch layout + loss + metrics, picked by name.
 
 Built in: ``lm``, ``mlm``, ``classification``, ``contrastive``, ``captioning``,
-``vqa``, ``asr``, ``distillation``. See :mod:`jaxmm.train.tasks.base` for how
-to add one.
+``vqa``, ``asr``, ``distillation``, ``token_classification``. See
+:mod:`jaxmm.train.tasks.base` for how to add one.
 """
 
 from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
@@ -12,6 +12,7 @@ from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
     lm,
     mlm,
     seq2seq,
+    token_classification,
     vqa,
 )
 from jaxmm.train.tasks.base import (

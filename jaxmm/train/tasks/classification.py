@@ -54,8 +54,18 @@ class ClassificationOptions(ConfigBase):
 
 def classification_loss(logits, batch, label_smoothing: float = 0.0) -> LossOutput:
     """Summed cross-entropy + accuracy (+ top-5) over ``batch['label']``."""
+    label = batch.get("label")
+    if label is None or label.ndim != 1:
+        per_token = batch.get("labels", label)
+        if per_token is not None and per_token.ndim == 2:
+            raise ConfigError(
+                f"task 'classification' takes one label per example (B,), but the batch has "
+                f"per-token labels {tuple(per_token.shape)}; use "
+                "task.name='token_classification' (with bert_token_classifier) for NER/tagging.")
+        if label is None:
+            raise ConfigError(f"task 'classification' needs 'label' (B,) in the batch; it has "
+                              f"{sorted(batch)}.")
     w = example_weights(batch)
-    label = batch["label"]
     nll, correct, n = softmax_xent(logits, label, weights=w, label_smoothing=label_smoothing)
     metrics = {"accuracy": (correct, n)}
     if logits.shape[-1] >= 5:
