@@ -244,3 +244,39 @@ def test_installed_jaxmm_demo_runs_from_the_package(installed_wheel, tmp_path):
     for png in ("samples.png", "attention.png", "training_curves.png"):
         with open(workdir / png, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
+
+
+@pytest.mark.slow
+def test_editable_install_finds_the_checkout_configs(tmp_path):
+    """``pip install -e`` (what ``make demo`` / ``make test`` do) keeps working: the built-in
+    configs are the checkout's configs/ folder, found from any directory."""
+    import shutil
+    import sysconfig
+
+    source = tmp_path / "checkout"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "jaxmm", "configs"):
+        copy = shutil.copytree if os.path.isdir(os.path.join(ROOT, name)) else shutil.copy2
+        copy(os.path.join(ROOT, name), source / name)
+    venv = tmp_path / "venv"
+    run = dict(check=True, capture_output=True, text=True, timeout=900)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], **run)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                              "['purelib'])"], **run).stdout.strip()
+    with open(os.path.join(purelib, "_deps.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "-e", str(source)],
+                   **run)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = subprocess.run([python, "-c", "import json, jaxmm, jaxmm.config as c; print(json.dumps("
+                          "[jaxmm.__file__, str(c.builtin_config_dir())]))"],
+                         cwd=elsewhere, env=env, **run).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [
+        str(source / "jaxmm" / "__init__.py"), str(source / "configs")]
+    printed = subprocess.run([str(venv / "bin" / "jaxmm"), "config", "--config",
+                              "lm_gpt.py:tiny,steps=9"], cwd=elsewhere, env=env, **run).stdout
+    assert "num_steps: 9" in printed
