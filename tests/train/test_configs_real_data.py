@@ -25,7 +25,12 @@ CASES = {
     "vit_classification": "tiny,data=imagenet2012,classes=1000",
     "clip_contrastive": "tiny,data=coco_captions,res=32,seq_len=16,tokenizer={tok}",
     "asr_whisper": "tiny,data=librispeech,seq_len=16,tokenizer={tok}",
+    "glue_bert": "mrpc,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "glue_bert:stsb": "stsb,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
 }
+# metrics `jaxmm eval` reports besides the loss
+EVAL_METRICS = {"glue_bert": ("glue/accuracy", "glue/f1"),
+                "glue_bert:stsb": ("glue/pearson", "glue/spearman")}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,8 @@ def test_every_shipped_config_has_a_catalog_case():
     shipped = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, "configs"))
                if n.endswith(".py") and not n.startswith("_")}
     # demo.py runs the built-in data (test_demo); distill_vit needs a teacher export.
-    assert shipped - {"demo", "distill_vit"} <= set(CASES), shipped - set(CASES)
+    cased = {c.split(":")[0] for c in CASES}
+    assert shipped - {"demo", "distill_vit"} <= cased, shipped - cased
 
 
 @pytest.mark.parametrize("name,arg", [("lm_gpt", "tiny,data=glue/sst2"),
@@ -60,7 +66,7 @@ def test_a_dataset_of_another_layout_is_refused_with_the_ones_that_fit(name, arg
 def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp_path, capsys):
     tok_dir, tok = tokenizer
     arg = CASES[name].format(vocab=tok.vocab_size, mask=tok.mask_token_id, tok=tok_dir)
-    config = f"{os.path.join(ROOT, 'configs', name)}.py:{arg},steps=2,batch=8"
+    config = f"{os.path.join(ROOT, 'configs', name.split(':')[0])}.py:{arg},steps=2,batch=8"
     workdir = str(tmp_path / "run")
     overrides = ["--config.eval.num_batches=1", "--config.eval.every_steps=0",
                  "--config.log.every_steps=1", "--config.log.tensorboard=false",
@@ -72,6 +78,8 @@ def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp
         assert cli.main(["eval", "--config", config, "--workdir", workdir, *overrides]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
+    for metric in EVAL_METRICS.get(name, ()):
+        assert -1.0 <= result["metrics"][metric] <= 1.0, (metric, result["metrics"])
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
