@@ -125,8 +125,9 @@ def test_captioning_on_two_processes_equals_one(tmp_path):
         "model.name": "captioner", "tokenizer": str(tmp_path / "tok"), "num_steps": 20,
         "model.config": {"encoder": "vit", "encoder_config": {**tower, "image_size": 16,
                                                               "patch_size": 8},
-                         "decoder": {**tower, "vocab_size": tok.vocab_size, "max_position_embeddings": 16,
-                                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
+                         "decoder": {**tower, "vocab_size": tok.vocab_size,
+                                     "max_position_embeddings": 16, "bos_token_id": 1,
+                                     "eos_token_id": 2, "pad_token_id": 0}},
         "eval.evaluators.captions": {"type": "captioning", "max_new_tokens": 6,
                                      "num_batches": 2, "batch_size": 8}}
     want, got = _eval_one_and_two_processes(tmp_path, "captioning", overrides, "captions")
