@@ -3,8 +3,9 @@
 ``MODEL`` is a Hugging Face folder (``config.json`` + safetensors, imported
 with :func:`jaxmm.convert.from_hf`), a jaxmm model folder (``jaxmm_model.json``
 + ``params.safetensors``, from ``jaxmm convert from-hf``), a jaxmm params
-export (``model.json`` + ``variables/``), or a training workdir holding one in
-``export/``. The
+export (``model.json`` + ``variables/``), a training workdir holding one in
+``export/``, or a Hugging Face Hub id (``org/name[@revision]``) read from the
+local Hub cache, or fetched with ``--download``. The
 tokenizer comes from the same folder (or ``--tokenizer``). Decoder-only
 models continue each prompt; encoder-decoders (T5) take it as the encoder
 input. The decoded text of every returned sequence is printed, one per line.
@@ -36,7 +37,11 @@ def _early_stopping(text: str) -> bool | str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxmm generate", description=__doc__.split("\n")[0])
-    p.add_argument("model", help="HF folder, jaxmm params export, or training workdir")
+    p.add_argument("model", help="HF folder, jaxmm model folder or params export, training "
+                   "workdir, or a Hugging Face Hub id (org/name[@revision])")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a Hub id that is not in the local Hugging Face cache "
+                   "(configs, safetensors and tokenizer files only)")
     p.add_argument("--prompt", action="append", default=[],
                    help="a prompt (repeat for a batch)")
     p.add_argument("--prompt-file", help="text file with one prompt per line")
@@ -90,15 +95,18 @@ def _generation_config(args, pad_token_id: int | None):
     )
 
 
-def _check_folders(args) -> None:
-    """The model folder, then the tokenizer folder, must exist (InputError otherwise)."""
+def _resolve_folders(args) -> None:
+    """The model folder (a Hub id becomes its cached snapshot), then the tokenizer folder,
+    must exist (InputError otherwise)."""
     if not os.path.isdir(args.model):
-        hub = "" if os.path.isabs(args.model) or args.model.startswith(".") else (
-            " Hugging Face Hub ids are not downloaded; save the model to a folder first "
-            "(transformers: model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)).")
-        raise InputError(f"Model folder {args.model!r} does not exist.{hub}",
-                         hint="Pass a Hugging Face folder, a jaxmm model folder (jaxmm convert "
-                         "from-hf), a params export or a training workdir.")
+        from jaxmm.convert.hub import hub_snapshot, looks_like_hub_id
+
+        if os.path.exists(args.model) or not looks_like_hub_id(args.model):
+            raise InputError(f"Model folder {args.model!r} does not exist.",
+                             hint="Pass a Hugging Face folder, a jaxmm model folder (jaxmm "
+                             "convert from-hf), a params export, a training workdir or a Hub "
+                             "id (org/name).")
+        args.model = hub_snapshot(args.model, download=args.download)
     if args.tokenizer and not os.path.exists(args.tokenizer):
         raise InputError(f"Tokenizer {args.tokenizer!r} (--tokenizer) does not exist.",
                          hint="Pass a tokenizer folder or file, or leave --tokenizer out to use "
@@ -109,7 +117,7 @@ def _check_folders(args) -> None:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     prompts = _prompts(args)
-    _check_folders(args)
+    _resolve_folders(args)
     # the tokenizer first: it is quick, and a folder without one fails before the weights load
     from jaxmm.convert.folders import load_model
     from jaxmm.data.tokenizers import load as load_tokenizer

@@ -21,6 +21,7 @@ text_classification    input_ids, attention_mask[, token_type_ids], label (float
 extractive_qa          input_ids, attention_mask[, token_type_ids], start_positions,
                        end_positions
 language_modeling      input_ids, attention_mask, labels
+masked_lm              input_ids, attention_mask (the MLM task masks them on device)
 =====================  ===============================================================
 
 Catalog datasets are never downloaded: prepare them where you have the data
@@ -220,12 +221,19 @@ def librispeech(data_dir: str | None = None, max_length: int = 128, audio_second
 
 
 @PRESETS.register('lm1b')
-def lm1b(data_dir: str | None = None, max_length: int = 128,
+def lm1b(task: str = "language_modeling", data_dir: str | None = None, max_length: int = 128,
          **_: Any) -> ml_collections.ConfigDict:
-    """tfds ``lm1b``: one-billion-word sentences for language modelling."""
-    pp = (f"tokenize({max_length}, key='text')|lm_labels"
-          "|keep('input_ids', 'attention_mask', 'labels')")
-    return _cfg("lm1b", pp, pp, data_dir=data_dir, task="language_modeling",
+    """tfds ``lm1b``: one-billion-word sentences for causal (``language_modeling``)
+    or masked (``masked_lm``: no labels; the MLM task masks on device) language
+    modelling."""
+    if task == "language_modeling":
+        pp = (f"tokenize({max_length}, key='text')|lm_labels"
+              "|keep('input_ids', 'attention_mask', 'labels')")
+    elif task == "masked_lm":
+        pp = f"tokenize({max_length}, key='text')|keep('input_ids', 'attention_mask')"
+    else:
+        raise ConfigError(f"lm1b supports language_modeling/masked_lm, not {task!r}.")
+    return _cfg("lm1b", pp, pp, data_dir=data_dir, task=task,
                 splits={"validation": "test"},
                 prepare=_TFDS_HINT.format(name="lm1b") + "; or from local text: jaxmm data "
                 "build-text --input corpus.txt --data-dir {data_dir}")

@@ -88,3 +88,41 @@ def test_cli_errors(gpt2_folder, tmp_path, capsys):
     code = generate_cli.main([str(gpt2_folder), "--prompt", "w5", "--num-beams", "2",
                               "--num-return-sequences", "3"])
     assert code == 2 and "cannot exceed num_beams" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_reads_hub_ids_from_the_local_hub_cache(gpt2_folder, tmp_path, capsys):
+    """``jaxmm generate org/name`` loads the snapshot that a Hugging Face cache holds
+    (laid out as ``huggingface_hub`` writes it), offline, and says what to do when the
+    cache lacks the id."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from jaxmm.cli import generate as generate_cli
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--jaxmm-tests--tiny-gpt2"
+    shutil.copytree(gpt2_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    args = ["--prompt", "w5 w9 w77", "--max-new-tokens", "5"]
+    assert generate_cli.main([str(gpt2_folder)] + args) == 0
+    from_folder = capsys.readouterr().out
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "JAX_PLATFORMS": "cpu"}
+    root = Path(__file__).resolve().parents[2]
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "jaxmm", "generate", *argv], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=1800)
+
+    hub = run("jaxmm-tests/tiny-gpt2", *args)
+    assert hub.returncode == 0, hub.stderr
+    assert hub.stdout == from_folder and from_folder.strip()
+    missing = run("jaxmm-tests/other", *args, "--download")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "'jaxmm-tests/other' does not exist" in missing.stderr
+    assert "could not be fetched" in missing.stderr

@@ -2,6 +2,7 @@
 fields aside): the tiny model with evaluation, and the demo's VQA run from its data and
 tokenizer onwards, each in separate processes (hash seeds and thread timing differ)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -55,15 +56,25 @@ def _demo_vqa(root):
                   "--config.eval.evaluators.vqa.at_end=true", "--config.log.every_steps=2",
                   devices=1)
     assert res.returncode == 0, res.stderr[-3000:]
-    return metrics_without_wall_clock(root / "vqa")
+    return metrics_without_wall_clock(root / "vqa"), config
 
 
 @pytest.mark.slow
 def test_demo_vqa_runs_are_identical(tmp_path):
-    first, second = _demo_vqa(tmp_path / "first"), _demo_vqa(tmp_path / "second")
+    (first, config), (second, _) = _demo_vqa(tmp_path / "first"), _demo_vqa(tmp_path / "second")
     assert any("eval/vqa/accuracy" in r for r in first)
     assert first == second
     tokenizers = [(tmp_path / n / "tokenizer" / "tokenizer.json").read_bytes()
                   for n in ("first", "second")]
     assert tokenizers[0] == tokenizers[1]
     assert os.path.exists(tmp_path / "first" / "vqa" / "config.0.json")
+
+    # `jaxmm eval` resolves the same config, tokenizer and data as `train`: evaluating the
+    # final checkpoint reproduces the run's own at-end evaluation.
+    res = run_cli("eval", "--config", config, "--workdir", str(tmp_path / "first" / "vqa"),
+                  "--evaluator", "vqa", devices=1)
+    assert res.returncode == 0, res.stderr[-3000:]
+    evaluated = json.loads(res.stdout)
+    at_end = [r for r in first if "eval/vqa/accuracy" in r][-1]
+    assert evaluated["step"] == at_end["step"] == 8
+    assert evaluated["metrics"]["vqa/accuracy"] == at_end["eval/vqa/accuracy"]

@@ -133,3 +133,21 @@ def test_eval_without_checkpoints_is_one_line_and_creates_nothing(tmp_path, make
     assert len(lines) == 1 and expected in lines[0], res.stderr
     assert "Traceback" not in res.stderr and "cannot schedule" not in res.stderr
     assert (os.listdir(workdir) == []) if make == "empty" else not workdir.exists()
+
+
+@pytest.mark.slow
+def test_config_command_prints_the_config_train_records(tmp_path):
+    """``jaxmm config --json`` with train's arguments prints exactly the config.json that
+    ``jaxmm train`` then writes (every default filled in, the overrides applied)."""
+    cfg = write_config(tmp_path / "cfg.py", "lm", {"num_steps": 2})
+    overrides = ("--config.model.config.num_layers=1", "--config.eval.num_batches=None",
+                 "--config.optimizer.clip_norm=0.5")
+    printed = run_cli("config", "--config", cfg, *overrides, "--json", devices=1)
+    assert printed.returncode == 0, printed.stderr
+    trained = run_cli("train", "--config", cfg, "--workdir", str(tmp_path / "run"), *overrides,
+                      devices=1)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    recorded = json.loads(_read(os.path.join(tmp_path, "run", "config.json")))
+    assert json.loads(printed.stdout) == recorded
+    assert recorded["model"]["config"]["num_layers"] == 1
+    assert recorded["optimizer"]["clip_norm"] == 0.5 and recorded["eval"]["num_batches"] is None
