@@ -119,3 +119,43 @@ def test_tpu_vm_script_refuses_a_missing_slice_without_create(tmp_path):
     res = subprocess.run(["bash", SCRIPT, "--create", "nope", "z", "c.py", "w"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--create needs --accelerator-type" in res.stderr
+
+
+def test_tpu_vm_script_clones_a_ref_and_quotes_for_the_workers(tmp_path):
+    """--ref clones into each worker's own $HOME (expanded there, not here), and the
+    train command reaches every worker word for word; a stand-in interpreter records
+    its calls instead of training."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(origin)]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    (origin / "marker.txt").write_text("release\n")
+    subprocess.run([*git, "add", "marker.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "release"], check=True)
+    subprocess.run([*git, "branch", "release"], check=True)
+    fake_python = tmp_path / "py"
+    fake_python.write_text('#!/bin/sh\nprintf "%s|%s\\n" "$PWD" "$*" >> "$HOME/python-calls"\n')
+    fake_python.chmod(0o755)
+    sim = tmp_path / "slice"
+    sim.mkdir()
+    (sim / "created").write_text("{}")  # an existing slice: no create
+    env = cpu_env(4, FAKE_TPU_DIR=str(sim), FAKE_TPU_WORKERS="2", HOME=str(tmp_path / "local"),
+                  PATH=fakes.install(tmp_path / "bin", gcloud=fakes.GCLOUD) + os.pathsep
+                  + os.environ["PATH"])
+    res = subprocess.run(
+        ["bash", SCRIPT, "--ref", "release", "--repo", str(origin), "--python", str(fake_python),
+         "--logs", str(tmp_path / "logs"), "t", "z", "configs/lm_gpt.py:tiny,steps=3",
+         "gs://b/run 1", "--config.log.every_steps=1", "--config.note=it's $HOME"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "create" not in [c["call"] for c in fakes.calls(sim)]
+    for i in range(2):
+        home = sim / f"home-{i}"
+        assert (home / "jaxmm" / "marker.txt").read_text() == "release\n"
+        calls = (home / "python-calls").read_text().splitlines()
+        assert calls[0].startswith(f"{home}|-c import sys")  # the version check
+        assert calls[1] == (f"{home / 'jaxmm'}|-m jaxmm train --config "
+                            "configs/lm_gpt.py:tiny,steps=3 --workdir gs://b/run 1 "
+                            "--config.log.every_steps=1 --config.note=it's $HOME")
+        assert (tmp_path / "logs" / f"worker-{i}.log").read_text().startswith("== ")
+    assert not (tmp_path / "local" / "jaxmm").exists()  # nothing went to the local $HOME
