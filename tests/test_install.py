@@ -205,13 +205,18 @@ def test_wheel_is_installed_outside_the_checkout(installed_wheel, tmp_path):
 
 
 @pytest.mark.slow
-def test_installed_jaxmm_trains_a_builtin_config_by_name(installed_wheel, tmp_path):
+def test_installed_cli_trains_evaluates_and_configures_a_builtin_config(installed_wheel,
+                                                                         tmp_path):
+    """The README's train / config / eval commands from the installed ``jaxmm``, in a
+    directory without configs/: train finds the built-in config by name, ``config --json``
+    prints exactly the config.json train wrote, ``eval`` reproduces the run's own
+    evaluation, and an empty workdir is refused in one line with nothing written."""
     cwd = tmp_path / "elsewhere"  # no configs/ here
     cwd.mkdir()
-    _run(installed_wheel, [
-        installed_wheel.jaxmm, "train", "--config", "lm_gpt.py:tiny,steps=4,batch=4,seq_len=32",
-        "--workdir", "gpt", "--config.eval.num_batches=1", "--config.eval.every_steps=4",
-        "--config.log.every_steps=2", "--config.checkpoint.every_steps=4"], cwd)
+    args = ["--config", "lm_gpt.py:tiny,steps=4,batch=4,seq_len=32",
+            "--config.eval.num_batches=1", "--config.eval.every_steps=4",
+            "--config.log.every_steps=2", "--config.checkpoint.every_steps=4"]
+    _run(installed_wheel, [installed_wheel.jaxmm, "train", *args, "--workdir", "gpt"], cwd)
     workdir = cwd / "gpt"
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["step"] == 4 and summary["checkpoints"] == [4]
@@ -222,6 +227,42 @@ def test_installed_jaxmm_trains_a_builtin_config_by_name(installed_wheel, tmp_pa
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert losses and all(abs(loss - math.log(vocab)) < 0.5 for loss in losses), losses
+
+    printed = _run(installed_wheel, [installed_wheel.jaxmm, "config", *args, "--json"], cwd)
+    assert json.loads(printed.stdout) == config
+
+    _run(installed_wheel, [installed_wheel.jaxmm, "eval", *args, "--workdir", "gpt"], cwd)
+    evaluated = json.loads((workdir / "eval_4.json").read_text())
+    (in_run,) = [r["eval/loss"] for r in records if "eval/loss" in r]
+    assert evaluated["step"] == 4
+    assert evaluated["metrics"]["loss"] == pytest.approx(in_run, rel=1e-5)
+
+    (cwd / "empty").mkdir()
+    proc = subprocess.run([installed_wheel.jaxmm, "eval", *args, "--workdir", "empty"], cwd=cwd,
+                          capture_output=True, text=True, timeout=HANG_GUARD_S,
+                          env=installed_wheel.env(TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 3 and len(lines) == 1, proc.stderr
+    assert "No checkpoint in" in lines[0] and os.listdir(cwd / "empty") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, message", [
+    ("runs/gpt/export", "Model folder 'runs/gpt/export' does not exist."),
+    ("gpt2", "Model folder 'gpt2' does not exist, and the Hub id is not in the local Hugging "
+             "Face Hub cache. Pass --download"),
+])
+def test_installed_cli_generate_names_the_missing_model_folder(installed_wheel, tmp_path,
+                                                               model, message):
+    """``jaxmm generate`` from the installed command names the missing model folder (not a
+    missing tokenizer) in one line; a Hub id is looked up in the (here empty) Hub cache."""
+    proc = subprocess.run([installed_wheel.jaxmm, "generate", model, "--prompt", "hi"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD_S,
+                          env=installed_wheel.env(TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1",
+                                                  HF_HOME=str(tmp_path / "hf")))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert message in lines[0], lines[0]
 
 
 @pytest.mark.slow
