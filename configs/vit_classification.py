@@ -8,12 +8,12 @@
 
 import ml_collections
 
-from jaxmm.train.run_config import parse_config_arg
+from jaxmm.train.run_config import data_section, parse_config_arg
 
 
 def get_config(arg=None):
     a = parse_config_arg(arg, size="S/16", steps=20000, batch=256, data="synthetic",
-                         classes=10, hf="", res=224)
+                         classes=10, hf="", res=224, data_dir="")
     c = ml_collections.ConfigDict()
     c.task = {"name": "classification", "modality": "image", "label_smoothing": 0.1}
     res = 32 if a.size == "tiny" else a.res
@@ -21,7 +21,8 @@ def get_config(arg=None):
                "config": {"num_labels": a.classes, "image_size": res, "dtype": "bfloat16"}}
     c.init = {"hf": a.hf or None}
     c.num_steps, c.batch_size = a.steps, a.batch
-    c.data = {"name": a.data, "image_size": res}
+    c.data = data_section(a.data, accepts=("classification",), synthetic={"image_size": res},
+                          task="classification", image_size=res, data_dir=a.data_dir or None)
     c.optimizer = {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.05,
                    "clip_norm": 1.0}
     c.schedule = {"name": "cosine", "warmup_steps": min(1000, a.steps // 10)}

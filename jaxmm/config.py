@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources.abc
 import importlib.util
 import os
 import traceback
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import ml_collections
@@ -327,20 +329,65 @@ class ConfigBase(metaclass=_ConfigMeta):
 # ---------------------------------------------------------------------------
 
 
+def builtin_config_dir() -> Path | importlib.resources.abc.Traversable:
+    """The folder of jaxmm's built-in configs (the repository's ``configs/``).
+
+    In a source checkout (editable install, or the checkout on ``sys.path``) that is
+    ``configs/`` next to the package; an installed wheel ships it as the data package
+    ``jaxmm.configs``, found through :mod:`importlib.resources`.
+    """
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")) and \
+            os.path.isdir(os.path.join(checkout, "configs")):
+        return Path(checkout, "configs")
+    return importlib.resources.files("jaxmm.configs")
+
+
+def builtin_configs() -> list[str]:
+    """The file names of the built-in configs (``["asr_whisper.py", ...]``)."""
+    try:
+        folder = builtin_config_dir()
+        names = [f.name for f in folder.iterdir()]
+    except (ModuleNotFoundError, OSError):
+        return []
+    return sorted(n for n in names if n.endswith(".py") and not n.startswith("_"))
+
+
+def resolve_config_file(path: str) -> str:
+    """``path`` when it is a file; else the built-in config of that name.
+
+    A bare name (``lm_gpt.py`` or ``lm_gpt``) or ``configs/<name>`` that is not a
+    local file names a built-in config, so ``jaxmm train --config lm_gpt.py:tiny``
+    works from any directory after ``pip install``. An existing local file wins.
+    """
+    if os.path.isfile(path):
+        return path
+    folder, name = os.path.split(os.path.normpath(path)) if path else ("", "")
+    builtin = builtin_configs()
+    if folder in ("", "configs") and name:
+        name = name if name.endswith(".py") else name + ".py"
+        if name in builtin:
+            return str(builtin_config_dir() / name)
+    raise ConfigError(
+        f"Config file {path!r} does not exist and is not a built-in config "
+        f"(built-in: {', '.join(builtin) or 'none found'}).",
+        hint="Pass a path to a config file (like configs/*.py) or a built-in name, optionally "
+             "followed by ':arg', e.g. --config lm_gpt.py:tiny",
+    )
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Loads ``path/to/config.py[:arg]`` and applies ``--config.x.y=v`` overrides.
 
-    The file must define ``get_config(arg=None)`` returning a ConfigDict.
+    ``path`` may also name a built-in config (``lm_gpt.py:tiny``; see
+    :func:`resolve_config_file`). The file must define ``get_config(arg=None)``
+    returning a ConfigDict.
     ``overrides`` holds strings ``"a.b=value"`` (the ``--config.`` prefix is
     optional). The returned config is locked: new keys cannot be added by
     mistake later.
     """
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(
-            f"Config file {path!r} does not exist. Pass a path to a configs/*.py file, "
-            "optionally followed by ':arg', e.g. --config configs/demo.py:tiny"
-        )
+    path = resolve_config_file(path)
     module_name = "_jaxmm_config_" + os.path.splitext(os.path.basename(path))[0]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:

@@ -45,13 +45,14 @@ def _log(msg: str) -> None:
 
 
 def _config_file() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(os.path.dirname(here), "configs", "demo.py")
+    """``configs/demo.py``: from the source checkout, or shipped in the installed package
+    (never a ``demo.py`` of the current directory)."""
+    from jaxmm.config import builtin_config_dir
+
+    path = str(builtin_config_dir() / "demo.py")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"configs/demo.py not found next to the jaxmm package ({path}); run the demo from a "
-            "jaxmm source checkout (pip install -e .)."
-        )
+        raise FileNotFoundError(f"configs/demo.py is missing from the jaxmm installation ({path}); "
+                                "reinstall jaxmm.")
     return path
 
 

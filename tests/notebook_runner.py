@@ -10,8 +10,9 @@ Colab-only steps are guarded in Python), so executing the cells' source in
 one namespace is exactly what a kernel would run.
 
 Cells tagged ``colab-install`` (the ``pip install`` cell at the top of each
-notebook) are skipped: the code under test is the working tree, put on
-``PYTHONPATH`` by the caller. ``--export FILE NAME...`` writes the named
+notebook) are skipped: the code under test is the jaxmm that the interpreter
+running this script imports (tests/test_notebooks.py runs it with a virtualenv
+where a wheel of the working tree is installed). ``--export FILE NAME...`` writes the named
 notebook variables to FILE as JSON (NumPy arrays as nested lists) so a test
 can check what the notebook computed.
 """
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAILED: {args.notebook} cell {index}", file=sys.stderr, flush=True)
             return 1
         print(f"--- cell {index}: {time.perf_counter() - start:.1f}s ---", flush=True)
+    if "jaxmm" in sys.modules:  # which jaxmm ran (the tests check it is the installed one)
+        print(f"--- jaxmm: {sys.modules['jaxmm'].__file__}", flush=True)
     if args.export:
         path, names = args.export[0], args.export[1:]
         missing = [n for n in names if n not in namespace]

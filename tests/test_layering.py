@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Rank of each top-level part of jaxmm: a part may import parts of lower rank only.
 RANKS = {
     "errors": 0,
-    "overrides": 1,
+    "overrides": 1, "storage": 1,
     "config": 2,
     "registry": 3,
     "layers": 4, "audio_features": 4, "sharding": 4,

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 
+from jaxmm import storage
 from jaxmm.cli.failures import command
 from jaxmm.config import parse_override_args
 from jaxmm.errors import CheckpointError
@@ -22,17 +23,16 @@ from jaxmm.errors import CheckpointError
 def checkpoint_steps(workdir: str) -> list[int]:
     """The steps saved in ``workdir/checkpoints`` (sorted; read without creating anything)."""
     folder = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(folder):
-        return []
-    return sorted(int(name) for name in os.listdir(folder)
-                  if name.isdigit() and os.path.isdir(os.path.join(folder, name)))
+    return sorted(int(name) for name in storage.listdir(folder)
+                  if name.isdigit() and storage.is_dir(os.path.join(folder, name)))
 
 
 def check_checkpoint(workdir: str, step: int | None) -> None:
     """Raises :class:`CheckpointError` unless ``workdir`` holds checkpoint ``step``
     (``None``: any), so a mistyped or empty workdir is refused untouched."""
-    if not os.path.isdir(workdir):
-        what = "is a file, not a folder" if os.path.exists(workdir) else "does not exist"
+    storage.resolve(workdir, "--workdir")  # a URL jaxmm can read (one line if not)
+    if not storage.is_dir(workdir):
+        what = "is a file, not a folder" if storage.exists(workdir) else "does not exist"
         raise CheckpointError(f"Workdir {workdir!r} {what}.",
                               hint="Pass the --workdir of a training run (or --params DIR).")
     steps = checkpoint_steps(workdir)
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     config = load_run_config(args.config, overrides)
     if args.params is None:
         check_checkpoint(args.workdir, args.step)
-    elif not os.path.isdir(args.params):
+    elif not storage.is_dir(storage.resolve(args.params, "--params")):
         raise CheckpointError(f"--params {args.params!r} is not a folder.",
                               hint="Pass a params export (a training run's WORKDIR/export).")
     result = evaluate_checkpoint(config, args.workdir, step=args.step, params_dir=args.params,

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
+from jaxmm import storage
 from jaxmm.cli.failures import command
 from jaxmm.config import parse_override_args
 from jaxmm.errors import InputError
 
 
 def check_workdir(workdir: str, option: str = "--workdir") -> None:
-    """``workdir`` must be a folder or not exist yet (raises :class:`InputError`)."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+    """``workdir`` must be a folder (or a ``gs://`` URL) or not exist yet (raises
+    :class:`InputError`)."""
+    path = storage.resolve(workdir, option)
+    if storage.exists(path) and not storage.is_dir(path):
         raise InputError(f"{option} {workdir!r} is a file, not a folder.",
                          hint=f"Pass a folder for {option} (a new one is created).")
 
@@ -36,7 +38,8 @@ def main(argv: list[str]) -> int:
                "'jaxmm config' prints every key. See jaxmm.train.run_config for all keys.",
     )
     parser.add_argument("--config", required=True, help="path/to/config.py[:arg]")
-    parser.add_argument("--workdir", required=True, help="checkpoints, logs and exports go here")
+    parser.add_argument("--workdir", required=True,
+                        help="checkpoints, logs and exports go here (a folder or gs://BUCKET/DIR)")
     parser.add_argument("--log-level", default="WARNING", help="Python logging level")
     args = parser.parse_args(rest)
     level = logging.getLevelName(args.log_level.upper())

@@ -22,7 +22,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
+
+from jaxmm import storage
 
 __all__ = ["configure_orbax", "export_params", "load_exported", "load_model"]
 
@@ -60,9 +61,10 @@ def configure_orbax() -> None:
 
 def export_params(variables: Any, directory: str | os.PathLike, *, model_name: str,
                   model_config: dict[str, Any], task: str | None = None) -> str:
-    """Writes ``variables`` alone (Orbax) and ``model.json`` to ``directory``."""
+    """Writes ``variables`` alone (Orbax) and ``model.json`` to ``directory`` (a path or a
+    ``gs://`` URL)."""
     configure_orbax()
-    directory = epath.Path(directory).absolute()
+    directory = storage.as_path(directory)  # absolute; a gs:// URL as it is
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(directory / "variables", variables, force=True)
     ckpt.wait_until_finished()
@@ -80,7 +82,7 @@ def load_exported(directory: str | os.PathLike, *, shardings: Any = None) -> tup
     """
     from jaxmm.models import registry
 
-    directory = epath.Path(directory).absolute()
+    directory = storage.as_path(directory)  # absolute; a gs:// URL as it is
     meta_path = directory / "model.json"
     if not meta_path.exists() or not (directory / "variables").exists():
         raise FileNotFoundError(

@@ -21,6 +21,7 @@ text_classification    input_ids, attention_mask[, token_type_ids], label (float
 extractive_qa          input_ids, attention_mask[, token_type_ids], start_positions,
                        end_positions
 language_modeling      input_ids, attention_mask, labels
+masked_lm              input_ids, attention_mask (the MLM task masks them on device)
 token_classification   input_ids, attention_mask[, token_type_ids], labels (word tag on
                        each word's first sub-word, -100 elsewhere)
 =====================  ===============================================================
@@ -225,19 +226,28 @@ def librispeech(data_dir: str | None = None, max_length: int = 128, audio_second
 
 
 @PRESETS.register('lm1b')
-def lm1b(data_dir: str | None = None, max_length: int = 128,
+def lm1b(task: str = "language_modeling", data_dir: str | None = None, max_length: int = 128,
          **_: Any) -> ml_collections.ConfigDict:
-    """tfds ``lm1b``: one-billion-word sentences for language modelling."""
-    pp = (f"tokenize({max_length}, key='text')|lm_labels"
-          "|keep('input_ids', 'attention_mask', 'labels')")
-    return _cfg("lm1b", pp, pp, data_dir=data_dir, task="language_modeling",
+    """tfds ``lm1b``: one-billion-word sentences for causal (``language_modeling``)
+    or masked (``masked_lm``: no labels; the MLM task masks on device) language
+    modelling."""
+    if task == "language_modeling":
+        pp = (f"tokenize({max_length}, key='text')|lm_labels"
+              "|keep('input_ids', 'attention_mask', 'labels')")
+    elif task == "masked_lm":
+        pp = f"tokenize({max_length}, key='text')|keep('input_ids', 'attention_mask')"
+    else:
+        raise ConfigError(f"lm1b supports language_modeling/masked_lm, not {task!r}.")
+    return _cfg("lm1b", pp, pp, data_dir=data_dir, task=task,
                 splits={"validation": "test"},
                 prepare=_TFDS_HINT.format(name="lm1b") + "; or from local text: jaxmm data "
                 "build-text --input corpus.txt --data-dir {data_dir}")
 
 
-def _tagging(name: str, max_length: int, data_dir: str | None, prepare: str,
+def _tagging(name: str, task: str, max_length: int, data_dir: str | None, prepare: str,
              splits: dict | None = None) -> ml_collections.ConfigDict:
+    if task != "token_classification":
+        raise ConfigError(f"{name} supports token_classification, not {task!r}.")
     pp = (f"tokenize_words({max_length}, key='tokens', tags_key='ner')"
           "|keep('input_ids', 'attention_mask', 'token_type_ids', 'labels')")
     c = _cfg(name, pp, pp, data_dir=data_dir, task="token_classification", splits=splits,
@@ -246,20 +256,21 @@ def _tagging(name: str, max_length: int, data_dir: str | None, prepare: str,
 
 
 @PRESETS.register('conll2003')
-def conll2003(data_dir: str | None = None, max_length: int = 128,
-              **_: Any) -> ml_collections.ConfigDict:
+def conll2003(task: str = "token_classification", data_dir: str | None = None,
+              max_length: int = 128, **_: Any) -> ml_collections.ConfigDict:
     """tfds ``conll2003``: English NER, tags :data:`CONLL2003_NER_TAGS` (``ner`` feature)."""
-    return _tagging("conll2003", max_length, data_dir, splits={"validation": "dev"},
+    return _tagging("conll2003", task, max_length, data_dir, splits={"validation": "dev"},
                     prepare=_TFDS_HINT.format(name="conll2003") + "; or from local CoNLL "
                     "files: jaxmm data build-conll --root DIR --split train=train.txt "
                     "--split validation=valid.txt --data-dir {data_dir}")
 
 
 @PRESETS.register('conll')
-def conll(name: str = "default", data_dir: str | None = None, max_length: int = 128,
+def conll(name: str = "default", task: str = "token_classification",
+          data_dir: str | None = None, max_length: int = 128,
           **_: Any) -> ml_collections.ConfigDict:
     """A local CoNLL-format dataset built by ``jaxmm data build-conll --name NAME``."""
-    return _tagging(f"jaxmm_local_conll/{name}", max_length, data_dir,
+    return _tagging(f"jaxmm_local_conll/{name}", task, max_length, data_dir,
                     prepare="jaxmm data build-conll --root DIR --split train=train.txt "
                     f"--split validation=valid.txt --name {name} --data-dir {{data_dir}}")
 

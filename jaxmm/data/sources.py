@@ -5,6 +5,8 @@ disjointly across processes and resume at an exact position) and decodes them
 inside tf.data with the dataset's own tfds feature decoders. Random access
 needs the ArrayRecord file format; every builder in jaxmm writes it, and a
 catalog dataset prepared as TFRecord is refused with the command that converts it.
+A ``data_dir`` may be a local folder or a ``gs://`` URL (:mod:`jaxmm.storage`; tfds
+reads it through etils.epath).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxmm import storage
 from jaxmm.errors import DataError, did_you_mean
 
 __all__ = ["DataError", "RecordSource", "find_prepared", "open_source"]
@@ -32,10 +35,10 @@ def _version_key(v: str) -> tuple:
 def find_prepared(data_dir: str, name: str) -> str | None:
     """Folder ``data_dir/name[/config]/<latest version>`` holding ``dataset_info.json``."""
     base = os.path.join(data_dir, *name.split("/"))
-    if not os.path.isdir(base):
+    if not storage.is_dir(base):
         return None
-    versions = [v for v in os.listdir(base)
-                if os.path.isfile(os.path.join(base, v, "dataset_info.json"))]
+    versions = [v for v in storage.listdir(base)
+                if storage.exists(os.path.join(base, v, "dataset_info.json"))]
     if not versions:
         return None
     return os.path.join(base, max(versions, key=_version_key))
@@ -87,7 +90,7 @@ def _missing(name: str, data_dir: str | None, prepare: str | None, what: str) ->
                          hint=f"Prepare it with: {command.format(data_dir='DIR')} -- then pass "
                          "--config.data.data_dir=DIR (the catalog's datasets also read "
                          "JAXMM_DATA_DIR=DIR).")
-    held = prepared_names(data_dir) if os.path.isdir(data_dir) else []
+    held = prepared_names(data_dir) if storage.is_dir(data_dir) else []
     if held:
         what += (f" (it holds {', '.join(held)}.{did_you_mean(name, held)} Or prepare it with: "
                  f"{command.format(data_dir=data_dir)})")
@@ -97,6 +100,8 @@ def _missing(name: str, data_dir: str | None, prepare: str | None, what: str) ->
 
 def prepared_names(data_dir: str) -> list[str]:
     """The datasets prepared in ``data_dir`` (``name`` or ``name/config``), sorted."""
+    if storage.is_url(data_dir):
+        return _prepared_names_at_url(data_dir)
     names = set()
     for root, dirs, files in os.walk(data_dir):
         depth = os.path.relpath(root, data_dir).count(os.sep)
@@ -108,6 +113,23 @@ def prepared_names(data_dir: str) -> list[str]:
     return sorted(names)
 
 
+def _prepared_names_at_url(data_dir: str) -> list[str]:
+    """:func:`prepared_names` of a bucket (no os.walk there): ``name/<version>/`` or
+    ``name/config/<version>/`` holding ``dataset_info.json``."""
+    def prepared(*parts: str) -> bool:
+        return storage.exists(os.path.join(data_dir, *parts, "dataset_info.json"))
+
+    names = set()
+    for name in storage.listdir(data_dir):
+        for sub in storage.listdir(os.path.join(data_dir, name)):
+            if prepared(name, sub):
+                names.add(name)
+            elif any(prepared(name, sub, v)
+                     for v in storage.listdir(os.path.join(data_dir, name, sub))):
+                names.add(f"{name}/{sub}")
+    return sorted(names)
+
+
 def open_source(name: str, split: str, data_dir: str | None = None,
                 prepare: str | None = None) -> RecordSource:
     """Opens ``split`` of the prepared dataset ``name`` (``"dataset[/config]"``).
@@ -116,7 +138,7 @@ def open_source(name: str, split: str, data_dir: str | None = None,
     (``{data_dir}`` is filled in).
     """
     raw = tfds.decode.DeserializeMethod.RAW_BYTES
-    if data_dir is not None and not os.path.isdir(data_dir):
+    if data_dir is not None and not storage.is_dir(data_dir):
         raise _missing(name, data_dir, prepare, f"Data dir {data_dir!r} does not exist")
     folder = find_prepared(data_dir, name) if data_dir else None
     if folder is None and data_dir is not None:

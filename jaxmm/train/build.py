@@ -213,6 +213,18 @@ def _state_shardings(task: Task, abstract: TrainState, example: Any, rng: jax.Ar
                       rng=replicated)
 
 
+def check_vocab(tokenizer: Any, task: Any, where: str) -> None:
+    """The model's vocabulary must hold every id the tokenizer gives: a larger id is not
+    an error inside XLA (embedding lookups clamp it), so it would train silently wrong."""
+    vocab = task.synthetic_dims().get("vocab_size")
+    if vocab is not None and tokenizer.vocab_size > vocab:
+        raise ConfigError(
+            f"The tokenizer {where!r} has {tokenizer.vocab_size} ids, but the model's "
+            f"vocab_size is {vocab}, so ids {vocab} and up would be clamped in the embedding.",
+            hint=f"Set --config.model.config.vocab_size={tokenizer.vocab_size} (the configs' "
+            "vocab= argument), or use a tokenizer of the model's vocabulary.")
+
+
 def build_run(config: ConfigDict | Mapping[str, Any], mesh: Mesh | None = None) -> Run:
     """Resolves ``config`` and builds the run's task, shardings, optimizer and steps.
 
@@ -240,6 +252,7 @@ def build_run(config: ConfigDict | Mapping[str, Any], mesh: Mesh | None = None) 
         from jaxmm.data import tokenizers
 
         tokenizer = tokenizers.load(config.tokenizer)
+        check_vocab(tokenizer, task, config.tokenizer)
 
     # -- abstract state, shardings, optimizer ---------------------------------
     tx, schedule = make_optimizer(config)

@@ -9,6 +9,14 @@ event-file format that TensorBoard reads, without importing TensorFlow into
 the training process (``tf.summary`` costs ~3.5 s and ~600 MB of RSS at start
 and needs the ``tensorboard`` package on top).
 
+In a ``gs://`` workdir (:mod:`jaxmm.storage`), which cannot append to an
+object, ``metrics.jsonl`` is rewritten whole from memory at most every 30 s,
+at every checkpoint and at the end (:class:`jaxmm.storage.TextLog`), and each
+event file is uploaded whole when tensorboardX flushes it (every 30 s and at
+the end) through :class:`EpathEventFile`, registered with tensorboardX for
+``gs://`` in place of its own writer (which needs ``google-cloud-storage``),
+so that every byte of a run goes through one client, epath.
+
 Model FLOP utilisation (MFU) = model FLOPs per second / peak FLOPs per second.
 Model FLOPs per step come from XLA's cost analysis of the task's forward pass
 on the global batch, times 3 (backward ~ 2x forward), so they do not count
@@ -30,6 +38,9 @@ from typing import Any, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
+
+from jaxmm import storage
 
 __all__ = [
     "PEAK_BF16_FLOPS",
@@ -160,19 +171,63 @@ class Progress:
         self.stream.flush()
 
 
+class EpathEventFile:
+    """A TensorBoard event file in an object store, written through epath.
+
+    tensorboardX's record writers append; an object cannot be appended to, so
+    the file's bytes are kept in memory and uploaded whole on every flush.
+    """
+
+    def __init__(self, path: str):
+        self.path = epath.Path(path)
+        self.buffer = bytearray()
+        self._uploaded = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+
+    def flush(self) -> None:
+        if len(self.buffer) != self._uploaded:
+            self.path.write_bytes(bytes(self.buffer))
+            self._uploaded = len(self.buffer)
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _EpathEventFiles:
+    """tensorboardX's writer factory for ``gs://`` log dirs (:class:`EpathEventFile`)."""
+
+    def open(self, path: str) -> EpathEventFile:
+        return EpathEventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        pass  # object stores have no folders to create
+
+
+def _summary_writer(logdir: str) -> Any:
+    from tensorboardX import SummaryWriter, record_writer
+
+    if storage.is_url(logdir):
+        for scheme in storage.URL_SCHEMES:
+            record_writer.register_writer_factory(scheme, _EpathEventFiles())
+    return SummaryWriter(logdir, flush_secs=30)
+
+
 class MetricWriter:
-    """Appends ``{"step", **metrics}`` to ``metrics.jsonl`` and TensorBoard (process 0)."""
+    """Appends ``{"step", **metrics}`` to ``metrics.jsonl`` and TensorBoard (process 0).
+
+    ``workdir``: a local folder or a ``gs://`` URL (see the module docstring)."""
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._log = storage.TextLog(self.path)
         self._tb = None
         if self.enabled:
-            os.makedirs(workdir, exist_ok=True)
+            storage.makedirs(workdir)
             if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+                self._tb = _summary_writer(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -181,8 +236,7 @@ class MetricWriter:
         for k, v in metrics.items():
             v = float(np.asarray(v))
             clean[k] = v if math.isfinite(v) else str(v)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **clean}) + "\n")
+        self._log.append(json.dumps({"step": int(step), **clean}) + "\n")
         if self._tb is not None:
             for k, v in clean.items():
                 if isinstance(v, float):
@@ -190,20 +244,27 @@ class MetricWriter:
 
     def write_summary(self, summary: Mapping[str, Any], path: str) -> None:
         if self.enabled:
-            with open(path, "w") as f:
-                json.dump(summary, f, indent=2, default=str)
+            storage.write_text(path, json.dumps(summary, indent=2, default=str))
+
+    def flush_metrics(self) -> None:
+        """Uploads ``metrics.jsonl`` to an object store (local files are already written)."""
+        if self.enabled:
+            self._log.flush()
 
     def flush(self) -> None:
+        """Uploads ``metrics.jsonl`` (object stores) and the TensorBoard events."""
+        if self.enabled:
+            self._log.flush()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
+        self.flush()
         if self._tb is not None:
             self._tb.close()
             self._tb = None
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a ``metrics.jsonl`` file (a path or URL)."""
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]

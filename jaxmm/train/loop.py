@@ -24,6 +24,7 @@ import jax
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
+from jaxmm import storage
 from jaxmm.data.device import prefetch_to_device
 from jaxmm.evaluate.evaluators import make_evaluators
 from jaxmm.train import checkpoint as ckpt_lib
@@ -67,11 +68,10 @@ def _restore_or_init(built: Run, checkpointer: ckpt_lib.Checkpointer, batches: A
 
 def _drop_lost_records(path: str, latest: int | None) -> None:
     """Removes metrics of the steps after the restored checkpoint (they are re-run)."""
-    if latest is None or jax.process_index() != 0 or not os.path.exists(path):
+    if latest is None or jax.process_index() != 0 or not storage.exists(path):
         return
     kept = [r for r in log_lib.read_jsonl(path) if r["step"] <= latest]
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
+    storage.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def run(config: ConfigDict | Mapping[str, Any], workdir: str, *,
@@ -173,6 +173,8 @@ def _train(built: Run, workdir: str, state: TrainState, latest: int | None, batc
                 report: dict[str, float] = {}
                 for hook in due:
                     report.update(hook(step, state, report))
+                if save in due:  # an object store's metrics.jsonl keeps up with the checkpoints
+                    writer.flush_metrics()
                 if preempted:
                     break
             step_metrics.flush()
@@ -212,9 +214,10 @@ def evaluate_checkpoint(config: ConfigDict | Mapping[str, Any], workdir: str, *,
     ``<prefix><metric>`` as in ``summary.json``) and writes
     ``workdir/eval_<step>.json``.
     """
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    workdir = storage.resolve(workdir, "--workdir")
+    directory = os.path.join(workdir, "checkpoints")
     if params_dir is None and not checkpoint_steps(directory):
-        where = directory if os.path.isdir(workdir) else f"{workdir} (no such directory)"
+        where = directory if storage.is_dir(workdir) else f"{workdir} (no such directory)"
         raise ckpt_lib.CheckpointError(f"No checkpoint in {where} to evaluate; train first, "
                                        "check --workdir, or pass an exported params directory.")
     built = build_run(config)
@@ -235,7 +238,7 @@ def evaluate_checkpoint(config: ConfigDict | Mapping[str, Any], workdir: str, *,
                         for k, v in evaluator(variables).items()})
     result = {"step": step, "metrics": metrics}
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        storage.makedirs(workdir)
+        storage.write_text(os.path.join(workdir, f"eval_{step}.json"),
+                           json.dumps(result, indent=2))
     return result

@@ -35,8 +35,8 @@ from ml_collections import ConfigDict
 from jaxmm.config import ConfigError, apply_overrides, did_you_mean, load_config
 from jaxmm.overrides import implied_type
 
-__all__ = ["KEY_TYPES", "default_config", "key_types", "load_run_config", "parse_config_arg",
-           "resolve_config"]
+__all__ = ["KEY_TYPES", "data_section", "default_config", "key_types", "load_run_config",
+           "parse_config_arg", "resolve_config"]
 
 # Sections whose keys are not checked against the defaults.
 _FREE_FORM = ("data", "eval.data", "eval.evaluators", "model.config", "task", "teacher.config")
@@ -381,3 +381,41 @@ def parse_config_arg(arg: str | None, **defaults: Any) -> ConfigDict:
         else:
             out[key] = value
     return ConfigDict(out)
+
+
+def data_section(name: str, *, accepts: Sequence[str], synthetic: Mapping[str, Any] | None = None,
+                 **preset: Any) -> ConfigDict:
+    """The ``data`` section that a ``configs/*.py`` file builds from its ``data=NAME``.
+
+    ``synthetic`` gives the synthetic source with the dimensions in ``synthetic``;
+    any other name is a catalog dataset (:func:`jaxmm.data.catalog.data_config`:
+    ``lm1b``, ``glue/sst2``, ``coco_captions``, ``scenes``, ...) built with the
+    ``preset`` options that it takes (``task``, ``max_length``, ``image_size``,
+    ``data_dir``, ...). ``accepts`` names the batch layouts (the catalog's
+    ``task`` column) the config's task trains on; a dataset of another layout is
+    refused with the catalog datasets that fit.
+    """
+    if name == "synthetic":
+        return ConfigDict({"name": "synthetic", **(synthetic or {})})
+    from jaxmm.data import catalog
+
+    options = {k: v for k, v in preset.items() if v is not None}
+    if name.partition("/")[0] not in catalog.PRESETS:
+        catalog.data_config(name)  # the catalog's one-line "Unknown dataset" error
+    layout = _layout_of(catalog, name, options)
+    if layout not in accepts:
+        fits = [n for n in catalog.names() if _layout_of(catalog, n, options) in accepts]
+        gives = f"gives {layout} batches" if layout else "has no batch layout for this task"
+        raise ConfigError(
+            f"data={name!r} {gives}, but this config trains on {' or '.join(accepts)}.",
+            hint=f"Pick one of: {', '.join(fits + ['synthetic'])}.")
+    return catalog.data_config(name, **options)
+
+
+def _layout_of(catalog: Any, name: str, options: Mapping[str, Any]) -> str | None:
+    """The batch layout of catalog dataset ``name`` built with ``options`` (``None``: the
+    preset does not offer the task the options ask for)."""
+    try:
+        return catalog.data_config(name, **options).task
+    except ConfigError:
+        return None

@@ -26,6 +26,7 @@ from typing import Any
 import jax
 from ml_collections import ConfigDict
 
+from jaxmm import storage
 from jaxmm.config import ConfigError
 
 __all__ = ["SAFE_TO_CHANGE", "RunRecord", "checkpoint_steps", "config_changes", "resolve_workdir"]
@@ -43,20 +44,19 @@ _ABSENT = "(absent)"
 
 
 def resolve_workdir(workdir: str | os.PathLike) -> str:
-    """The absolute workdir; a one-line error if it names something that is not a directory."""
-    path = os.path.abspath(os.fspath(workdir))
-    if os.path.exists(path) and not os.path.isdir(path):
+    """The absolute workdir, or its ``gs://`` URL unchanged (:func:`jaxmm.storage.resolve`);
+    a one-line error if it names something that is not a directory."""
+    path = storage.resolve(workdir, "--workdir")
+    if storage.exists(path) and not storage.is_dir(path):
         raise ConfigError(f"--workdir {path} exists and is not a directory; pass a directory "
                           "(new or a run's workdir).")
     return path
 
 
 def checkpoint_steps(directory: str) -> list[int]:
-    """Steps with a directory in ``directory`` (``[]`` if it does not exist)."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(n) for n in os.listdir(directory)
-                  if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+    """Steps with a directory in ``directory`` (``[]`` if it does not exist; a path or URL)."""
+    return sorted(int(n) for n in storage.listdir(directory)
+                  if n.isdigit() and storage.is_dir(os.path.join(directory, n)))
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -91,7 +91,7 @@ class RunRecord:
     """``config.json`` and ``config.<step>.json`` of a workdir (see the module docstring).
 
     Args:
-      workdir: the run's (absolute) workdir.
+      workdir: the run's (absolute) workdir, or its URL.
       config: the resolved run config.
     """
 
@@ -105,8 +105,7 @@ class RunRecord:
     def recorded(self) -> dict[str, Any] | None:
         """The recorded config (``None``: no readable ``config.json``)."""
         try:
-            with open(self.path) as f:
-                return json.load(f)
+            return json.loads(storage.read_text(self.path))
         except (OSError, ValueError):
             return None
 
@@ -140,28 +139,18 @@ class RunRecord:
         """Records the config as the latest and as the one that started at ``step``."""
         if jax.process_index() != 0:
             return
-        os.makedirs(self.workdir, exist_ok=True)
+        storage.makedirs(self.workdir)
         for path in (self.path, os.path.join(self.workdir, f"config.{step}.json")):
-            previous = None
-            if os.path.exists(path):
-                with open(path) as f:
-                    previous = f.read()
+            previous = storage.read_text(path) if storage.exists(path) else None
             self._undo.append((path, previous))
-            _write_atomic(path, self.text)
+            storage.write_text(path, self.text)
 
     def rollback(self) -> None:
         """Puts back what :meth:`write` replaced (the run failed before saving)."""
         for path, previous in reversed(self._undo):
             if previous is None:
-                if os.path.exists(path):
-                    os.remove(path)
+                if storage.exists(path):
+                    storage.remove(path)
             else:
-                _write_atomic(path, previous)
+                storage.write_text(path, previous)
         self._undo.clear()
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -113,6 +113,21 @@ def test_unknown_data_key_names_the_nearest(capsys, tmp_path):
     assert_fails(res, 2, "'data_dri' (did you mean 'data_dir'?)")
 
 
+def test_tokenizer_larger_than_the_model_vocabulary(capsys, tmp_path):
+    """Ids past the embedding table would be clamped silently inside XLA: refused up front."""
+    from jaxmm.data import tokenizers
+
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 4)
+    tok = tokenizers.train_tokenizer("wordpiece", str(tmp_path / "corpus.txt"), 96,
+                                     out_dir=str(tmp_path / "tok"), min_frequency=1)
+    config = write_config(tmp_path / "c.py", "lm", {"tokenizer": str(tmp_path / "tok"),
+                                                    "model.config.vocab_size": 40})
+    res = run_inprocess(capsys, "train", "--config", config, "--workdir", str(tmp_path / "w"))
+    assert_fails(res, 2, f"has {tok.vocab_size} ids", "vocab_size is 40",
+                 f"vocab_size={tok.vocab_size}")
+    assert not (tmp_path / "w").exists()
+
+
 def test_empty_dataset_is_refused_when_built(capsys, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     res = run_inprocess(capsys, "data", "build-text", "--root", str(tmp_path), "--data-dir",

@@ -119,14 +119,15 @@ def test_captioning_on_two_processes_equals_one(tmp_path):
         " ".join(words[(7 * j + k) % 120] for k in range(5)) for j in range(200)))
     tok = train_tokenizer("wordpiece", str(tmp_path / "corpus.txt"), 96, min_frequency=1,
                           out_dir=str(tmp_path / "tok"))
-    assert tok.vocab_size >= 64  # decodes every id of the synthetic captions
+    assert tok.vocab_size >= 64  # the synthetic captions use ids below the model's vocabulary
     tower = {"num_layers": 1, "d_model": 32, "num_heads": 2, "mlp_dim": 64}
     overrides = {
         "model.name": "captioner", "tokenizer": str(tmp_path / "tok"), "num_steps": 20,
         "model.config": {"encoder": "vit", "encoder_config": {**tower, "image_size": 16,
                                                               "patch_size": 8},
-                         "decoder": {**tower, "vocab_size": 64, "max_position_embeddings": 16,
-                                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
+                         "decoder": {**tower, "vocab_size": tok.vocab_size,
+                                     "max_position_embeddings": 16, "bos_token_id": 1,
+                                     "eos_token_id": 2, "pad_token_id": 0}},
         "eval.evaluators.captions": {"type": "captioning", "max_new_tokens": 6,
                                      "num_batches": 2, "batch_size": 8}}
     want, got = _eval_one_and_two_processes(tmp_path, "captioning", overrides, "captions")

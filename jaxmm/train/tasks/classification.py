@@ -3,7 +3,9 @@
 Batch: the model's inputs (``image`` / ``input_ids`` + ``attention_mask`` /
 ``input_features`` / ``audio`` / ``video``) and ``label`` ``(B,)``. The model
 returns ``logits`` ``(B, num_labels)`` (``SequenceClassifierOutput``).
-Metrics: ``loss``, ``accuracy`` and, with 5+ classes, ``top5_accuracy``.
+Metrics: ``loss``, ``accuracy`` and, with 5+ classes, ``top5_accuracy``. A head
+with one output (``num_labels=1``) is a regression on a float ``label``: the loss
+is the mean squared error (as Hugging Face does), reported also as ``mse``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,18 @@ class ClassificationOptions(ConfigBase):
                 f"task.label_smoothing must be in [0, 1); got {self.label_smoothing}.")
 
 
+def regression_loss(values, batch) -> LossOutput:
+    """Mean squared error of a one-output head against float ``batch['label']`` (the
+    Hugging Face convention for ``num_labels == 1``, e.g. GLUE's stsb)."""
+    w = example_weights(batch)
+    err = (values.astype(jnp.float32) - batch["label"].astype(jnp.float32)) ** 2
+    n = w.sum()
+    return LossOutput(loss=(err * w).sum(), weight=n, metrics={"mse": ((err * w).sum(), n)})
+
+
 def classification_loss(logits, batch, label_smoothing: float = 0.0) -> LossOutput:
-    """Summed cross-entropy + accuracy (+ top-5) over ``batch['label']``."""
+    """Summed cross-entropy + accuracy (+ top-5) over ``batch['label']``; with one output,
+    the regression loss (:func:`regression_loss`)."""
     label = batch.get("label")
     if label is None or label.ndim != 1:
         per_token = batch.get("labels", label)
@@ -65,6 +77,8 @@ def classification_loss(logits, batch, label_smoothing: float = 0.0) -> LossOutp
         if label is None:
             raise ConfigError(f"task 'classification' needs 'label' (B,) in the batch; it has "
                               f"{sorted(batch)}.")
+    if logits.shape[-1] == 1:
+        return regression_loss(logits[..., 0], batch)
     w = example_weights(batch)
     nll, correct, n = softmax_xent(logits, label, weights=w, label_smoothing=label_smoothing)
     metrics = {"accuracy": (correct, n)}

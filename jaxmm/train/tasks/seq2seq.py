@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxmm.errors import ConfigError
 from jaxmm.train.tasks.base import (
     IGNORE_INDEX,
     LossOutput,
@@ -86,3 +87,25 @@ class ASRTask(Seq2SeqTask):
     default_model = "whisper"
     encoder_inputs = ("input_features",)
     layout = "audio_text"
+
+    def prepare(self, batch, rng, train):
+        """Raw 16 kHz ``audio`` (the catalog's speech batches) becomes the model's log-mel
+        ``input_features`` on device: Whisper's front end
+        (:func:`jaxmm.audio_features.whisper_log_mel`), padded or cut to the encoder's
+        ``num_frames``."""
+        del rng, train
+        if "input_features" in batch or "audio" not in batch:
+            return batch
+        from jaxmm.audio_features import WHISPER_HOP_LENGTH, WHISPER_SAMPLE_RATE, whisper_log_mel
+
+        cfg = self.model_config
+        if cfg.num_mel_bins not in (80, 128):
+            raise ConfigError(
+                f"The batch holds raw audio, and Whisper's front end makes 80 or 128 mel bins, "
+                f"but model.config.num_mel_bins={cfg.num_mel_bins}.",
+                hint="Set --config.model.config.num_mel_bins=80 (or 128), or feed "
+                "input_features computed for the model.")
+        seconds = cfg.num_frames * WHISPER_HOP_LENGTH / WHISPER_SAMPLE_RATE
+        features = whisper_log_mel(batch["audio"], sample_rate=WHISPER_SAMPLE_RATE,
+                                   n_mels=cfg.num_mel_bins, chunk_seconds=seconds)
+        return {**batch, "input_features": features}

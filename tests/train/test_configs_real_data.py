@@ -1,0 +1,87 @@
+"""Every shipped config trains on a catalog dataset named by its ``data=`` argument and
+is evaluated: ``jaxmm train`` for two steps, then ``jaxmm eval``, under
+``tfds.testing.mock_data`` (nothing is downloaded)."""
+
+import json
+import math
+import os
+
+import pytest
+
+from jaxmm import cli
+from jaxmm.config import ConfigError, load_config
+from tests.data.data_helpers import mock_catalog
+from tests.train.helpers import CACHE, ROOT
+
+CORPUS = ("a small red circle is left of a large blue square . "
+          "the quick brown fox jumps over the lazy dog . "
+          "two green triangles and one purple diamond on a gray background .").split(" . ")
+
+# config file -> its ``:arg`` for a catalog dataset ({tok}: the tokenizer folder, {vocab} and
+# {mask}: its size and [MASK] id).
+CASES = {
+    "lm_gpt": "tiny,data=lm1b,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "mlm_bert": "tiny,data=lm1b,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
+    "vit_classification": "tiny,data=imagenet2012,classes=1000",
+    "clip_contrastive": "tiny,data=coco_captions,res=32,seq_len=16,tokenizer={tok}",
+    "asr_whisper": "tiny,data=librispeech,seq_len=16,tokenizer={tok}",
+    "glue_bert": "mrpc,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "glue_bert:stsb": "stsb,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
+}
+# metrics `jaxmm eval` reports besides the loss
+EVAL_METRICS = {"glue_bert": ("glue/accuracy", "glue/f1"),
+                "glue_bert:stsb": ("glue/pearson", "glue/spearman")}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from jaxmm.data import tokenizers
+
+    root = tmp_path_factory.mktemp("tok")
+    (root / "corpus.txt").write_text("\n".join(CORPUS * 4) + "\n")
+    tok = tokenizers.train_tokenizer("wordpiece", str(root / "corpus.txt"), 96,
+                                     out_dir=str(root / "tokenizer"), min_frequency=1)
+    return str(root / "tokenizer"), tok
+
+
+def test_every_shipped_config_has_a_catalog_case():
+    shipped = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, "configs"))
+               if n.endswith(".py") and not n.startswith("_")}
+    # demo.py runs the built-in data (test_demo); distill_vit needs a teacher export.
+    cased = {c.split(":")[0] for c in CASES}
+    assert shipped - {"demo", "distill_vit"} <= cased, shipped - cased
+
+
+@pytest.mark.parametrize("name,arg", [("lm_gpt", "tiny,data=glue/sst2"),
+                                      ("vit_classification", "tiny,data=lm1b"),
+                                      ("clip_contrastive", "tiny,data=imagenet2012")])
+def test_a_dataset_of_another_layout_is_refused_with_the_ones_that_fit(name, arg):
+    with pytest.raises(ConfigError, match="trains on .*Pick one of:") as e:
+        load_config(os.path.join(ROOT, "configs", f"{name}.py:{arg}"))
+    assert "synthetic" in str(e.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp_path, capsys):
+    tok_dir, tok = tokenizer
+    arg = CASES[name].format(vocab=tok.vocab_size, mask=tok.mask_token_id, tok=tok_dir)
+    config = f"{os.path.join(ROOT, 'configs', name.split(':')[0])}.py:{arg},steps=2,batch=8"
+    workdir = str(tmp_path / "run")
+    overrides = ["--config.eval.num_batches=1", "--config.eval.every_steps=0",
+                 "--config.log.every_steps=1", "--config.log.tensorboard=false",
+                 "--config.log.progress=false", "--config.checkpoint.export_params=false",
+                 f"--config.compilation_cache_dir={CACHE}"]
+    with mock_catalog(16):
+        assert cli.main(["train", "--config", config, "--workdir", workdir, *overrides]) == 0
+        capsys.readouterr()
+        assert cli.main(["eval", "--config", config, "--workdir", workdir, *overrides]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
+    for metric in EVAL_METRICS.get(name, ()):
+        assert -1.0 <= result["metrics"][metric] <= 1.0, (metric, result["metrics"])
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["data"]["name"] != "synthetic"
