@@ -22,8 +22,8 @@ one class per tag and the ``ner`` evaluator names entities with them), ``seq_len
 
 import ml_collections
 
-from jaxmm.data.catalog import CONLL2003_NER_TAGS, data_config
-from jaxmm.train.run_config import parse_config_arg
+from jaxmm.data.catalog import CONLL2003_NER_TAGS
+from jaxmm.train.run_config import data_section, parse_config_arg
 
 
 def get_config(arg=None):
@@ -39,12 +39,10 @@ def get_config(arg=None):
         c.model.config.vocab_size = a.vocab or 64
     c.init = {"hf": a.hf or None}
     c.num_steps, c.batch_size = a.steps, a.batch
-    if a.data == "synthetic":
-        c.data = {"name": "synthetic", "seq_len": a.seq_len}
-    else:
-        c.data = data_config(a.data, max_length=a.seq_len,
-                             data_dir=a.data_dir or None).to_dict()
-        c.tokenizer = a.tokenizer or a.hf or None
+    c.tokenizer = a.tokenizer or a.hf or None
+    c.data = data_section(a.data, accepts=("token_classification",),
+                          synthetic={"seq_len": a.seq_len}, max_length=a.seq_len,
+                          data_dir=a.data_dir or None)
     c.optimizer = {"name": "adamw", "learning_rate": a.lr or (5e-5 if a.hf else 1e-4),
                    "weight_decay": 0.01, "clip_norm": 1.0}
     c.schedule = {"name": "linear", "warmup_steps": a.steps // 10}

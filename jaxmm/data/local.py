@@ -318,6 +318,9 @@ class JaxmmLocalConll(_LocalBuilder):
         labels = set(self.builder_config.labels)
         for start, rows, problem in _conll_sentences(path):
             if problem is not None:
+                if self.builder_config.on_corrupt == "fail":
+                    raise DataError(f"{problem[0]}: {problem[1]}. Fix the line, or build with "
+                                    "--on-corrupt skip to drop its sentence.")
                 self._corrupt(split, problem[0], ValueError(problem[1]))
                 continue
             tags = [r[-1] for r in rows]

@@ -146,7 +146,7 @@ def test_conll_build_and_tokenize_words_match_the_reference(tmp_path, wordpiece,
     assert split_words > 10  # the test exercises sub-word splits
 
 
-def test_conll_malformed_lines_are_skipped_or_fail_with_file_and_line(tmp_path, caplog):
+def test_conll_malformed_lines_are_skipped_or_fail_with_file_and_line(tmp_path, caplog, capsys):
     bad = CONLL.replace("call NN I-NP O\n", "call NN O\n")  # 3 columns in a 4-column file
     (tmp_path / "train.txt").write_text(bad)
     summary = build_local("conll", str(tmp_path), {"train": {"input": "train.txt"}},
@@ -156,6 +156,12 @@ def test_conll_malformed_lines_are_skipped_or_fail_with_file_and_line(tmp_path, 
     with pytest.raises(DataError, match=r"train\.txt:6: .*expected 4 .*columns, found 3"):
         build_local("conll", str(tmp_path), {"train": {"input": "train.txt"}},
                     str(tmp_path / "data"), name="fail", on_corrupt="fail")
+    # The CLI: one error line naming the file and line, no traceback.
+    capsys.readouterr()
+    assert cli.main(["build-conll", "--root", str(tmp_path), "--data-dir", str(tmp_path / "data"),
+                     "--split", "train=train.txt", "--name", "cli", "--on-corrupt", "fail"]) == 2
+    err = capsys.readouterr().err
+    assert "train.txt:6: " in err and "found 3" in err and "Traceback" not in err
 
 
 def test_conll_unknown_tag_names_the_tag_and_the_list(tmp_path, capsys):

@@ -27,10 +27,12 @@ CASES = {
     "asr_whisper": "tiny,data=librispeech,seq_len=16,tokenizer={tok}",
     "glue_bert": "mrpc,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
     "glue_bert:stsb": "stsb,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "ner_bert": "tiny,data=conll2003,seq_len=16,vocab={vocab},tokenizer={tok}",
 }
 # metrics `jaxmm eval` reports besides the loss
 EVAL_METRICS = {"glue_bert": ("glue/accuracy", "glue/f1"),
-                "glue_bert:stsb": ("glue/pearson", "glue/spearman")}
+                "glue_bert:stsb": ("glue/pearson", "glue/spearman"),
+                "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy")}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def test_every_shipped_config_has_a_catalog_case():
 
 @pytest.mark.parametrize("name,arg", [("lm_gpt", "tiny,data=glue/sst2"),
                                       ("vit_classification", "tiny,data=lm1b"),
-                                      ("clip_contrastive", "tiny,data=imagenet2012")])
+                                      ("clip_contrastive", "tiny,data=imagenet2012"),
+                                      ("ner_bert", "tiny,data=glue/sst2")])
 def test_a_dataset_of_another_layout_is_refused_with_the_ones_that_fit(name, arg):
     with pytest.raises(ConfigError, match="trains on .*Pick one of:") as e:
         load_config(os.path.join(ROOT, "configs", f"{name}.py:{arg}"))
