@@ -397,9 +397,10 @@ def tokenize_words(max_length: int, key: str = "tokens", tags_key: str | None = 
     if not hasattr(tokenizer, "encode_words"):
         raise ConfigError(f"tokenize_words needs a tokenizer with encode_words (word ids); "
                          f"{type(tokenizer).__name__} has none.")
-    names = ["input_ids", "attention_mask"]
-    if getattr(tokenizer, "return_token_type_ids", False):
-        names.append("token_type_ids")
+    # Probed here, so a tokenizer without word ids fails when the pipeline is built (one
+    # clear TokenizerError), not inside tf.data.
+    probe = tokenizer.encode_words([["a"]], max_length)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probe]
 
     def run(words, tags):
         enc = tokenizer.encode_words([_texts(words)], max_length)

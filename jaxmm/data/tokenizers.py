@@ -27,6 +27,7 @@ truncates to ``model_max_length`` from ``tokenizer_config.json``, padding is
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
 import tempfile
@@ -383,11 +384,24 @@ class HFTokenizer(Tokenizer):
     def _encode_word_rows(self, words, max_length, add_special_tokens):
         n_special = self._tok.num_special_tokens_to_add(False) if add_special_tokens else 0
         _check_budget(max_length, n_special)
+        space = self._word_space
+        words = [ws[:1] + [space + w for w in ws[1:]] for ws in words] if space else words
         with self._lock:
             self._tok.enable_truncation(max_length, strategy="longest_first")
             encodings = self._tok.encode_batch(words, is_pretokenized=True,
                                                add_special_tokens=add_special_tokens)
         return [(e.ids, e.type_ids, e.word_ids) for e in encodings]
+
+    @functools.cached_property
+    def _word_space(self) -> str:
+        """``" "`` when pre-split words must carry the space before them to be tokenised as
+        in running text (byte-level BPE puts it in the token: ``Ġword``), else ``""``."""
+        with self._lock:
+            self._tok.no_truncation()
+            text = self._tok.encode("a b", add_special_tokens=False).tokens
+            split = self._tok.encode(["a", "b"], is_pretokenized=True,
+                                     add_special_tokens=False).tokens
+        return "" if text == split else " "
 
     def save(self, directory: str) -> str:
         os.makedirs(directory, exist_ok=True)

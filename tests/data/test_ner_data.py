@@ -191,3 +191,34 @@ def test_conll2003_preset_under_mock_data(wordpiece):
     assert batch["input_ids"].shape == batch["labels"].shape == (2, 16)
     assert ((batch["labels"] == -100) | ((batch["labels"] >= 0) & (batch["labels"] < 9))).all()
     assert (batch["labels"][:, 0] == -100).all() and (batch["labels"] >= 0).any()
+
+
+def test_tokenize_words_refuses_a_tokenizer_without_word_ids_when_built(tmp_path, wordpiece):
+    from jaxmm.data.preprocess import build
+    from jaxmm.errors import TokenizerError
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(w for w, _ in s) for s in _sentences(CONLL)) * 20)
+    sp = train_tokenizer("sentencepiece", [str(corpus)], vocab_size=60)
+    with pytest.raises(TokenizerError, match="cannot encode pre-split words"):
+        build("tokenize_words(16)", tokenizer=sp)
+    with pytest.raises(TokenizerError, match="max_length=2 leaves no room"):
+        build("tokenize_words(2)", tokenizer=wordpiece)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_encode_words_tokenises_as_running_text(tmp_path, kind):
+    """Pre-split words give the tokens of the sentence as running text (byte-level BPE
+    keeps the space before each later word: ``Ġword``), each tagged with its word."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(w for w, _ in s) for s in _sentences(CONLL)) * 5)
+    tok = train_tokenizer(kind, [str(corpus)], vocab_size=300, min_frequency=1)
+    for sentence in _sentences(CONLL):
+        words = [w for w, _ in sentence]
+        enc = tok.encode_words([words], 256)
+        n = int(enc["attention_mask"][0].sum())
+        ids, word_ids = enc["input_ids"][0, 1:n - 1], enc["word_ids"][0, 1:n - 1]
+        assert [tok.id_to_token(int(i)) for i in ids] == tok.tokenize(" ".join(words))
+        pieces = [len(tok.tokenize(" ".join(words[:k + 1]))) for k in range(len(words))]
+        np.testing.assert_array_equal(word_ids, np.repeat(np.arange(len(words)),
+                                                          np.diff([0] + pieces)))
