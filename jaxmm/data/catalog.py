@@ -22,6 +22,9 @@ extractive_qa          input_ids, attention_mask[, token_type_ids], start_positi
                        end_positions
 language_modeling      input_ids, attention_mask, labels
 masked_lm              input_ids, attention_mask (the MLM task masks them on device)
+text2text              input_ids, attention_mask (source), decoder_input_ids,
+                       decoder_attention_mask, labels (target); eval also references
+                       (the target text)
 token_classification   input_ids, attention_mask[, token_type_ids], labels (word tag on
                        each word's first sub-word, -100 elsewhere)
 =====================  ===============================================================
@@ -275,14 +278,70 @@ def conll(name: str = "default", task: str = "token_classification",
                     f"--split validation=valid.txt --name {name} --data-dir {{data_dir}}")
 
 
+def _text2text(name: str, source: str, target: str, *, data_dir: str | None,
+               max_length: int, target_length: int, prefix: str, start_id: int, pad_id: int,
+               splits: dict | None = None, description: str = "") -> ml_collections.ConfigDict:
+    """Source ``source`` -> target ``target`` batches for the ``seq2seq`` task."""
+    if min(max_length, target_length) < 2:
+        raise ConfigError(f"{name}: max_length and target_length must be >= 2; got "
+                          f"{max_length}, {target_length}.")
+    head = f"prepend_text({prefix!r}, key={source!r})|" if prefix else ""
+    pp = (f"{head}tokenize({max_length}, key={source!r})"
+          f"|tokenize({target_length}, key={target!r}, prefix='target_')"
+          f"|decoder_targets({start_id}, key='target_input_ids', "
+          f"mask_key='target_attention_mask', pad_id={pad_id})")
+    fields = ("'input_ids', 'attention_mask', 'decoder_input_ids', 'decoder_attention_mask', "
+              "'labels'")
+    return _cfg(name, f"{pp}|keep({fields})",
+                f"{pp}|copy({target!r}, 'references')|keep({fields}, 'references')",
+                data_dir=data_dir, task="text2text", splits=splits,
+                prepare=_TFDS_HINT.format(name=name), description=description)
+
+
+@PRESETS.register('cnn_dailymail')
+def cnn_dailymail(data_dir: str | None = None, max_length: int = 512, target_length: int = 128,
+                  prefix: str = "summarize: ", start_id: int = 0, pad_id: int = 0,
+                  **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``cnn_dailymail``: summarise ``article`` into ``highlights`` (the eval's
+    references). ``prefix``: T5's task prefix (``""`` for none); ``start_id`` /
+    ``pad_id``: the decoder start and padding ids (T5: both 0)."""
+    return _text2text("cnn_dailymail", "article", "highlights", data_dir=data_dir,
+                      max_length=max_length, target_length=target_length, prefix=prefix,
+                      start_id=start_id, pad_id=pad_id, description="summarisation")
+
+
+_WMT14 = {"cs-en": "Czech", "de-en": "German", "fr-en": "French", "hi-en": "Hindi",
+          "ru-en": "Russian"}
+
+
+@PRESETS.register('wmt14_translate')
+def wmt14_translate(task: str = "de-en", data_dir: str | None = None, max_length: int = 128,
+                    target_length: int = 128, prefix: str | None = None, start_id: int = 0,
+                    pad_id: int = 0, **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``wmt14_translate/<pair>`` (``de-en``, ``fr-en``, ...): translate the
+    pair's first language into English. ``prefix``: T5's task prefix (default
+    ``"translate German to English: "``; ``""`` for none)."""
+    if task not in _WMT14:
+        raise ConfigError(f"Unknown wmt14_translate pair {task!r}; choose one of "
+                          f"{', '.join(_WMT14)}.")
+    source = task.split("-")[0]
+    if prefix is None:
+        prefix = f"translate {_WMT14[task]} to English: "
+    return _text2text(f"wmt14_translate/{task}", source, "en", data_dir=data_dir,
+                      max_length=max_length, target_length=target_length, prefix=prefix,
+                      start_id=start_id, pad_id=pad_id, description="translation")
+
+
 def names() -> list[str]:
-    return PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
+    return (PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
+            + [f"wmt14_translate/{p}" for p in _WMT14])
 
 
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     """A data config by name: ``scenes``, ``coco_captions``, ``imagenet2012``,
-    ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``conll2003``, ``conll``
-    (a local CoNLL dataset; ``conll/NAME``); ``kwargs`` as each
+    ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``cnn_dailymail``,
+    ``wmt14_translate/<pair>``, ``conll2003``, ``conll`` (a local CoNLL dataset;
+    ``conll/NAME``); ``kwargs`` as each
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
     """
     base, _, sub = name.partition("/")

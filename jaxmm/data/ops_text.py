@@ -182,6 +182,17 @@ def lowercase(key: str = "text"):
     return op
 
 
+@register("prepend_text")
+def prepend_text(text: str, key: str = "text"):
+    """Puts ``text`` before the string(s) ``ex[key]`` (T5's task prefixes, such as
+    ``"summarize: "``)."""
+
+    def op(ex, seed):
+        return {**ex, key: tf.strings.join([tf.constant(text), require(ex, key, "prepend_text")])}
+
+    return op
+
+
 @register("select")
 def select(key: str, index: int = 0, out_key: str | None = None):
     """Takes element ``index`` along axis 0 of ``ex[key]``."""

@@ -22,6 +22,10 @@ for any process count (a run on 2 processes sees exactly the data of a run on
   ``decoder_input_ids`` / ``labels``).
 * ``audio_text``: log-mel-like ``input_features`` whose frames encode the
   caption tokens of class ``c`` (``input_ids``/``attention_mask``).
+* ``text2text``: the ``text`` sequences as the source (``input_ids`` /
+  ``attention_mask``) and the same tokens in reverse order, then eos, as the
+  target (``labels``, -100 after eos; ``decoder_input_ids`` = bos + the target
+  shifted right, ``decoder_attention_mask``), ``seq_len + 1`` long.
 
 Token ids ``0..3`` are reserved (pad, bos, eos, mask); content tokens start at 4.
 """
@@ -40,7 +44,7 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
-LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text")
+LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
@@ -78,6 +82,20 @@ def _caption(cls, length, vocab):
     return ids, mask
 
 
+def _reversed_targets(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Teacher-forcing targets of ``text2text``: each row's tokens reversed, then eos."""
+    n, length = ids.shape
+    lengths = mask.sum(1)
+    labels = np.full((n, length + 1), -100, np.int32)
+    for i, m in enumerate(lengths):
+        labels[i, :m] = ids[i, :m][::-1]
+        labels[i, m] = EOS
+    dec_mask = (np.arange(length + 1)[None, :] <= lengths[:, None]).astype(np.int32)
+    dec = np.concatenate([np.full((n, 1), BOS, np.int32), labels[:, :-1]], 1)
+    return {"labels": labels, "decoder_input_ids": np.where(dec_mask == 1, dec, PAD),
+            "decoder_attention_mask": dec_mask}
+
+
 def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                split: str = "train", **dims: Any) -> dict[str, np.ndarray]:
     """Global batch number ``index`` of ``layout`` (see the module docstring).
@@ -99,13 +117,16 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
     rng = np.random.default_rng([seed, sum(map(ord, split)), index])
     n, length, vocab, k = batch_size, d["seq_len"], d["vocab_size"], d["num_classes"]
     out: dict[str, np.ndarray] = {}
-    if layout == "text":
+    if layout in ("text", "text2text"):
         strides = rng.integers(1, k + 1, size=n)
         ids = _token_seqs(rng, rng.integers(0, vocab, size=n), strides, length, vocab)
         mask = _lengths_mask(rng, n, length, d["min_len_frac"])
         out = {"input_ids": np.where(mask == 1, ids, PAD).astype(np.int32),
                "attention_mask": mask, "token_type_ids": np.zeros_like(mask),
                "label": (strides - 1).astype(np.int32)}
+        if layout == "text2text":
+            out.update(_reversed_targets(out["input_ids"], mask))
+            del out["token_type_ids"], out["label"]
         return out
     if layout == "tagging":
         strides = rng.integers(1, k + 1, size=n)

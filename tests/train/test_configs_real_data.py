@@ -17,8 +17,8 @@ CORPUS = ("a small red circle is left of a large blue square . "
           "the quick brown fox jumps over the lazy dog . "
           "two green triangles and one purple diamond on a gray background .").split(" . ")
 
-# config file -> its ``:arg`` for a catalog dataset ({tok}: the tokenizer folder, {vocab} and
-# {mask}: its size and [MASK] id).
+# config file -> its ``:arg`` for a catalog dataset ({tok}: the tokenizer folder, {vocab},
+# {mask} and {sep}: its size, [MASK] and [SEP] ids).
 CASES = {
     "lm_gpt": "tiny,data=lm1b,seq_len=16,vocab={vocab},tokenizer={tok}",
     "mlm_bert": "tiny,data=lm1b,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
@@ -28,11 +28,17 @@ CASES = {
     "glue_bert": "mrpc,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
     "glue_bert:stsb": "stsb,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
     "ner_bert": "tiny,data=conll2003,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "t5_text2text": "data=cnn_dailymail,size=tiny,src_len=16,tgt_len=8,vocab={vocab},"
+                    "tokenizer={tok},beams=2,eos={sep}",
+    "t5_text2text:wmt": "data=wmt14_translate/de-en,size=tiny,src_len=16,tgt_len=8,"
+                        "vocab={vocab},tokenizer={tok},eos={sep}",
 }
 # metrics `jaxmm eval` reports besides the loss
 EVAL_METRICS = {"glue_bert": ("glue/accuracy", "glue/f1"),
                 "glue_bert:stsb": ("glue/pearson", "glue/spearman"),
-                "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy")}
+                "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy"),
+                "t5_text2text": ("text/rouge1", "text/rougeL"),
+                "t5_text2text:wmt": ("text/bleu",)}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,8 @@ def test_a_dataset_of_another_layout_is_refused_with_the_ones_that_fit(name, arg
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp_path, capsys):
     tok_dir, tok = tokenizer
-    arg = CASES[name].format(vocab=tok.vocab_size, mask=tok.mask_token_id, tok=tok_dir)
+    arg = CASES[name].format(vocab=tok.vocab_size, mask=tok.mask_token_id, tok=tok_dir,
+                             sep=tok.sep_token_id)
     config = f"{os.path.join(ROOT, 'configs', name.split(':')[0])}.py:{arg},steps=2,batch=8"
     workdir = str(tmp_path / "run")
     overrides = ["--config.eval.num_batches=1", "--config.eval.every_steps=0",
@@ -82,7 +89,8 @@ def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
     for metric in EVAL_METRICS.get(name, ()):
-        assert -1.0 <= result["metrics"][metric] <= 1.0, (metric, result["metrics"])
+        low, high = (0.0, 100.0) if metric.startswith("text/") else (-1.0, 1.0)
+        assert low <= result["metrics"][metric] <= high, (metric, result["metrics"])
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)

@@ -1,5 +1,6 @@
-"""Evaluators of generated text: image ``captioning`` (BLEU/METEOR/ROUGE-L/CIDEr) and
-speech recognition ``wer`` (word and character error rates).
+"""Evaluators of generated text: image ``captioning`` (BLEU/METEOR/ROUGE-L/CIDEr),
+speech recognition ``wer`` (word and character error rates) and ``text2text``
+(BLEU with sacrebleu or ROUGE with rouge-score: translation and summarisation).
 
 Both encode the task's encoder inputs on the mesh (``model.encode``), generate
 with :func:`jaxmm.generate` (greedy or beam search) and decode with the run's
@@ -26,7 +27,8 @@ from jaxmm.evaluate.text import cer, wer
 log = logging.getLogger(__name__)
 
 __all__ = ["CaptionPredictions", "CaptioningEvaluator", "GenerationOptions",
-           "GeneratingEvaluator", "WEREvaluator"]
+           "GeneratingEvaluator", "Text2TextEvaluator", "WEREvaluator", "bleu_score",
+           "rouge_scores"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,3 +223,100 @@ class WEREvaluator(GeneratingEvaluator):
         hyps = list(self.require_tokenizer().decode(rows["tokens"]))
         refs = [str(r) for r in rows["reference"]]
         return {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "num_examples": float(len(refs))}
+
+
+TEXT2TEXT_METRICS = ("bleu", "rouge")
+
+
+@dataclasses.dataclass(frozen=True)
+class Text2TextOptions(GenerationOptions):
+    """As :class:`GenerationOptions` (``references`` defaults to ``"references"``: the
+    target strings the eval pipeline keeps). metric: ``bleu`` (sacrebleu's corpus BLEU,
+    0-100, for translation) or ``rouge`` (rouge-score's ROUGE-1/2/L/Lsum F-measures with
+    stemming, in percent, best over the references, averaged: for summarisation)."""
+
+    DEFAULTS: ClassVar = {"max_new_tokens": 64, "references": "references"}
+    metric: str = "bleu"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.metric not in TEXT2TEXT_METRICS:
+            raise ConfigError(f"metric must be one of {', '.join(TEXT2TEXT_METRICS)}; "
+                              f"got {self.metric!r}.")
+
+
+def bleu_score(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """sacrebleu's corpus BLEU of ``hypotheses`` against each one's references."""
+    try:
+        import sacrebleu
+    except ImportError as e:
+        raise ConfigError("metric='bleu' needs sacrebleu, which is not installed.",
+                          hint="pip install sacrebleu") from e
+    width = max(len(r) for r in references)
+    # sacrebleu takes reference streams; a row with fewer references repeats its first.
+    streams = [[r[i] if i < len(r) else r[0] for r in references] for i in range(width)]
+    result = sacrebleu.corpus_bleu(hypotheses, streams)
+    return {"bleu": float(result.score), "bleu_brevity_penalty": float(result.bp)}
+
+
+def rouge_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L/Lsum F-measures (percent) of rouge-score, stemmed, best over the
+    references of each hypothesis (``rougeLsum`` splits summaries at newlines)."""
+    try:
+        from rouge_score import rouge_scorer, scoring
+    except ImportError as e:
+        raise ConfigError("metric='rouge' needs rouge-score, which is not installed.",
+                          hint="pip install rouge-score") from e
+    kinds = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+    scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=True)
+    totals = dict.fromkeys(kinds, 0.0)
+    for hyp, refs in zip(hypotheses, references):
+        best: dict[str, scoring.Score] = scorer.score_multi(refs, hyp)
+        for k in kinds:
+            totals[k] += best[k].fmeasure
+    n = max(len(hypotheses), 1)
+    return {k: 100.0 * v / n for k, v in totals.items()}
+
+
+@register_evaluator("text2text")
+class Text2TextEvaluator(GeneratingEvaluator):
+    """Generated text of a text-to-text model (T5, the original Transformer) scored
+    against the target text: ``bleu`` or ``rouge`` (:class:`Text2TextOptions`), and
+    ``num_examples``. The source is the batch's ``input_ids`` / ``attention_mask``
+    (the attention mask is passed to generation, so padding is never attended to);
+    references are the batch's ``references`` strings (the option), or else its decoded
+    ``labels``."""
+
+    Options = Text2TextOptions
+
+    def _encoder_fn(self):
+        encode = super()._encoder_fn()
+
+        def with_source_mask(variables, batch):
+            out = encode(variables, batch)
+            if "attention_mask" not in out and "attention_mask" in batch:
+                out["attention_mask"] = self.prepare(batch)["attention_mask"]
+            return out
+
+        return with_source_mask
+
+    def references(self, local: dict[str, np.ndarray], rows: int) -> np.ndarray:
+        if self.options.references not in local and "labels" in local:
+            ids = np.asarray(local["labels"])  # -100 (ignored positions) is dropped
+            decoded = self.require_tokenizer().decode(ids.reshape(-1, ids.shape[-1]))
+            return texts(np.asarray(decoded, object)).reshape(rows, -1)
+        return super().references(local, rows)
+
+    def evaluate(self, variables: Any) -> dict[str, float]:
+        params = self.generation_params(variables)
+
+        def step(local, batch):
+            tokens, mask = self.generate_tokens(variables, params, batch)
+            return {"tokens": tokens, "mask": mask,
+                    "references": self.references(local, len(tokens))}
+
+        rows = self.collect(step)
+        hyps = [str(h) for h in self.require_tokenizer().decode(rows["tokens"])]
+        refs = [[str(r) for r in row if r] or [""] for row in rows["references"]]
+        score = bleu_score if self.options.metric == "bleu" else rouge_scores
+        return {**score(hyps, refs), "num_examples": float(len(hyps))}

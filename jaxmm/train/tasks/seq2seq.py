@@ -1,15 +1,20 @@
-"""Encoder-decoder text generation tasks: image ``captioning`` and speech ``asr``.
+"""Encoder-decoder text generation tasks: image ``captioning``, speech ``asr`` and
+text-to-text ``seq2seq`` (T5, the original Transformer: summarisation, translation).
 
 The model reads encoder inputs (``image`` for captioning, ``input_features``
-for ASR) and ``decoder_input_ids`` / ``decoder_attention_mask``, and returns
-``logits`` ``(B, T, V)`` for the next token (teacher forcing).
+for ASR, ``input_ids`` / ``attention_mask`` for text-to-text) and
+``decoder_input_ids`` / ``decoder_attention_mask``, and returns ``logits``
+``(B, T, V)`` for the next token (teacher forcing, optionally with label
+smoothing: ``task.label_smoothing``).
 
 Batch, either:
 * ``decoder_input_ids`` (+ ``decoder_attention_mask``) and ``labels`` aligned
   with them (the Hugging Face convention: ``labels[t]`` is the token after
   ``decoder_input_ids[t]``; ``-100`` = ignore); or
 * ``input_ids`` / ``attention_mask``: the target text *including* its start
-  token; the task feeds ``input_ids[:, :-1]`` and predicts ``input_ids[:, 1:]``.
+  token; the task feeds ``input_ids[:, :-1]`` and predicts ``input_ids[:, 1:]``
+  (captioning and ASR only: for text-to-text ``input_ids`` is the source, and the
+  catalog's ``decoder_targets`` op makes the decoder fields from the target text).
 
 Metrics: ``loss`` (per token), ``accuracy`` (next-token top-1), ``perplexity``.
 """
@@ -79,6 +84,28 @@ class CaptioningTask(Seq2SeqTask):
     default_model = "captioner"
     encoder_inputs = ("image",)
     layout = "image_text"
+
+
+@register_task
+class TextToTextTask(Seq2SeqTask):
+    """Text-to-text (T5 and the original Transformer): the source is ``input_ids`` /
+    ``attention_mask``, the target ``decoder_input_ids`` / ``decoder_attention_mask`` /
+    ``labels``. Evaluated by generating (the ``text2text`` evaluator: BLEU or ROUGE)."""
+
+    name = "seq2seq"
+    default_model = "t5"
+    encoder_inputs = ("input_ids", "attention_mask")
+    layout = "text2text"
+
+    def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
+        if "decoder_input_ids" not in batch:
+            raise ConfigError(
+                "The seq2seq task needs decoder_input_ids and labels in its batches (the "
+                f"target text), but the batch has only {sorted(batch)}.",
+                hint="Tokenise the target with prefix='target_' and add decoder_targets("
+                "START_ID, key='target_input_ids', mask_key='target_attention_mask') to the "
+                "data's pp (the cnn_dailymail and wmt14_translate presets do).")
+        return super().loss(variables, batch, train=train, rng=rng, constants=constants)
 
 
 @register_task
