@@ -10,6 +10,12 @@ Examples::
         --split train=q_train.json:a_train.json:train2014
     jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
     jaxmm data build-text --root /data/text --data-dir data --split train=corpus.txt
+    jaxmm data build-text-labels --root /data/reviews --data-dir data --name reviews \
+        --split train=train.csv --split validation=dev.csv --column text=review
+    jaxmm data build-image-labels --root /data/pets --data-dir data --split train=train
+    jaxmm data build-image-captions --root /data/flickr --data-dir data \
+        --split train=captions.jsonl
+    jaxmm data build-audio-labels --root /data/emotions --data-dir data --split train=all.csv
     jaxmm data info --data-dir data --name jaxmm_scenes/small
 """
 
@@ -30,7 +36,12 @@ _FIELDS = {
     "vqa": ("questions", "annotations", "images"),
     "audio": ("manifest",),
     "text": ("input",),
+    "text-labels": ("input",),
+    "image-labels": ("input",),
+    "image-captions": ("input",),
+    "audio-labels": ("input",),
 }
+_TABLES = ("text-labels", "image-labels", "image-captions", "audio-labels")
 
 
 def _parse_splits(fmt: str, items: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -67,11 +78,26 @@ def _build_builtin(args) -> int:
     return 0
 
 
+def _columns(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        role, sep, column = item.partition("=")
+        if not sep or not role or not column:
+            raise InputError(f"--column {item!r}: expected ROLE=COLUMN, e.g. text=review.")
+        out[role] = column
+    return out
+
+
 def _build_local(fmt: str, args) -> int:
     from jaxmm.data.local import build_local
 
+    table = {}
+    if fmt in _TABLES:
+        classes = [c for c in (getattr(args, "classes", None) or "").split(",") if c.strip()]
+        table = {"columns": _columns(args.column), "classes": classes or None}
     summary = build_local(fmt, args.root, _parse_splits(fmt, args.split), args.data_dir,
-                          name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field)
+                          name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field,
+                          **table)
     print(json.dumps(summary))
     return 0
 
@@ -116,6 +142,14 @@ def main(argv: list[str]) -> int:
                        "repeat per split")
         p.add_argument("--on-corrupt", choices=("skip", "fail"), default="skip")
         p.add_argument("--text-field", default="text", help="JSON-lines text field (text)")
+        if fmt in _TABLES:
+            p.add_argument("--column", action="append", default=[],
+                           help="ROLE=COLUMN: the table column (CSV header or JSON key) of a "
+                           "role (text, text_pair, label, image, caption, audio); repeat")
+            if fmt != "image-captions":
+                p.add_argument("--classes", default=None,
+                               help="comma-separated label names in class-id order (default: "
+                               "every label found, sorted); rows with others are skipped")
 
     p = sub.add_parser("info", help="show a prepared dataset's splits")
     p.add_argument("--data-dir", required=True)
