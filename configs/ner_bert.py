@@ -4,7 +4,7 @@
   # fine-tuning a Hugging Face BERT folder (its tokenizer is used):
   jaxmm train --config configs/ner_bert.py:base,hf=/ckpt/bert-base-cased --workdir runs/ner \\
       --config.data.data_dir=/data/tfds
-  # your own CoNLL files (`jaxmm data build-conll ... --name mine --labels O,B-X,I-X`),
+  # your own CoNLL files (`jaxmm data build-conll ... --name mine --classes O,B-X,I-X`),
   # a model trained from scratch with its own tokenizer:
   jaxmm train --config configs/ner_bert.py:tiny,data=conll/mine,labels=O+B-X+I-X,tokenizer=tok,\\
 vocab=8000,data_dir=data --workdir /tmp/ner

@@ -10,8 +10,14 @@ Examples::
         --split train=q_train.json:a_train.json:train2014
     jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
     jaxmm data build-text --root /data/text --data-dir data --split train=corpus.txt
+    jaxmm data build-text-labels --root /data/reviews --data-dir data --name reviews \
+        --split train=train.csv --split validation=dev.csv --column text=review
+    jaxmm data build-image-labels --root /data/pets --data-dir data --split train=train
+    jaxmm data build-image-captions --root /data/flickr --data-dir data \
+        --split train=captions.jsonl
+    jaxmm data build-audio-labels --root /data/emotions --data-dir data --split train=all.csv
     jaxmm data build-conll --root /data/ner --data-dir data --split train=train.txt \
-        --split validation=valid.txt [--labels O,B-PER,I-PER,...]
+        --split validation=valid.txt [--classes O,B-PER,I-PER,...]
     jaxmm data info --data-dir data --name jaxmm_scenes/small
 """
 
@@ -32,8 +38,13 @@ _FIELDS = {
     "vqa": ("questions", "annotations", "images"),
     "audio": ("manifest",),
     "text": ("input",),
+    "text-labels": ("input",),
+    "image-labels": ("input",),
+    "image-captions": ("input",),
+    "audio-labels": ("input",),
     "conll": ("input",),
 }
+_TABLES = ("text-labels", "image-labels", "image-captions", "audio-labels")
 
 
 def _parse_splits(fmt: str, items: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -70,12 +81,28 @@ def _build_builtin(args) -> int:
     return 0
 
 
+def _columns(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        role, sep, column = item.partition("=")
+        if not sep or not role or not column:
+            raise InputError(f"--column {item!r}: expected ROLE=COLUMN, e.g. text=review.")
+        out[role] = column
+    return out
+
+
 def _build_local(fmt: str, args) -> int:
     from jaxmm.data.local import build_local
 
+    table = {}
+    classes = [c for c in (getattr(args, "classes", None) or "").split(",") if c.strip()]
+    if fmt in _TABLES:
+        table = {"columns": _columns(args.column), "classes": classes or None}
+    elif fmt == "conll":
+        table = {"classes": classes or None}
     summary = build_local(fmt, args.root, _parse_splits(fmt, args.split), args.data_dir,
                           name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field,
-                          labels=[t for t in args.labels.split(",") if t] if args.labels else None)
+                          **table)
     print(json.dumps(summary))
     return 0
 
@@ -120,9 +147,19 @@ def main(argv: list[str]) -> int:
                        "repeat per split")
         p.add_argument("--on-corrupt", choices=("skip", "fail"), default="skip")
         p.add_argument("--text-field", default="text", help="JSON-lines text field (text)")
-        p.add_argument("--labels", default=None,
-                       help="conll: comma-separated tags in class-id order (default: the "
-                       "CoNLL-2003 NER tags O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC)")
+        if fmt in _TABLES:
+            p.add_argument("--column", action="append", default=[],
+                           help="ROLE=COLUMN: the table column (CSV header or JSON key) of a "
+                           "role (text, text_pair, label, image, caption, audio); repeat")
+            if fmt != "image-captions":
+                p.add_argument("--classes", default=None,
+                               help="comma-separated label names in class-id order (default: "
+                               "every label found, sorted); rows with others are skipped")
+        if fmt == "conll":
+            p.add_argument("--classes", default=None,
+                           help="comma-separated tags in class-id order (default: the CoNLL-2003 "
+                           "NER tags O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC); a tag "
+                           "outside them fails the build, naming file and line")
 
     p = sub.add_parser("info", help="show a prepared dataset's splits")
     p.add_argument("--data-dir", required=True)

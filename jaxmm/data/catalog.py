@@ -16,6 +16,7 @@ vqa                    image, input_ids, attention_mask (question), label (answe
 speech                 audio (float32, 16 kHz, padded), audio_mask, input_ids,
                        attention_mask, labels (transcript)
 audio_text             audio, audio_mask, input_ids, attention_mask, image_id
+audio_classification   audio, audio_mask, label
 text_classification    input_ids, attention_mask[, token_type_ids], label (float32
                        for the regression task stsb)
 extractive_qa          input_ids, attention_mask[, token_type_ids], start_positions,
@@ -158,7 +159,7 @@ def coco_captions(task: str = "captioning", data_dir: str | None = None, image_s
         pre + _captions(image, "captions/text", max_length, False, task, 5),
         data_dir=data_dir, task=task,
         prepare=_TFDS_HINT.format(name="coco_captions") + "; or from local files: jaxmm data "
-        "build-coco --images DIR --annotations captions.json --data-dir {data_dir}",
+        "build-coco --root DIR --split train=captions.json:images --data-dir {data_dir}",
     )
 
 
@@ -269,13 +270,14 @@ def conll2003(task: str = "token_classification", data_dir: str | None = None,
 
 
 @PRESETS.register('conll')
-def conll(name: str = "default", task: str = "token_classification",
+def conll(dataset: str = "default", task: str = "token_classification",
           data_dir: str | None = None, max_length: int = 128,
           **_: Any) -> ml_collections.ConfigDict:
-    """A local CoNLL-format dataset built by ``jaxmm data build-conll --name NAME``."""
-    return _tagging(f"jaxmm_local_conll/{name}", task, max_length, data_dir,
+    """A local CoNLL-format dataset built by ``jaxmm data build-conll --name NAME``
+    (``conll/NAME``; ``conll``: the build's default name, ``default``)."""
+    return _tagging(f"jaxmm_local_conll/{dataset}", task, max_length, data_dir,
                     prepare="jaxmm data build-conll --root DIR --split train=train.txt "
-                    f"--split validation=valid.txt --name {name} --data-dir {{data_dir}}")
+                    f"--split validation=valid.txt --name {dataset} --data-dir {{data_dir}}")
 
 
 def _text2text(name: str, source: str, target: str, *, data_dir: str | None,
@@ -332,6 +334,69 @@ def wmt14_translate(task: str = "de-en", data_dir: str | None = None, max_length
                       start_id=start_id, pad_id=pad_id, description="translation")
 
 
+# Datasets built from local files (jaxmm data build-<format>), named "<preset>/<dataset>".
+_LOCAL = {"text_labels": "text-labels", "image_labels": "image-labels",
+          "image_captions": "image-captions", "audio_labels": "audio-labels", "conll": "conll"}
+
+
+def _local(preset: str, dataset: str | None, data_dir: str | None, task: str, train: str,
+           evaluate: str) -> ml_collections.ConfigDict:
+    fmt = _LOCAL[preset]
+    if not dataset:
+        raise ConfigError(f"{preset} needs the name of a dataset built with 'jaxmm data "
+                          f"build-{fmt}': data={preset}/NAME.")
+    return _cfg(f"jaxmm_local_{fmt.replace('-', '_')}/{dataset}", train, evaluate,
+                data_dir=data_dir, task=task,
+                prepare=f"jaxmm data build-{fmt} --root DIR --data-dir {{data_dir}} "
+                f"--name {dataset} --split train=TABLE --split validation=TABLE",
+                description=f"local {fmt} dataset {dataset}")
+
+
+@PRESETS.register('text_labels')
+def text_labels(dataset: str | None = None, data_dir: str | None = None, max_length: int = 128,
+                pair: bool = False, **_: Any) -> ml_collections.ConfigDict:
+    """A (text[, text_pair], label) table built with ``jaxmm data build-text-labels``
+    (``pair``: it has a second text)."""
+    second = ", pair_key='text_pair'" if pair else ""
+    pp = (f"tokenize({max_length}, key='text'{second})"
+          "|keep('input_ids', 'attention_mask', 'token_type_ids', 'label')")
+    return _local("text_labels", dataset, data_dir, "text_classification", pp, pp)
+
+
+@PRESETS.register('image_labels')
+def image_labels(dataset: str | None = None, data_dir: str | None = None, image_size: int = 224,
+                 **_: Any) -> ml_collections.ConfigDict:
+    """An (image, label) dataset built with ``jaxmm data build-image-labels``."""
+    keep = "|keep('image', 'label')"
+    return _local("image_labels", dataset, data_dir, "classification",
+                  _image_pp(image_size, True) + keep, _image_pp(image_size, False) + keep)
+
+
+@PRESETS.register('image_captions')
+def image_captions(dataset: str | None = None, task: str = "captioning",
+                   data_dir: str | None = None, image_size: int = 224, max_length: int = 32,
+                   **_: Any) -> ml_collections.ConfigDict:
+    """An (image, captions) dataset built with ``jaxmm data build-image-captions``:
+    captioning or retrieval."""
+    if task not in ("captioning", "retrieval"):
+        raise ConfigError(f"image_captions supports captioning/retrieval, not {task!r}.")
+    return _local("image_captions", dataset, data_dir, task,
+                  _captions(_image_pp(image_size, True), "captions", max_length, True, task, 5),
+                  _captions(_image_pp(image_size, False), "captions", max_length, False, task,
+                            5))
+
+
+@PRESETS.register('audio_labels')
+def audio_labels(dataset: str | None = None, data_dir: str | None = None,
+                 audio_seconds: float = 10.0, **_: Any) -> ml_collections.ConfigDict:
+    """An (audio, label) dataset built with ``jaxmm data build-audio-labels``: 16 kHz
+    audio padded or cut to ``audio_seconds``, with its mask."""
+    samples = int(audio_seconds * 16000)
+    pp = (f"audio_to_float|crop_or_pad({samples}, random=False, mask_key='audio_mask')"
+          "|keep('audio', 'audio_mask', 'label')")
+    return _local("audio_labels", dataset, data_dir, "audio_classification", pp, pp)
+
+
 def names() -> list[str]:
     return (PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
             + [f"wmt14_translate/{p}" for p in _WMT14])
@@ -340,8 +405,9 @@ def names() -> list[str]:
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     """A data config by name: ``scenes``, ``coco_captions``, ``imagenet2012``,
     ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``cnn_dailymail``,
-    ``wmt14_translate/<pair>``, ``conll2003``, ``conll`` (a local CoNLL dataset;
-    ``conll/NAME``); ``kwargs`` as each
+    ``wmt14_translate/<pair>``, ``conll2003``, and datasets built from local files:
+    ``text_labels/<name>``, ``image_labels/<name>``, ``image_captions/<name>``,
+    ``audio_labels/<name>``, ``conll/<name>``; ``kwargs`` as each
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
     """
     base, _, sub = name.partition("/")
@@ -349,6 +415,6 @@ def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
         close = nearest(name, names())
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"Unknown dataset {name!r}.{hint} Known: {', '.join(names())}.")
-    if sub:
-        kwargs = {("name" if base == "conll" else "task"): sub, **kwargs}
+    if sub:  # glue/<task>, wmt14_translate/<pair>; a local dataset's name
+        kwargs = {("dataset" if base in _LOCAL else "task"): sub, **kwargs}
     return PRESETS.get(base)(**kwargs)

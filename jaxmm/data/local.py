@@ -7,13 +7,30 @@
 * ``audio``: a JSON-lines manifest ``{"audio": "rel/path.wav", "text": "..."}``;
   audio is decoded, down-mixed and resampled to 16 kHz int16.
 * ``text``: plain text (one example per non-empty line) or JSON lines.
-* ``conll``: CoNLL-2003 style columns (``word POS chunk NER``, space separated;
+* ``text-labels``: a CSV/TSV/JSON-lines table of ``text`` (and optionally a second
+  text, ``text_pair``) with a ``label``: text classification.
+* ``image-labels``: an image folder with one sub-folder per class, or a table of
+  ``image`` (path) and ``label``: image classification.
+* ``image-captions``: a table of ``image`` (path) and ``caption``; the rows of one
+  image are grouped into one example with all its captions (the ``coco`` features):
+  captioning and retrieval.
+* ``audio-labels``: a table of ``audio`` (path) and ``label``: audio classification.
+* ``conll``: CoNLL-2003 style columns (``word POS chunk NER``, whitespace separated;
   sentences separated by blank lines, ``-DOCSTART-`` lines ignored; the tag is
   the last column, so ``word TAG`` files work too). Features as tfds
   ``conll2003``: ``tokens``, ``pos``, ``chunks`` (strings) and ``ner`` (class
-  labels named by ``labels``). A malformed line is reported as ``file:line`` and
-  its sentence skipped and counted (or fails the build with ``on_corrupt="fail"``);
-  a tag outside ``labels`` always fails, naming the tag and the list.
+  labels named by ``classes``, default the CoNLL-2003 NER tags). A malformed line
+  is reported as ``file:line`` and its sentence skipped and counted (or fails the
+  build with ``on_corrupt="fail"``); a tag outside ``classes`` always fails, naming
+  the tag and the list (a sentence without its entity tags would be wrong data).
+
+Tables name their fields by column (CSV/TSV header) or key (JSON lines);
+``columns`` maps the roles above to other names. Labels become a tfds
+``ClassLabel`` whose names are ``classes`` when given (a row with another label
+is skipped and counted) or else every label found, sorted (numerically when all
+are integers). A table without a needed column is refused in one line naming
+the columns it has; a row that is not valid JSON, lacks a field, or names a
+corrupt file is skipped and counted (or fails the build with ``on_corrupt="fail"``).
 
 Each becomes ``<data_dir>/jaxmm_local_<format>/<name>/<version>``, read back
 with ``data_config.name = "jaxmm_local_<format>/<name>"``. Paths in annotation
@@ -33,7 +50,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -117,7 +134,8 @@ class LocalConfig(tfds.core.BuilderConfig):
     root: str = ""
     on_corrupt: str = "skip"
     text_field: str = "text"
-    labels: tuple = ()
+    columns: dict = dataclasses.field(default_factory=dict)  # role -> column (tables)
+    classes: tuple = ()  # label names (label formats)
 
 
 class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
@@ -301,6 +319,238 @@ class JaxmmLocalText(_LocalBuilder):
                 yield line_no, {"text": text}
 
 
+# -- tables: (text | image | audio, label) and (image, caption) -------------------------
+
+_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def _table_rows(path: str, needed: tuple[str, ...]
+                ) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """``(line, row, problem)`` of a CSV/TSV (header row) or JSON-lines table: ``row``
+    is ``None`` with a ``problem`` for a line that cannot be read or lacks a needed
+    field. A CSV header without a needed column raises :class:`DataError`."""
+    import csv
+
+    if not os.path.isfile(path):
+        raise DataError(f"Table {path!r} does not exist.")
+    if not path.endswith(_TABLE_SUFFIXES):
+        raise DataError(f"Table {path!r}: expected a .csv, .tsv or .jsonl file.")
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.endswith((".jsonl", ".json")):
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield line_no, None, f"not valid JSON ({e})"
+                    continue
+                if not isinstance(row, dict):
+                    yield line_no, None, "not a JSON object"
+                    continue
+                lacking = [k for k in needed if row.get(k) in (None, "")]
+                yield (line_no, None, f"no {lacking[0]!r} field") if lacking else (
+                    line_no, row, "")
+            return
+        reader = csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")
+        header = reader.fieldnames or []
+        missing = [k for k in needed if k not in header]
+        if missing:
+            raise DataError(f"{path} has no {missing[0]!r} column (its columns: "
+                            f"{', '.join(header) or 'none'}).",
+                            hint=f"Name the column holding it with --column "
+                            f"{missing[0]}=COLUMN.")
+        for row in reader:
+            line_no = reader.line_num
+            lacking = [k for k in needed if not (row.get(k) or "").strip()]
+            yield (line_no, None, f"empty {lacking[0]!r}") if lacking else (line_no, row, "")
+
+
+def _sorted_labels(labels: set[str]) -> tuple[str, ...]:
+    if labels and all(re.fullmatch(r"-?\d+", x) for x in labels):
+        return tuple(sorted(labels, key=int))
+    return tuple(sorted(labels))
+
+
+class _TableBuilder(_LocalBuilder):
+    """A builder reading one table per split (``input``); ``ROLES`` are the fields it
+    needs, renamed by ``columns``."""
+
+    ROLES: tuple[str, ...] = ()
+    OPTIONAL: tuple[str, ...] = ()
+
+    def column(self, role: str) -> str:
+        return self.builder_config.columns.get(role, role)
+
+    def _label_feature(self):
+        return tfds.features.ClassLabel(names=list(self.builder_config.classes))
+
+    def rows(self, split: str, spec: Mapping[str, str]) -> Iterator[tuple[int, dict]]:
+        """``(line, {role: value})`` of the split's table; bad rows are skipped and
+        counted (``_corrupt``), as are labels outside ``classes``."""
+        root = self.builder_config.root
+        path = safe_path(root, spec["input"])
+        needed = tuple(self.column(r) for r in self.ROLES)
+        classes = set(self.builder_config.classes)
+        for line_no, row, problem in _table_rows(path, needed):
+            where = f"{path}:{line_no}"
+            if row is None:
+                self._corrupt(split, where, ValueError(problem))
+                continue
+            values = {r: str(row[self.column(r)]).strip() for r in self.ROLES}
+            for r in self.OPTIONAL:
+                if row.get(self.column(r)) not in (None, ""):
+                    values[r] = str(row[self.column(r)]).strip()
+            if "label" in values and values["label"] not in classes:
+                self._corrupt(split, where, ValueError(
+                    f"label {values['label']!r} is not one of the classes "
+                    f"{sorted(classes)}"))
+                continue
+            yield line_no, values
+
+    def file(self, split: str, where: str, relative: str, read) -> Any:
+        """``read(path)`` of a file the table names (inside the root), or ``None`` after
+        counting it as corrupt."""
+        path = safe_path(self.builder_config.root, relative)
+        try:
+            return read(path)
+        except (OSError, ValueError, SyntaxError, RuntimeError) as e:
+            self._corrupt(split, f"{where} ({path})", e)
+            return None
+
+
+class JaxmmLocalTextLabels(_TableBuilder):
+    """(text[, text_pair], label) rows of a CSV/TSV/JSON-lines table."""
+
+    ROLES = ("text", "label")
+    OPTIONAL = ("text_pair",)
+
+    def _features(self):
+        features = {"text": tfds.features.Text(), "label": self._label_feature(),
+                    "id": tfds.features.Text()}
+        if "text_pair" in self.builder_config.columns:
+            features["text_pair"] = tfds.features.Text()
+        return features
+
+    def _records(self, split, spec):
+        pair = "text_pair" in self.builder_config.columns
+        for line_no, v in self.rows(split, spec):
+            if pair and "text_pair" not in v:
+                self._corrupt(split, f"{spec['input']}:{line_no}",
+                              ValueError(f"no {self.column('text_pair')!r} field"))
+                continue
+            example = {"text": v["text"], "label": v["label"], "id": str(line_no)}
+            if pair:
+                example["text_pair"] = v["text_pair"]
+            yield line_no, example
+
+
+class JaxmmLocalImageLabels(_TableBuilder):
+    """(image, label) from a folder with one sub-folder per class, or from a table."""
+
+    ROLES = ("image", "label")
+
+    def _features(self):
+        return {"image": tfds.features.Image(shape=(None, None, 3)),
+                "label": self._label_feature(), "file_name": tfds.features.Text()}
+
+    def _records(self, split, spec):
+        root = self.builder_config.root
+        source = safe_path(root, spec["input"])
+        if os.path.isdir(source):
+            entries = ((os.path.relpath(os.path.join(source, label, name), root), label)
+                       for label in sorted(os.listdir(source))
+                       if os.path.isdir(os.path.join(source, label))
+                       for name in sorted(os.listdir(os.path.join(source, label))))
+            classes = set(self.builder_config.classes)
+            for relative, label in entries:
+                if label not in classes:
+                    self._corrupt(split, relative, ValueError(
+                        f"class folder {label!r} is not one of {sorted(classes)}"))
+                    continue
+                data = self.file(split, relative, relative, _image_bytes)
+                if data is not None:
+                    yield relative, {"image": data, "label": label, "file_name": relative}
+            return
+        for line_no, v in self.rows(split, spec):
+            data = self.file(split, f"{spec['input']}:{line_no}", v["image"], _image_bytes)
+            if data is not None:
+                yield line_no, {"image": data, "label": v["label"], "file_name": v["image"]}
+
+
+class JaxmmLocalImageCaptions(_TableBuilder):
+    """(image, caption) rows; the rows of one image make one example (``coco`` features)."""
+
+    ROLES = ("image", "caption")
+
+    def _features(self):
+        return JaxmmLocalCoco._features(self)
+
+    def _records(self, split, spec):
+        captions: dict[str, list[str]] = collections.defaultdict(list)
+        first_line: dict[str, int] = {}
+        for line_no, v in self.rows(split, spec):
+            captions[v["image"]].append(v["caption"])
+            first_line.setdefault(v["image"], line_no)
+        for image_id, (relative, texts) in enumerate(captions.items()):
+            where = f"{spec['input']}:{first_line[relative]}"
+            data = self.file(split, where, relative, _image_bytes)
+            if data is not None:
+                yield relative, {"image": data, "image_id": image_id, "file_name": relative,
+                                 "captions": texts}
+
+
+class JaxmmLocalAudioLabels(_TableBuilder):
+    """(audio, label) rows; audio decoded, down-mixed and resampled to 16 kHz int16."""
+
+    ROLES = ("audio", "label")
+
+    def _features(self):
+        return {"audio": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="bytes"),
+                "label": self._label_feature(), "id": tfds.features.Text()}
+
+    def _records(self, split, spec):
+        for line_no, v in self.rows(split, spec):
+            audio = self.file(split, f"{spec['input']}:{line_no}", v["audio"], _audio_int16)
+            if audio is not None:
+                yield line_no, {"audio": audio, "label": v["label"], "id": v["audio"]}
+
+
+def _check_tables(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]],
+                  columns: Mapping[str, str]) -> None:
+    """Refuses, before anything is built, a split whose table is missing or whose CSV/TSV
+    header lacks a column the format needs."""
+    cls = FORMATS[fmt]
+    roles = cls.ROLES + tuple(r for r in cls.OPTIONAL if r in columns)
+    needed = tuple(columns.get(r, r) for r in roles)
+    for spec in splits.values():
+        source = safe_path(root, spec["input"])
+        if fmt == "image-labels" and os.path.isdir(source):
+            continue
+        next(_table_rows(source, needed), None)  # reads the header
+
+
+def _labels_found(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]],
+                  columns: Mapping[str, str]) -> tuple[str, ...]:
+    """Every label of the splits (class folders, or the label column of the tables)."""
+    found: set[str] = set()
+    label = columns.get("label", "label")
+    for spec in splits.values():
+        source = safe_path(root, spec["input"])
+        if fmt == "image-labels" and os.path.isdir(source):
+            found.update(n for n in os.listdir(source) if os.path.isdir(os.path.join(source, n)))
+            continue
+        for _, row, _ in _table_rows(source, (label,)):
+            if row is not None:
+                found.add(str(row[label]).strip())
+    if not found:
+        raise DataError(f"No labels found in {dict(splits)} under {root}.")
+    return _sorted_labels(found)
+
+
+# -- CoNLL token tagging ------------------------------------------------------------
+
+
 class JaxmmLocalConll(_LocalBuilder):
     """CoNLL-format token tagging (NER): one example per sentence."""
 
@@ -309,13 +559,13 @@ class JaxmmLocalConll(_LocalBuilder):
                 "pos": tfds.features.Sequence(tfds.features.Text()),
                 "chunks": tfds.features.Sequence(tfds.features.Text()),
                 "ner": tfds.features.Sequence(
-                    tfds.features.ClassLabel(names=list(self.builder_config.labels)))}
+                    tfds.features.ClassLabel(names=list(self.builder_config.classes)))}
 
     def _records(self, split, spec):
         path = safe_path(self.builder_config.root, spec["input"])
         if not os.path.isfile(path):
             raise DataError(f"CoNLL file {path!r} does not exist.")
-        labels = set(self.builder_config.labels)
+        classes = set(self.builder_config.classes)
         for start, rows, problem in _conll_sentences(path):
             if problem is not None:
                 if self.builder_config.on_corrupt == "fail":
@@ -324,12 +574,12 @@ class JaxmmLocalConll(_LocalBuilder):
                 self._corrupt(split, problem[0], ValueError(problem[1]))
                 continue
             tags = [r[-1] for r in rows]
-            unknown = [(n, t) for n, t in enumerate(tags) if t not in labels]
+            unknown = [(n, t) for n, t in enumerate(tags) if t not in classes]
             if unknown:
                 n, tag = unknown[0]
-                raise DataError(f"{path}:{start + n}: tag {tag!r} is not in the label list "
-                                f"{list(self.builder_config.labels)}; pass the dataset's tags "
-                                "with --labels.")
+                raise DataError(f"{path}:{start + n}: tag {tag!r} is not in the classes "
+                                f"{list(self.builder_config.classes)}; pass the dataset's tags "
+                                "with --classes.")
             yield start, {"tokens": [r[0] for r in rows],
                           "pos": [r[1] if len(r) > 2 else "" for r in rows],
                           "chunks": [r[2] if len(r) > 3 else "" for r in rows],
@@ -366,24 +616,36 @@ def _conll_sentences(path: str) -> Iterator[tuple[int, list[list[str]], tuple | 
 
 FORMATS: dict[str, type[_LocalBuilder]] = {
     "coco": JaxmmLocalCoco, "vqa": JaxmmLocalVqa, "audio": JaxmmLocalAudio,
-    "text": JaxmmLocalText, "conll": JaxmmLocalConll,
+    "text": JaxmmLocalText, "text-labels": JaxmmLocalTextLabels,
+    "image-labels": JaxmmLocalImageLabels, "image-captions": JaxmmLocalImageCaptions,
+    "audio-labels": JaxmmLocalAudioLabels, "conll": JaxmmLocalConll,
 }
 _REQUIRED = {"coco": ("annotations",), "vqa": ("questions",), "audio": ("manifest",),
-             "text": ("input",), "conll": ("input",)}
+             "text": ("input",), "text-labels": ("input",), "image-labels": ("input",),
+             "image-captions": ("input",), "audio-labels": ("input",),
+             "conll": ("input",)}
+_LABELLED = ("text-labels", "image-labels", "audio-labels")
+_TABLE_FORMATS = (*_LABELLED, "image-captions")
 
 
 def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], data_dir: str,
                 name: str = "default", on_corrupt: str = "skip",
-                text_field: str = "text", labels: Sequence[str] | None = None
-                ) -> dict[str, Any]:
-    """Builds ``jaxmm_local_<fmt>/<name>`` in ``data_dir`` from files under ``root``.
+                text_field: str = "text", columns: Mapping[str, str] | None = None,
+                classes: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+    """Builds ``jaxmm_local_<fmt>/<name>`` (``-`` in ``fmt`` becomes ``_``) in
+    ``data_dir`` from files under ``root``.
 
     ``splits`` maps split names to the files of that split, relative to
     ``root`` (keys: coco ``annotations``, ``images``; vqa ``questions``,
-    ``annotations``, ``images``; audio ``manifest``; text ``input``; conll
-    ``input``). ``labels``: the conll tag list, in class-id order (default: the
-    CoNLL-2003 NER tags).
-    Returns ``{"name", "path", "splits": {split: n}, "skipped": {split: n}}``.
+    ``annotations``, ``images``; audio ``manifest``; text and the table formats
+    ``input``: a table, or for image-labels also a folder of class folders; conll
+    ``input``: a CoNLL file).
+    ``columns``: role -> column of the tables (roles: ``text``, ``text_pair``,
+    ``label``, ``image``, ``caption``, ``audio``). ``classes``: the label names, in
+    class-id order (default: every label found, sorted; conll: the CoNLL-2003 NER
+    tags).
+    Returns ``{"name", "path", "splits": {split: n}, "skipped": {split: n}}`` and, for
+    the labelled formats and conll, ``"classes"``.
     """
     if fmt not in FORMATS:
         raise DataError(f"Unknown local format {fmt!r}; choose one of {sorted(FORMATS)}.")
@@ -400,20 +662,37 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
     if not re.fullmatch(r"[a-zA-Z0-9_.-]+", name):
         raise DataError(f"Dataset name {name!r} may only use letters, digits, '_', '-', '.'.")
     cls = FORMATS[fmt]
+    columns = dict(columns or {})
+    roles = {"text", "text_pair", "label", "image", "caption", "audio"}
+    unknown = sorted(set(columns) - roles)
+    if unknown:
+        raise DataError(f"Unknown column role(s) {unknown}; the roles are {sorted(roles)}.")
+    if fmt in _TABLE_FORMATS:
+        _check_tables(fmt, os.path.abspath(root), splits, columns)
     if fmt == "conll":
-        labels = tuple(labels or CONLL2003_NER_TAGS)
-        if len(set(labels)) != len(labels):
-            raise DataError(f"The label list {list(labels)} repeats a tag.")
+        classes = tuple(str(c).strip() for c in classes or ()) or CONLL2003_NER_TAGS
+        if len(set(classes)) != len(classes):
+            raise DataError(f"classes {list(classes)} name a tag twice.")
+    elif fmt in _LABELLED:
+        classes = tuple(str(c).strip() for c in classes or ()) or _labels_found(
+            fmt, os.path.abspath(root), splits, columns)
+        if len(set(classes)) != len(classes):
+            raise DataError(f"classes {list(classes)} name a class twice.")
+    elif classes:
+        raise DataError(f"classes apply to the labelled formats {list(_LABELLED)}, not {fmt}.")
     config = LocalConfig(name=name, splits={k: dict(v) for k, v in splits.items()},
                          root=os.path.abspath(root), on_corrupt=on_corrupt,
-                         text_field=text_field, labels=tuple(labels or ()))
+                         text_field=text_field, columns=columns, classes=tuple(classes or ()))
     os.makedirs(data_dir, exist_ok=True)
     builder = cls(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-    return {
+    summary = {
         "name": f"{cls.name}/{name}",
         "path": str(builder.data_dir),
         "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
         "skipped": dict(builder.info.metadata.get("skipped", {})),
     }
+    if fmt in (*_LABELLED, "conll"):
+        summary["classes"] = list(classes)
+    return summary

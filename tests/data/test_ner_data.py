@@ -129,6 +129,7 @@ def test_conll_build_and_tokenize_words_match_the_reference(tmp_path, wordpiece,
     summary = build_local("conll", str(tmp_path), {"train": {"input": "train.txt"}},
                           str(tmp_path / "data"), name="mini")
     assert summary["splits"] == {"train": 4} and summary["skipped"] == {}
+    assert summary["classes"] == list(TAGS)
     cfg = data_config("conll/mini", data_dir=str(tmp_path / "data"), max_length=max_length)
     with make_iterator(cfg, split="train", batch_size=1, shuffle=False, repeat=False,
                        process_index=0, process_count=1, tokenizer=wordpiece) as it:
@@ -167,17 +168,17 @@ def test_conll_malformed_lines_are_skipped_or_fail_with_file_and_line(tmp_path, 
 def test_conll_unknown_tag_names_the_tag_and_the_list(tmp_path, capsys):
     (tmp_path / "train.txt").write_text(CONLL.replace("Thursday NNP B-NP O",
                                                       "Thursday NNP B-NP B-DATE"))
-    with pytest.raises(DataError, match=r"train\.txt:24: tag 'B-DATE' is not in the label list "
+    with pytest.raises(DataError, match=r"train\.txt:24: tag 'B-DATE' is not in the classes "
                                         r"\['O', 'B-PER'"):
         build_local("conll", str(tmp_path), {"train": {"input": "train.txt"}},
                     str(tmp_path / "data"))
-    # The CLI: one error line; --labels accepts the dataset's own tag list.
+    # The CLI: one error line; --classes accepts the dataset's own tag list.
     args = ["build-conll", "--root", str(tmp_path), "--data-dir", str(tmp_path / "data"),
             "--split", "train=train.txt"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "B-DATE" in err and "Traceback" not in err
-    assert cli.main(args + ["--name", "own", "--labels", ",".join(TAGS + ("B-DATE",))]) == 0
+    assert cli.main(args + ["--name", "own", "--classes", ",".join(TAGS + ("B-DATE",))]) == 0
     assert '"train": 4' in capsys.readouterr().out
 
 

@@ -153,7 +153,7 @@ def test_tiny_bert_learns_colour_entities_through_jaxmm_train_and_eval(tmp_path,
     data_dir = str(tmp_path / "data")
     summary = build_local("conll", str(root), {"train": {"input": "train.txt"},
                                                "validation": {"input": "valid.txt"}},
-                          data_dir, name="glosses", labels=("O", "B-COL", "I-COL"))
+                          data_dir, name="glosses", classes=("O", "B-COL", "I-COL"))
     assert summary["splits"] == {"train": len(train), "validation": len(heldout)}
     config = (f"{NER_CONFIG}:tiny,data=conll/glosses,labels=O+B-COL+I-COL,steps=600,batch=32,"
               f"seq_len=32,lr=1e-3,tokenizer={tok_dir},vocab={vocab},data_dir={data_dir}")
