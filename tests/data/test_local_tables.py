@@ -192,7 +192,7 @@ def _text_table(root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "image", "captions"])
+@pytest.mark.parametrize("kind", ["text", "image", "captions", "wikitext"])
 def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, capsys):
     """Build a dataset from local files, then ``jaxmm train`` (2 steps) and ``jaxmm eval``
     with the shipped config that takes its layout, through ``data=<preset>/<name>``."""
@@ -210,6 +210,21 @@ def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, ca
         config = (f"glue_bert.py:data=text_labels/mine,labels=2,size=tiny,seq_len=16,"
                   f"vocab={tok.vocab_size},tokenizer={tmp_path / 'tok'}")
         metric = "cls/accuracy"
+    elif kind == "wikitext":  # WikiText-103's raw files, as build-text reads them
+        from jaxmm.data.tokenizers import train_tokenizer
+
+        lines = _text_table(root)
+        (root / "wiki.train.raw").write_text(" = Heading = \n\n" + "\n".join(lines[:60]))
+        (root / "wiki.valid.raw").write_text("\n".join(lines[60:]) + "\n")
+        (root / "corpus.txt").write_text("\n".join(lines) + "\n")
+        tok = train_tokenizer("wordpiece", str(root / "corpus.txt"), 200, min_frequency=1,
+                              out_dir=str(tmp_path / "tok"))
+        build_local("text", str(root), {"train": {"input": "wiki.train.raw"},
+                                        "validation": {"input": "wiki.valid.raw"}},
+                    out, name="wikitext103")
+        config = (f"lm_gpt.py:tiny,data=wikitext103,seq_len=16,vocab={tok.vocab_size},"
+                  f"tokenizer={tmp_path / 'tok'}")
+        metric = None
     else:
         for s, n in (("train", 8), ("validation", 8)):
             table = ["image,label,caption"]
