@@ -158,6 +158,25 @@ def coco_captions(task: str = "captioning", data_dir: str | None = None, image_s
     )
 
 
+@PRESETS.register('flickr30k')
+def flickr30k(task: str = "captioning", data_dir: str | None = None, image_size: int = 224,
+              max_length: int = 32, **_: Any) -> ml_collections.ConfigDict:
+    """Flickr30k with Karpathy's splits (29k/1k/1k images, 5 captions each), built from
+    ``dataset_flickr30k.json`` and the images with ``jaxmm data build-karpathy``:
+    captioning or retrieval."""
+    if task not in ("captioning", "retrieval"):
+        raise ConfigError(f"flickr30k supports captioning/retrieval, not {task!r}.")
+    return _cfg(
+        "jaxmm_local_karpathy/flickr30k",
+        _captions(_image_pp(image_size, True), "captions", max_length, True, task, 5),
+        _captions(_image_pp(image_size, False), "captions", max_length, False, task, 5),
+        data_dir=data_dir, task=task,
+        prepare="jaxmm data build-karpathy --root DIR --data-dir {data_dir} --name flickr30k "
+        + " ".join(f"--split {s}=dataset_flickr30k.json:flickr30k-images"
+                   for s in ("train", "validation", "test")),
+        description="Flickr30k, Karpathy splits")
+
+
 @PRESETS.register('imagenet2012')
 def imagenet2012(data_dir: str | None = None, image_size: int = 224,
                  **_: Any) -> ml_collections.ConfigDict:
@@ -418,8 +437,8 @@ def names() -> list[str]:
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     """A data config by name: ``scenes``, ``coco_captions``, ``imagenet2012``,
     ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``cnn_dailymail``,
-    ``wmt14_translate/<pair>``, ``c4/<variant>``, ``wikitext103``, and datasets built
-    from local files: ``text/<name>``, ``text_labels/<name>``, ``image_labels/<name>``,
+    ``wmt14_translate/<pair>``, ``c4/<variant>``, ``wikitext103``, ``flickr30k``, and
+    datasets built from local files: ``text/<name>``, ``text_labels/<name>``, ``image_labels/<name>``,
     ``image_captions/<name>``, ``audio_labels/<name>``; ``kwargs`` as each
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
     """

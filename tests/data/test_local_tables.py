@@ -259,3 +259,36 @@ def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, ca
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
     if metric:
         assert 0.0 <= result["metrics"][metric] <= 1.0, result["metrics"]
+
+
+def test_karpathy_splits_build_flickr30k(tmp_path):
+    """Karpathy's dataset_flickr30k.json layout: train/val/test by the file's own split
+    field, raw sentences as captions; the flickr30k preset reads the result."""
+    from jaxmm.data.catalog import data_config
+
+    root = tmp_path / "flickr30k"
+    images = {}
+    entries = []
+    for i, split in enumerate(["train", "train", "val", "test", "train"]):
+        name = f"{1000 + i}.jpg"
+        images[name] = _png(root / "flickr30k-images" / name, 40 * i)
+        entries.append({"filename": name, "imgid": i, "split": split,
+                        "sentences": [{"raw": f"image {i} caption {k}", "tokens": []}
+                                      for k in range(5)]})
+    (root / "flickr30k-images" / "1004.jpg").write_bytes(b"broken")
+    entries.append({"filename": "1005.jpg", "split": "train"})  # no sentences: counted
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": entries,
+                                                            "dataset": "flickr30k"}))
+    out = str(tmp_path / "out")
+    spec = {"annotations": "dataset_flickr30k.json", "images": "flickr30k-images"}
+    summary = build_local("karpathy", str(root), {"train": spec, "validation": spec,
+                                                  "test": spec}, out, name="flickr30k")
+    assert summary["splits"] == {"train": 2, "validation": 1, "test": 1}
+    assert summary["skipped"] == {"train": 2}
+    cfg = data_config("flickr30k", task="retrieval", image_size=8, data_dir=out)
+    assert cfg.name == "jaxmm_local_karpathy/flickr30k"
+    rows = _read(cfg.name, out, "validation", "keep('image', 'image_id', 'captions')")
+    assert [int(r["image_id"]) for r in rows] == [2]
+    assert [c.decode() for c in rows[0]["captions"]] == [f"image 2 caption {k}" for k in range(5)]
+    rows = _read(cfg.name, out, "train", "keep('image', 'image_id')")
+    np.testing.assert_array_equal(rows[1]["image"], images["1001.jpg"])
