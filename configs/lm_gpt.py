@@ -4,8 +4,9 @@
   jaxmm train --config configs/lm_gpt.py:tiny,data=synthetic,steps=200 --workdir /tmp/gpt
 
 arg: ``size`` (model size), ``steps``, ``batch``, ``data`` (``synthetic`` or a
-catalog dataset of causal-LM batches: ``lm1b``), ``data_dir``, ``tokenizer`` (path),
-``vocab`` (the model's vocabulary size; set it to the tokenizer's), ``seq_len``.
+catalog dataset of causal-LM batches: ``lm1b``, ``c4``, ``wikitext103``, or
+``text/NAME`` built with ``jaxmm data build-text``), ``data_dir``, ``tokenizer``
+(path), ``vocab`` (the model's vocabulary size; set it to the tokenizer's), ``seq_len``.
 """
 
 import ml_collections

@@ -4,7 +4,8 @@
   jaxmm train --config configs/mlm_bert.py:tiny,data=synthetic,steps=100 --workdir /tmp/bert
 
 arg: ``size``, ``steps``, ``batch``, ``data`` (``synthetic`` or a catalog dataset of
-masked-LM batches: ``lm1b``), ``data_dir``, ``tokenizer`` (path), ``vocab`` (the model's
+masked-LM batches: ``lm1b``, ``c4``, ``wikitext103``, or ``text/NAME`` built with
+``jaxmm data build-text``), ``data_dir``, ``tokenizer`` (path), ``vocab`` (the model's
 vocabulary size; set it to the tokenizer's), ``mask`` (the tokenizer's [MASK] id: 103 for
 the uncased BERT vocabulary), ``seq_len``.
 """

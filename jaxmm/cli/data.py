@@ -10,6 +10,9 @@ Examples::
         --split train=q_train.json:a_train.json:train2014
     jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
     jaxmm data build-text --root /data/text --data-dir data --split train=corpus.txt
+    jaxmm data build-karpathy --root /data/flickr30k --data-dir data --name flickr30k \
+        --split train=dataset_flickr30k.json:flickr30k-images \
+        --split validation=dataset_flickr30k.json:flickr30k-images
     jaxmm data build-text-labels --root /data/reviews --data-dir data --name reviews \
         --split train=train.csv --split validation=dev.csv --column text=review
     jaxmm data build-image-labels --root /data/pets --data-dir data --split train=train
@@ -38,6 +41,7 @@ _FIELDS = {
     "vqa": ("questions", "annotations", "images"),
     "audio": ("manifest",),
     "text": ("input",),
+    "karpathy": ("annotations", "images"),
     "text-labels": ("input",),
     "image-labels": ("input",),
     "image-captions": ("input",),

@@ -163,6 +163,25 @@ def coco_captions(task: str = "captioning", data_dir: str | None = None, image_s
     )
 
 
+@PRESETS.register('flickr30k')
+def flickr30k(task: str = "captioning", data_dir: str | None = None, image_size: int = 224,
+              max_length: int = 32, **_: Any) -> ml_collections.ConfigDict:
+    """Flickr30k with Karpathy's splits (29k/1k/1k images, 5 captions each), built from
+    ``dataset_flickr30k.json`` and the images with ``jaxmm data build-karpathy``:
+    captioning or retrieval."""
+    if task not in ("captioning", "retrieval"):
+        raise ConfigError(f"flickr30k supports captioning/retrieval, not {task!r}.")
+    return _cfg(
+        "jaxmm_local_karpathy/flickr30k",
+        _captions(_image_pp(image_size, True), "captions", max_length, True, task, 5),
+        _captions(_image_pp(image_size, False), "captions", max_length, False, task, 5),
+        data_dir=data_dir, task=task,
+        prepare="jaxmm data build-karpathy --root DIR --data-dir {data_dir} --name flickr30k "
+        + " ".join(f"--split {s}=dataset_flickr30k.json:flickr30k-images"
+                   for s in ("train", "validation", "test")),
+        description="Flickr30k, Karpathy splits")
+
+
 @PRESETS.register('imagenet2012')
 def imagenet2012(data_dir: str | None = None, image_size: int = 224,
                  **_: Any) -> ml_collections.ConfigDict:
@@ -229,23 +248,69 @@ def librispeech(data_dir: str | None = None, max_length: int = 128, audio_second
                 "data build-audio --manifest manifest.jsonl --data-dir {data_dir}")
 
 
+def _lm(name: str, task: str, data_dir: str | None, max_length: int, prepare: str,
+        splits: dict | None = None, key: str = "text") -> ml_collections.ConfigDict:
+    """Causal (``language_modeling``) or masked (``masked_lm``: no labels; the MLM task
+    masks on device) language-model batches of the text field ``key``."""
+    if task == "language_modeling":
+        pp = (f"tokenize({max_length}, key={key!r})|lm_labels"
+              "|keep('input_ids', 'attention_mask', 'labels')")
+    elif task == "masked_lm":
+        pp = f"tokenize({max_length}, key={key!r})|keep('input_ids', 'attention_mask')"
+    else:
+        raise ConfigError(f"{name} supports language_modeling/masked_lm, not {task!r}.")
+    return _cfg(name, pp, pp, data_dir=data_dir, task=task, splits=splits, prepare=prepare)
+
+
 @PRESETS.register('lm1b')
 def lm1b(task: str = "language_modeling", data_dir: str | None = None, max_length: int = 128,
          **_: Any) -> ml_collections.ConfigDict:
     """tfds ``lm1b``: one-billion-word sentences for causal (``language_modeling``)
     or masked (``masked_lm``: no labels; the MLM task masks on device) language
     modelling."""
-    if task == "language_modeling":
-        pp = (f"tokenize({max_length}, key='text')|lm_labels"
-              "|keep('input_ids', 'attention_mask', 'labels')")
-    elif task == "masked_lm":
-        pp = f"tokenize({max_length}, key='text')|keep('input_ids', 'attention_mask')"
-    else:
-        raise ConfigError(f"lm1b supports language_modeling/masked_lm, not {task!r}.")
-    return _cfg("lm1b", pp, pp, data_dir=data_dir, task=task,
-                splits={"validation": "test"},
-                prepare=_TFDS_HINT.format(name="lm1b") + "; or from local text: jaxmm data "
-                "build-text --input corpus.txt --data-dir {data_dir}")
+    return _lm("lm1b", task, data_dir, max_length, splits={"validation": "test"},
+               prepare=_TFDS_HINT.format(name="lm1b") + "; or from local text: jaxmm data "
+               "build-text --root DIR --split train=corpus.txt --data-dir {data_dir}")
+
+
+_C4 = ("en", "en.noclean", "realnewslike", "webtextlike")
+
+
+@PRESETS.register('c4')
+def c4(variant: str = "en", task: str = "language_modeling", data_dir: str | None = None,
+       max_length: int = 512, **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``c4/<variant>`` (Colossal Clean Crawled Corpus, ``en`` by default): web text
+    for causal or masked language modelling."""
+    if variant not in _C4:
+        raise ConfigError(f"Unknown c4 variant {variant!r}; choose one of {', '.join(_C4)}.")
+    return _lm(f"c4/{variant}", task, data_dir, max_length,
+               prepare=_TFDS_HINT.format(name=f"c4/{variant}") + " (with the Common Crawl "
+               "files in --manual_dir, as tfds's c4 instructions say)")
+
+
+@PRESETS.register('text')
+def text(dataset: str | None = None, task: str = "language_modeling",
+         data_dir: str | None = None, max_length: int = 128,
+         **_: Any) -> ml_collections.ConfigDict:
+    """``text/<name>``: a text corpus built with ``jaxmm data build-text --name <name>``
+    (one example per line, or JSON lines), for causal or masked language modelling."""
+    if not dataset:
+        raise ConfigError("text needs the name of a dataset built with 'jaxmm data "
+                          "build-text': data=text/NAME.")
+    return _lm(f"jaxmm_local_text/{dataset}", task, data_dir, max_length,
+               prepare="jaxmm data build-text --root DIR --data-dir {data_dir} "
+               f"--name {dataset} --split train=train.txt --split validation=valid.txt")
+
+
+@PRESETS.register('wikitext103')
+def wikitext103(task: str = "language_modeling", data_dir: str | None = None,
+                max_length: int = 128, **_: Any) -> ml_collections.ConfigDict:
+    """WikiText-103 (raw), built from its released files with ``jaxmm data build-text``
+    (one example per non-empty line, article headings included)."""
+    return _lm("jaxmm_local_text/wikitext103", task, data_dir, max_length,
+               prepare="jaxmm data build-text --root wikitext-103-raw --data-dir {data_dir} "
+               "--name wikitext103 --split train=wiki.train.raw --split "
+               "validation=wiki.valid.raw --split test=wiki.test.raw")
 
 
 def _tagging(name: str, task: str, max_length: int, data_dir: str | None, prepare: str,
@@ -397,15 +462,20 @@ def audio_labels(dataset: str | None = None, data_dir: str | None = None,
     return _local("audio_labels", dataset, data_dir, "audio_classification", pp, pp)
 
 
+# What ``<preset>/<sub>`` names: the argument the sub-name is passed as (default ``task``).
+_SUB_ARG = {**dict.fromkeys(_LOCAL, "dataset"), "text": "dataset", "c4": "variant"}
+
+
 def names() -> list[str]:
     return (PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
-            + [f"wmt14_translate/{p}" for p in _WMT14])
+            + [f"wmt14_translate/{p}" for p in _WMT14] + [f"c4/{v}" for v in _C4])
 
 
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     """A data config by name: ``scenes``, ``coco_captions``, ``imagenet2012``,
     ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``cnn_dailymail``,
-    ``wmt14_translate/<pair>``, ``conll2003``, and datasets built from local files:
+    ``wmt14_translate/<pair>``, ``c4/<variant>``, ``wikitext103``, ``flickr30k``,
+    ``conll2003``, and datasets built from local files: ``text/<name>``,
     ``text_labels/<name>``, ``image_labels/<name>``, ``image_captions/<name>``,
     ``audio_labels/<name>``, ``conll/<name>``; ``kwargs`` as each
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
@@ -415,6 +485,6 @@ def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
         close = nearest(name, names())
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"Unknown dataset {name!r}.{hint} Known: {', '.join(names())}.")
-    if sub:  # glue/<task>, wmt14_translate/<pair>; a local dataset's name
-        kwargs = {("dataset" if base in _LOCAL else "task"): sub, **kwargs}
+    if sub:  # glue/<task>, wmt14_translate/<pair>, c4/<variant>; a local dataset's name
+        kwargs = {_SUB_ARG.get(base, "task"): sub, **kwargs}
     return PRESETS.get(base)(**kwargs)

@@ -7,6 +7,10 @@
 * ``audio``: a JSON-lines manifest ``{"audio": "rel/path.wav", "text": "..."}``;
   audio is decoded, down-mixed and resampled to 16 kHz int16.
 * ``text``: plain text (one example per non-empty line) or JSON lines.
+* ``karpathy``: Karpathy's caption split files (``dataset_flickr30k.json``,
+  ``dataset_flickr8k.json``, ``dataset_coco.json``) and their image folder; jaxmm's
+  ``train`` split takes Karpathy's ``train`` (and COCO's ``restval``), ``validation``
+  its ``val``, ``test`` its ``test``; the ``coco`` features.
 * ``text-labels``: a CSV/TSV/JSON-lines table of ``text`` (and optionally a second
   text, ``text_pair``) with a ``label``: text classification.
 * ``image-labels``: an image folder with one sub-folder per class, or a table of
@@ -319,6 +323,47 @@ class JaxmmLocalText(_LocalBuilder):
                 yield line_no, {"text": text}
 
 
+# jaxmm split -> the Karpathy splits it takes
+KARPATHY_SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+
+class JaxmmLocalKarpathy(_LocalBuilder):
+    """Karpathy's caption splits (Flickr8k/30k, COCO): one example per image."""
+
+    def _features(self):
+        return JaxmmLocalCoco._features(self)
+
+    def _records(self, split, spec):
+        if split not in KARPATHY_SPLITS:
+            raise DataError(f"Split {split!r}: the Karpathy files define "
+                            f"{', '.join(KARPATHY_SPLITS)} (train includes restval).")
+        root = self.builder_config.root
+        path = safe_path(root, spec["annotations"])
+        data = _load_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise DataError(f"{path} is not a Karpathy split file (no 'images' list).")
+        images_dir = spec.get("images", "")
+        wanted = KARPATHY_SPLITS[split]
+        for index, entry in enumerate(data["images"]):
+            try:
+                if entry["split"] not in wanted:
+                    continue
+                relative = os.path.join(images_dir, entry.get("filepath", ""),
+                                        entry["filename"])
+                captions = [str(x["raw"]).strip() for x in entry["sentences"]]
+                image_id = int(entry.get("cocoid", entry.get("imgid", index)))
+            except (KeyError, TypeError, ValueError) as e:
+                self._corrupt(split, f"{path} images[{index}]", ValueError(f"missing {e}"))
+                continue
+            full = safe_path(root, relative)
+            try:
+                image = _image_bytes(full)
+            except (OSError, ValueError, SyntaxError) as e:
+                self._corrupt(split, full, e)
+                continue
+            yield image_id, {"image": image, "image_id": image_id,
+                             "file_name": entry["filename"], "captions": captions}
+
 # -- tables: (text | image | audio, label) and (image, caption) -------------------------
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
@@ -616,14 +661,14 @@ def _conll_sentences(path: str) -> Iterator[tuple[int, list[list[str]], tuple | 
 
 FORMATS: dict[str, type[_LocalBuilder]] = {
     "coco": JaxmmLocalCoco, "vqa": JaxmmLocalVqa, "audio": JaxmmLocalAudio,
-    "text": JaxmmLocalText, "text-labels": JaxmmLocalTextLabels,
+    "text": JaxmmLocalText, "karpathy": JaxmmLocalKarpathy, "text-labels": JaxmmLocalTextLabels,
     "image-labels": JaxmmLocalImageLabels, "image-captions": JaxmmLocalImageCaptions,
     "audio-labels": JaxmmLocalAudioLabels, "conll": JaxmmLocalConll,
 }
 _REQUIRED = {"coco": ("annotations",), "vqa": ("questions",), "audio": ("manifest",),
-             "text": ("input",), "text-labels": ("input",), "image-labels": ("input",),
-             "image-captions": ("input",), "audio-labels": ("input",),
-             "conll": ("input",)}
+             "text": ("input",), "karpathy": ("annotations",), "text-labels": ("input",),
+             "image-labels": ("input",), "image-captions": ("input",),
+             "audio-labels": ("input",), "conll": ("input",)}
 _LABELLED = ("text-labels", "image-labels", "audio-labels")
 _TABLE_FORMATS = (*_LABELLED, "image-captions")
 

@@ -192,7 +192,7 @@ def _text_table(root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["text", "image", "captions"])
+@pytest.mark.parametrize("kind", ["text", "image", "captions", "wikitext"])
 def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, capsys):
     """Build a dataset from local files, then ``jaxmm train`` (2 steps) and ``jaxmm eval``
     with the shipped config that takes its layout, through ``data=<preset>/<name>``."""
@@ -210,6 +210,21 @@ def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, ca
         config = (f"glue_bert.py:data=text_labels/mine,labels=2,size=tiny,seq_len=16,"
                   f"vocab={tok.vocab_size},tokenizer={tmp_path / 'tok'}")
         metric = "cls/accuracy"
+    elif kind == "wikitext":  # WikiText-103's raw files, as build-text reads them
+        from jaxmm.data.tokenizers import train_tokenizer
+
+        lines = _text_table(root)
+        (root / "wiki.train.raw").write_text(" = Heading = \n\n" + "\n".join(lines[:60]))
+        (root / "wiki.valid.raw").write_text("\n".join(lines[60:]) + "\n")
+        (root / "corpus.txt").write_text("\n".join(lines) + "\n")
+        tok = train_tokenizer("wordpiece", str(root / "corpus.txt"), 200, min_frequency=1,
+                              out_dir=str(tmp_path / "tok"))
+        build_local("text", str(root), {"train": {"input": "wiki.train.raw"},
+                                        "validation": {"input": "wiki.valid.raw"}},
+                    out, name="wikitext103")
+        config = (f"lm_gpt.py:tiny,data=wikitext103,seq_len=16,vocab={tok.vocab_size},"
+                  f"tokenizer={tmp_path / 'tok'}")
+        metric = None
     else:
         for s, n in (("train", 8), ("validation", 8)):
             table = ["image,label,caption"]
@@ -244,3 +259,36 @@ def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, ca
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
     if metric:
         assert 0.0 <= result["metrics"][metric] <= 1.0, result["metrics"]
+
+
+def test_karpathy_splits_build_flickr30k(tmp_path):
+    """Karpathy's dataset_flickr30k.json layout: train/val/test by the file's own split
+    field, raw sentences as captions; the flickr30k preset reads the result."""
+    from jaxmm.data.catalog import data_config
+
+    root = tmp_path / "flickr30k"
+    images = {}
+    entries = []
+    for i, split in enumerate(["train", "train", "val", "test", "train"]):
+        name = f"{1000 + i}.jpg"
+        images[name] = _png(root / "flickr30k-images" / name, 40 * i)
+        entries.append({"filename": name, "imgid": i, "split": split,
+                        "sentences": [{"raw": f"image {i} caption {k}", "tokens": []}
+                                      for k in range(5)]})
+    (root / "flickr30k-images" / "1004.jpg").write_bytes(b"broken")
+    entries.append({"filename": "1005.jpg", "split": "train"})  # no sentences: counted
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": entries,
+                                                            "dataset": "flickr30k"}))
+    out = str(tmp_path / "out")
+    spec = {"annotations": "dataset_flickr30k.json", "images": "flickr30k-images"}
+    summary = build_local("karpathy", str(root), {"train": spec, "validation": spec,
+                                                  "test": spec}, out, name="flickr30k")
+    assert summary["splits"] == {"train": 2, "validation": 1, "test": 1}
+    assert summary["skipped"] == {"train": 2}
+    cfg = data_config("flickr30k", task="retrieval", image_size=8, data_dir=out)
+    assert cfg.name == "jaxmm_local_karpathy/flickr30k"
+    rows = _read(cfg.name, out, "validation", "keep('image', 'image_id', 'captions')")
+    assert [int(r["image_id"]) for r in rows] == [2]
+    assert [c.decode() for c in rows[0]["captions"]] == [f"image 2 caption {k}" for k in range(5)]
+    rows = _read(cfg.name, out, "train", "keep('image', 'image_id')")
+    np.testing.assert_array_equal(rows[1]["image"], images["1001.jpg"])

@@ -21,6 +21,7 @@ CORPUS = ("a small red circle is left of a large blue square . "
 # {mask} and {sep}: its size, [MASK] and [SEP] ids).
 CASES = {
     "lm_gpt": "tiny,data=lm1b,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "lm_gpt:c4": "tiny,data=c4,seq_len=16,vocab={vocab},tokenizer={tok}",
     "mlm_bert": "tiny,data=lm1b,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
     "vit_classification": "tiny,data=imagenet2012,classes=1000",
     "clip_contrastive": "tiny,data=coco_captions,res=32,seq_len=16,tokenizer={tok}",
