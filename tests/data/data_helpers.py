@@ -36,3 +36,19 @@ def mock_catalog(num_examples: int = 8):
             mock.patch.object(tfds.features.BBoxFeature, "encode_example", encode_bbox), \
             tfds.testing.mock_data(num_examples=num_examples):
         yield
+
+
+def save_word_tokenizer(path, ids: dict[str, int], first: int, vocab_size: int) -> None:
+    """A word-level tokenizer folder: the special tokens ``ids`` (``{"<pad>": 0, ...}``,
+    named in special_tokens_map.json by role) and the words ``w<first>`` ..
+    ``w<vocab_size - 1>`` as ids ``first`` .. ``vocab_size - 1``."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {**ids, **{f"w{i}": i for i in range(first, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(path / "tokenizer.json"))
+    roles = {"<s>": "bos_token", "</s>": "eos_token", "<pad>": "pad_token", "<unk>": "unk_token"}
+    (path / "special_tokens_map.json").write_text(json.dumps({roles[t]: t for t in ids}))

@@ -13,18 +13,12 @@ from tests.generation.hf_tiny import BOS, EOS, PAD, VOCAB, hf_model  # noqa: E40
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory):
     """A tiny GPT-2 folder with a word-level tokenizer (``w4`` .. ``w127``)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tests.data.data_helpers import save_word_tokenizer
 
     path = tmp_path_factory.mktemp("gpt2_cli")
     torch.manual_seed(0)
     hf_model("gpt2").eval().save_pretrained(path)
-    vocab = {"<unk>": 0, "<s>": BOS, "</s>": EOS, "<pad>": PAD}
-    vocab.update({f"w{i}": i for i in range(4, VOCAB)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(path / "tokenizer.json"))
-    (path / "special_tokens_map.json").write_text(
-        '{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}')
+    save_word_tokenizer(path, {"<unk>": 0, "<s>": BOS, "</s>": EOS, "<pad>": PAD}, 4, VOCAB)
     return path
 
 

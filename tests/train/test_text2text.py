@@ -75,16 +75,10 @@ def test_rouge_is_the_lcs_and_unigram_f_measure_best_over_references():
 @pytest.fixture(scope="module")
 def word_tokenizer(tmp_path_factory):
     """A word-level tokenizer with one word per synthetic id: <pad> <s> </s> <unk>, w4..w63."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tests.data.data_helpers import save_word_tokenizer
 
     path = tmp_path_factory.mktemp("t2t_tok")
-    vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS, "<unk>": 3}
-    vocab.update({f"w{i}": i for i in range(4, VOCAB)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(path / "tokenizer.json"))
-    (path / "special_tokens_map.json").write_text(
-        '{"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}')
+    save_word_tokenizer(path, {"<pad>": PAD, "<s>": BOS, "</s>": EOS, "<unk>": 3}, 4, VOCAB)
     return str(path)
 
 
