@@ -18,6 +18,9 @@ for any process count (a run on 2 processes sees exactly the data of a run on
 * ``vqa``: an image of class ``c``, a question of type ``q`` and
   ``label = (c + q) mod num_answers`` (also as answer text:
   ``decoder_input_ids`` / ``labels``).
+* ``qa``: ``[BOS] q [EOS] context`` where the question token ``q`` occurs once in
+  the context; the answer span starts right after it and has ``1 + q % 3`` tokens
+  (``start_positions``/``end_positions``, ``token_type_ids`` 1 on the context).
 * ``audio_text``: log-mel-like ``input_features`` whose frames encode the
   caption tokens of class ``c`` (``input_ids``/``attention_mask``).
 
@@ -38,7 +41,7 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
-LAYOUTS = ("text", "image", "image_text", "vqa", "audio_text")
+LAYOUTS = ("text", "image", "image_text", "vqa", "audio_text", "qa")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
@@ -76,6 +79,28 @@ def _caption(cls, length, vocab):
     return ids, mask
 
 
+def _qa_batch(rng, n: int, length: int, vocab: int) -> dict[str, np.ndarray]:
+    """The ``qa`` layout (see the module docstring); needs ``seq_len >= 8``."""
+    if length < 8:
+        raise ConfigError(f"synthetic qa data needs seq_len >= 8; got {length}.")
+    content = vocab - _FIRST
+    q = rng.integers(0, content, size=n)
+    # context tokens: anything but q (shift the draws that hit it)
+    ctx = rng.integers(0, content - 1, size=(n, length - 3))
+    ctx = np.where(ctx >= q[:, None], ctx + 1, ctx)
+    pos = rng.integers(0, length - 4, size=n)  # index of q's copy inside the context
+    ctx[np.arange(n), pos] = q
+    ids = np.concatenate([np.full((n, 1), BOS), (_FIRST + q)[:, None], np.full((n, 1), EOS),
+                          _FIRST + ctx], axis=1).astype(np.int32)
+    start = 3 + pos + 1
+    end = np.minimum(start + q % 3, length - 1)
+    types = np.zeros((n, length), np.int32)
+    types[:, 3:] = 1
+    return {"input_ids": ids, "attention_mask": np.ones((n, length), np.int32),
+            "token_type_ids": types, "start_positions": start.astype(np.int32),
+            "end_positions": end.astype(np.int32)}
+
+
 def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                split: str = "train", **dims: Any) -> dict[str, np.ndarray]:
     """Global batch number ``index`` of ``layout`` (see the module docstring).
@@ -105,6 +130,8 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                "attention_mask": mask, "token_type_ids": np.zeros_like(mask),
                "label": (strides - 1).astype(np.int32)}
         return out
+    if layout == "qa":
+        return _qa_batch(rng, n, length, vocab)
     cls = rng.integers(0, k, size=n).astype(np.int32)
     if layout in ("image", "image_text", "vqa"):
         shape = (d["image_size"], d["image_size"], d["channels"])
