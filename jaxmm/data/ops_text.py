@@ -268,8 +268,9 @@ def squad_windows(max_length: int, stride: int = 128, max_windows: int = 4,
              "end_positions", "num_windows")
 
     def run(example_id, question, context, texts, starts):
-        out = labeler(example_id.decode("utf-8", "replace"), question.decode("utf-8"),
-                      context.decode("utf-8"), _texts(np.asarray(texts)),
+        example_id, question, context = (_texts(np.asarray(x))[0]
+                                         for x in (example_id, question, context))
+        out = labeler(example_id, question, context, _texts(np.asarray(texts)),
                       np.asarray(starts).reshape(-1))
         return [out[n] for n in names]
 
