@@ -212,6 +212,9 @@ def squad(data_dir: str | None = None, max_length: int = 384, stride: int = 128,
     """
     if version not in ("v1.1", "v2.0"):
         raise ConfigError(f"Unknown SQuAD version {version!r}; use 'v1.1' or 'v2.0'.")
+    if not 0 <= stride < max_length // 2:
+        raise ConfigError(f"squad: stride={stride} must be in [0, max_length // 2) = "
+                          f"[0, {max_length // 2}) so each window holds new context.")
     windows = f"squad_windows({max_length}, stride={stride}, max_windows={max_windows})"
     train = f"{windows}|choose_window|keep({_QA_KEYS})"
     evaluate = (f"{windows}|pad_to('answers/text', {max_answers}, value='')"
