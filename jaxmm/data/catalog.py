@@ -199,11 +199,12 @@ _QA_KEYS = "'input_ids', 'attention_mask', 'token_type_ids', 'start_positions', 
 
 
 @PRESETS.register('squad')
-def squad(data_dir: str | None = None, max_length: int = 384, stride: int = 128,
+def squad(data_dir: str | None = None, max_length: int = 384, stride: int | None = None,
           max_windows: int = 4, max_answers: int = 8, version: str = "v1.1",
           **_: Any) -> ml_collections.ConfigDict:
     """tfds ``squad`` (``version`` v1.1, or v2.0 with unanswerable questions): doc-stride
-    windows of ``max_length`` tokens overlapping by ``stride`` (:mod:`jaxmm.data.qa`).
+    windows of ``max_length`` tokens overlapping by ``stride`` (default ``max_length // 3``,
+    Hugging Face's 128 for 384; :mod:`jaxmm.data.qa`).
 
     Training takes one random window per example (``(B, T)`` rows); evaluation keeps
     all ``max_windows`` windows (``(B, W, T)``) with their character ``offsets``, the
@@ -212,6 +213,7 @@ def squad(data_dir: str | None = None, max_length: int = 384, stride: int = 128,
     """
     if version not in ("v1.1", "v2.0"):
         raise ConfigError(f"Unknown SQuAD version {version!r}; use 'v1.1' or 'v2.0'.")
+    stride = max_length // 3 if stride is None else stride
     if not 0 <= stride < max_length // 2:
         raise ConfigError(f"squad: stride={stride} must be in [0, max_length // 2) = "
                           f"[0, {max_length // 2}) so each window holds new context.")

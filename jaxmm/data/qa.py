@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxmm.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["IGNORE_INDEX", "SpanLabeler", "answer_token_span"]
@@ -73,7 +75,11 @@ class SpanLabeler:
 
     def __init__(self, tokenizer: Any, max_length: int, stride: int, max_windows: int):
         if max_windows < 1:
-            raise ValueError(f"max_windows must be >= 1; got {max_windows}.")
+            raise ConfigError(f"squad_windows: max_windows must be >= 1; got {max_windows}.")
+        if not callable(getattr(tokenizer, "encode_windows", None)):
+            raise ConfigError(f"squad_windows needs a tokenizer with character offsets "
+                              f"(jaxmm.data.tokenizers, Hugging Face backend); "
+                              f"{type(tokenizer).__name__} has no encode_windows.")
         self.tokenizer, self.max_length = tokenizer, max_length
         self.stride, self.max_windows = stride, max_windows
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
