@@ -18,9 +18,10 @@ for any process count (a run on 2 processes sees exactly the data of a run on
 * ``vqa``: an image of class ``c``, a question of type ``q`` and
   ``label = (c + q) mod num_answers`` (also as answer text:
   ``decoder_input_ids`` / ``labels``).
-* ``qa``: ``[BOS] q [EOS] context`` where the question token ``q`` occurs once in
-  the context; the answer span starts right after it and has ``1 + q % 3`` tokens
-  (``start_positions``/``end_positions``, ``token_type_ids`` 1 on the context).
+* ``qa``: ``[BOS] q [EOS] context``; the answer span (``start_positions``/
+  ``end_positions``) has ``1 + q % 3`` tokens, depending on the question token ``q``;
+  it starts at a ``MASK`` token and, when longer than one token, ends at a ``BOS``
+  (``token_type_ids`` 1 on the context).
 * ``audio_text``: log-mel-like ``input_features`` whose frames encode the
   caption tokens of class ``c`` (``input_ids``/``attention_mask``).
 
@@ -85,15 +86,14 @@ def _qa_batch(rng, n: int, length: int, vocab: int) -> dict[str, np.ndarray]:
         raise ConfigError(f"synthetic qa data needs seq_len >= 8; got {length}.")
     content = vocab - _FIRST
     q = rng.integers(0, content, size=n)
-    # context tokens: anything but q (shift the draws that hit it)
-    ctx = rng.integers(0, content - 1, size=(n, length - 3))
-    ctx = np.where(ctx >= q[:, None], ctx + 1, ctx)
-    pos = rng.integers(0, length - 4, size=n)  # index of q's copy inside the context
-    ctx[np.arange(n), pos] = q
+    ctx = _FIRST + rng.integers(0, content, size=(n, length - 3))
+    pos = rng.integers(0, length - 5, size=n)  # the answer's first token in the context
     ids = np.concatenate([np.full((n, 1), BOS), (_FIRST + q)[:, None], np.full((n, 1), EOS),
-                          _FIRST + ctx], axis=1).astype(np.int32)
-    start = 3 + pos + 1
-    end = np.minimum(start + q % 3, length - 1)
+                          ctx], axis=1).astype(np.int32)
+    rows = np.arange(n)
+    start, end = 3 + pos, 3 + pos + q % 3
+    ids[rows, end] = np.where(end > start, BOS, ids[rows, end])
+    ids[rows, start] = MASK
     types = np.zeros((n, length), np.int32)
     types[:, 3:] = 1
     return {"input_ids": ids, "attention_mask": np.ones((n, length), np.int32),

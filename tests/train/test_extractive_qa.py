@@ -58,15 +58,14 @@ def test_span_loss_is_the_mean_of_start_and_end_cross_entropy():
     np.testing.assert_allclose(float(out.loss), expected, rtol=1e-5)
 
 
-def test_synthetic_qa_layout_labels_point_after_the_question_token():
+def test_synthetic_qa_layout_spans_run_from_the_marker_for_1_plus_q_mod_3_tokens():
     b = make_batch("qa", 3, 16, seq_len=20, vocab_size=50)
     for i in range(16):
-        q = b["input_ids"][i, 1]
-        ctx = list(b["input_ids"][i, 3:])
-        assert ctx.count(q) == 1
-        assert b["start_positions"][i] == 3 + ctx.index(q) + 1
-        assert b["end_positions"][i] - b["start_positions"][i] == min((q - 4) % 3, 19 - b[
-            "start_positions"][i])
+        q, ids = b["input_ids"][i, 1], list(b["input_ids"][i])
+        s, e = b["start_positions"][i], b["end_positions"][i]
+        assert ids[3:].count(3) == 1 and ids[s] == 3  # the MASK marker starts the span
+        assert e - s == (q - 4) % 3
+        assert ids[3:].count(1) == (1 if e > s else 0) and (e == s or ids[e] == 1)
 
 
 def _examples(rng, n):
