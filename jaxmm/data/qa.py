@@ -22,6 +22,9 @@ example id and the running count (the first 10 skips, then at every power of two
 and evaluation still scores the example by its answer texts. One corrupt row never
 stops a run.
 
+A question too long to leave room for context in a window (the tokenizer cannot cut
+the pair) is skipped the same way, with no windows at all (evaluation scores it 0).
+
 An example with more than ``max_windows`` windows keeps the first ``max_windows``
 (a warning says so); padding windows have an all-zero ``attention_mask``, offsets
 ``-1`` and labels ``-100``.
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from jaxmm.config import ConfigError
+from jaxmm.errors import TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +90,26 @@ class SpanLabeler:
         self.skipped = 0
         self._lock = threading.Lock()
 
-    def _count_skip(self, example_id: str, text: str, start: int, found: str) -> None:
+    def _count_skip(self, example_id: str, why: str) -> None:
         with self._lock:
             self.skipped += 1
             count = self.skipped
         if count > 10 and count & (count - 1):  # the first 10, then at powers of two
             return
-        log.warning("squad_windows: skipping the labels of example %r: its answer %r at "
-                    "answer_start=%d does not match the context there (%r); %d example(s) "
-                    "skipped so far. Fix answer_start or the answer text.",
-                    example_id, text[:60], start, found[:60], count)
+        log.warning("squad_windows: skipping the labels of example %r: %s; %d example(s) "
+                    "skipped so far.", example_id, why, count)
 
     def __call__(self, example_id: str, question: str, context: str,
                  answer_texts: Sequence[str], answer_starts: Sequence[int]
                  ) -> dict[str, np.ndarray]:
         """Arrays of the ``max_windows`` windows: ``(W, T)`` ids/mask/types, ``(W, T, 2)``
         offsets, ``(W,)`` start/end positions and ``num_windows`` (the real ones)."""
-        windows = self.tokenizer.encode_windows([question], [context], self.max_length,
-                                                self.stride)[0]
+        try:
+            windows = self.tokenizer.encode_windows([question], [context], self.max_length,
+                                                    self.stride)[0]
+        except TokenizerError as e:  # the question leaves no room for context
+            self._count_skip(example_id, f"cannot make windows: {e}")
+            windows = []
         if len(windows) > self.max_windows:
             log.warning("squad_windows: example %r has %d windows; keeping the first %d "
                         "(raise max_windows or max_length to see the rest of its context).",
@@ -121,7 +127,9 @@ class SpanLabeler:
             text, start = answer_texts[0], int(answer_starts[0])
             found = context[start:start + len(text)]
             if found != text or not text:
-                self._count_skip(example_id, text, start, found)
+                self._count_skip(example_id, f"its answer {text[:60]!r} at answer_start="
+                                 f"{start} does not match the context there ({found[:60]!r}); "
+                                 "fix answer_start or the answer text")
                 span = "skip"
             else:
                 span = (start, start + len(text))

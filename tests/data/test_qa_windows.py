@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from jaxmm.data import preprocess, tokenizers
 from jaxmm.data.qa import IGNORE_INDEX, SpanLabeler
-from jaxmm.errors import TokenizerError
 
 # Every word is one token of the tokenizer below, so windows can be computed by hand.
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron "
@@ -89,10 +88,13 @@ def test_answer_not_matching_its_context_is_a_counted_skip(tok, caplog):
     assert "'bad-2'" in lines[1] and "2 example(s) skipped" in lines[1]
 
 
-def test_question_too_long_for_the_window_is_one_clear_error(tok):
+def test_question_too_long_for_the_window_is_a_counted_skip(tok, caplog):
     labeler = SpanLabeler(tok, max_length=8, stride=2, max_windows=2)
-    with pytest.raises(TokenizerError, match="raise max_length or lower stride"):
-        labeler("q", " ".join(WORDS), CONTEXT, [], [])
+    with caplog.at_level(logging.WARNING, logger="jaxmm.data.qa"):
+        out = labeler("long-q", " ".join(WORDS), CONTEXT, [], [])
+    assert labeler.skipped == 1 and out["num_windows"] == 0
+    assert out["attention_mask"].sum() == 0 and (out["start_positions"] == IGNORE_INDEX).all()
+    assert "'long-q'" in caplog.text and "raise max_length or lower stride" in caplog.text
 
 
 def test_squad_windows_op_and_choose_window(tok):
