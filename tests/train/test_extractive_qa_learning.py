@@ -1,13 +1,16 @@
 """Extractive QA learns from real text: span questions over WordNet glosses, trained and
 evaluated through ``jaxmm train`` / ``jaxmm eval`` (configs/qa_bert.py, squad evaluator).
 
-Each context is three WordNet glosses as sentences, one of them stated as a definition
-("... . kill means the destruction of an enemy plane or ship or tank or missile. ..."), at
-a random place; the question asks for that noun ("what does kill mean?") and the answer
-is its gloss. Some contexts are longer than the window, so doc-stride windows, offsets and
-the best-over-windows decoding are all on the path. (A harder variant, three definitions
-of which the question picks one by its word, did not get past a position prior in a few
-hundred CPU steps of the tiny model: F1 42 against a 36 baseline.)
+Each context holds a noun's WordNet gloss and its WordNet usage example ("clamber means an
+awkward climb. for example, reaching the crest was a real clamber.") and, before or after
+it, another noun's gloss. The question asks either for the meaning ("what does clamber
+mean?": the gloss) or for an example ("what is an example of clamber?": the usage), so
+the span depends on the question; answers that ignore it (always the definition, always
+the example, the first sentence, the first k words) are the baselines. Most validation
+contexts are longer than the 40-token window, so doc-stride windows, offsets and the
+best-over-windows decoding are all on the path. (A variant with three definitions, of
+which the question picks one by its noun, stayed at a position prior in 800 CPU steps of
+the tiny model: F1 42 against a 36 baseline.)
 """
 
 import json
@@ -26,22 +29,25 @@ WORDNET = "/usr/share/wordnet/data.noun"
 SEQ_LEN, STRIDE = 40, 12
 
 
-def _glosses(limit: int = 4000) -> list[tuple[str, str]]:
-    """(noun, first clause of its gloss) pairs: one-word nouns, glosses of 3-8 words."""
+def _glosses(limit: int = 3000) -> list[tuple[str, str, str]]:
+    """(noun, gloss, usage example) triples of one-word nouns, 3-8 words each."""
     out, seen = [], set()
+    short = re.compile(r"[a-z][a-z ,'-]*")
     with open(WORDNET, encoding="utf-8") as f:
         for line in f:
             if line.startswith(" ") or "|" not in line:
                 continue
             fields, gloss = line.split("|", 1)
             word = fields.split()[4]
-            gloss = gloss.split(";")[0].strip()
-            if not re.fullmatch(r"[a-z]{3,12}", word) or word in seen:
+            parts = [p.strip() for p in gloss.split(";")]
+            quoted = [p.strip('"') for p in parts[1:] if p.startswith('"')]
+            if not re.fullmatch(r"[a-z]{3,12}", word) or word in seen or not quoted:
                 continue
-            if not 3 <= len(gloss.split()) <= 8 or not re.fullmatch(r"[a-z ,'-]+", gloss):
+            gloss, example = parts[0], quoted[0].lower()
+            if not all(short.fullmatch(t) and 3 <= len(t.split()) <= 8 for t in (gloss, example)):
                 continue
             seen.add(word)
-            out.append((word, gloss))
+            out.append((word, gloss, example))
             if len(out) == limit:
                 break
     return out
@@ -51,17 +57,20 @@ def _examples(entries, n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        picked = [entries[j] for j in rng.choice(len(entries), 3, replace=False)]
-        k = int(rng.integers(3))
-        word, gloss = picked[k]
-        parts = [f"{g}." for _, g in picked]
-        parts[k] = f"{word} means {gloss}."
+        (word, gloss, example), other = (entries[j] for j in rng.choice(len(entries), 2,
+                                                                        replace=False))
+        entry = f"{word} means {gloss}. for example, {example}."
+        parts = [entry, f"{other[1]}."] if rng.integers(2) else [f"{other[1]}.", entry]
         context = " ".join(parts)
-        start = len(" ".join(parts[:k])) + (1 if k else 0) + len(f"{word} means ")
-        assert context[start:start + len(gloss)] == gloss
+        if rng.integers(2):
+            question, answer, cue = f"what does {word} mean?", gloss, f"{word} means "
+        else:
+            question, answer, cue = f"what is an example of {word}?", example, "for example, "
+        start = context.index(entry) + entry.index(cue) + len(cue)
+        assert context[start:start + len(answer)] == answer
         rows.append({"id": f"{seed}-{i}", "title": "wordnet", "context": context,
-                     "question": f"what does {word} mean?",
-                     "answers": {"text": [gloss], "answer_start": [start]}})
+                     "question": question,
+                     "answers": {"text": [answer], "answer_start": [start]}})
     return rows
 
 
@@ -95,9 +104,14 @@ def _first_words_f1(rows, k: int) -> float:
     return squad_metrics(preds, {r["id"]: r["answers"]["text"] for r in rows})["f1"]
 
 
-def _sentence_f1(rows, which: int) -> float:
-    preds = {r["id"]: r["context"].split(".")[which].strip() for r in rows}
+def _baseline_f1(rows, pick) -> float:
+    preds = {r["id"]: pick(r["context"]) for r in rows}
     return squad_metrics(preds, {r["id"]: r["answers"]["text"] for r in rows})["f1"]
+
+
+def _after(cue):
+    """The text between ``cue`` and the next full stop (a definition or an example)."""
+    return lambda c: c.split(cue, 1)[1].split(".", 1)[0] if cue in c else ""
 
 
 @pytest.mark.slow
@@ -119,7 +133,7 @@ def test_qa_bert_learns_spans_over_wordnet_glosses(tmp_path):
 
     config = (f"{ROOT}/configs/qa_bert.py:size=tiny,data=squad,seq_len={SEQ_LEN},"
               f"stride={STRIDE},windows=3,vocab={tok.vocab_size},tokenizer={tmp_path / 'tok'},"
-              f"steps=300,batch=32,data_dir={data_dir}")
+              f"steps=600,batch=32,data_dir={data_dir}")
     overrides = ["--config.data.name=wordnet_qa", "--config.optimizer.learning_rate=1e-3",
                  "--config.eval.every_steps=0", "--config.log.every_steps=100",
                  "--config.log.tensorboard=false", "--config.log.progress=false",
@@ -136,11 +150,16 @@ def test_qa_bert_learns_spans_over_wordnet_glosses(tmp_path):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
     print("train losses", [round(x, 2) for x in losses])
-    baseline = max(_sentence_f1(valid, 0), _sentence_f1(valid, 2),
+    # trivial answers that ignore the question: always the definition, always the example,
+    # the first sentence, the first k words
+    baseline = max(_baseline_f1(valid, _after(" means ")),
+                   _baseline_f1(valid, _after("for example, ")),
+                   _baseline_f1(valid, lambda c: c.split(".")[0]),
                    *(_first_words_f1(valid, k) for k in (3, 5, 8)))
     multi = sum(n > SEQ_LEN for n in lengths)
     print(f"wordnet QA: f1 {metrics['squad/f1']:.1f} exact_match "
           f"{metrics['squad/exact_match']:.1f} vs best trivial baseline f1 {baseline:.1f} "
           f"({multi}/{len(valid)} validation examples span several windows)")
     assert metrics["squad/num_examples"] == len(valid)
-    assert metrics["squad/f1"] > baseline + 30, (metrics, baseline)
+    assert metrics["squad/f1"] > baseline + 20, (metrics, baseline)
+    assert metrics["squad/exact_match"] > 40, metrics
