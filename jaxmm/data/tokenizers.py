@@ -341,22 +341,6 @@ class HFTokenizer(Tokenizer):
     def tokenize(self, text: str) -> list[str]:
         return self._tok.encode(text, add_special_tokens=False).tokens
 
-    def _encode_rows(self, texts, pairs, max_length, add_special_tokens):
-        n_special = self._tok.num_special_tokens_to_add(pairs is not None) if (
-            add_special_tokens) else 0
-        _check_budget(max_length, n_special)
-        inputs = list(zip(texts, pairs)) if pairs is not None else texts
-        with self._lock:  # truncation is tokenizer state; keep calls from interleaving
-            if max_length is None:
-                self._tok.no_truncation()
-            else:
-                self._tok.enable_truncation(max_length, strategy="longest_first")
-            encodings = self._tok.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        return [(e.ids, e.type_ids, e.special_tokens_mask) for e in encodings]
-
-    def _decode_rows(self, rows, skip_special_tokens):
-        return self._tok.decode_batch(rows, skip_special_tokens=skip_special_tokens)
-
     def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int,
                        stride: int) -> list[list[dict[str, np.ndarray]]]:
         """Doc-stride windows of text pairs (extractive QA: question, context).
@@ -394,6 +378,22 @@ class HFTokenizer(Tokenizer):
                                 "offsets": np.where(in_pair[:, None], offsets, -1)})
             out.append(windows)
         return out
+
+    def _encode_rows(self, texts, pairs, max_length, add_special_tokens):
+        n_special = self._tok.num_special_tokens_to_add(pairs is not None) if (
+            add_special_tokens) else 0
+        _check_budget(max_length, n_special)
+        inputs = list(zip(texts, pairs)) if pairs is not None else texts
+        with self._lock:  # truncation is tokenizer state; keep calls from interleaving
+            if max_length is None:
+                self._tok.no_truncation()
+            else:
+                self._tok.enable_truncation(max_length, strategy="longest_first")
+            encodings = self._tok.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        return [(e.ids, e.type_ids, e.special_tokens_mask) for e in encodings]
+
+    def _decode_rows(self, rows, skip_special_tokens):
+        return self._tok.decode_batch(rows, skip_special_tokens=skip_special_tokens)
 
     def save(self, directory: str) -> str:
         os.makedirs(directory, exist_ok=True)

@@ -80,27 +80,6 @@ def _caption(cls, length, vocab):
     return ids, mask
 
 
-def _qa_batch(rng, n: int, length: int, vocab: int) -> dict[str, np.ndarray]:
-    """The ``qa`` layout (see the module docstring); needs ``seq_len >= 8``."""
-    if length < 8:
-        raise ConfigError(f"synthetic qa data needs seq_len >= 8; got {length}.")
-    content = vocab - _FIRST
-    q = rng.integers(0, content, size=n)
-    ctx = _FIRST + rng.integers(0, content, size=(n, length - 3))
-    pos = rng.integers(0, length - 5, size=n)  # the answer's first token in the context
-    ids = np.concatenate([np.full((n, 1), BOS), (_FIRST + q)[:, None], np.full((n, 1), EOS),
-                          ctx], axis=1).astype(np.int32)
-    rows = np.arange(n)
-    start, end = 3 + pos, 3 + pos + q % 3
-    ids[rows, end] = np.where(end > start, BOS, ids[rows, end])
-    ids[rows, start] = MASK
-    types = np.zeros((n, length), np.int32)
-    types[:, 3:] = 1
-    return {"input_ids": ids, "attention_mask": np.ones((n, length), np.int32),
-            "token_type_ids": types, "start_positions": start.astype(np.int32),
-            "end_positions": end.astype(np.int32)}
-
-
 def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                split: str = "train", **dims: Any) -> dict[str, np.ndarray]:
     """Global batch number ``index`` of ``layout`` (see the module docstring).
@@ -130,8 +109,6 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                "attention_mask": mask, "token_type_ids": np.zeros_like(mask),
                "label": (strides - 1).astype(np.int32)}
         return out
-    if layout == "qa":
-        return _qa_batch(rng, n, length, vocab)
     cls = rng.integers(0, k, size=n).astype(np.int32)
     if layout in ("image", "image_text", "vqa"):
         shape = (d["image_size"], d["image_size"], d["channels"])
@@ -158,7 +135,30 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
         feats = table[ids[:, pos]] + 0.3 * rng.normal(size=(n, frames, d["n_mels"]))
         out.update(input_features=np.swapaxes(feats, 1, 2).astype(np.float32),
                    input_ids=ids, attention_mask=mask, label=cls)
+    elif layout == "qa":
+        out = _qa_batch(rng, n, length, vocab)
     return out
+
+
+def _qa_batch(rng, n: int, length: int, vocab: int) -> dict[str, np.ndarray]:
+    """The ``qa`` layout (see the module docstring); needs ``seq_len >= 8``."""
+    if length < 8:
+        raise ConfigError(f"synthetic qa data needs seq_len >= 8; got {length}.")
+    content = vocab - _FIRST
+    q = rng.integers(0, content, size=n)
+    ctx = _FIRST + rng.integers(0, content, size=(n, length - 3))
+    pos = rng.integers(0, length - 5, size=n)  # the answer's first token in the context
+    ids = np.concatenate([np.full((n, 1), BOS), (_FIRST + q)[:, None], np.full((n, 1), EOS),
+                          ctx], axis=1).astype(np.int32)
+    rows = np.arange(n)
+    start, end = 3 + pos, 3 + pos + q % 3
+    ids[rows, end] = np.where(end > start, BOS, ids[rows, end])
+    ids[rows, start] = MASK
+    types = np.zeros((n, length), np.int32)
+    types[:, 3:] = 1
+    return {"input_ids": ids, "attention_mask": np.ones((n, length), np.int32),
+            "token_type_ids": types, "start_positions": start.astype(np.int32),
+            "end_positions": end.astype(np.int32)}
 
 
 class SyntheticSource(Iterator):
