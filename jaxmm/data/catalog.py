@@ -19,8 +19,9 @@ audio_text             audio, audio_mask, input_ids, attention_mask, image_id
 audio_classification   audio, audio_mask, label
 text_classification    input_ids, attention_mask[, token_type_ids], label (float32
                        for the regression task stsb)
-extractive_qa          input_ids, attention_mask[, token_type_ids], start_positions,
-                       end_positions
+extractive_qa          input_ids, attention_mask, token_type_ids, start_positions,
+                       end_positions (train: one doc-stride window per row; eval: all
+                       windows ``(B, W, T)`` + offsets, id, context, answers/text)
 language_modeling      input_ids, attention_mask, labels
 masked_lm              input_ids, attention_mask (the MLM task masks them on device)
 text2text              input_ids, attention_mask (source), decoder_input_ids,
@@ -222,15 +223,35 @@ def glue(task: str = "sst2", data_dir: str | None = None, max_length: int = 128,
                 splits=splits, prepare=_TFDS_HINT.format(name=f"glue/{task}"))
 
 
+_QA_KEYS = "'input_ids', 'attention_mask', 'token_type_ids', 'start_positions', 'end_positions'"
+
+
 @PRESETS.register('squad')
-def squad(data_dir: str | None = None, max_length: int = 384,
+def squad(data_dir: str | None = None, max_length: int = 384, stride: int | None = None,
+          max_windows: int = 4, max_answers: int = 8, version: str = "v1.1",
           **_: Any) -> ml_collections.ConfigDict:
-    """tfds ``squad`` (v1.1): extractive QA token spans."""
-    pp = (f"squad_span({max_length})|tokenize({max_length}, key='question', pair_key='context')"
-          "|keep('input_ids', 'attention_mask', 'token_type_ids', 'start_positions',"
-          " 'end_positions')")
-    return _cfg("squad", pp, pp, data_dir=data_dir, task="extractive_qa",
-                prepare=_TFDS_HINT.format(name="squad"))
+    """tfds ``squad`` (``version`` v1.1, or v2.0 with unanswerable questions): doc-stride
+    windows of ``max_length`` tokens overlapping by ``stride`` (default ``max_length // 3``,
+    Hugging Face's 128 for 384; :mod:`jaxmm.data.qa`).
+
+    Training takes one random window per example (``(B, T)`` rows); evaluation keeps
+    all ``max_windows`` windows (``(B, W, T)``) with their character ``offsets``, the
+    example ``id``, ``context`` and up to ``max_answers`` gold ``answers/text``
+    (``''``-padded) for the ``squad`` evaluator.
+    """
+    if version not in ("v1.1", "v2.0"):
+        raise ConfigError(f"Unknown SQuAD version {version!r}; use 'v1.1' or 'v2.0'.")
+    stride = max_length // 3 if stride is None else stride
+    if not 0 <= stride < max_length // 2:
+        raise ConfigError(f"squad: stride={stride} must be in [0, max_length // 2) = "
+                          f"[0, {max_length // 2}) so each window holds new context.")
+    windows = f"squad_windows({max_length}, stride={stride}, max_windows={max_windows})"
+    train = f"{windows}|choose_window|keep({_QA_KEYS})"
+    evaluate = (f"{windows}|pad_to('answers/text', {max_answers}, value='')"
+                f"|keep({_QA_KEYS}, 'offsets', 'id', 'context', 'answers/text')")
+    name = "squad" if version == "v1.1" else f"squad/{version}"
+    return _cfg(name, train, evaluate, data_dir=data_dir, task="extractive_qa",
+                prepare=_TFDS_HINT.format(name=name))
 
 
 @PRESETS.register('librispeech')

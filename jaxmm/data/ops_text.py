@@ -259,44 +259,62 @@ def decoder_targets(start_id: int, key: str = "input_ids", mask_key: str = "atte
     return op
 
 
-@register("squad_span")
-def squad_span(max_length: int, question_key: str = "question", context_key: str = "context",
-               answers_key: str = "answers", tokenizer: Any = None):
-    """Extractive-QA layout: token ``start_positions``/``end_positions`` of the first answer.
+@register("squad_windows")
+def squad_windows(max_length: int, stride: int = 128, max_windows: int = 4,
+                  question_key: str = "question", context_key: str = "context",
+                  answers_key: str = "answers", id_key: str = "id", tokenizer: Any = None):
+    """Extractive QA: doc-stride windows with span labels (:mod:`jaxmm.data.qa`).
 
-    Token positions are found by tokenising the question with the context cut
-    at the answer's character start/end (the tokenizer interface has no offset
-    mapping). An answer truncated away points at position 0 (the CLS token),
-    as in the Hugging Face SQuAD recipe.
+    Writes ``input_ids``, ``attention_mask``, ``token_type_ids`` ``(W, max_length)``,
+    ``offsets`` ``(W, max_length, 2)`` (characters of each context token in the
+    context, -1 elsewhere), ``start_positions`` / ``end_positions`` ``(W,)`` (the
+    answer's tokens, 0 = CLS when it is not wholly in the window, -100 on padding
+    windows and on examples whose answer does not match its context: a counted
+    skip with a warning) and ``num_windows``; ``W = max_windows``. One tokenizer
+    call per example makes all its windows.
     """
+    from jaxmm.data.qa import SpanLabeler
 
-    def count(q: str, c: str) -> int:
-        """Tokens of ``[CLS] q [SEP] c`` (without the closing separator)."""
-        enc = tokenizer.encode([q], pairs=[c], max_length=None, padding=False,
-                               truncation=False)
-        n = int(np.asarray(enc["attention_mask"]).sum())
-        return n - (1 if tokenizer.sep_token_id is not None else 0)
+    labeler = SpanLabeler(tokenizer, max_length, stride, max_windows)
+    names = ("input_ids", "attention_mask", "token_type_ids", "offsets", "start_positions",
+             "end_positions", "num_windows")
 
-    def run(question, context, text, start):
-        q, c = question.decode(), context.decode()
-        if len(text) == 0:
-            return np.int32(0), np.int32(0)
-        ans, s = text[0].decode(), int(start[0])
-        first = count(q, c[:s])  # index of the first answer token
-        last = count(q, c[: s + len(ans)]) - 1
-        if last >= max_length - 1 or first > last:
-            return np.int32(0), np.int32(0)
-        return np.int32(first), np.int32(last)
+    def run(example_id, question, context, texts, starts):
+        example_id, question, context = (_texts(np.asarray(x))[0]
+                                         for x in (example_id, question, context))
+        out = labeler(example_id, question, context, _texts(np.asarray(texts)),
+                      np.asarray(starts).reshape(-1))
+        return [out[n] for n in names]
 
     def op(ex, seed):
-        text = require(ex, f"{answers_key}/text", "squad_span")
-        answer_start = require(ex, f"{answers_key}/answer_start", "squad_span")
-        start, end = tf.numpy_function(
-            run, [ex[question_key], ex[context_key], text, answer_start],
-            [tf.int32, tf.int32], stateful=False)
-        start.set_shape([])
-        end.set_shape([])
-        return {**ex, "start_positions": start, "end_positions": end}
+        texts = require(ex, f"{answers_key}/text", "squad_windows")
+        starts = require(ex, f"{answers_key}/answer_start", "squad_windows")
+        example_id = ex[id_key] if id_key in ex else tf.constant("")
+        results = tf.numpy_function(
+            run, [example_id, require(ex, question_key, "squad_windows"),
+                  require(ex, context_key, "squad_windows"), texts, starts],
+            [tf.int32] * len(names), stateful=False)
+        w, t = max_windows, max_length
+        shapes = ([w, t], [w, t], [w, t], [w, t, 2], [w], [w], [])
+        out = dict(ex)
+        for name, r, shape in zip(names, results, shapes):
+            out[name] = tf.ensure_shape(r, shape)
+        return out
+
+    return op
+
+
+@register("choose_window")
+def choose_window(keys: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids",
+                                         "offsets", "start_positions", "end_positions")):
+    """One of an example's ``squad_windows`` at random (training): each real window
+    (``attention_mask[w, 0] == 1``) is equally likely; ``keys`` lose the window axis."""
+
+    def op(ex, seed):
+        real = tf.reduce_sum(tf.cast(require(ex, "attention_mask", "choose_window")[:, 0] > 0,
+                                     tf.int32))
+        i = tf.random.stateless_uniform([], seed, 0, tf.maximum(real, 1), dtype=tf.int32)
+        return {**ex, **{k: tf.gather(require(ex, k, "choose_window"), i) for k in keys}}
 
     return op
 

@@ -120,6 +120,13 @@ class Tokenizer(abc.ABC):
     def save(self, directory: str) -> str:
         """Writes the tokenizer files + ``tokenizer_config.json``; returns ``directory``."""
 
+    def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int,
+                       stride: int) -> list[list[dict[str, np.ndarray]]]:
+        """Doc-stride windows with character offsets (see :meth:`HFTokenizer.encode_windows`)."""
+        raise TokenizerError(
+            f"{type(self).__name__} gives no character offsets, which doc-stride windows "
+            "(extractive QA) need; use a Hugging Face tokenizer (tokenizer.json or vocab.txt).")
+
     # -- special ids -----------------------------------------------------
     def _special_id(self, role: str) -> int | None:
         token = self.special_tokens[role]
@@ -364,6 +371,44 @@ class HFTokenizer(Tokenizer):
 
     def tokenize(self, text: str) -> list[str]:
         return self._tok.encode(text, add_special_tokens=False).tokens
+
+    def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int,
+                       stride: int) -> list[list[dict[str, np.ndarray]]]:
+        """Doc-stride windows of text pairs (extractive QA: question, context).
+
+        Each ``(text, pair)`` is encoded with special tokens; only the pair is cut,
+        into windows of ``max_length`` tokens whose pair parts overlap by ``stride``
+        tokens (the ``tokenizers`` library's truncation with overflow, in one batched
+        call). Returns, per input, its windows in order, each a dict of int32 arrays:
+        ``input_ids``, ``token_type_ids``, ``offsets`` ``(n, 2)`` (character offsets
+        into the *pair* for its tokens, ``-1`` for the text's and special tokens).
+        """
+        if max_length < 1 or stride < 0:
+            raise TokenizerError(f"encode_windows: max_length={max_length} must be >= 1 and "
+                                 f"stride={stride} >= 0.")
+        with self._lock:
+            self._tok.enable_truncation(max_length, stride=stride, strategy="only_second")
+            try:
+                encodings = self._tok.encode_batch(list(zip(texts, pairs)))
+            except Exception as e:  # tokenizers raises a bare Exception on impossible cuts
+                raise TokenizerError(
+                    f"encode_windows: cannot cut the text pairs into windows of {max_length} "
+                    f"tokens with stride {stride} ({e}). The first text (question) and the "
+                    "special tokens must leave more than `stride` tokens of the pair per "
+                    "window: raise max_length or lower stride.") from None
+            finally:
+                self._tok.no_truncation()
+        out = []
+        for first in encodings:
+            windows = []
+            for e in [first, *first.overflowing]:
+                offsets = np.asarray(e.offsets, np.int32).reshape(-1, 2)
+                in_pair = np.asarray([s == 1 for s in e.sequence_ids])
+                windows.append({"input_ids": np.asarray(e.ids, np.int32),
+                                "token_type_ids": np.asarray(e.type_ids, np.int32),
+                                "offsets": np.where(in_pair[:, None], offsets, -1)})
+            out.append(windows)
+        return out
 
     def _encode_rows(self, texts, pairs, max_length, add_special_tokens):
         n_special = self._tok.num_special_tokens_to_add(pairs is not None) if (

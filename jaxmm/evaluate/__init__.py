@@ -21,7 +21,13 @@ from jaxmm.evaluate.classification import (
     spearman,
 )
 from jaxmm.evaluate.retrieval import retrieval_recall
-from jaxmm.evaluate.squad import exact_match, normalize_answer, squad_f1, squad_metrics
+from jaxmm.evaluate.squad import (
+    exact_match,
+    normalize_answer,
+    squad_f1,
+    squad_metrics,
+    squad_v2_metrics,
+)
 from jaxmm.evaluate.text import cer, perplexity, wer
 from jaxmm.evaluate.vqa import VQA_NORMALIZATIONS, normalize_vqa_answer, vqa_accuracy, vqa_score
 
@@ -44,6 +50,7 @@ __all__ = [
     "spearman",
     "squad_f1",
     "squad_metrics",
+    "squad_v2_metrics",
     "vqa_accuracy",
     "vqa_score",
     "wer",

@@ -20,6 +20,10 @@ for any process count (a run on 2 processes sees exactly the data of a run on
 * ``vqa``: an image of class ``c``, a question of type ``q`` and
   ``label = (c + q) mod num_answers`` (also as answer text:
   ``decoder_input_ids`` / ``labels``).
+* ``qa``: ``[BOS] q [EOS] context``; the answer span (``start_positions``/
+  ``end_positions``) has ``1 + q % 3`` tokens, depending on the question token ``q``;
+  it starts at a ``MASK`` token and, when longer than one token, ends at a ``BOS``
+  (``token_type_ids`` 1 on the context).
 * ``audio_text``: log-mel-like ``input_features`` whose frames encode the
   caption tokens of class ``c`` (``input_ids``/``attention_mask``).
 * ``text2text``: the ``text`` sequences as the source (``input_ids`` /
@@ -44,7 +48,7 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
-LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text")
+LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text", "qa")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
@@ -161,7 +165,30 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
         feats = table[ids[:, pos]] + 0.3 * rng.normal(size=(n, frames, d["n_mels"]))
         out.update(input_features=np.swapaxes(feats, 1, 2).astype(np.float32),
                    input_ids=ids, attention_mask=mask, label=cls)
+    elif layout == "qa":
+        out = _qa_batch(rng, n, length, vocab)
     return out
+
+
+def _qa_batch(rng, n: int, length: int, vocab: int) -> dict[str, np.ndarray]:
+    """The ``qa`` layout (see the module docstring); needs ``seq_len >= 8``."""
+    if length < 8:
+        raise ConfigError(f"synthetic qa data needs seq_len >= 8; got {length}.")
+    content = vocab - _FIRST
+    q = rng.integers(0, content, size=n)
+    ctx = _FIRST + rng.integers(0, content, size=(n, length - 3))
+    pos = rng.integers(0, length - 5, size=n)  # the answer's first token in the context
+    ids = np.concatenate([np.full((n, 1), BOS), (_FIRST + q)[:, None], np.full((n, 1), EOS),
+                          ctx], axis=1).astype(np.int32)
+    rows = np.arange(n)
+    start, end = 3 + pos, 3 + pos + q % 3
+    ids[rows, end] = np.where(end > start, BOS, ids[rows, end])
+    ids[rows, start] = MASK
+    types = np.zeros((n, length), np.int32)
+    types[:, 3:] = 1
+    return {"input_ids": ids, "attention_mask": np.ones((n, length), np.int32),
+            "token_type_ids": types, "start_positions": start.astype(np.int32),
+            "end_positions": end.astype(np.int32)}
 
 
 class SyntheticSource(Iterator):

@@ -26,6 +26,7 @@ CASES = {
     "vit_classification": "tiny,data=imagenet2012,classes=1000",
     "clip_contrastive": "tiny,data=coco_captions,res=32,seq_len=16,tokenizer={tok}",
     "asr_whisper": "tiny,data=librispeech,seq_len=16,tokenizer={tok}",
+    "qa_bert": "size=tiny,data=squad,seq_len=48,stride=8,vocab={vocab},tokenizer={tok}",
     "glue_bert": "mrpc,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
     "glue_bert:stsb": "stsb,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
     "ner_bert": "tiny,data=conll2003,seq_len=16,vocab={vocab},tokenizer={tok}",
@@ -97,3 +98,7 @@ def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["data"]["name"] != "synthetic"
+    if name == "qa_bert":  # the squad evaluator's SQuAD scores (percentages)
+        for metric in ("squad/exact_match", "squad/f1"):
+            assert 0.0 <= result["metrics"][metric] <= 100.0, (metric, result["metrics"])
+        assert result["metrics"]["squad/num_examples"] > 0

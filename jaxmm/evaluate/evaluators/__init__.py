@@ -12,6 +12,7 @@ from jaxmm.evaluate.evaluators import (  # noqa: F401  (importing registers them
     classification,
     loss,
     retrieval,
+    squad,
     text_generation,
     token_classification,
     vqa,

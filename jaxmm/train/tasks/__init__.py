@@ -9,6 +9,7 @@ from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
     classification,
     contrastive,
     distillation,
+    extractive_qa,
     lm,
     mlm,
     seq2seq,
