@@ -4,8 +4,9 @@ Built in: ``loss`` (the task's loss and metrics), ``perplexity``, ``retrieval``
 (image<->text recall@K), ``zero_shot`` (classification by text prompts),
 ``captioning`` (BLEU/METEOR/ROUGE-L/CIDEr of generated captions), ``vqa`` (VQA
 accuracy by question type), ``classification`` (accuracy/F1/MCC), ``glue``
-(official GLUE metrics), ``ner`` (seqeval entity F1), ``wer`` (word/character error
-rate of generated transcripts) and ``text2text`` (BLEU or ROUGE of generated text).
+(official GLUE metrics), ``ner`` (seqeval entity F1), ``squad`` (SQuAD v1.1/v2.0 exact
+match and F1 of decoded answer spans), ``wer`` (word/character error rate of generated
+transcripts) and ``text2text`` (BLEU or ROUGE of generated text).
 """
 
 from jaxmm.evaluate.evaluators import (  # noqa: F401  (importing registers them)
