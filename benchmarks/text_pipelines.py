@@ -1,0 +1,161 @@
+"""Text input pipelines vs their training steps' consumption, on CPU.
+
+For each text task whose data can be built offline from a real corpus (WordNet
+glosses, ``jaxmm.data.corpora``), builds the dataset with the local builder a user
+would run, trains a WordPiece tokenizer on the glosses, and measures examples/s of
+``jaxmm.data.make_iterator`` with the catalog preset's training preprocessing, next to
+examples/s of the shipped config's jitted training step on a real batch from that
+pipeline (the config's ``tiny`` model: the fastest, most demanding consumer):
+
+* ``lm``: ``text/NAME`` (build-text), ``configs/lm_gpt.py``;
+* ``text_classification``: ``text_labels/NAME`` (build-text-labels),
+  ``configs/glue_bert.py``;
+* ``ner``: ``conll/NAME`` (build-conll, words tokenised with word ids),
+  ``configs/ner_bert.py``.
+
+  python benchmarks/text_pipelines.py [--seq-len 128] [--batch 32] [--repeats 3]
+      [--glosses 20000] [--json out.json]
+
+The pipeline needs at least 5x headroom (pipeline rate / step rate). Both are
+measured on the same CPU one after the other; numbers are medians of ``--repeats``.
+Not measured here: extractive QA and text-to-text (their catalog datasets, squad and
+cnn_dailymail/wmt14, cannot be prepared offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from input_pipeline import pipeline_rate  # noqa: E402  (same measurement, same warm-up)
+
+
+def build_datasets(root: str, data_dir: str, glosses: list[str]) -> None:
+    """The three datasets from the glosses: plain text, (definition, part-of-speech-like
+    label: has a usage example or not) and CoNLL words tagged O / B-EX (quoted words)."""
+    from jaxmm.data.local import build_local
+
+    half = len(glosses) * 9 // 10
+    for name, rows in (("train", glosses[:half]), ("validation", glosses[half:])):
+        with open(os.path.join(root, f"{name}.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")
+        with open(os.path.join(root, f"{name}.jsonl"), "w", encoding="utf-8") as f:
+            for g in rows:
+                f.write(json.dumps({"text": g.split(";")[0], "label": int('"' in g)}) + "\n")
+        with open(os.path.join(root, f"{name}.conll"), "w", encoding="utf-8") as f:
+            for g in rows:
+                quoted = False
+                for word in g.split()[:60]:
+                    tag = "B-EX" if word.startswith('"') else ("I-EX" if quoted else "O")
+                    quoted = (quoted or word.startswith('"')) and not word.endswith('"')
+                    f.write(f"{word} X X {tag}\n")
+                f.write("\n")
+    splits = {s: {"input": f"{s}.txt"} for s in ("train", "validation")}
+    build_local("text", root, splits, data_dir, name="glosses")
+    splits = {s: {"input": f"{s}.jsonl"} for s in ("train", "validation")}
+    build_local("text-labels", root, splits, data_dir, name="glosses")
+    splits = {s: {"input": f"{s}.conll"} for s in ("train", "validation")}
+    build_local("conll", root, splits, data_dir, name="glosses",
+                classes=["O", "B-EX", "I-EX"])
+
+
+def step_rate(config: str, tok, batch: int, steps: int, repeats: int) -> tuple[float, object]:
+    """Examples/s of ``config``'s jitted training step on a real batch of its pipeline;
+    returns ``(rate, data config)``."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmm.config import load_config
+    from jaxmm.data import make_iterator
+    from jaxmm.sharding import make_mesh
+    from jaxmm.train import build_run
+    from jaxmm.train.steps import TrainState, make_train_step
+
+    built = build_run(load_config(config), mesh=make_mesh(devices=jax.devices()[:1]))
+    cfg, task = built.config, built.task
+    with make_iterator(cfg.data, split="train", batch_size=batch, seed=0, process_index=0,
+                       process_count=1, tokenizer=tok) as it:
+        data = {k: jnp.asarray(v) for k, v in next(it).items()}
+    rng = jax.random.PRNGKey(0)
+    variables = dict(nn.meta.unbox(jax.jit(task.init)(rng, built.example)))
+    params = variables.pop("params")
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
+                       opt_state=built.tx.init(params), rng=rng)
+    step = jax.jit(make_train_step(task, built.tx, schedule=built.schedule), donate_argnums=0)
+    constants = task.constants(cfg, None, None)
+    state, metrics = step(state, data, constants)
+    jax.block_until_ready(metrics)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = step(state, data, constants)
+        jax.block_until_ready(metrics)
+        rates.append(steps * batch / (time.perf_counter() - start))
+    return statistics.median(rates), cfg.data
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--glosses", type=int, default=20000)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="jaxmm-text-bench-")
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args, work: str) -> int:
+    from jaxmm.data.corpora import wordnet_glosses
+    from jaxmm.data.tokenizers import train_tokenizer
+
+    root, data_dir = os.path.join(work, "src"), os.path.join(work, "data")
+    os.makedirs(root)
+    glosses = wordnet_glosses(limit=args.glosses)
+    build_datasets(root, data_dir, glosses)
+    tok = train_tokenizer("wordpiece", os.path.join(root, "train.txt"), 8000,
+                          out_dir=os.path.join(work, "tok"))
+    common = (f"size=tiny,seq_len={args.seq_len},vocab={tok.vocab_size},"
+              f"tokenizer={os.path.join(work, 'tok')},batch={args.batch},data_dir={data_dir}")
+    runs = {
+        "lm": f"{ROOT}/configs/lm_gpt.py:tiny,data=text/glosses,seq_len={args.seq_len},"
+              f"vocab={tok.vocab_size},tokenizer={os.path.join(work, 'tok')},"
+              f"batch={args.batch},data_dir={data_dir}",
+        "text_classification": f"{ROOT}/configs/glue_bert.py:data=text_labels/glosses,"
+                               f"labels=2,{common}",
+        "ner": f"{ROOT}/configs/ner_bert.py:data=conll/glosses,labels=O+B-EX+I-EX,{common}",
+    }
+    results = {}
+    for name, config in runs.items():
+        step, data_cfg = step_rate(config, tok, args.batch, args.steps, args.repeats)
+        pipe = pipeline_rate(data_cfg, tok, args.batch, args.batches, args.repeats)
+        results[name] = {"pipeline_examples_per_s": pipe, "step_examples_per_s": step,
+                         "headroom": pipe / step}
+        print(f"{name:20s} pipeline {pipe:8.0f} ex/s   train step {step:7.0f} ex/s   "
+              f"headroom {pipe / step:5.1f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
