@@ -10,6 +10,8 @@ Examples::
         --split train=q_train.json:a_train.json:train2014
     jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
     jaxmm data build-text --root /data/text --data-dir data --split train=corpus.txt
+    jaxmm data build-chat --root /data/dialogues --data-dir data --name help \
+        --split train=train.jsonl --split validation=valid.jsonl --template plain
     jaxmm data build-karpathy --root /data/flickr30k --data-dir data --name flickr30k \
         --split train=dataset_flickr30k.json:flickr30k-images \
         --split validation=dataset_flickr30k.json:flickr30k-images
@@ -41,6 +43,7 @@ _FIELDS = {
     "vqa": ("questions", "annotations", "images"),
     "audio": ("manifest",),
     "text": ("input",),
+    "chat": ("input",),
     "karpathy": ("annotations", "images"),
     "text-labels": ("input",),
     "image-labels": ("input",),
@@ -104,6 +107,8 @@ def _build_local(fmt: str, args) -> int:
         table = {"columns": _columns(args.column), "classes": classes or None}
     elif fmt == "conll":
         table = {"classes": classes or None}
+    elif fmt == "chat":
+        table = {"template": args.template}
     summary = build_local(fmt, args.root, _parse_splits(fmt, args.split), args.data_dir,
                           name=args.name, on_corrupt=args.on_corrupt, text_field=args.text_field,
                           **table)
@@ -159,6 +164,10 @@ def main(argv: list[str]) -> int:
                 p.add_argument("--classes", default=None,
                                help="comma-separated label names in class-id order (default: "
                                "every label found, sorted); rows with others are skipped")
+        if fmt == "chat":
+            p.add_argument("--template", default=None,
+                           help="a chat template (plain, llama3, chatml): conversations with "
+                           "roles it does not format are skipped and counted")
         if fmt == "conll":
             p.add_argument("--classes", default=None,
                            help="comma-separated tags in class-id order (default: the CoNLL-2003 "

@@ -323,6 +323,26 @@ def text(dataset: str | None = None, task: str = "language_modeling",
                f"--name {dataset} --split train=train.txt --split validation=valid.txt")
 
 
+@PRESETS.register('chat')
+def chat(dataset: str | None = None, template: Any = "plain", data_dir: str | None = None,
+         max_length: int = 256, **_: Any) -> ml_collections.ConfigDict:
+    """``chat/<name>``: conversations built with ``jaxmm data build-chat --name <name>``,
+    rendered with a chat template (``plain``, ``llama3``, ``chatml`` or a ``{role:
+    format}`` dict) into causal-LM batches whose labels are the assistant replies only."""
+    if not dataset:
+        raise ConfigError("chat needs the name of a dataset built with 'jaxmm data "
+                          "build-chat': data=chat/NAME.")
+    from jaxmm.data.chat import get_template
+
+    get_template(template)  # one line now for an unknown template, not inside tf.data
+    pp = (f"chat({max_length}, template={template!r})"
+          "|keep('input_ids', 'attention_mask', 'labels')")
+    return _cfg(f"jaxmm_local_chat/{dataset}", pp, pp, data_dir=data_dir,
+                task="language_modeling",
+                prepare="jaxmm data build-chat --root DIR --data-dir {data_dir} "
+                f"--name {dataset} --split train=train.jsonl --split validation=valid.jsonl")
+
+
 @PRESETS.register('wikitext103')
 def wikitext103(task: str = "language_modeling", data_dir: str | None = None,
                 max_length: int = 128, **_: Any) -> ml_collections.ConfigDict:
@@ -484,7 +504,8 @@ def audio_labels(dataset: str | None = None, data_dir: str | None = None,
 
 
 # What ``<preset>/<sub>`` names: the argument the sub-name is passed as (default ``task``).
-_SUB_ARG = {**dict.fromkeys(_LOCAL, "dataset"), "text": "dataset", "c4": "variant"}
+_SUB_ARG = {**dict.fromkeys(_LOCAL, "dataset"), "text": "dataset", "chat": "dataset",
+            "c4": "variant"}
 
 
 def names() -> list[str]:

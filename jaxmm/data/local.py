@@ -7,6 +7,9 @@
 * ``audio``: a JSON-lines manifest ``{"audio": "rel/path.wav", "text": "..."}``;
   audio is decoded, down-mixed and resampled to 16 kHz int16.
 * ``text``: plain text (one example per non-empty line) or JSON lines.
+* ``chat``: JSON lines of conversations (``{"messages": [{"role", "content"}, ...]}``)
+  for instruction / dialogue fine-tuning (``template=NAME`` skips and counts
+  conversations with roles that chat template does not format).
 * ``karpathy``: Karpathy's caption split files (``dataset_flickr30k.json``,
   ``dataset_flickr8k.json``, ``dataset_coco.json``) and their image folder; jaxmm's
   ``train`` split takes Karpathy's ``train`` (and COCO's ``restval``), ``validation``
@@ -140,6 +143,7 @@ class LocalConfig(tfds.core.BuilderConfig):
     text_field: str = "text"
     columns: dict = dataclasses.field(default_factory=dict)  # role -> column (tables)
     classes: tuple = ()  # label names (label formats)
+    template: str = ""  # chat: the template whose roles a conversation must use
 
 
 class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
@@ -322,6 +326,45 @@ class JaxmmLocalText(_LocalBuilder):
                     text = line.rstrip("\n")
                 yield line_no, {"text": text}
 
+
+class JaxmmLocalChat(_LocalBuilder):
+    """JSON lines of conversations: ``{"messages": [{"role": ..., "content": ...}, ...]}``
+    (a line that is not such an object, or whose roles the ``--template`` does not
+    format, is skipped and counted)."""
+
+    def _features(self):
+        return {"roles": tfds.features.Sequence(tfds.features.Text()),
+                "contents": tfds.features.Sequence(tfds.features.Text()),
+                "id": tfds.features.Text()}
+
+    def _records(self, split, spec):
+        from jaxmm.data.chat import get_template
+
+        template = self.builder_config.template
+        known = set(get_template(template).roles) if template else None
+        path = safe_path(self.builder_config.root, spec["input"])
+        if not os.path.isfile(path):
+            raise DataError(f"Conversation file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{line_no}"
+                try:
+                    messages = json.loads(line)["messages"]
+                    roles = [str(m["role"]) for m in messages]
+                    contents = [str(m["content"]) for m in messages]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    self._corrupt(split, where, ValueError(
+                        f"expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}} ({e})"))
+                    continue
+                unknown = sorted(set(roles) - known) if known is not None else []
+                if not roles or unknown:
+                    self._corrupt(split, where, ValueError(
+                        f"role(s) {unknown} not in the {template!r} chat template"
+                        if unknown else "no messages"))
+                    continue
+                yield line_no, {"roles": roles, "contents": contents, "id": str(line_no)}
 
 # jaxmm split -> the Karpathy splits it takes
 KARPATHY_SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
@@ -661,12 +704,14 @@ def _conll_sentences(path: str) -> Iterator[tuple[int, list[list[str]], tuple | 
 
 FORMATS: dict[str, type[_LocalBuilder]] = {
     "coco": JaxmmLocalCoco, "vqa": JaxmmLocalVqa, "audio": JaxmmLocalAudio,
-    "text": JaxmmLocalText, "karpathy": JaxmmLocalKarpathy, "text-labels": JaxmmLocalTextLabels,
+    "text": JaxmmLocalText, "chat": JaxmmLocalChat, "karpathy": JaxmmLocalKarpathy,
+    "text-labels": JaxmmLocalTextLabels,
     "image-labels": JaxmmLocalImageLabels, "image-captions": JaxmmLocalImageCaptions,
     "audio-labels": JaxmmLocalAudioLabels, "conll": JaxmmLocalConll,
 }
 _REQUIRED = {"coco": ("annotations",), "vqa": ("questions",), "audio": ("manifest",),
-             "text": ("input",), "karpathy": ("annotations",), "text-labels": ("input",),
+             "text": ("input",), "chat": ("input",), "karpathy": ("annotations",),
+             "text-labels": ("input",),
              "image-labels": ("input",), "image-captions": ("input",),
              "audio-labels": ("input",), "conll": ("input",)}
 _LABELLED = ("text-labels", "image-labels", "audio-labels")
@@ -676,7 +721,8 @@ _TABLE_FORMATS = (*_LABELLED, "image-captions")
 def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], data_dir: str,
                 name: str = "default", on_corrupt: str = "skip",
                 text_field: str = "text", columns: Mapping[str, str] | None = None,
-                classes: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+                classes: tuple[str, ...] | list[str] | None = None,
+                template: str | None = None) -> dict[str, Any]:
     """Builds ``jaxmm_local_<fmt>/<name>`` (``-`` in ``fmt`` becomes ``_``) in
     ``data_dir`` from files under ``root``.
 
@@ -708,6 +754,12 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
         raise DataError(f"Dataset name {name!r} may only use letters, digits, '_', '-', '.'.")
     cls = FORMATS[fmt]
     columns = dict(columns or {})
+    if template and fmt != "chat":
+        raise DataError(f"template applies to the chat format, not {fmt}.")
+    if template:
+        from jaxmm.data.chat import get_template
+
+        get_template(template)  # an unknown name is refused before anything is built
     roles = {"text", "text_pair", "label", "image", "caption", "audio"}
     unknown = sorted(set(columns) - roles)
     if unknown:
@@ -727,7 +779,8 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
         raise DataError(f"classes apply to the labelled formats {list(_LABELLED)}, not {fmt}.")
     config = LocalConfig(name=name, splits={k: dict(v) for k, v in splits.items()},
                          root=os.path.abspath(root), on_corrupt=on_corrupt,
-                         text_field=text_field, columns=columns, classes=tuple(classes or ()))
+                         text_field=text_field, columns=columns, classes=tuple(classes or ()),
+                         template=template or "")
     os.makedirs(data_dir, exist_ok=True)
     builder = cls(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(

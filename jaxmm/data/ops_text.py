@@ -454,3 +454,32 @@ def tokenize_words(max_length: int, key: str = "tokens", tags_key: str | None = 
         return out
 
     return op
+
+
+@register("chat")
+def chat(max_length: int, template: Any = "plain", roles_key: str = "roles",
+         contents_key: str = "contents", tokenizer: Any = None):
+    """A conversation (``ex[roles_key]``, ``ex[contents_key]``: 1-D strings) rendered
+    with a chat template (:mod:`jaxmm.data.chat`: ``plain``, ``llama3``, ``chatml`` or a
+    ``{role: format}`` dict) into ``input_ids``, ``attention_mask`` and ``labels``
+    ``(max_length,)``: labels are -100 except on the trained roles' replies."""
+    from jaxmm.data.chat import encode_chat, get_template
+
+    tmpl = get_template(template)  # a bad template is refused when the pipeline is built
+    names = ("input_ids", "attention_mask", "labels")
+
+    def run(roles, contents):
+        out = encode_chat(tokenizer, tmpl, _texts(roles), _texts(contents), max_length)
+        return [out[n] for n in names]
+
+    def op(ex, seed):
+        roles = tf.reshape(require(ex, roles_key, "chat"), [-1])
+        contents = tf.reshape(require(ex, contents_key, "chat"), [-1])
+        results = tf.numpy_function(run, [roles, contents], [tf.int32] * 3, stateful=False)
+        out = dict(ex)
+        for name, r in zip(names, results):
+            r.set_shape([max_length])
+            out[name] = r
+        return out
+
+    return op
