@@ -58,30 +58,41 @@ def demo_step_rate(run: str, data_dir: str, tok_dir: str, vocab: int, size: str,
                    steps: int, repeats: int) -> tuple[float, object]:
     """Examples/s of the demo run's own jitted training step (configs/demo.py), on a
     real batch from its pipeline; returns ``(rate, data config)``."""
-    import flax.linen as nn
     import jax
-    import jax.numpy as jnp
 
     from jaxmm.config import load_config
-    from jaxmm.data import make_iterator
     from jaxmm.data.tokenizers import load as load_tokenizer
     from jaxmm.sharding import make_mesh
     from jaxmm.train import build_run
-    from jaxmm.train.steps import TrainState, make_train_step
 
     built = build_run(load_config(
         f"{ROOT}/configs/demo.py:{run},data_dir={data_dir},tokenizer={tok_dir},vocab={vocab},"
         f"size={size},batch={batch}"), mesh=make_mesh(devices=jax.devices()[:1]))
-    cfg, task, tx, schedule = built.config, built.task, built.tx, built.schedule
+    return (built_step_rate(built, load_tokenizer(tok_dir), batch, steps, repeats),
+            built.config.data)
+
+
+def built_step_rate(built, tok, batch: int, steps: int, repeats: int) -> float:
+    """Examples/s of a built run's jitted training step on one real batch of its own
+    training pipeline (median of ``repeats`` timings of ``steps`` steps, after a
+    compiling first step)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmm.data import make_iterator
+    from jaxmm.train.steps import TrainState, make_train_step
+
+    cfg, task, tx = built.config, built.task, built.tx
     with make_iterator(cfg.data, split="train", batch_size=batch, seed=0, process_index=0,
-                       process_count=1, tokenizer=load_tokenizer(tok_dir)) as it:
+                       process_count=1, tokenizer=tok) as it:
         data = {k: jnp.asarray(v) for k, v in next(it).items()}
     rng = jax.random.PRNGKey(0)
     variables = dict(nn.meta.unbox(jax.jit(task.init)(rng, built.example)))
     params = variables.pop("params")
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
                        opt_state=tx.init(params), rng=rng)
-    step = jax.jit(make_train_step(task, tx, schedule=schedule), donate_argnums=0)
+    step = jax.jit(make_train_step(task, tx, schedule=built.schedule), donate_argnums=0)
     constants = task.constants(cfg, None, None)
     state, metrics = step(state, data, constants)
     jax.block_until_ready(metrics)
@@ -92,7 +103,7 @@ def demo_step_rate(run: str, data_dir: str, tok_dir: str, vocab: int, size: str,
             state, metrics = step(state, data, constants)
         jax.block_until_ready(metrics)
         rates.append(steps * batch / (time.perf_counter() - start))
-    return statistics.median(rates), cfg.data
+    return statistics.median(rates)
 
 
 def prefetch_rates(data_dir: str, tok_dir: str, vocab: int, size: str, batch: int, steps: int,

@@ -28,16 +28,14 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from input_pipeline import pipeline_rate  # noqa: E402  (same measurement, same warm-up)
+from input_pipeline import built_step_rate, pipeline_rate  # noqa: E402  (same measurements)
 
 
 def build_datasets(root: str, data_dir: str, glosses: list[str]) -> None:
@@ -72,38 +70,14 @@ def build_datasets(root: str, data_dir: str, glosses: list[str]) -> None:
 def step_rate(config: str, tok, batch: int, steps: int, repeats: int) -> tuple[float, object]:
     """Examples/s of ``config``'s jitted training step on a real batch of its pipeline;
     returns ``(rate, data config)``."""
-    import flax.linen as nn
     import jax
-    import jax.numpy as jnp
 
     from jaxmm.config import load_config
-    from jaxmm.data import make_iterator
     from jaxmm.sharding import make_mesh
     from jaxmm.train import build_run
-    from jaxmm.train.steps import TrainState, make_train_step
 
     built = build_run(load_config(config), mesh=make_mesh(devices=jax.devices()[:1]))
-    cfg, task = built.config, built.task
-    with make_iterator(cfg.data, split="train", batch_size=batch, seed=0, process_index=0,
-                       process_count=1, tokenizer=tok) as it:
-        data = {k: jnp.asarray(v) for k, v in next(it).items()}
-    rng = jax.random.PRNGKey(0)
-    variables = dict(nn.meta.unbox(jax.jit(task.init)(rng, built.example)))
-    params = variables.pop("params")
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
-                       opt_state=built.tx.init(params), rng=rng)
-    step = jax.jit(make_train_step(task, built.tx, schedule=built.schedule), donate_argnums=0)
-    constants = task.constants(cfg, None, None)
-    state, metrics = step(state, data, constants)
-    jax.block_until_ready(metrics)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = step(state, data, constants)
-        jax.block_until_ready(metrics)
-        rates.append(steps * batch / (time.perf_counter() - start))
-    return statistics.median(rates), cfg.data
+    return built_step_rate(built, tok, batch, steps, repeats), built.config.data
 
 
 def main(argv=None) -> int:
