@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from jaxmm import cli
 from jaxmm.data import make_iterator
 from jaxmm.data.chat import IGNORE_INDEX, TEMPLATES, encode_chat, get_template
 from jaxmm.data.local import build_local
 from jaxmm.data.sources import DataError
-from tests.train.helpers import CACHE
+from tests.train.helpers import QUICK_CLI, train_and_eval_cli
 
 CONVERSATION = (["system", "user", "assistant", "user", "assistant"],
                 ["You are terse.", "What colour is the sky?", "Blue.", "And grass?",
@@ -139,14 +138,6 @@ def test_sft_config_trains_on_built_conversations(bpe, tmp_path, capsys):
     bpe.save(tok_dir)
     config = (f"sft_gpt.py:data=chat/c,template=llama3,size=tiny,seq_len=48,"
               f"vocab={bpe.vocab_size},tokenizer={tok_dir},data_dir={out}")
-    overrides = ["--config.eval.num_batches=1", "--config.eval.every_steps=0",
-                 "--config.log.every_steps=1", "--config.log.tensorboard=false",
-                 "--config.log.progress=false", "--config.checkpoint.export_params=false",
-                 "--config.batch_size=8", "--config.num_steps=2",
-                 f"--config.compilation_cache_dir={CACHE}"]
-    workdir = str(tmp_path / "run")
-    assert cli.main(["train", "--config", config, "--workdir", workdir, *overrides]) == 0
-    capsys.readouterr()
-    assert cli.main(["eval", "--config", config, "--workdir", workdir, *overrides]) == 0
-    result = json.loads(capsys.readouterr().out)
+    overrides = ["--config.batch_size=8", "--config.num_steps=2", *QUICK_CLI]
+    result = train_and_eval_cli(config, str(tmp_path / "run"), overrides, capsys)
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])

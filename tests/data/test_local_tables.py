@@ -11,12 +11,11 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from jaxmm import cli
 from jaxmm.cli import data as data_cli
 from jaxmm.data import make_iterator
 from jaxmm.data.local import build_local
 from jaxmm.data.sources import DataError
-from tests.train.helpers import CACHE, ROOT
+from tests.train.helpers import QUICK_CLI, ROOT, train_and_eval_cli
 
 
 def _read(name, data_dir, split="train", pp=""):
@@ -246,16 +245,9 @@ def test_shipped_configs_train_on_data_built_from_local_files(kind, tmp_path, ca
             config = (f"clip_contrastive.py:tiny,data=image_captions/mine,res=32,seq_len=16,"
                       f"tokenizer={tmp_path / 'tok'}")
             metric = None  # the config evaluates the contrastive loss
-    overrides = [f"--config.data.data_dir={out}", "--config.eval.num_batches=1",
-                 "--config.eval.every_steps=0", "--config.log.every_steps=1",
-                 "--config.log.tensorboard=false", "--config.log.progress=false",
-                 "--config.checkpoint.export_params=false", "--config.batch_size=8",
-                 "--config.num_steps=2", f"--config.compilation_cache_dir={CACHE}"]
-    workdir = str(tmp_path / "run")
-    assert cli.main(["train", "--config", config, "--workdir", workdir, *overrides]) == 0
-    capsys.readouterr()
-    assert cli.main(["eval", "--config", config, "--workdir", workdir, *overrides]) == 0
-    result = json.loads(capsys.readouterr().out)
+    overrides = [f"--config.data.data_dir={out}", "--config.batch_size=8",
+                 "--config.num_steps=2", *QUICK_CLI]
+    result = train_and_eval_cli(config, str(tmp_path / "run"), overrides, capsys)
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
     if metric:
         assert 0.0 <= result["metrics"][metric] <= 1.0, result["metrics"]

@@ -111,3 +111,23 @@ def metrics_without_wall_clock(workdir) -> list[dict]:
 
     return [{k: v for k, v in r.items() if not any(w in k for w in WALL_CLOCK)}
             for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
+
+
+# Overrides for a quick CLI train + eval of a shipped config: one eval batch, at the end
+# only; a log record every step; no TensorBoard, progress line or export; the shared cache.
+QUICK_CLI = ("--config.eval.num_batches=1", "--config.eval.every_steps=0",
+             "--config.log.every_steps=1", "--config.log.tensorboard=false",
+             "--config.log.progress=false", "--config.checkpoint.export_params=false",
+             f"--config.compilation_cache_dir={CACHE}")
+
+
+def train_and_eval_cli(config: str, workdir: str, overrides, capsys) -> dict:
+    """``jaxmm train`` then ``jaxmm eval`` in-process (both must exit 0); the eval's JSON."""
+    import json
+
+    from jaxmm import cli
+
+    assert cli.main(["train", "--config", config, "--workdir", workdir, *overrides]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--config", config, "--workdir", workdir, *overrides]) == 0
+    return json.loads(capsys.readouterr().out)

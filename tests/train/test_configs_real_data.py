@@ -8,10 +8,9 @@ import os
 
 import pytest
 
-from jaxmm import cli
 from jaxmm.config import ConfigError, load_config
 from tests.data.data_helpers import mock_catalog
-from tests.train.helpers import CACHE, ROOT
+from tests.train.helpers import QUICK_CLI, ROOT, train_and_eval_cli
 
 CORPUS = ("a small red circle is left of a large blue square . "
           "the quick brown fox jumps over the lazy dog . "
@@ -81,15 +80,8 @@ def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp
                              sep=tok.sep_token_id)
     config = f"{os.path.join(ROOT, 'configs', name.split(':')[0])}.py:{arg},steps=2,batch=8"
     workdir = str(tmp_path / "run")
-    overrides = ["--config.eval.num_batches=1", "--config.eval.every_steps=0",
-                 "--config.log.every_steps=1", "--config.log.tensorboard=false",
-                 "--config.log.progress=false", "--config.checkpoint.export_params=false",
-                 f"--config.compilation_cache_dir={CACHE}"]
     with mock_catalog(16):
-        assert cli.main(["train", "--config", config, "--workdir", workdir, *overrides]) == 0
-        capsys.readouterr()
-        assert cli.main(["eval", "--config", config, "--workdir", workdir, *overrides]) == 0
-    result = json.loads(capsys.readouterr().out)
+        result = train_and_eval_cli(config, workdir, QUICK_CLI, capsys)
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
     for metric in EVAL_METRICS.get(name, ()):
         low, high = (0.0, 100.0) if metric.startswith("text/") else (-1.0, 1.0)
