@@ -3,7 +3,9 @@
 Tokenisation goes through the project ``Tokenizer`` interface
 (``encode(texts, pairs=None, max_length=..., ...) -> dict of int32 arrays``,
 see :mod:`jaxmm.data.tokenizers`) inside ``tf.numpy_function``; the outputs
-are padded/truncated to exactly ``max_length``.
+are padded/truncated to exactly ``max_length``. The tokenising ops (``tokenize``,
+``tokenize_words``) also have a batched form, which the input pipeline uses to
+tokenise a chunk of examples in one tokenizer call (:mod:`jaxmm.data.preprocess`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from jaxmm.config import ConfigError
-from jaxmm.data.preprocess import register, require
+from jaxmm.data.preprocess import register, require, with_batched
 
 IGNORE_INDEX = -100
 
@@ -70,42 +72,79 @@ def tokenize(max_length: int, key: str = "text", pair_key: str | None = None,
                       max_length, add_special_tokens)
         return [out[n] for n in names]
 
-    def op(ex, seed):
-        text = require(ex, key, "tokenize")
-        pair = require(ex, pair_key, "tokenize") if pair_key else tf.constant([""])
-        flat = tf.reshape(text, [-1])
-        flat_pair = tf.reshape(pair, [-1])
+    def encode(text, pair):
+        """Any layout of texts (dense or ragged) -> the outputs, each with a last axis of
+        ``max_length`` appended to the texts' layout."""
+        flat, restore = _flat_texts(text)
+        flat_pair = _flat_texts(pair)[0] if pair_key else tf.constant([""])
         results = tf.numpy_function(run, [flat, flat_pair], [tf.int32] * len(names),
                                     stateful=False)
-        out = dict(ex)
-        shape = [max_length] if text.shape.rank == 0 else [-1, max_length]
-        for name, r in zip(names, results):
-            r = tf.reshape(r, shape)
-            if text.shape.rank == 0:
-                r.set_shape([max_length])
-            elif text.shape.rank == 1:
-                r.set_shape([text.shape[0], max_length])
-            out[prefix + name] = r
+        return {prefix + name: restore(r, max_length) for name, r in zip(names, results)}
+
+    def op(ex, seed):
+        text = require(ex, key, "tokenize")
+        pair = require(ex, pair_key, "tokenize") if pair_key else None
+        return {**ex, **encode(text, pair)}
+
+    def batched(ex):
+        return {**ex, **encode(require(ex, key, "tokenize"),
+                               require(ex, pair_key, "tokenize") if pair_key else None)}
+
+    return with_batched(op, batched)
+
+
+def _flat_texts(text: tf.Tensor | tf.RaggedTensor):
+    """Texts in any layout (a dense tensor of any rank, or ragged ``(N, None)``) -> the
+    1-D strings and ``restore(rows (M, L), L)`` giving the rows that layout plus ``L``."""
+    if isinstance(text, tf.RaggedTensor):
+        splits = text.row_splits
+
+        def restore_ragged(rows, length):
+            rows = tf.ensure_shape(rows, [None, length])
+            return tf.RaggedTensor.from_row_splits(rows, splits, validate=False)
+
+        return text.flat_values, restore_ragged
+    shape = tf.shape(text)
+
+    def restore(rows, length):
+        out = tf.reshape(rows, tf.concat([shape, [length]], 0))
+        out.set_shape(text.shape.concatenate([length]))
         return out
 
-    return op
+    return tf.reshape(text, [-1]), restore
 
 
 def _tokenize_unpadded(max_length, key, prefix, add_special_tokens, tokenizer):
-    def run(text):
-        enc = tokenizer.encode(_texts(text), max_length=max_length, padding=False,
+    def run(texts):
+        enc = tokenizer.encode(_texts(texts), max_length=max_length, padding=False,
                                truncation=True, add_special_tokens=add_special_tokens)
-        return np.asarray(enc["input_ids"], np.int32)[0][:max_length]
+        # (a tokenizer may pad a batch even with padding=False: keep the unmasked tokens)
+        rows = [np.asarray(r, np.int32)[np.asarray(m) > 0][:max_length]
+                for r, m in zip(enc["input_ids"], enc["attention_mask"])]
+        return (np.concatenate(rows) if rows else np.zeros([0], np.int32),
+                np.asarray([len(r) for r in rows], np.int64))
+
+    def encode(texts):
+        values, lengths = tf.numpy_function(run, [texts], [tf.int32, tf.int64], stateful=False)
+        values.set_shape([None])
+        lengths.set_shape([None])
+        return tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
 
     def op(ex, seed):
         text = require(ex, key, "tokenize")
         if text.shape.rank != 0:
-            raise ValueError("tokenize(pad=False) takes one text per example.")
-        ids = tf.numpy_function(run, [tf.reshape(text, [1])], tf.int32, stateful=False)
-        ids.set_shape([None])
-        return {**ex, prefix + "input_ids": ids}
+            raise ConfigError("tokenize(pad=False) takes one text per example; got texts of "
+                              f"shape {text.shape}.")
+        return {**ex, prefix + "input_ids": encode(tf.reshape(text, [1]))[0]}
 
-    return op
+    def batched(ex):
+        text = require(ex, key, "tokenize")
+        if text.shape.rank != 1 or isinstance(text, tf.RaggedTensor):
+            raise ConfigError("tokenize(pad=False) takes one text per example; got texts of "
+                              f"shape {text.shape} per chunk.")
+        return {**ex, prefix + "input_ids": encode(text)}
+
+    return with_batched(op, batched)
 
 
 @register("mlm_mask")
@@ -431,29 +470,54 @@ def tokenize_words(max_length: int, key: str = "tokens", tags_key: str | None = 
     probe = tokenizer.encode_words([["a"]], max_length)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probe]
 
-    def run(words, tags):
-        enc = tokenizer.encode_words([_texts(words)], max_length)
-        labels = align_word_labels(enc["word_ids"][0], np.asarray(tags, np.int32))
-        return [enc[n][0] for n in names] + [labels]
+    def run(words, word_lengths, tags, tag_lengths):
+        """Rows of words and tags (flat values + row lengths) -> outputs (rows, max_length)."""
+        cut = lambda v, n: np.split(v, np.cumsum(n)[:-1]) if len(n) else []  # noqa: E731
+        rows = cut(_texts(words), word_lengths)
+        enc = tokenizer.encode_words([list(r) for r in rows], max_length)
+        labels = [align_word_labels(w, np.asarray(t, np.int32))
+                  for w, t in zip(enc["word_ids"], cut(tags, tag_lengths))]
+        labels = np.stack(labels) if labels else np.zeros([0, max_length], np.int32)
+        return [np.asarray(enc[n], np.int32).reshape(-1, max_length) for n in names] + [labels]
+
+    def encode(ex, words):
+        """``words`` ragged ``(N, None)`` -> ``ex`` with the outputs ``(N, max_length)``."""
+        tags = tf.cast(require(ex, tags_key, "tokenize_words"), tf.int32) if tags_key else \
+            tf.zeros_like(words, tf.int32)
+        if not isinstance(tags, tf.RaggedTensor):
+            tags = tf.RaggedTensor.from_tensor(tags)
+        results = tf.numpy_function(
+            run, [words.flat_values, words.row_lengths(), tags.flat_values, tags.row_lengths()],
+            [tf.int32] * (len(names) + 1), stateful=False)
+        out = dict(ex)
+        for name, r in zip(names + [out_key], results):
+            out[name] = tf.ensure_shape(r, [None, max_length])
+        if not tags_key:
+            out.pop(out_key)
+        return out
 
     def op(ex, seed):
         words = require(ex, key, "tokenize_words")
         if words.shape.rank != 1:
             raise ConfigError(f"tokenize_words: {key!r} must be a 1-D list of words per "
                              f"example; got rank {words.shape.rank}.")
-        tags = tf.cast(require(ex, tags_key, "tokenize_words"), tf.int32) if tags_key else \
-            tf.zeros(tf.shape(words), tf.int32)
-        results = tf.numpy_function(run, [words, tags], [tf.int32] * (len(names) + 1),
-                                    stateful=False)
-        out = dict(ex)
-        for name, r in zip(names + [out_key], results):
-            r.set_shape([max_length])
-            out[name] = r
-        if not tags_key:
-            out.pop(out_key)
+        ex = {**ex, **({tags_key: ex[tags_key][None]} if tags_key in ex else {})}
+        out = encode(ex, tf.RaggedTensor.from_tensor(words[None]))
+        out = {k: v[0] if k in names or k == out_key else v for k, v in out.items()}
+        if tags_key in ex:
+            out[tags_key] = ex[tags_key][0]
         return out
 
-    return op
+    def batched(ex):
+        words = require(ex, key, "tokenize_words")
+        if not isinstance(words, tf.RaggedTensor):
+            if words.shape.rank != 2:
+                raise ConfigError(f"tokenize_words: {key!r} must be a 1-D list of words per "
+                                  f"example; got rank {words.shape.rank - 1}.")
+            words = tf.RaggedTensor.from_tensor(words)
+        return encode(ex, words)
+
+    return with_batched(op, batched)
 
 
 @register("chat")

@@ -202,6 +202,50 @@ class DataIterator(Iterator):
                 (meta["_k"] == start) & (meta["_row"] < skip)))
         return ds
 
+    def _preprocessed(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        """Records -> ``(example, meta)``: decoded and preprocessed, per example except for
+        the batched ops, which run once per chunk of ``read_chunk`` examples (exactly the
+        same results; see :mod:`jaxmm.data.preprocess`)."""
+        aug_key = tf.constant(self._aug_key[0], tf.int64)
+        stages = self._pp.stages if isinstance(self._pp, preprocess.Chain) else [None]
+
+        def run(example, seed, stage):
+            if stage is None:  # a plain ``op(example, seed)`` callable
+                return self._pp(example, seed)
+            return self._pp.run(example, seed, stage[0], stage[1])
+
+        def finish(example, meta):
+            # Batch contract: integer features are int32 (tfds decodes ints as int64).
+            example = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v
+                       for k, v in example.items()}
+            return example, {k: v for k, v in meta.items() if k != "_seed"}
+
+        def first(meta):
+            example = _flatten(self.source.decode(meta["record"]))
+            seed = tf.stack([aug_key, meta["uid"] + self._aug_key[1]])
+            out = run(example, seed, stages[0]), {"_k": meta["k"], MASK_KEY: meta["valid"],
+                                                  "_seed": seed}
+            return finish(*out) if len(stages) == 1 else out
+
+        ds = ds.map(first, num_parallel_calls=self._parallel, deterministic=True)
+        for (_, _, batched), stage in zip(stages[:-1], stages[1:]):
+            ds = ds.ragged_batch(self._read_chunk)
+            ds = ds.map(lambda ex, meta, fn=batched: (fn(ex), meta),
+                        num_parallel_calls=self._parallel, deterministic=True)
+
+            def after(example, meta, stage=stage):
+                # Unbatching a ragged chunk leaves ragged tensors where examples' shapes
+                # differed; each one is dense within its example.
+                example = {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v
+                           for k, v in example.items()}
+                return run(example, meta["_seed"], stage), meta
+
+            ds = ds.unbatch().map(after, num_parallel_calls=self._parallel, deterministic=True)
+
+        if len(stages) > 1:
+            ds = ds.map(finish, num_parallel_calls=self._parallel, deterministic=True)
+        return ds
+
     def _build(self, start: int, skip: int = 0) -> tf.data.Dataset:
         if self.repeat:
             stop = _INT64_MAX
@@ -218,18 +262,7 @@ class DataIterator(Iterator):
 
         ds = ds.map(read, num_parallel_calls=self._parallel, deterministic=True)
         ds = ds.unbatch()
-        aug_key = tf.constant(self._aug_key[0], tf.int64)
-
-        def process(meta):
-            example = _flatten(self.source.decode(meta["record"]))
-            seed = tf.stack([aug_key, meta["uid"] + self._aug_key[1]])
-            example = self._pp(example, seed)
-            # Batch contract: integer features are int32 (tfds decodes ints as int64).
-            example = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v
-                       for k, v in example.items()}
-            return example, {"_k": meta["k"], MASK_KEY: meta["valid"]}
-
-        ds = ds.map(process, num_parallel_calls=self._parallel, deterministic=True)
+        ds = self._preprocessed(ds)
         if self._pack:
             ds = self._packed(ds, start, skip)
         ds = ds.batch(self.local_batch, drop_remainder=True)
@@ -237,6 +270,19 @@ class DataIterator(Iterator):
         options = tf.data.Options()
         options.deterministic = True
         return ds.with_options(options)
+
+    def _traced(self, start: int, skip: int = 0) -> tf.data.Dataset:
+        """:meth:`_build`, with a configuration error raised while tf.data traces an op
+        re-raised as itself (not wrapped in TF's StagingError with a graph traceback)."""
+        try:
+            return self._build(start, skip)
+        except Exception as e:
+            cause = e
+            while cause is not None and not isinstance(cause, (ConfigError, DataError)):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
     # -- iteration ---------------------------------------------------------
     def __iter__(self) -> DataIterator:
@@ -246,7 +292,7 @@ class DataIterator(Iterator):
         if self._it is None:
             if self.num_batches is not None and self._next >= self.num_batches * self.local_batch:
                 raise StopIteration
-            self._it = iter(self._build(self._next, self._skip).as_numpy_iterator())
+            self._it = iter(self._traced(self._next, self._skip).as_numpy_iterator())
         try:
             example, meta = next(self._it)
         except StopIteration:
@@ -272,7 +318,7 @@ class DataIterator(Iterator):
 
     @property
     def element_spec(self) -> dict[str, tf.TensorSpec]:
-        return self._build(0).element_spec[0]
+        return self._traced(0).element_spec[0]
 
     # -- state -------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:

@@ -17,6 +17,14 @@ depends on the example's position in the stream and the run's seed, never on
 thread scheduling: pipelines are reproducible and resumable.
 
 Factories that declare a ``tokenizer`` keyword get the pipeline's tokenizer.
+
+Batched ops: an op may also carry a ``batched(examples) -> examples`` function
+(attach it with :func:`with_batched`) that does the same work for a chunk of
+examples at once, with a leading batch axis (dense, or ragged where the examples'
+shapes differ). The input pipeline then runs the ops before it per example, the
+op once per chunk (one tokenizer call for many texts instead of one each), and
+the rest per example again; the results are identical to the per-example op.
+Batched functions are deterministic (they take no seed).
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ import tensorflow as tf
 from jaxmm.config import ConfigError
 from jaxmm.registry import Registry
 
-__all__ = ["OPS", "Op", "build", "get", "parse", "register", "registered"]
+__all__ = ["OPS", "Chain", "Op", "build", "get", "parse", "register", "registered",
+           "with_batched"]
 
 Example = dict[str, tf.Tensor]
 Op = Callable[[Example, tf.Tensor], Example]
@@ -116,7 +125,47 @@ def parse(spec: str | Sequence[str | Mapping[str, Any]]) -> list[tuple[str, tupl
     return out
 
 
-def build(spec: str | Sequence[Any], *, tokenizer: Any = None) -> Op:
+def with_batched(op: Op, batched: Callable[[Example], Example]) -> Op:
+    """Marks ``op`` as having a chunk-at-a-time equivalent ``batched`` (module docstring)."""
+    op.batched = batched  # type: ignore[attr-defined]
+    return op
+
+
+class Chain:
+    """The built preprocessing: ``chain(example, seed) -> example`` runs every op on one
+    example; :attr:`stages` splits the ops at the batched ones for the input pipeline."""
+
+    def __init__(self, ops: list[tuple[str, Op]]):
+        self.ops = ops
+
+    def run(self, example: Example, seed: tf.Tensor, lo: int = 0, hi: int | None = None
+            ) -> Example:
+        """Ops ``lo..hi-1`` on one example (op ``i`` draws from ``fold_in(seed, i)``)."""
+        example = dict(example)
+        for i in range(lo, len(self.ops) if hi is None else hi):
+            name, op = self.ops[i]
+            with tf.name_scope(name):
+                example = op(example, tf.random.experimental.stateless_fold_in(seed, i))
+        return example
+
+    def __call__(self, example: Example, seed: tf.Tensor) -> Example:
+        return self.run(example, seed)
+
+    @property
+    def stages(self) -> list[tuple[int, int, Callable[[Example], Example] | None]]:
+        """``[(lo, hi, batched)]``: per-example ops ``lo..hi-1``, then ``batched`` (the
+        batched form of op ``hi``) or ``None`` after the last stage."""
+        out, lo = [], 0
+        for i, (_, op) in enumerate(self.ops):
+            fn = getattr(op, "batched", None)
+            if fn is not None:
+                out.append((lo, i, fn))
+                lo = i + 1
+        out.append((lo, len(self.ops), None))
+        return out
+
+
+def build(spec: str | Sequence[Any], *, tokenizer: Any = None) -> Chain:
     """Builds the chained op ``(example, seed) -> example`` from a spec."""
     ops: list[tuple[str, Op]] = []
     for name, args, kwargs in parse(spec):
@@ -133,16 +182,7 @@ def build(spec: str | Sequence[Any], *, tokenizer: Any = None) -> Op:
             ops.append((name, factory(*args, **kwargs)))
         except TypeError as e:
             raise ConfigError(f"Preprocessing op {name}{inspect.signature(factory)}: {e}") from None
-
-    def chain(example: Example, seed: tf.Tensor) -> Example:
-        example = dict(example)
-        for i, (name, op) in enumerate(ops):
-            op_seed = tf.random.experimental.stateless_fold_in(seed, i)
-            with tf.name_scope(name):
-                example = op(example, op_seed)
-        return example
-
-    return chain
+    return Chain(ops)
 
 
 def require(example: Mapping[str, Any], key: str, op: str) -> tf.Tensor:
