@@ -11,8 +11,9 @@ arg: ``data`` (``chat/NAME``, built with ``jaxmm data build-chat``; or ``synthet
 ``hf`` (a Hugging Face GPT-2 folder to start from; its tokenizer is used unless
 ``tokenizer`` is given; GPT-2 has no pad token, so padding uses its eos id, masked out),
 ``tokenizer``, ``vocab`` (the model's vocabulary when training from scratch), ``seq_len``,
-``steps``, ``batch``, ``data_dir``. The ``loss`` evaluator reports the loss and perplexity
-of the replies.
+``steps``, ``batch``, ``data_dir``, ``pack`` (training rows hold several whole
+conversations, cut at turn boundaries, attention kept inside each). The ``loss``
+evaluator reports the loss and perplexity of the replies.
 """
 
 import ml_collections
@@ -23,7 +24,7 @@ from jaxmm.train.run_config import data_section, parse_config_arg
 def get_config(arg=None):
     a = parse_config_arg(arg, data="synthetic", template="plain", size="small", hf="",
                          tokenizer="", vocab=0, seq_len=256, steps=2000, batch=16,
-                         data_dir="")
+                         data_dir="", pack=False)
     c = ml_collections.ConfigDict()
     c.task = {"name": "lm"}  # labels carry the reply mask: -100 elsewhere
     c.model = {"name": "gpt", "size": a.size, "config": {}}
@@ -34,7 +35,8 @@ def get_config(arg=None):
     c.num_steps, c.batch_size = a.steps, a.batch
     c.data = data_section(a.data, accepts=("language_modeling",),
                           synthetic={"seq_len": a.seq_len}, max_length=a.seq_len,
-                          template=a.template, data_dir=a.data_dir or None)
+                          template=a.template, data_dir=a.data_dir or None,
+                          packed=a.pack or None)
     c.optimizer = {"name": "adamw", "learning_rate": 5e-5 if a.hf else 5e-4,
                    "weight_decay": 0.0, "clip_norm": 1.0}
     c.schedule = {"name": "cosine", "warmup_steps": a.steps // 20}

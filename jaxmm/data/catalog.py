@@ -24,6 +24,9 @@ extractive_qa          input_ids, attention_mask, token_type_ids, start_position
                        windows ``(B, W, T)`` + offsets, id, context, answers/text)
 language_modeling      input_ids, attention_mask, labels
 masked_lm              input_ids, attention_mask (the MLM task masks them on device)
+pretraining            input_ids, attention_mask, token_type_ids, next_sentence_label
+                       (BERT sentence pairs built in the pipeline from multi-sentence
+                       documents, see jaxmm.data.nsp; MLM masking on device)
 text2text              input_ids, attention_mask (source), decoder_input_ids,
                        decoder_attention_mask, labels (target); eval also references
                        (the target text)
@@ -271,15 +274,22 @@ def librispeech(data_dir: str | None = None, max_length: int = 128, audio_second
 
 def _lm(name: str, task: str, data_dir: str | None, max_length: int, prepare: str,
         splits: dict | None = None, key: str = "text") -> ml_collections.ConfigDict:
-    """Causal (``language_modeling``) or masked (``masked_lm``: no labels; the MLM task
-    masks on device) language-model batches of the text field ``key``."""
+    """Causal (``language_modeling``), masked (``masked_lm``: no labels; the MLM task
+    masks on device) language-model batches of the text field ``key``, or BERT
+    pre-training sentence pairs (``pretraining``: each example one document)."""
+    if task == "pretraining":
+        c = _cfg(name, f"keep({key!r})", f"keep({key!r})", data_dir=data_dir, task=task,
+                 splits=splits, prepare=prepare)
+        c.nsp = {"length": max_length, "key": key}
+        return c
     if task == "language_modeling":
         pp = (f"tokenize({max_length}, key={key!r})|lm_labels"
               "|keep('input_ids', 'attention_mask', 'labels')")
     elif task == "masked_lm":
         pp = f"tokenize({max_length}, key={key!r})|keep('input_ids', 'attention_mask')"
     else:
-        raise ConfigError(f"{name} supports language_modeling/masked_lm, not {task!r}.")
+        raise ConfigError(f"{name} supports language_modeling, masked_lm and pretraining, "
+                          f"not {task!r}.")
     return _cfg(name, pp, pp, data_dir=data_dir, task=task, splits=splits, prepare=prepare)
 
 
@@ -325,10 +335,14 @@ def text(dataset: str | None = None, task: str = "language_modeling",
 
 @PRESETS.register('chat')
 def chat(dataset: str | None = None, template: Any = "plain", data_dir: str | None = None,
-         max_length: int = 256, **_: Any) -> ml_collections.ConfigDict:
+         max_length: int = 256, packed: bool = False, pad_id: int = 0,
+         **_: Any) -> ml_collections.ConfigDict:
     """``chat/<name>``: conversations built with ``jaxmm data build-chat --name <name>``,
     rendered with a chat template (``plain``, ``llama3``, ``chatml`` or a ``{role:
-    format}`` dict) into causal-LM batches whose labels are the assistant replies only."""
+    format}`` dict) into causal-LM batches whose labels are the assistant replies only.
+    ``packed``: training rows hold several whole conversations (each cut at a turn
+    boundary to ``max_length``), with ``segment_ids`` and ``positions`` so attention
+    stays inside each one (padding with ``pad_id``); evaluation stays one per row."""
     if not dataset:
         raise ConfigError("chat needs the name of a dataset built with 'jaxmm data "
                           "build-chat': data=chat/NAME.")
@@ -337,10 +351,16 @@ def chat(dataset: str | None = None, template: Any = "plain", data_dir: str | No
     get_template(template)  # one line now for an unknown template, not inside tf.data
     pp = (f"chat({max_length}, template={template!r})"
           "|keep('input_ids', 'attention_mask', 'labels')")
-    return _cfg(f"jaxmm_local_chat/{dataset}", pp, pp, data_dir=data_dir,
-                task="language_modeling",
-                prepare="jaxmm data build-chat --root DIR --data-dir {data_dir} "
-                f"--name {dataset} --split train=train.jsonl --split validation=valid.jsonl")
+    pp_train = (f"chat({max_length}, template={template!r}, pad=False)"
+                "|keep('input_ids', 'labels')") if packed else pp
+    c = _cfg(f"jaxmm_local_chat/{dataset}", pp_train, pp, data_dir=data_dir,
+             task="language_modeling",
+             prepare="jaxmm data build-chat --root DIR --data-dir {data_dir} "
+             f"--name {dataset} --split train=train.jsonl --split validation=valid.jsonl")
+    if packed:
+        c.pack = {"length": max_length, "mode": "segments", "labels_key": "labels",
+                  "pad_id": pad_id}
+    return c
 
 
 @PRESETS.register('wikitext103')

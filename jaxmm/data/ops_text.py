@@ -522,27 +522,30 @@ def tokenize_words(max_length: int, key: str = "tokens", tags_key: str | None = 
 
 @register("chat")
 def chat(max_length: int, template: Any = "plain", roles_key: str = "roles",
-         contents_key: str = "contents", tokenizer: Any = None):
+         contents_key: str = "contents", pad: bool = True, tokenizer: Any = None):
     """A conversation (``ex[roles_key]``, ``ex[contents_key]``: 1-D strings) rendered
     with a chat template (:mod:`jaxmm.data.chat`: ``plain``, ``llama3``, ``chatml`` or a
     ``{role: format}`` dict) into ``input_ids``, ``attention_mask`` and ``labels``
-    ``(max_length,)``: labels are -100 except on the trained roles' replies."""
+    ``(max_length,)``: labels are -100 except on the trained roles' replies. With
+    ``pad=False`` (before packing) ``input_ids`` and ``labels`` are unpadded and cut at
+    a turn boundary (:func:`jaxmm.data.chat.encode_chat`)."""
     from jaxmm.data.chat import encode_chat, get_template
 
     tmpl = get_template(template)  # a bad template is refused when the pipeline is built
-    names = ("input_ids", "attention_mask", "labels")
+    names = ("input_ids", "attention_mask", "labels") if pad else ("input_ids", "labels")
 
     def run(roles, contents):
-        out = encode_chat(tokenizer, tmpl, _texts(roles), _texts(contents), max_length)
-        return [out[n] for n in names]
+        out = encode_chat(tokenizer, tmpl, _texts(roles), _texts(contents), max_length, pad)
+        return [np.asarray(out[n], np.int32) for n in names]
 
     def op(ex, seed):
         roles = tf.reshape(require(ex, roles_key, "chat"), [-1])
         contents = tf.reshape(require(ex, contents_key, "chat"), [-1])
-        results = tf.numpy_function(run, [roles, contents], [tf.int32] * 3, stateful=False)
+        results = tf.numpy_function(run, [roles, contents], [tf.int32] * len(names),
+                                    stateful=False)
         out = dict(ex)
         for name, r in zip(names, results):
-            r.set_shape([max_length])
+            r.set_shape([max_length] if pad else [None])
             out[name] = r
         return out
 

@@ -14,8 +14,10 @@ into fixed-length rows:
 Rows have ``input_ids``, ``attention_mask``, ``labels`` (ids, -100 at padding
 and, in segments mode, at the first token of every segment so no token is
 predicted across a boundary), and in segments mode ``segment_ids`` and
-``positions``. Windows are aligned to the example stream, which keeps packed
-iteration exactly resumable (see :mod:`jaxmm.data.pipeline`).
+``positions``. Sequences may bring their own labels (``labels=``, e.g. chat
+conversations whose prompts are -100), which are packed alongside the ids.
+Windows are aligned to the example stream, which keeps packed iteration exactly
+resumable (see :mod:`jaxmm.data.pipeline`).
 """
 
 from __future__ import annotations
@@ -36,53 +38,68 @@ def _rows(length: int, n: int, pad_id: int) -> dict[str, np.ndarray]:
 
 
 def pack_sequences(sequences: Sequence[np.ndarray], length: int, mode: str = "concat",
-                   eos_id: int | None = None, pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Packs ``sequences`` (1-D int arrays) into ``(rows, length)`` arrays (module docstring)."""
+                   eos_id: int | None = None, pad_id: int = 0,
+                   labels: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Packs ``sequences`` (1-D int arrays) into ``(rows, length)`` arrays (module
+    docstring); ``labels``, one array per sequence of the same length, replace the ids as
+    labels (an appended ``eos_id`` is labelled with itself)."""
     if length < 1:
         raise ValueError(f"pack length must be >= 1, got {length}.")
     seqs = [np.asarray(s, np.int32).reshape(-1) for s in sequences]
+    if labels is None:
+        tags = seqs
+    else:
+        tags = [np.asarray(t, np.int32).reshape(-1) for t in labels]
+        if [len(t) for t in tags] != [len(s) for s in seqs]:
+            raise ValueError("pack: every sequence needs labels of its own length; got "
+                             f"{[len(s) for s in seqs]} ids vs {[len(t) for t in tags]} labels.")
     if mode == "concat":
-        parts = []
-        for s in seqs:
+        parts, label_parts = [], []
+        for s, t in zip(seqs, tags):
             parts.append(s)
+            label_parts.append(t)
             if eos_id is not None:
                 parts.append(np.array([eos_id], np.int32))
+                label_parts.append(parts[-1])
         flat = np.concatenate(parts) if parts else np.zeros([0], np.int32)
+        flat_labels = np.concatenate(label_parts) if parts else flat
         n = max(1, -(-len(flat) // length))
         ids = np.full(n * length, pad_id, np.int32)
         ids[: len(flat)] = flat
+        out_labels = np.full(n * length, IGNORE_INDEX, np.int32)
+        out_labels[: len(flat)] = flat_labels
         mask = np.arange(n * length) < len(flat)
         return {"input_ids": ids.reshape(n, length),
                 "attention_mask": mask.reshape(n, length).astype(np.int32),
-                "labels": np.where(mask, ids, IGNORE_INDEX).reshape(n, length).astype(np.int32)}
+                "labels": out_labels.reshape(n, length)}
     if mode != "segments":
         raise ValueError(f"Unknown pack mode {mode!r}; use 'concat' or 'segments'.")
     pieces = []
-    for s in seqs:
+    for s, t in zip(seqs, tags):
         for i in range(0, max(len(s), 1), length):
             if len(s[i:i + length]):
-                pieces.append(s[i:i + length])
+                pieces.append((s[i:i + length], t[i:i + length]))
     free: list[int] = []  # remaining space per row
-    placed: list[list[np.ndarray]] = []
+    placed: list[list[tuple[np.ndarray, np.ndarray]]] = []
     for p in pieces:
         for r, space in enumerate(free):
-            if len(p) <= space:
+            if len(p[0]) <= space:
                 placed[r].append(p)
-                free[r] -= len(p)
+                free[r] -= len(p[0])
                 break
         else:
             placed.append([p])
-            free.append(length - len(p))
+            free.append(length - len(p[0]))
     out = _rows(length, max(1, len(placed)), pad_id)
+    out_labels = np.full((len(out["input_ids"]), length), IGNORE_INDEX, np.int32)
     for r, row in enumerate(placed):
         at = 0
-        for segment, p in enumerate(row, start=1):
+        for segment, (p, t) in enumerate(row, start=1):
             out["input_ids"][r, at:at + len(p)] = p
+            out_labels[r, at + 1:at + len(p)] = t[1:]  # never predicted across segments
             out["segment_ids"][r, at:at + len(p)] = segment
             out["positions"][r, at:at + len(p)] = np.arange(len(p))
             at += len(p)
-    mask = out["segment_ids"] > 0
-    out["attention_mask"] = mask.astype(np.int32)
-    out["labels"] = np.where(mask & (out["positions"] > 0), out["input_ids"],
-                             IGNORE_INDEX).astype(np.int32)
+    out["attention_mask"] = (out["segment_ids"] > 0).astype(np.int32)
+    out["labels"] = out_labels
     return out

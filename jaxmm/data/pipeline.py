@@ -49,9 +49,9 @@ MASK_KEY = "example_mask"
 _INT64_MAX = np.iinfo(np.int64).max
 _KNOWN_KEYS = {
     "name", "data_dir", "splits", "pp", "pp_train", "pp_eval", "prepare", "read_chunk",
-    "num_parallel_calls", "prefetch", "description", "task", "pack",
+    "num_parallel_calls", "prefetch", "description", "task", "pack", "nsp",
 }
-_PACK_KEYS = {"length", "window", "mode", "eos_id", "pad_id", "key"}
+_PACK_KEYS = {"length", "window", "mode", "eos_id", "pad_id", "key", "labels_key"}
 
 # Live iterators, closed at exit: a tf.data iterator still running a
 # numpy_function while Python shuts down can deadlock the interpreter.
@@ -103,7 +103,8 @@ class DataIterator(Iterator):
     def __init__(self, source: RecordSource, pp: preprocess.Op, *, local_batch: int, seed: int,
                  shuffle: bool, repeat: bool, process_index: int, process_count: int,
                  read_chunk: int = 64, num_parallel_calls: int | None = None,
-                 prefetch: int | None = None, pack: Mapping[str, Any] | None = None):
+                 prefetch: int | None = None, pack: Mapping[str, Any] | None = None,
+                 nsp: Mapping[str, Any] | None = None, tokenizer: Any = None):
         n = source.num_examples
         if not 0 <= process_index < process_count:
             raise ConfigError(f"process_index {process_index} must be in [0, {process_count}).")
@@ -127,7 +128,16 @@ class DataIterator(Iterator):
         else:
             self.per_epoch = math.ceil(n / process_count)
             self.num_batches = math.ceil(self.per_epoch / local_batch)
-        self._pack = _check_pack(pack, repeat)
+        if pack and nsp:
+            raise ConfigError("The data config has both 'pack' and 'nsp'; use one (NSP rows "
+                              "are already packed to their length).")
+        self._pack = _check_pack(pack, repeat) or _check_nsp(nsp, tokenizer)
+        self._rows = None
+        if pack:
+            self._rows = _pack_rows(self._pack)
+        elif nsp:
+            self._rows = _nsp_rows(self._pack, tokenizer, _seed_pair(self.seed, 3),
+                                   process_index)
         self._pp = pp
         self._read_chunk = read_chunk
         self._parallel = num_parallel_calls or tf.data.AUTOTUNE
@@ -163,39 +173,49 @@ class DataIterator(Iterator):
         return {"k": k, "index": index, "valid": valid, "uid": epoch * n + pos}
 
     def _packed(self, ds: tf.data.Dataset, start: int, skip: int) -> tf.data.Dataset:
-        """Windows of ``pack.window`` examples -> fixed-length rows (see jaxmm.data.packing)."""
-        from jaxmm.data.packing import pack_sequences
+        """Windows of ``window`` examples -> rows (packed sequences or NSP pairs): the rows
+        of the window that starts at example ``k`` carry ``_k = k`` and their index
+        ``_row``, so a restored stream skips the rows already returned."""
+        keys, window, names, length, fn = self._rows
+        op, rank = ("nsp", 0) if "nsp_probability" in self._pack else ("pack", 1)
 
-        p = self._pack
-        names = ["input_ids", "attention_mask", "labels"]
-        if p["mode"] == "segments":
-            names += ["segment_ids", "positions"]
-        key = p["key"]
+        def only_keys(example, meta):
+            values = []
+            for key in keys:
+                value = preprocess.require(example, key, op)
+                if value.shape.rank != rank:
+                    raise ConfigError(
+                        f"{op}: {key!r} must be one {'1-D sequence' if rank else 'text'} per "
+                        f"example{' (use tokenize(..., pad=False))' if rank else ''}; got "
+                        f"rank {value.shape.rank}.")
+                values.append(tf.cast(value, tf.int32) if rank else value)
+            return tuple(values), meta["_k"]
 
-        def only_ids(example, meta):
-            ids = preprocess.require(example, key, "pack")
-            if ids.shape.rank != 1:
-                raise ConfigError(f"pack: {key!r} must be one 1-D sequence per example (use "
-                                  "tokenize(..., pad=False)); got rank "
-                                  f"{ids.shape.rank}.")
-            return tf.cast(ids, tf.int32), meta["_k"]
-
-        def run(values, row_lengths):
-            seqs = np.split(values, np.cumsum(row_lengths)[:-1])
-            out = pack_sequences(seqs, p["length"], p["mode"], p["eos_id"], p["pad_id"])
+        def run(k, *flat):
+            # per key: its values and row lengths -> that key's list of per-example arrays
+            per_key = [np.split(v, np.cumsum(n)[:-1]) for v, n in zip(flat[::2], flat[1::2])]
+            out = fn(per_key, int(k))
             return [out[n] for n in names]
 
-        def pack_window(ids, ks):
-            rows = tf.numpy_function(run, [ids.flat_values, ids.row_lengths()],
-                                     [tf.int32] * len(names), stateful=False)
-            rows = [tf.ensure_shape(r, [None, p["length"]]) for r in rows]
+        def window_rows(values, ks):
+            flat = []
+            for v in values:
+                if not isinstance(v, tf.RaggedTensor):
+                    v = tf.RaggedTensor.from_tensor(v[:, None])
+                flat += [v.flat_values, v.row_lengths()]
+            rows = tf.numpy_function(run, [ks[0], *flat], [tf.int32] * len(names),
+                                     stateful=False)
+            rows = [tf.ensure_shape(r, [None] + ([length] if r_name != "next_sentence_label"
+                                                 else [])) for r, r_name in zip(rows, names)]
             n = tf.shape(rows[0])[0]
             meta = {"_k": tf.fill([n], ks[0]), "_row": tf.range(n, dtype=tf.int64),
                     MASK_KEY: tf.ones([n], tf.bool)}
             return dict(zip(names, rows)), meta
 
-        ds = ds.map(only_ids).ragged_batch(p["window"], drop_remainder=True)
-        ds = ds.map(pack_window, num_parallel_calls=self._parallel, deterministic=True)
+        if not self.repeat:  # evaluation: padding examples make no rows
+            ds = ds.filter(lambda example, meta: meta[MASK_KEY])
+        ds = ds.map(only_keys).ragged_batch(window, drop_remainder=self.repeat)
+        ds = ds.map(window_rows, num_parallel_calls=self._parallel, deterministic=True)
         ds = ds.unbatch()
         if skip:
             ds = ds.filter(lambda ex, meta: tf.logical_not(
@@ -369,9 +389,72 @@ def _check_pack(pack: Any, repeat: bool) -> dict[str, Any] | None:
     out = {"length": int(pack["length"]), "window": int(pack.get("window", 64)),
            "mode": pack.get("mode", "concat"), "eos_id": pack.get("eos_id"),
            "pad_id": int(pack.get("pad_id", 0)), "key": pack.get("key", "input_ids")}
+    if pack.get("labels_key"):  # (absent otherwise: the saved states of older runs match)
+        out["labels_key"] = pack["labels_key"]
     if out["mode"] not in ("concat", "segments"):
         raise ConfigError(f"pack mode {out['mode']!r}: use 'concat' or 'segments'.")
     return out
+
+
+def _pack_rows(p: Mapping[str, Any]):
+    """(keys, window, row names, length, fn) of sequence packing (jaxmm.data.packing)."""
+    from jaxmm.data.packing import pack_sequences
+
+    names = ["input_ids", "attention_mask", "labels"]
+    if p["mode"] == "segments":
+        names += ["segment_ids", "positions"]
+    keys = (p["key"],) + ((p["labels_key"],) if p.get("labels_key") else ())
+
+    def fn(per_key, k):
+        return pack_sequences(per_key[0], p["length"], p["mode"], p["eos_id"], p["pad_id"],
+                              labels=per_key[1] if len(keys) > 1 else None)
+
+    return keys, p["window"], names, p["length"], fn
+
+
+_NSP_KEYS = {"length", "window", "key", "nsp_probability", "short_seq_prob"}
+
+
+def _check_nsp(nsp: Any, tokenizer: Any) -> dict[str, Any] | None:
+    if not nsp:
+        return None
+    nsp = dict(nsp)
+    unknown = set(nsp) - _NSP_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown nsp option(s) {sorted(unknown)}; valid: {sorted(_NSP_KEYS)}.")
+    if "length" not in nsp:
+        raise ConfigError("nsp needs 'length' (tokens per [CLS] A [SEP] B [SEP] row).")
+    if tokenizer is None:
+        raise ConfigError("nsp builds sentence pairs with the run's tokenizer; set "
+                          "config.tokenizer (a BERT WordPiece tokenizer).")
+    from jaxmm.data.nsp import special_ids
+
+    special_ids(tokenizer)  # a tokenizer without [CLS]/[SEP] fails here, in one line
+    out = {"length": int(nsp["length"]), "window": int(nsp.get("window", 32)),
+           "key": nsp.get("key", "text"),
+           "nsp_probability": float(nsp.get("nsp_probability", 0.5)),
+           "short_seq_prob": float(nsp.get("short_seq_prob", 0.1))}
+    if not 0.0 <= out["nsp_probability"] <= 1.0 or not 0.0 <= out["short_seq_prob"] <= 1.0:
+        raise ConfigError(f"nsp probabilities must be in [0, 1]; got {out}.")
+    if out["window"] < 2:
+        raise ConfigError("nsp window must be >= 2 documents (random next sentences come "
+                          "from another document of the window).")
+    return out
+
+
+def _nsp_rows(p: Mapping[str, Any], tokenizer: Any, key: tuple[int, int], process: int):
+    """(key, window, row names, length, fn) of NSP sentence pairs (jaxmm.data.nsp); the
+    window starting at example ``k`` draws from ``rng(key, process, k)``."""
+    from jaxmm.data.nsp import NAMES, sentence_pairs
+
+    def fn(per_key, k):
+        rng = np.random.default_rng([key[0], key[1], process, k])
+        texts = [d.decode("utf-8") if isinstance(d, bytes) else str(d)
+                 for doc in per_key[0] for d in np.asarray(doc).reshape(-1)]
+        return sentence_pairs(texts, tokenizer, p["length"], rng, p["nsp_probability"],
+                              p["short_seq_prob"])
+
+    return (p["key"],), p["window"], list(NAMES), p["length"], fn
 
 
 def _pp_spec(data_config: Any, split: str) -> Any:
@@ -399,9 +482,12 @@ def make_iterator(
         :mod:`jaxmm.data.preprocess`), optional ``splits`` (logical name ->
         tfds split, e.g. ``{"validation": "validation_matched"}``), ``prepare``
         (command shown when the data is missing), ``read_chunk``,
-        ``num_parallel_calls``, ``prefetch``, and ``pack`` (``{"length", "window",
-        "mode", "eos_id", "pad_id", "key"}``: pack windows of examples into rows, see
-        :mod:`jaxmm.data.packing`; training streams only).
+        ``num_parallel_calls``, ``prefetch``, ``pack`` (``{"length", "window",
+        "mode", "eos_id", "pad_id", "key", "labels_key"}``: pack windows of examples
+        into rows, with the examples' own labels when ``labels_key`` is set, see
+        :mod:`jaxmm.data.packing`; training streams only), or ``nsp`` (``{"length",
+        "window", "key", "nsp_probability", "short_seq_prob"}``: BERT sentence pairs
+        from windows of documents, see :mod:`jaxmm.data.nsp`; needs ``tokenizer``).
       split: logical split ("train", "validation", "test", or a tfds split).
         ``pp_train`` applies to "train", ``pp_eval`` to the others.
       batch_size: GLOBAL batch size; each process yields
@@ -444,5 +530,7 @@ def make_iterator(
         read_chunk=int(_get(data_config, "read_chunk", 64) or 64),
         num_parallel_calls=_get(data_config, "num_parallel_calls"),
         prefetch=_get(data_config, "prefetch"),
-        pack=_get(data_config, "pack"),
+        # packing shapes training rows; other splits are evaluated unpacked (pp_eval)
+        pack=_get(data_config, "pack") if split == "train" else None,
+        nsp=_get(data_config, "nsp"), tokenizer=tokenizer,
     )

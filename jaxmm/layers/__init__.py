@@ -9,6 +9,7 @@ from jaxmm.layers.attention import (
     key_padding_mask,
     padding_mask,
     prefix_lm_mask,
+    segment_mask,
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
 from jaxmm.layers.embeddings import Embed, PatchEmbed
@@ -67,6 +68,7 @@ __all__ = [
     "make_norm",
     "padding_mask",
     "prefix_lm_mask",
+    "segment_mask",
     "relative_position_bucket",
     "resize_position_grid",
     "sinusoidal_embedding",

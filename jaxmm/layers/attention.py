@@ -32,6 +32,7 @@ __all__ = [
     "key_padding_mask",
     "padding_mask",
     "prefix_lm_mask",
+    "segment_mask",
 ]
 
 
@@ -101,6 +102,15 @@ def prefix_lm_mask(prefix_lengths: Array, length: int) -> Array:
     causal = k <= q
     in_prefix = k[None] < prefix_lengths[:, None, None]
     return (causal[None] | in_prefix)[:, None]
+
+
+def segment_mask(segment_ids: Array) -> Array:
+    """``(B, 1, T, T)`` mask for packed rows: a query sees only keys of its own segment
+    (``segment_ids`` ``(B, T)``, 1, 2, ... per sequence; 0 = padding, which sees nothing
+    and is seen by nothing)."""
+    seg = jnp.asarray(segment_ids)
+    same = seg[:, :, None] == seg[:, None, :]
+    return (same & (seg[:, None, :] > 0))[:, None]
 
 
 def combine_masks(*masks: Array | None) -> Array | None:

@@ -42,6 +42,7 @@ from jaxmm.layers import (
     check_token_mask,
     combine_masks,
     key_padding_mask,
+    segment_mask,
 )
 from jaxmm.layers.config_fields import (
     ComputeFields,
@@ -185,6 +186,7 @@ class GPTModel(nn.Module):
         attention_mask: Array | None = None,
         position_ids: Array | None = None,
         *,
+        segment_ids: Array | None = None,
         inputs_embeds: Array | None = None,
         encoder_hidden_states: Array | None = None,
         encoder_attention_mask: Array | None = None,
@@ -201,6 +203,9 @@ class GPTModel(nn.Module):
             whole cache. Hides padding (left or right); causality is built in.
           position_ids: ``(B, T)``; default ``arange(T)`` (plus the cache index
             when decoding). Pass them for left-padded prompts.
+          segment_ids: ``(B, T)`` for packed rows (several sequences per row, 1, 2, ...;
+            0 = padding): attention stays inside each sequence. Pass the sequences'
+            own ``position_ids`` with them. Not in decode mode.
           encoder_hidden_states, encoder_attention_mask: cross-attention inputs
             (models with ``add_cross_attention``); in decode mode the encoder
             keys/values are cached by the call that passes them.
@@ -236,6 +241,9 @@ class GPTModel(nn.Module):
         x = self.dropout(x, deterministic=deterministic)
 
         if decode:
+            if segment_ids is not None:
+                raise ValueError("segment_ids (packed rows) are for training; decode one "
+                                 "sequence per row.")
             attention_mask = check_token_mask("In decode mode attention_mask", attention_mask,
                                          batch, cache_length)
             mask = None if attention_mask is None else key_padding_mask(attention_mask)
@@ -245,9 +253,11 @@ class GPTModel(nn.Module):
                 mask = combine_masks(causal_mask(length), mask)
         else:
             attention_mask = check_token_mask("attention_mask", attention_mask, batch, length)
+            segment_ids = check_token_mask("segment_ids", segment_ids, batch, length)
             mask = combine_masks(
                 causal_mask(length),
                 None if attention_mask is None else key_padding_mask(attention_mask),
+                None if segment_ids is None else segment_mask(segment_ids),
             )
 
         cross_mask = None
@@ -300,10 +310,13 @@ class GPTLMHeadModel(nn.Module):
         input_ids: Array | None = None,
         attention_mask: Array | None = None,
         position_ids: Array | None = None,
+        *,
+        segment_ids: Array | None = None,
         **kwargs: Any,
     ) -> CausalLMOutput:
         """Same arguments as :meth:`GPTModel.__call__`."""
-        out = self.model(input_ids, attention_mask, position_ids, **kwargs)
+        out = self.model(input_ids, attention_mask, position_ids, segment_ids=segment_ids,
+                         **kwargs)
         h = out.last_hidden_state
         logits = self.model.attend(h) if self.config.tie_word_embeddings else self.lm_head(h)
         return CausalLMOutput(

@@ -14,6 +14,10 @@ for any process count (a run on 2 processes sees exactly the data of a run on
   with random lengths (right padding); ``label`` is the stride class.
 * ``tagging``: the ``text`` sequences with per-token ``labels`` ``(B, T)``: the
   token's id mod ``num_classes`` (-100 at padding), as token classification reads.
+* ``sentence_pairs``: BERT pre-training pairs: segment A (the first half,
+  ``token_type_ids`` 0) has random tokens of one topic (a slice of the vocabulary);
+  segment B (1) has tokens of the same topic (``next_sentence_label`` 0) or of
+  another one (1).
 * ``image``: a per-class prototype image plus noise; ``label`` the class.
 * ``image_text``: an image of class ``c`` and a caption determined by ``c``
   (``input_ids``/``attention_mask``), ``label`` and ``image_id``.
@@ -48,7 +52,8 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
-LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text", "qa")
+LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text", "qa",
+           "sentence_pairs")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
@@ -132,6 +137,21 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
             out.update(_reversed_targets(out["input_ids"], mask))
             del out["token_type_ids"], out["label"]
         return out
+    if layout == "sentence_pairs":
+        # tokens of topic c come from the c-th slice of the content vocabulary
+        width = max(1, (vocab - _FIRST) // k)
+        topic = rng.integers(0, k, size=n)
+        label = rng.integers(0, 2, size=n).astype(np.int32)
+        other = (topic + rng.integers(1, max(k, 2), size=n)) % k
+        half = length // 2
+        topics = np.concatenate([np.repeat(topic[:, None], half, 1),
+                                 np.repeat(np.where(label == 1, other, topic)[:, None],
+                                           length - half, 1)], 1)
+        ids = _FIRST + topics * width + rng.integers(0, width, size=(n, length))
+        types = np.zeros((n, length), np.int32)
+        types[:, half:] = 1
+        return {"input_ids": ids.astype(np.int32), "attention_mask": np.ones_like(types),
+                "token_type_ids": types, "next_sentence_label": label}
     if layout == "tagging":
         strides = rng.integers(1, k + 1, size=n)
         ids = _token_seqs(rng, rng.integers(0, vocab, size=n), strides, length, vocab)

@@ -141,3 +141,101 @@ def test_sft_config_trains_on_built_conversations(bpe, tmp_path, capsys):
     overrides = ["--config.batch_size=8", "--config.num_steps=2", *QUICK_CLI]
     result = train_and_eval_cli(config, str(tmp_path / "run"), overrides, capsys)
     assert result["step"] == 2 and math.isfinite(result["metrics"]["loss"])
+
+
+# -- packing: several whole conversations per row ----------------------------------
+
+def test_unpadded_encoding_cuts_at_a_turn_boundary_after_a_reply(bpe):
+    template = TEMPLATES["plain"]
+    full = encode_chat(bpe, template, *CONVERSATION, max_length=600)
+    n = int(full["attention_mask"].sum())
+    whole = encode_chat(bpe, template, *CONVERSATION, max_length=n, pad=False)
+    np.testing.assert_array_equal(whole["input_ids"], full["input_ids"][:n])
+    np.testing.assert_array_equal(whole["labels"], full["labels"][:n])
+    first = encode_chat(bpe, template, *[x[:3] for x in CONVERSATION], max_length=600)
+    k = int(first["attention_mask"].sum())  # system, user, assistant
+    for limit in (k, n - 1):  # the second exchange does not fit: it is left out whole
+        cut = encode_chat(bpe, template, *CONVERSATION, max_length=limit, pad=False)
+        np.testing.assert_array_equal(cut["input_ids"], first["input_ids"][:k])
+        np.testing.assert_array_equal(cut["labels"], first["labels"][:k])
+    # not even the first exchange fits: cut at max_length, as the padded form
+    short = encode_chat(bpe, template, *CONVERSATION, max_length=k - 1, pad=False)
+    np.testing.assert_array_equal(short["input_ids"], full["input_ids"][:k - 1])
+
+
+def _chat_dataset(bpe, tmp_path):
+    rng = np.random.default_rng(0)
+    words = CONVERSATION[1]
+    rows = []
+    for _ in range(40):
+        turns = int(rng.integers(1, 4))
+        messages = [{"role": "system", "content": "You are terse."}] if rng.random() < .3 else []
+        for _ in range(turns):
+            messages += [{"role": "user", "content": str(rng.choice(words))},
+                         {"role": "assistant", "content": " ".join(rng.choice(words, 2))}]
+        rows.append({"messages": messages})
+    root = tmp_path / "chats"
+    root.mkdir()
+    (root / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    build_local("chat", str(root), {"train": {"input": "train.jsonl"}}, str(tmp_path / "d"),
+                name="p")
+    return str(tmp_path / "d")
+
+
+def test_packed_rows_hold_whole_conversations_with_their_labels(bpe, tmp_path):
+    from jaxmm.data.catalog import data_config
+
+    data_dir = _chat_dataset(bpe, tmp_path)
+    kw = dict(split="train", seed=1, process_index=0, process_count=1, tokenizer=bpe)
+    packed_cfg = data_config("chat/p", data_dir=data_dir, max_length=64, packed=True)
+    with make_iterator(packed_cfg, batch_size=2, **kw) as it:
+        rows = [next(it) for _ in range(6)]
+    plain = data_config("chat/p", data_dir=data_dir, max_length=64, packed=True)
+    del plain["pack"]
+    with make_iterator(plain, batch_size=1, **kw) as it:  # the same stream, one per row
+        singles = [next(it) for _ in range(64)]
+    segments = []
+    for batch in rows:
+        for r in range(2):
+            seg, pos = batch["segment_ids"][r], batch["positions"][r]
+            assert (batch["attention_mask"][r] == (seg > 0)).all()
+            for s in range(1, seg.max() + 1):
+                at = np.flatnonzero(seg == s)
+                assert (pos[at] == np.arange(len(at))).all()
+                segments.append((batch["input_ids"][r, at], batch["labels"][r, at]))
+    # rows are filled first-fit within a window, so compare as multisets of the window
+    want = {tuple(s["input_ids"][0]): s["labels"][0] for s in singles}
+    assert len(segments) > 12
+    for ids, labels in segments:
+        assert tuple(ids) in want  # a whole conversation (cut at a turn boundary)
+        assert labels[0] == IGNORE_INDEX  # never predicted from the previous segment
+        np.testing.assert_array_equal(labels[1:], want[tuple(ids)][1:])
+    assert any(b["segment_ids"].max() > 1 for b in rows)  # several per row
+
+
+def test_packed_loss_equals_each_conversation_alone(bpe):
+    """The lm task on a packed row (segment_ids, positions) gives exactly the summed
+    reply loss of its conversations run one per row."""
+    import jax
+
+    from jaxmm.data.packing import pack_sequences
+    from jaxmm.models import build
+    from jaxmm.train.tasks import get_task
+
+    convs = [encode_chat(bpe, TEMPLATES["plain"], *c, max_length=64, pad=False) for c in (
+        CONVERSATION, (["user", "assistant"], ["Name a fruit.", "Apple."]))]
+    packed = pack_sequences([c["input_ids"] for c in convs], 96, "segments",
+                            labels=[c["labels"] for c in convs])
+    assert packed["input_ids"].shape == (1, 96) and packed["segment_ids"].max() == 2
+    model = build("gpt", "tiny", vocab_size=bpe.vocab_size, num_layers=1)
+    task = get_task("lm").from_config({}, model)
+    variables = task.init(jax.random.key(0), {k: v for k, v in packed.items()})
+    together = task.loss(variables, packed, train=False, rng=jax.random.key(1))
+    total, count = 0.0, 0.0
+    for c in convs:
+        alone = {"input_ids": c["input_ids"][None], "labels": c["labels"][None],
+                 "attention_mask": np.ones((1, len(c["input_ids"])), np.int32)}
+        out = task.loss(variables, alone, train=False, rng=jax.random.key(1))
+        total, count = total + float(out.loss), count + float(out.weight)
+    assert float(together.weight) == count
+    assert float(together.loss) == pytest.approx(total, rel=1e-5)

@@ -22,6 +22,7 @@ CASES = {
     "lm_gpt": "tiny,data=lm1b,seq_len=16,vocab={vocab},tokenizer={tok}",
     "lm_gpt:c4": "tiny,data=c4,seq_len=16,vocab={vocab},tokenizer={tok}",
     "mlm_bert": "tiny,data=lm1b,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
+    "mlm_bert:nsp": "tiny,nsp=true,data=c4,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
     "vit_classification": "tiny,data=imagenet2012,classes=1000",
     "clip_contrastive": "tiny,data=coco_captions,res=32,seq_len=16,tokenizer={tok}",
     "asr_whisper": "tiny,data=librispeech,seq_len=16,tokenizer={tok}",
@@ -35,7 +36,8 @@ CASES = {
                         "vocab={vocab},tokenizer={tok},eos={sep}",
 }
 # metrics `jaxmm eval` reports besides the loss
-EVAL_METRICS = {"glue_bert": ("glue/accuracy", "glue/f1"),
+EVAL_METRICS = {"mlm_bert:nsp": ("nsp_accuracy", "accuracy"),
+                "glue_bert": ("glue/accuracy", "glue/f1"),
                 "glue_bert:stsb": ("glue/pearson", "glue/spearman"),
                 "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy"),
                 "t5_text2text": ("text/rouge1", "text/rougeL"),

@@ -1,7 +1,8 @@
 """Training tasks: model + batch layout + loss + metrics, picked by name.
 
 Built in: ``lm``, ``mlm``, ``classification``, ``contrastive``, ``captioning``,
-``vqa``, ``asr``, ``distillation``, ``token_classification``. See
+``vqa``, ``asr``, ``distillation``, ``token_classification``, ``extractive_qa``,
+``seq2seq``, ``pretraining``. See
 :mod:`jaxmm.train.tasks.base` for how to add one.
 """
 
@@ -12,6 +13,7 @@ from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
     extractive_qa,
     lm,
     mlm,
+    pretraining,
     seq2seq,
     token_classification,
     vqa,

@@ -9,6 +9,7 @@ Metrics: ``loss`` (per token), ``accuracy`` (next-token top-1), ``perplexity``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 
 import jax.numpy as jnp
@@ -61,6 +62,20 @@ class LanguageModelingTask(Task):
     default_model = "gpt"
     model_inputs = ("input_ids", "attention_mask")
     layout = "text"
+
+    def inputs(self, batch):
+        """The model inputs; packed rows (``segment_ids``, ``positions``: data.pack mode
+        ``segments``) also pass their segments and per-sequence positions."""
+        out = super().inputs(batch)
+        if "segment_ids" in batch:
+            if "segment_ids" not in inspect.signature(type(self.model).__call__).parameters:
+                raise ConfigError(
+                    f"Packed rows with segment_ids need a model that masks attention per "
+                    f"segment (gpt); {type(self.model).__name__} does not. Use pack mode "
+                    "'concat' or no packing.")
+            out["segment_ids"] = batch["segment_ids"]
+            out["position_ids"] = batch["positions"]
+        return out
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
         out, extra = self.apply(variables, batch, train=train, rng=rng)
