@@ -15,8 +15,9 @@ consumer):
   ``configs/ner_bert.py``;
 * ``extractive_qa``: ``squad`` (rows in tfds ``squad``'s features,
   ``corpora.wordnet_squad``: a question about one noun's entry among 24 other
-  definitions, ~170 words a context, so most examples span several ``--seq-len``
-  doc-stride windows), ``configs/qa_bert.py`` (one random window per example);
+  definitions, ~150 words (~230 tokens) a context, so at ``--seq-len`` 128 every
+  example spans several doc-stride windows), ``configs/qa_bert.py`` (one random
+  window per example);
 * ``text2text``: ``cnn_dailymail`` (rows in its features: ``article`` = 8 consecutive
   glosses, ``highlights`` = the first three's definitions; source ``--seq-len``, target
   ``--seq-len // 4`` tokens), ``configs/t5_text2text.py`` (T5 tiny; the WordPiece
