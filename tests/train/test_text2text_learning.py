@@ -1,14 +1,14 @@
 """Text-to-text learns on real text: T5 (configs/t5_text2text.py, ``seq2seq`` task) trained
-and evaluated through ``jaxmm train`` / ``jaxmm eval`` on WordNet definitions, scored by
-the ``text2text`` evaluator's BLEU (sacrebleu) on held-out definitions.
+and evaluated through ``jaxmm train`` / ``jaxmm eval`` on text from WordNet glosses, scored
+by the ``text2text`` evaluator's BLEU (sacrebleu) on 128 held-out examples.
 
 The task: write a run of 4-6 consecutive words of a WordNet gloss in reverse order ("of
 usually red flowers" -> "flowers red usually of"). Nobody wrote the text for the test:
 the runs are WordNet's own wording, cut where a word falls outside the 300 commonest gloss
 words, which gives ~21k distinct runs over a small vocabulary, so the tiny model (width
 64) sees each word often and cannot memorise the pairs. Reversal needs no knowledge that a
-few hundred steps cannot give, only copying the word before the one just written, which
-attention learns; real text brings a real vocabulary with Zipfian word frequencies,
+thousand CPU steps (lr 3e-3) cannot give, only copying the word before the one just
+written, which attention learns; real text brings a real vocabulary with Zipfian word frequencies,
 sub-word pieces and real lengths. (Whole definitions made of the 1,000 commonest words, 3.8k
 of them, were memorised instead: BLEU 21 after 800 steps, eval loss above train loss.)
 The data is stored in the catalog's ``cnn_dailymail`` format (``article`` ->
