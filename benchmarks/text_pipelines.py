@@ -1,25 +1,33 @@
 """Text input pipelines vs their training steps' consumption, on CPU.
 
-For each text task whose data can be built offline from a real corpus (WordNet
-glosses, ``jaxmm.data.corpora``), builds the dataset with the local builder a user
-would run, trains a WordPiece tokenizer on the glosses, and measures examples/s of
-``jaxmm.data.make_iterator`` with the catalog preset's training preprocessing, next to
-examples/s of the shipped config's jitted training step on a real batch from that
-pipeline (the config's ``tiny`` model: the fastest, most demanding consumer):
+For each text task, builds a dataset from a real corpus (WordNet glosses,
+``jaxmm.data.corpora``) the way a user would (a local builder, or rows stored with the
+features of the catalog dataset), trains a WordPiece tokenizer on the glosses, and
+measures examples/s of ``jaxmm.data.make_iterator`` with the preset's training
+preprocessing, next to examples/s of the shipped config's jitted training step on a
+real batch from that pipeline (the config's ``tiny`` model: the fastest, most demanding
+consumer):
 
 * ``lm``: ``text/NAME`` (build-text), ``configs/lm_gpt.py``;
 * ``text_classification``: ``text_labels/NAME`` (build-text-labels),
   ``configs/glue_bert.py``;
 * ``ner``: ``conll/NAME`` (build-conll, words tokenised with word ids),
-  ``configs/ner_bert.py``.
+  ``configs/ner_bert.py``;
+* ``extractive_qa``: ``squad`` (rows in tfds ``squad``'s features,
+  ``corpora.wordnet_squad``: a question about one noun's entry among 24 other
+  definitions, ~150 words (~230 tokens) a context, so at ``--seq-len`` 128 every
+  example spans several doc-stride windows), ``configs/qa_bert.py`` (one random
+  window per example);
+* ``text2text``: ``cnn_dailymail`` (rows in its features: ``article`` = 8 consecutive
+  glosses, ``highlights`` = the first three's definitions; source ``--seq-len``, target
+  ``--seq-len // 4`` tokens), ``configs/t5_text2text.py`` (T5 tiny; the WordPiece
+  tokenizer, ``[SEP]`` as end of sequence).
 
   python benchmarks/text_pipelines.py [--seq-len 128] [--batch 32] [--repeats 3]
       [--glosses 20000] [--json out.json]
 
 The pipeline needs at least 5x headroom (pipeline rate / step rate). Both are
 measured on the same CPU one after the other; numbers are medians of ``--repeats``.
-Not measured here: extractive QA and text-to-text (their catalog datasets, squad and
-cnn_dailymail/wmt14, cannot be prepared offline).
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ from input_pipeline import built_step_rate, pipeline_rate  # noqa: E402  (same m
 
 
 def build_datasets(root: str, data_dir: str, glosses: list[str]) -> None:
-    """The three datasets from the glosses: plain text, (definition, part-of-speech-like
-    label: has a usage example or not) and CoNLL words tagged O / B-EX (quoted words)."""
+    """The datasets from the glosses: plain text, (definition, label: has a usage example
+    or not), CoNLL words tagged O / B-EX (quoted words), SQuAD-format span questions
+    and cnn_dailymail-format (article, highlights)."""
+    from jaxmm.data.corpora import store_rows, wordnet_nouns, wordnet_squad
     from jaxmm.data.local import build_local
 
     half = len(glosses) * 9 // 10
@@ -65,6 +75,15 @@ def build_datasets(root: str, data_dir: str, glosses: list[str]) -> None:
     splits = {s: {"input": f"{s}.conll"} for s in ("train", "validation")}
     build_local("conll", root, splits, data_dir, name="glosses",
                 classes=["O", "B-EX", "I-EX"])
+    nouns = wordnet_nouns()
+    store_rows(data_dir, "squad", {
+        "train": wordnet_squad(nouns, len(glosses) // 5, seed=0, distractors=24),
+        "validation": wordnet_squad(nouns, 200, seed=1, distractors=24)})
+    articles = [glosses[i:i + 8] for i in range(0, len(glosses) - 7, 8)]
+    rows = [{"article": " ".join(a), "highlights": ". ".join(g.split(";")[0] for g in a[:3]),
+             "id": str(i)} for i, a in enumerate(articles)]
+    split = len(rows) * 9 // 10
+    store_rows(data_dir, "cnn_dailymail", {"train": rows[:split], "validation": rows[split:]})
 
 
 def step_rate(config: str, tok, batch: int, steps: int, repeats: int) -> tuple[float, object]:
@@ -107,15 +126,19 @@ def _run(args, work: str) -> int:
     build_datasets(root, data_dir, glosses)
     tok = train_tokenizer("wordpiece", os.path.join(root, "train.txt"), 8000,
                           out_dir=os.path.join(work, "tok"))
-    common = (f"size=tiny,seq_len={args.seq_len},vocab={tok.vocab_size},"
-              f"tokenizer={os.path.join(work, 'tok')},batch={args.batch},data_dir={data_dir}")
+    shared = (f"vocab={tok.vocab_size},tokenizer={os.path.join(work, 'tok')},"
+              f"batch={args.batch},data_dir={data_dir}")
+    bert = f"size=tiny,seq_len={args.seq_len},{shared}"
     runs = {
-        "lm": f"{ROOT}/configs/lm_gpt.py:tiny,data=text/glosses,seq_len={args.seq_len},"
-              f"vocab={tok.vocab_size},tokenizer={os.path.join(work, 'tok')},"
-              f"batch={args.batch},data_dir={data_dir}",
+        "lm": f"{ROOT}/configs/lm_gpt.py:tiny,data=text/glosses,seq_len={args.seq_len},{shared}",
         "text_classification": f"{ROOT}/configs/glue_bert.py:data=text_labels/glosses,"
-                               f"labels=2,{common}",
-        "ner": f"{ROOT}/configs/ner_bert.py:data=conll/glosses,labels=O+B-EX+I-EX,{common}",
+                               f"labels=2,{bert}",
+        "ner": f"{ROOT}/configs/ner_bert.py:data=conll/glosses,labels=O+B-EX+I-EX,{bert}",
+        "extractive_qa": f"{ROOT}/configs/qa_bert.py:data=squad,stride={args.seq_len // 3},"
+                         f"{bert}",
+        "text2text": f"{ROOT}/configs/t5_text2text.py:size=tiny,data=cnn_dailymail,"
+                     f"src_len={args.seq_len},tgt_len={args.seq_len // 4},start=0,eos=3,pad=0,"
+                     f"{shared}",
     }
     results = {}
     for name, config in runs.items():

@@ -15,88 +15,17 @@ the tiny model: F1 42 against a 36 baseline.)
 
 import json
 import os
-import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
+from jaxmm.data.corpora import store_rows, wordnet_nouns, wordnet_squad
 from jaxmm.evaluate.squad import squad_metrics
 from tests.train.helpers import CACHE, ROOT
 
-WORDNET = "/usr/share/wordnet/data.noun"
+WORDNET_DIR = "/usr/share/wordnet"
 SEQ_LEN, STRIDE = 40, 12
-
-
-def _glosses(limit: int = 3000) -> list[tuple[str, str, str]]:
-    """(noun, gloss, usage example) triples of one-word nouns, 3-8 words each."""
-    out, seen = [], set()
-    short = re.compile(r"[a-z][a-z ,'-]*")
-    with open(WORDNET, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(" ") or "|" not in line:
-                continue
-            fields, gloss = line.split("|", 1)
-            word = fields.split()[4]
-            parts = [p.strip() for p in gloss.split(";")]
-            quoted = [p.strip('"') for p in parts[1:] if p.startswith('"')]
-            if not re.fullmatch(r"[a-z]{3,12}", word) or word in seen or not quoted:
-                continue
-            gloss, example = parts[0], quoted[0].lower()
-            if not all(short.fullmatch(t) and 3 <= len(t.split()) <= 8 for t in (gloss, example)):
-                continue
-            seen.add(word)
-            out.append((word, gloss, example))
-            if len(out) == limit:
-                break
-    return out
-
-
-def _examples(entries, n: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        (word, gloss, example), other = (entries[j] for j in rng.choice(len(entries), 2,
-                                                                        replace=False))
-        entry = f"{word} means {gloss}. for example, {example}."
-        parts = [entry, f"{other[1]}."] if rng.integers(2) else [f"{other[1]}.", entry]
-        context = " ".join(parts)
-        if rng.integers(2):
-            question, answer, cue = f"what does {word} mean?", gloss, f"{word} means "
-        else:
-            question, answer, cue = f"what is an example of {word}?", example, "for example, "
-        start = context.index(entry) + entry.index(cue) + len(cue)
-        assert context[start:start + len(answer)] == answer
-        rows.append({"id": f"{seed}-{i}", "title": "wordnet", "context": context,
-                     "question": question,
-                     "answers": {"text": [answer], "answer_start": [start]}})
-    return rows
-
-
-def _build(data_dir: str, splits: dict) -> None:
-    import tensorflow_datasets as tfds
-
-    class WordnetQa(tfds.core.GeneratorBasedBuilder):
-        """SQuAD-shaped span questions over WordNet glosses (test data)."""
-
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            text = tfds.features.Text()
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "id": text, "title": text, "context": text, "question": text,
-                "answers": tfds.features.Sequence({"text": text, "answer_start": np.int32})}),
-                disable_shuffling=True)
-
-        def _split_generators(self, dl_manager):
-            return {s: self._generate_examples(rows) for s, rows in splits.items()}
-
-        def _generate_examples(self, rows):
-            for row in rows:
-                yield row["id"], row
-
-    WordnetQa(data_dir=data_dir, file_format="array_record").download_and_prepare()
 
 
 def _first_words_f1(rows, k: int) -> float:
@@ -115,14 +44,15 @@ def _after(cue):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isfile(WORDNET), reason="Debian wordnet-base is not installed")
+@pytest.mark.skipif(not os.path.isfile(f"{WORDNET_DIR}/data.noun"),
+                    reason="Debian wordnet-base is not installed")
 def test_qa_bert_learns_spans_over_wordnet_glosses(tmp_path):
     from jaxmm.data import tokenizers
 
-    entries = _glosses()
-    train, valid = _examples(entries, 3000, seed=0), _examples(entries, 128, seed=1)
+    entries = wordnet_nouns(WORDNET_DIR, limit=3000)
+    train, valid = wordnet_squad(entries, 3000, seed=0), wordnet_squad(entries, 128, seed=1)
     data_dir = str(tmp_path / "data")
-    _build(data_dir, {"train": train, "validation": valid})
+    store_rows(data_dir, "squad", {"train": train, "validation": valid}, name="wordnet_qa")
     (tmp_path / "corpus.txt").write_text(
         "\n".join(r["question"] + " " + r["context"] for r in train) + "\n")
     tok = tokenizers.train_tokenizer("wordpiece", str(tmp_path / "corpus.txt"), 4000,
