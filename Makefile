@@ -42,7 +42,7 @@ demo: $(VENV)/.runtime-installed
 
 # Tests (the same command .ci/run uses).
 test: $(VENV)/.test-installed
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PY) -m pytest $(PYTEST_ARGS) --durations=30 tests
 
 # Fast tier for the inner loop: everything not marked slow (a few minutes on 2 cores).
 test-fast: $(VENV)/.test-installed

@@ -16,8 +16,8 @@ consumer):
 * ``extractive_qa``: ``squad`` (rows in tfds ``squad``'s features,
   ``corpora.wordnet_squad``: a question about one noun's entry among 24 other
   definitions, ~150 words (~230 tokens) a context, so at ``--seq-len`` 128 every
-  example spans several doc-stride windows), ``configs/qa_bert.py`` (one random
-  window per example);
+  example spans several doc-stride windows), ``configs/qa_bert.py`` (every window of
+  every example is a training row; rates count rows);
 * ``text2text``: ``cnn_dailymail`` (rows in its features: ``article`` = 8 consecutive
   glosses, ``highlights`` = the first three's definitions; source ``--seq-len``, target
   ``--seq-len // 4`` tokens), ``configs/t5_text2text.py`` (T5 tiny; the WordPiece

@@ -237,7 +237,8 @@ def squad(data_dir: str | None = None, max_length: int = 384, stride: int | None
     windows of ``max_length`` tokens overlapping by ``stride`` (default ``max_length // 3``,
     Hugging Face's 128 for 384; :mod:`jaxmm.data.qa`).
 
-    Training takes one random window per example (``(B, T)`` rows); evaluation keeps
+    Training takes every window of every example as a row (``(B, T)`` rows, through
+    ``explode``; the windows of one example are adjacent in the stream); evaluation keeps
     all ``max_windows`` windows (``(B, W, T)``) with their character ``offsets``, the
     example ``id``, ``context`` and up to ``max_answers`` gold ``answers/text``
     (``''``-padded) for the ``squad`` evaluator.
@@ -249,12 +250,15 @@ def squad(data_dir: str | None = None, max_length: int = 384, stride: int | None
         raise ConfigError(f"squad: stride={stride} must be in [0, max_length // 2) = "
                           f"[0, {max_length // 2}) so each window holds new context.")
     windows = f"squad_windows({max_length}, stride={stride}, max_windows={max_windows})"
-    train = f"{windows}|choose_window|keep({_QA_KEYS})"
+    train = f"{windows}|keep({_QA_KEYS}, 'num_windows')"
     evaluate = (f"{windows}|pad_to('answers/text', {max_answers}, value='')"
                 f"|keep({_QA_KEYS}, 'offsets', 'id', 'context', 'answers/text')")
     name = "squad" if version == "v1.1" else f"squad/{version}"
-    return _cfg(name, train, evaluate, data_dir=data_dir, task="extractive_qa",
-                prepare=_TFDS_HINT.format(name=name))
+    c = _cfg(name, train, evaluate, data_dir=data_dir, task="extractive_qa",
+             prepare=_TFDS_HINT.format(name=name))
+    # training rows: every window of every example (the rows of one example adjacent)
+    c.explode = {"count": "num_windows", "keys": [k.strip(" '") for k in _QA_KEYS.split(",")]}
+    return c
 
 
 @PRESETS.register('librispeech')

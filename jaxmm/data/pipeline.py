@@ -49,7 +49,7 @@ MASK_KEY = "example_mask"
 _INT64_MAX = np.iinfo(np.int64).max
 _KNOWN_KEYS = {
     "name", "data_dir", "splits", "pp", "pp_train", "pp_eval", "prepare", "read_chunk",
-    "num_parallel_calls", "prefetch", "description", "task", "pack", "nsp",
+    "num_parallel_calls", "prefetch", "description", "task", "pack", "nsp", "explode",
 }
 _PACK_KEYS = {"length", "window", "mode", "eos_id", "pad_id", "key", "labels_key"}
 
@@ -104,7 +104,8 @@ class DataIterator(Iterator):
                  shuffle: bool, repeat: bool, process_index: int, process_count: int,
                  read_chunk: int = 64, num_parallel_calls: int | None = None,
                  prefetch: int | None = None, pack: Mapping[str, Any] | None = None,
-                 nsp: Mapping[str, Any] | None = None, tokenizer: Any = None):
+                 nsp: Mapping[str, Any] | None = None, tokenizer: Any = None,
+                 explode: Mapping[str, Any] | None = None):
         n = source.num_examples
         if not 0 <= process_index < process_count:
             raise ConfigError(f"process_index {process_index} must be in [0, {process_count}).")
@@ -128,10 +129,12 @@ class DataIterator(Iterator):
         else:
             self.per_epoch = math.ceil(n / process_count)
             self.num_batches = math.ceil(self.per_epoch / local_batch)
-        if pack and nsp:
-            raise ConfigError("The data config has both 'pack' and 'nsp'; use one (NSP rows "
-                              "are already packed to their length).")
-        self._pack = _check_pack(pack, repeat) or _check_nsp(nsp, tokenizer)
+        if sum(map(bool, (pack, nsp, explode))) > 1:
+            raise ConfigError("The data config has more than one of 'pack', 'nsp' and "
+                              "'explode'; use one (NSP rows are already packed to their "
+                              "length).")
+        self._pack = (_check_pack(pack, repeat) or _check_nsp(nsp, tokenizer)
+                      or _check_explode(explode))
         self._rows = None
         if pack:
             self._rows = _pack_rows(self._pack)
@@ -172,11 +175,28 @@ class DataIterator(Iterator):
             index = pos
         return {"k": k, "index": index, "valid": valid, "uid": epoch * n + pos}
 
+    def _exploded(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        """Each example -> its first ``example[count]`` rows of ``keys`` (e.g. all of a
+        QA example's doc-stride windows), the rows numbered like packed ones."""
+        count, keys = self._pack["count"], self._pack["keys"]
+
+        def rows(example, meta):
+            n = tf.cast(preprocess.require(example, count, "explode"), tf.int32)
+            if not self.repeat:
+                n = tf.where(meta[MASK_KEY], n, 0)  # padding examples make no rows
+            values = {k: preprocess.require(example, k, "explode")[:n] for k in keys}
+            n64 = tf.cast(n, tf.int64)
+            return tf.data.Dataset.from_tensor_slices((values, {
+                "_k": tf.fill([n], meta["_k"]), "_row": tf.range(n64),
+                MASK_KEY: tf.fill([n], meta[MASK_KEY])}))
+
+        return ds.flat_map(rows)
+
     def _packed(self, ds: tf.data.Dataset, start: int, skip: int) -> tf.data.Dataset:
         """Windows of ``window`` examples -> rows (packed sequences or NSP pairs): the rows
         of the window that starts at example ``k`` carry ``_k = k`` and their index
         ``_row``, so a restored stream skips the rows already returned."""
-        keys, window, names, length, fn = self._rows
+        keys, window, names, length, fn = self._rows or (None,) * 5
         op, rank = ("nsp", 0) if "nsp_probability" in self._pack else ("pack", 1)
 
         def only_keys(example, meta):
@@ -212,11 +232,14 @@ class DataIterator(Iterator):
                     MASK_KEY: tf.ones([n], tf.bool)}
             return dict(zip(names, rows)), meta
 
-        if not self.repeat:  # evaluation: padding examples make no rows
-            ds = ds.filter(lambda example, meta: meta[MASK_KEY])
-        ds = ds.map(only_keys).ragged_batch(window, drop_remainder=self.repeat)
-        ds = ds.map(window_rows, num_parallel_calls=self._parallel, deterministic=True)
-        ds = ds.unbatch()
+        if "count" in self._pack:
+            ds = self._exploded(ds)
+        else:
+            if not self.repeat:  # evaluation: padding examples make no rows
+                ds = ds.filter(lambda example, meta: meta[MASK_KEY])
+            ds = ds.map(only_keys).ragged_batch(window, drop_remainder=self.repeat)
+            ds = ds.map(window_rows, num_parallel_calls=self._parallel, deterministic=True)
+            ds = ds.unbatch()
         if skip:
             ds = ds.filter(lambda ex, meta: tf.logical_not(
                 (meta["_k"] == start) & (meta["_row"] < skip)))
@@ -412,6 +435,18 @@ def _pack_rows(p: Mapping[str, Any]):
     return keys, p["window"], names, p["length"], fn
 
 
+def _check_explode(explode: Any) -> dict[str, Any] | None:
+    if not explode:
+        return None
+    explode = dict(explode)
+    unknown = set(explode) - {"count", "keys"}
+    if unknown or not explode.get("count") or not explode.get("keys"):
+        raise ConfigError(f"explode needs 'count' (the key holding each example's number of "
+                          f"rows) and 'keys' (the keys to split into rows); got "
+                          f"{sorted(explode)}.")
+    return {"count": str(explode["count"]), "keys": [str(k) for k in explode["keys"]]}
+
+
 _NSP_KEYS = {"length", "window", "key", "nsp_probability", "short_seq_prob"}
 
 
@@ -487,7 +522,9 @@ def make_iterator(
         into rows, with the examples' own labels when ``labels_key`` is set, see
         :mod:`jaxmm.data.packing`; training streams only), or ``nsp`` (``{"length",
         "window", "key", "nsp_probability", "short_seq_prob"}``: BERT sentence pairs
-        from windows of documents, see :mod:`jaxmm.data.nsp`; needs ``tokenizer``).
+        from windows of documents, see :mod:`jaxmm.data.nsp`; needs ``tokenizer``), or
+        ``explode`` (``{"count", "keys"}``: each training example becomes its first
+        ``example[count]`` rows of ``keys``, e.g. all doc-stride windows of a QA example).
       split: logical split ("train", "validation", "test", or a tfds split).
         ``pp_train`` applies to "train", ``pp_eval`` to the others.
       batch_size: GLOBAL batch size; each process yields
@@ -530,7 +567,9 @@ def make_iterator(
         read_chunk=int(_get(data_config, "read_chunk", 64) or 64),
         num_parallel_calls=_get(data_config, "num_parallel_calls"),
         prefetch=_get(data_config, "prefetch"),
-        # packing shapes training rows; other splits are evaluated unpacked (pp_eval)
+        # packing and exploding shape training rows; other splits are evaluated as they
+        # are (pp_eval)
         pack=_get(data_config, "pack") if split == "train" else None,
+        explode=_get(data_config, "explode") if split == "train" else None,
         nsp=_get(data_config, "nsp"), tokenizer=tokenizer,
     )

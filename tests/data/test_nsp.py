@@ -180,7 +180,10 @@ def test_nsp_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="Unknown nsp option"):
         make_iterator(bad, tokenizer=NumberTokenizer(), **kw)
     both = cfg.to_dict() | {"pack": {"length": 24}}
-    with pytest.raises(ConfigError, match="both 'pack' and 'nsp'"):
+    with pytest.raises(ConfigError, match="more than one of 'pack', 'nsp' and 'explode'"):
         make_iterator(both, tokenizer=NumberTokenizer(), **kw)
+    plain = {k: v for k, v in cfg.to_dict().items() if k != "nsp"}
+    with pytest.raises(ConfigError, match="explode needs 'count'"):
+        make_iterator(plain | {"explode": {"count": "n"}}, tokenizer=NumberTokenizer(), **kw)
     with pytest.raises(ConfigError, match="language_modeling, masked_lm and pretraining"):
         data_config("text/docs", task="vqa")

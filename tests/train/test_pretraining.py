@@ -70,39 +70,29 @@ def test_pretraining_learns_synthetic_sentence_pairs(tmp_path):
 
 # -- learning on real text ----------------------------------------------------------
 
-def wordnet_documents(per_topic: int, glosses: int = 5) -> list[str]:
-    """Documents of real WordNet text on one topic each: ``glosses`` consecutive noun
-    definitions of one lexicographer file (noun.animal, noun.food, noun.artifact, ...),
-    one sentence each; ``per_topic`` documents from each of the 25 files. A random next
-    sentence then usually comes from another topic, which is what BERT's NSP learns to
-    spot (topic, more than coherence)."""
-    by_topic: dict[str, list[str]] = {}
-    with open("/usr/share/wordnet/data.noun", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(" ") or "|" not in line:
-                continue
-            fields, gloss = line.split("|", 1)
-            definition = gloss.split(";")[0].strip()
-            if len(definition.split()) >= 3:
-                by_topic.setdefault(fields.split()[1], []).append(definition + ".")
-    docs = []
-    for _, sentences in sorted(by_topic.items()):
-        for i in range(0, min(len(sentences), per_topic * glosses) - glosses + 1, glosses):
-            docs.append(" ".join(sentences[i:i + glosses]))
-    return [docs[i] for i in np.random.default_rng(0).permutation(len(docs))]
+def wordnet_documents() -> list[str]:
+    """One two-sentence document per WordNet noun (``jaxmm.data.corpora.wordnet_nouns``):
+    "clamber means an awkward climb. for example, reaching the crest was a real
+    clamber." The true next sentence is the noun's own usage example; a random one is
+    another noun's definition or usage example."""
+    from jaxmm.data.corpora import wordnet_nouns
+
+    return [f"{word} means {definition}. for example, {example}."
+            for word, definition, example in wordnet_nouns()]
 
 
 @pytest.mark.slow
 def test_tiny_bert_learns_next_sentence_prediction_on_wordnet(tmp_path):
-    """Documents of WordNet definitions on one topic each (:func:`wordnet_documents`);
+    """Documents of a noun's WordNet definition and usage (:func:`wordnet_documents`);
     the sentence pairs are built inside the tf.data pipeline of ``jaxmm train`` (B the
-    true continuation, or from another document of the window); ``jaxmm eval`` scores
-    the held-out documents' pairs. NSP accuracy must be far above the majority label."""
-    from jaxmm.data.corpora import wordnet_glosses
+    true continuation, or from another document of the window; as in BERT, a chunk left
+    with one sentence is always paired at random, so about 2/3 of the pairs are random);
+    ``jaxmm eval`` scores the held-out documents' pairs. NSP accuracy must be far above
+    the majority label."""
     from jaxmm.data.local import build_local
     from jaxmm.data.tokenizers import train_tokenizer
 
-    docs = wordnet_documents(100)
+    docs = wordnet_documents()
     split = int(0.85 * len(docs))
     root = tmp_path / "docs"
     root.mkdir()
@@ -114,10 +104,10 @@ def test_tiny_bert_learns_next_sentence_prediction_on_wordnet(tmp_path):
                                     "validation": {"input": "valid.jsonl"}},
                 data_dir, name="wn")
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(wordnet_glosses(limit=20000) + docs))
-    tok = train_tokenizer("wordpiece", [str(corpus)], vocab_size=4000,
+    corpus.write_text("\n".join(docs))
+    tok = train_tokenizer("wordpiece", [str(corpus)], vocab_size=3000,
                           out_dir=str(tmp_path / "wp"))
-    config = (f"{MLM_CONFIG}:tiny,nsp=true,data=text/wn,steps=400,batch=32,seq_len=48,"
+    config = (f"{MLM_CONFIG}:tiny,nsp=true,data=text/wn,steps=400,batch=32,seq_len=32,"
               f"tokenizer={tmp_path / 'wp'},vocab={tok.vocab_size},mask={tok.mask_token_id},"
               f"data_dir={data_dir}")
     workdir = str(tmp_path / "run")
@@ -133,7 +123,7 @@ def test_tiny_bert_learns_next_sentence_prediction_on_wordnet(tmp_path):
     from jaxmm.data.catalog import data_config
     from jaxmm.data.tokenizers import load
 
-    cfg = data_config("text/wn", task="pretraining", data_dir=data_dir, max_length=48)
+    cfg = data_config("text/wn", task="pretraining", data_dir=data_dir, max_length=32)
     with make_iterator(cfg, split="validation", batch_size=32, shuffle=False, repeat=False,
                        process_index=0, process_count=1, tokenizer=load(str(tmp_path / "wp"))
                        ) as it:

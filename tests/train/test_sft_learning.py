@@ -74,14 +74,30 @@ def test_packed_sft_learns_to_answer_with_definitions(tmp_path, capsys):
     held = np.concatenate(replies(chats[split:]))
     unigram = -np.mean([math.log((counts[t] + 1) / total) for t in held.tolist()])
 
-    config = (f"sft_gpt.py:data=chat/wn,pack=true,size=tiny,seq_len=96,steps=300,batch=16,"
+    config = (f"sft_gpt.py:data=chat/wn,pack=true,size=tiny,seq_len=96,steps=500,batch=16,"
               f"vocab={tok.vocab_size},tokenizer={tmp_path / 'tok'},data_dir={data_dir}")
     overrides = [*QUICK_CLI, "--config.optimizer.learning_rate=2e-3",
-                 "--config.eval.num_batches=40", "--config.checkpoint.every_steps=300"]
+                 "--config.eval.num_batches=40", "--config.checkpoint.every_steps=500"]
     result = train_and_eval_cli(config, str(tmp_path / "run"), overrides, capsys)
+    # what packing bought: conversations and real tokens per 96-token training row
+    from jaxmm.data import make_iterator
+    from jaxmm.data.catalog import data_config
+
+    cfg = data_config("chat/wn", data_dir=data_dir, max_length=96, packed=True)
+    with make_iterator(cfg, split="train", batch_size=16, process_index=0, process_count=1,
+                       tokenizer=tok) as it:
+        batches = [next(it) for _ in range(10)]
+    per_row = np.mean([b["segment_ids"].max(1).mean() for b in batches])
+    filled = np.mean([b["attention_mask"].mean() for b in batches])
+    cfg = data_config("chat/wn", data_dir=data_dir, max_length=96)
+    with make_iterator(cfg, split="train", batch_size=16, process_index=0, process_count=1,
+                       tokenizer=tok) as it:
+        unpacked = np.mean([next(it)["attention_mask"].mean() for _ in range(10)])
     loss = result["metrics"]["loss"]
     print(f"SFT (packed) on WordNet definition chats: held-out reply loss {loss:.3f} nats/token "
           f"(perplexity {math.exp(loss):.1f}) vs unigram {unigram:.3f} "
-          f"(perplexity {math.exp(unigram):.1f})")
-    assert result["step"] == 300
+          f"(perplexity {math.exp(unigram):.1f}); {per_row:.1f} conversations and "
+          f"{100 * filled:.0f}% real tokens per packed row ({100 * unpacked:.0f}% unpacked)")
+    assert per_row > 1.4 and filled > 1.3 * unpacked
+    assert result["step"] == 500
     assert loss < unigram - 1.0, (loss, unigram)
