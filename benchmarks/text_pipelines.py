@@ -18,6 +18,11 @@ consumer):
   definitions, ~150 words (~230 tokens) a context, so at ``--seq-len`` 128 every
   example spans several doc-stride windows), ``configs/qa_bert.py`` (every window of
   every example is a training row; rates count rows);
+* ``pretraining``: ``text/NAME`` of 6-definition documents (build-text, JSON lines),
+  BERT sentence pairs built in the pipeline (``data.nsp``), ``configs/mlm_bert.py:nsp=true``;
+* ``sft_packed``: ``chat/NAME`` (build-chat; two exchanges asking for definitions),
+  rendered with the plain template, whole conversations packed per row,
+  ``configs/sft_gpt.py:pack=true`` (rates count rows);
 * ``text2text``: ``cnn_dailymail`` (rows in its features: ``article`` = 8 consecutive
   glosses, ``highlights`` = the first three's definitions; source ``--seq-len``, target
   ``--seq-len // 4`` tokens), ``configs/t5_text2text.py`` (T5 tiny; the WordPiece
@@ -84,6 +89,23 @@ def build_datasets(root: str, data_dir: str, glosses: list[str]) -> None:
              "id": str(i)} for i, a in enumerate(articles)]
     split = len(rows) * 9 // 10
     store_rows(data_dir, "cnn_dailymail", {"train": rows[:split], "validation": rows[split:]})
+    # documents of 6 definitions (BERT pre-training pairs) and chats asking for them (SFT)
+    defs = [g.split(";")[0].strip() for g in glosses]
+    for name, part in (("train", defs[:half]), ("validation", defs[half:])):
+        with open(os.path.join(root, f"{name}.docs.jsonl"), "w", encoding="utf-8") as f:
+            for i in range(0, len(part) - 5, 6):
+                f.write(json.dumps({"text": ". ".join(part[i:i + 6]) + "."}) + "\n")
+        with open(os.path.join(root, f"{name}.chat.jsonl"), "w", encoding="utf-8") as f:
+            for i in range(0, len(part) - 1, 2):
+                f.write(json.dumps({"messages": [
+                    {"role": "user", "content": f"Define: {' '.join(part[i].split()[:3])}"},
+                    {"role": "assistant", "content": part[i]},
+                    {"role": "user", "content": "And this one?"},
+                    {"role": "assistant", "content": part[i + 1]}]}) + "\n")
+    build_local("text", root, {s: {"input": f"{s}.docs.jsonl"} for s in ("train", "validation")},
+                data_dir, name="docs")
+    build_local("chat", root, {s: {"input": f"{s}.chat.jsonl"} for s in ("train", "validation")},
+                data_dir, name="defs")
 
 
 def step_rate(config: str, tok, batch: int, steps: int, repeats: int) -> tuple[float, object]:
@@ -139,6 +161,10 @@ def _run(args, work: str) -> int:
         "text2text": f"{ROOT}/configs/t5_text2text.py:size=tiny,data=cnn_dailymail,"
                      f"src_len={args.seq_len},tgt_len={args.seq_len // 4},start=0,eos=3,pad=0,"
                      f"{shared}",
+        "pretraining": f"{ROOT}/configs/mlm_bert.py:tiny,nsp=true,data=text/docs,"
+                       f"mask={tok.mask_token_id},seq_len={args.seq_len},{shared}",
+        "sft_packed": f"{ROOT}/configs/sft_gpt.py:size=tiny,data=chat/defs,pack=true,"
+                      f"seq_len={args.seq_len},{shared}",
     }
     results = {}
     for name, config in runs.items():

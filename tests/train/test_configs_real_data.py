@@ -97,3 +97,85 @@ def test_config_trains_and_evaluates_on_its_catalog_dataset(name, tokenizer, tmp
         for metric in ("squad/exact_match", "squad/f1"):
             assert 0.0 <= result["metrics"][metric] <= 100.0, (metric, result["metrics"])
         assert result["metrics"]["squad/num_examples"] > 0
+
+
+# -- every config x every catalog dataset of its layout: one batch of each split ----------
+# (the train + eval runs above take one or two presets per config; this covers the rest of
+# the tfds catalog; jaxmm's own builders, scenes and the Karpathy flickr30k, are built for
+# real in their own tests)
+TFDS_PRESETS = ["coco_captions", "imagenet2012", "squad",
+                "librispeech", "lm1b", "c4/en", "c4/realnewslike", "cnn_dailymail",
+                "conll2003"] + [f"glue/{t}" for t in ("cola", "sst2", "mrpc", "stsb", "qqp",
+                                                       "mnli", "qnli", "rte", "wnli")] + [
+    f"wmt14_translate/{p}" for p in ("cs-en", "de-en", "fr-en", "hi-en", "ru-en")]
+MATRIX_ARGS = {  # the non-data arguments each config needs for real data
+    "lm_gpt": "tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "mlm_bert": "tiny,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
+    "mlm_bert:nsp": "tiny,nsp=true,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
+    "vit_classification": "tiny,classes=1000",
+    "clip_contrastive": "tiny,res=32,seq_len=16,tokenizer={tok}",
+    "asr_whisper": "tiny,seq_len=16,tokenizer={tok}",
+    "qa_bert": "size=tiny,seq_len=48,stride=8,vocab={vocab},tokenizer={tok}",
+    "qa_bert:v2": "size=tiny,version=2,seq_len=48,stride=8,vocab={vocab},tokenizer={tok}",
+    "ner_bert": "tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
+    "t5_text2text": "size=tiny,src_len=16,tgt_len=8,vocab={vocab},tokenizer={tok},eos={sep}",
+}
+
+
+# the target each layout must carry
+LABELLED = {"classification": "label", "text_classification": "label",
+            "token_classification": "labels", "language_modeling": "labels",
+            "text2text": "labels", "speech": "labels", "pretraining": "next_sentence_label",
+            "extractive_qa": "start_positions"}
+
+
+def _matrix():
+    """(config, config arg) for every catalog preset each config accepts."""
+    out = []
+    for name, arg in MATRIX_ARGS.items():
+        for preset in TFDS_PRESETS:
+            full = f"{arg},data={preset}"
+            try:
+                load_config(os.path.join(ROOT, "configs", f"{name.split(':')[0]}.py:"
+                                         + full.format(vocab=96, mask=4, tok="t", sep=3)))
+            except ConfigError as e:
+                if "trains on" in str(e) or "Unknown GLUE" in str(e):
+                    continue  # a dataset of another layout (refused: tested above)
+                raise
+            out.append((name, full))
+    # glue_bert names its GLUE task with ``task`` (data=glue is the default)
+    out += [("glue_bert", f"{t},size=tiny,seq_len=16,vocab={{vocab}},tokenizer={{tok}}")
+            for t in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")]
+    return out
+
+
+def test_the_matrix_covers_every_tfds_preset_and_config():
+    pairs = _matrix()
+    covered = {a.split("data=")[1].split(",")[0] for _, a in pairs if "data=" in a}
+    assert set(TFDS_PRESETS) - {"glue/" + t for t in (
+        "cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")} <= covered
+    assert {n for n, _ in pairs} >= set(MATRIX_ARGS) | {"glue_bert"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,arg", _matrix())
+def test_config_reads_a_batch_of_each_split_of_every_catalog_dataset(name, arg, tokenizer):
+    """The config's data section yields batches with the model's inputs, for training and
+    for evaluation, under tfds mock data."""
+    from jaxmm.data import make_iterator
+    from jaxmm.data.tokenizers import load
+
+    tok_dir, tok = tokenizer
+    arg = arg.format(vocab=tok.vocab_size, mask=tok.mask_token_id, tok=tok_dir,
+                     sep=tok.sep_token_id)
+    config = load_config(os.path.join(ROOT, "configs", f"{name.split(':')[0]}.py:{arg}"))
+    with mock_catalog(16):
+        for split, repeat in (("train", True), ("validation", False)):
+            with make_iterator(config.data, split=split, batch_size=4, repeat=repeat,
+                               process_index=0, process_count=1,
+                               tokenizer=load(tok_dir)) as it:
+                batch = next(it)
+            assert len(next(iter(batch.values()))) == 4
+            assert {"image", "input_ids", "audio"} & set(batch), (split, sorted(batch))
+            if config.data.task in LABELLED:
+                assert LABELLED[config.data.task] in batch, (split, sorted(batch))
