@@ -192,8 +192,9 @@ class Evaluator(abc.ABC):
         try:
             while s.num_batches is None or count < s.num_batches:
                 local = next(source, None)
-                ended = local is None
-                if any_process(ended) if s.num_batches is None else ended:
+                # every process stops together, also when streams differ in length (rows
+                # built from windows of examples, e.g. NSP pairs)
+                if any_process(local is None):
                     break
                 short = len(next(iter(local.values()))) < rows
                 if skip_short and any_process(short):
