@@ -10,6 +10,7 @@ from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
     contrastive,
     distillation,
     extractive_qa,
+    itm,
     lm,
     mlm,
     seq2seq,
