@@ -27,8 +27,10 @@ and the same scale sharpens the hard-negative sampling as the embeddings improve
 Evaluation draws uniform negatives from a fixed key, so the numbers are comparable
 across steps and runs. Metrics: ``itm_pos_accuracy`` and ``itm_neg_accuracy`` (matches
 called matches, non-matches called non-matches), ``balanced_accuracy`` (their mean;
-chance 0.5), ``itm_loss``, ``itc_loss`` and ``i2t_accuracy`` (the in-batch caption
-most similar to an image is its own, or an identical one). A padded short evaluation
+chance 0.5), ``itm_ranking_accuracy`` (threshold-free: how often a match scores
+above the negative pair of its image or caption; chance 0.5), ``itm_loss``,
+``itc_loss`` and ``i2t_accuracy`` (the in-batch caption most similar to an image is
+its own, or an identical one). A padded short evaluation
 batch is skipped (the loss couples all rows).
 """
 
@@ -153,6 +155,9 @@ class ITMTask(ContrastiveTask):
         nll_neg, hit_neg, n_neg = softmax_xent(logits[b:], jnp.zeros(2 * b, jnp.int32),
                                                weights=neg_weight)
         itm = (nll_pos + nll_neg) / (n_pos + n_neg)
+        # Threshold-free: each match outscores the negative pair of its image / caption.
+        margin = logits[:, 1] - logits[:, 0]
+        ranked = ((jnp.tile(margin[:b], 2) > margin[b:]) * neg_weight).sum()
         itc = losses.infonce_loss(emb.image_embeds, emb.text_embeds, emb.logit_scale,
                                   max_scale=MAX_SCALE)
         cos = emb.image_embeds @ emb.text_embeds.T
@@ -161,6 +166,7 @@ class ITMTask(ContrastiveTask):
             loss=n * (itm + self.options.itc_weight * itc), weight=n, extra=extra,
             metrics={"itm_loss": (nll_pos + nll_neg, n_pos + n_neg), "itc_loss": (itc * n, n),
                      "itm_pos_accuracy": (hit_pos, n_pos), "itm_neg_accuracy": (hit_neg, n_neg),
+                     "itm_ranking_accuracy": (ranked, n_neg),
                      "i2t_accuracy": (i2t.sum().astype(jnp.float32), n)})
 
     def summarize(self, metrics):
