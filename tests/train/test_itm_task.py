@@ -257,3 +257,25 @@ def test_itm_on_the_builtin_scenes_learns_image_text_alignment(tmp_path):
     _report("scenes ITM", final)
     assert final["eval/i2t_accuracy"] > 0.15  # measured 0.28
     assert 0.0 <= final["eval/balanced_accuracy"] <= 1.0
+
+
+def test_fusion_projection_init_option():
+    """``projection_init='lecun'`` keeps unit-scale encoder outputs at unit scale after the
+    fusion's input projection; the default N(0, 0.02) shrinks them (width 64: ~0.16x)."""
+    from jaxmm.models import build
+
+    rng = np.random.default_rng(5)
+    tokens = {"text": rng.normal(size=(4, 6, 64)).astype(np.float32),
+              "image": rng.normal(size=(4, 9, 64)).astype(np.float32)}
+
+    def projected_std(init):
+        model = build("fusion", dict(kind="cross_attention", modalities=("text", "image"),
+                                     cross_query="text", num_layers=1, d_model=64,
+                                     num_heads=4, mlp_dim=128, projection_init=init))
+        params = nn.unbox(model.init(jax.random.key(0), tokens)["params"])
+        return float(np.std(tokens["image"] @ np.asarray(params["image_projection"]["kernel"])))
+
+    assert projected_std("lecun") == pytest.approx(1.0, abs=0.15)
+    assert projected_std("normal") == pytest.approx(0.02 * 8, abs=0.03)
+    with pytest.raises(ConfigError, match="projection_init"):
+        build("fusion", dict(projection_init="xavier"))
