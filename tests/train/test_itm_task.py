@@ -242,21 +242,27 @@ tokenizers.train_tokenizer("wordpiece", builtin.corpus_path(builder), 256,
 
 
 @pytest.mark.slow
-def test_itm_on_the_builtin_scenes_learns_image_text_alignment(tmp_path):
-    """Real captions of the built-in scenes: within a CPU test budget (250 steps) the
-    contrastive half aligns held-out images with their captions far above chance (1/32).
-    The matching head is still at its prior at this length (it starts to separate pairs
-    after ~1000 steps); the test prints its numbers."""
+def test_itm_learns_to_match_the_builtin_scenes_captions(tmp_path):
+    """Real captions of the built-in scenes, held-out images: the matcher tells an image's
+    own caption from another scene's (balanced accuracy, chance 0.5) and the contrastive
+    half aligns images with captions (i2t, chance 1/32).
+
+    Uniform negatives: tiny towers trained from scratch with hard negatives from the start
+    barely leave the ITM prior (balanced accuracy 0.53 after 1500 steps: the negatives are
+    confusable before the fusion has learnt anything); ALBEF's hard negatives start from
+    pretrained towers. About 110 s wall / 160 s CPU on two cores.
+    """
     prep = subprocess.run([sys.executable, "-c", _PREPARE, str(tmp_path)], cwd=ROOT,
                           env=cpu_env(1), capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert prep.returncode == 0, prep.stderr[-3000:]
-    config = (f"configs/itm.py:tiny,steps=250,batch=32,res=32,data=scenes,data_size=tiny,"
-              f"data_dir={tmp_path / 'data'},tokenizer={tmp_path / 'tokenizer'},vocab=256")
+    config = (f"configs/itm.py:tiny,steps=800,batch=32,res=32,negatives=uniform,data=scenes,"
+              f"data_size=tiny,data_dir={tmp_path / 'data'},tokenizer={tmp_path / 'tokenizer'},"
+              "vocab=256")
     final = _train_cli(tmp_path, config, "--config.eval.num_batches=-1",
                        "--config.optimizer.learning_rate=2e-3")
     _report("scenes ITM", final)
-    assert final["eval/i2t_accuracy"] > 0.15  # measured 0.28
-    assert 0.0 <= final["eval/balanced_accuracy"] <= 1.0
+    assert final["eval/balanced_accuracy"] > 0.7  # measured 0.855
+    assert final["eval/i2t_accuracy"] > 0.3  # measured 0.656
 
 
 def test_fusion_projection_init_option():
