@@ -12,7 +12,10 @@ layers and 6 fusion layers of width 768, as ALBEF splits BERT-base). Options:
 (caption tokens; default the dataset's), ``vocab`` (at least the tokenizer's size),
 ``data_size`` (the scenes build: ``tiny``, ``small``, ...).
 The reported metric is ``eval/balanced_accuracy`` (mean accuracy on matching and
-non-matching pairs; chance 0.5).
+non-matching pairs; chance 0.5). Towers trained from scratch learn with
+``negatives=uniform`` (tiny on the built-in scenes: 0.855 after 800 steps) but barely
+leave the prior with hard negatives from the start (0.53 after 1500 steps); hard
+negatives are for towers that already align images and text.
 """
 
 import ml_collections
