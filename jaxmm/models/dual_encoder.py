@@ -31,7 +31,8 @@ from jaxmm.models.clip import CLIPOutput
 
 Array = jax.Array
 
-__all__ = ["DualEncoder", "DualEncoderConfig", "pool_tokens", "resolve_encoder_config"]
+__all__ = ["DualEncoder", "DualEncoderConfig", "masked_mean", "pool_tokens",
+           "resolve_encoder_config"]
 
 POOLS = ("pooler", "cls", "mean", "last")
 
@@ -57,6 +58,13 @@ def resolve_encoder_config(name: str, config: Any) -> ConfigBase:
     )
 
 
+def masked_mean(tokens: Array, mask: Array) -> Array:
+    """``(B, T, D)`` tokens -> ``(B, D)``: the mean over the tokens where ``mask`` ``(B, T)``
+    is nonzero (zeros for a row without any)."""
+    valid = mask.astype(tokens.dtype)
+    return jnp.sum(tokens * valid[..., None], 1) / jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+
+
 def pool_tokens(output: Any, how: str, attention_mask: Array | None = None) -> Array:
     """``(B, D)`` from an encoder output: ``pooler`` (its ``pooler_output``),
     ``cls`` (first token), ``mean`` (masked mean over tokens, or over the spatial
@@ -77,9 +85,8 @@ def pool_tokens(output: Any, how: str, attention_mask: Array | None = None) -> A
         return h[:, 0]
     if attention_mask is None:
         attention_mask = jnp.ones(h.shape[:2], jnp.int32)
-    valid = attention_mask.astype(h.dtype)
     if how == "mean":
-        return jnp.sum(h * valid[..., None], 1) / jnp.maximum(valid.sum(1, keepdims=True), 1.0)
+        return masked_mean(h, attention_mask)
     if how == "last":
         last = jnp.maximum(jnp.sum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
         return h[jnp.arange(h.shape[0]), last]

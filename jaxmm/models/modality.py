@@ -223,9 +223,21 @@ class MultimodalEncoder(nn.Module):
 
     def __call__(self, batch: Mapping[str, Any], *, deterministic: bool = True,
                  output_attentions: bool = False) -> FusionOutput:
+        tokens, masks = self.encode(batch, deterministic=deterministic)
+        return self.fuse(tokens, masks, deterministic=deterministic,
+                         output_attentions=output_attentions)
+
+    def encode(self, batch: Mapping[str, Any], *, deterministic: bool = True
+               ) -> tuple[dict[str, Array], dict[str, Array]]:
+        """The modality encoders alone: ``({modality: (B, T_m, E_m)}, {modality: (B, T_m)})``."""
         inputs = collect_inputs(self.fusion.modalities, batch)
         tokens, masks = {}, {}
         for m, enc in self.modality_encoders.items():
             tokens[m], masks[m] = enc(inputs, deterministic=deterministic)
+        return tokens, masks
+
+    def fuse(self, tokens: Mapping[str, Array], masks: Mapping[str, Array], *,
+             deterministic: bool = True, output_attentions: bool = False) -> FusionOutput:
+        """The fusion encoder over :meth:`encode`'s token sequences."""
         return self.fusion_encoder(tokens, masks, deterministic=deterministic,
                                    output_attentions=output_attentions)

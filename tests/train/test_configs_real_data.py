@@ -25,6 +25,7 @@ CASES = {
     "mlm_bert:nsp": "tiny,nsp=true,data=c4,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
     "vit_classification": "tiny,data=imagenet2012,classes=1000",
     "clip_contrastive": "tiny,data=coco_captions,res=32,seq_len=16,tokenizer={tok}",
+    "itm": "tiny,data=coco_captions,res=32,seq_len=16,vocab={vocab},tokenizer={tok}",
     "asr_whisper": "tiny,data=librispeech,seq_len=16,tokenizer={tok}",
     "qa_bert": "size=tiny,data=squad,seq_len=48,stride=8,vocab={vocab},tokenizer={tok}",
     "glue_bert": "mrpc,size=tiny,seq_len=16,vocab={vocab},tokenizer={tok}",
@@ -38,6 +39,7 @@ CASES = {
 # metrics `jaxmm eval` reports besides the loss
 EVAL_METRICS = {"mlm_bert:nsp": ("nsp_accuracy", "accuracy"),
                 "glue_bert": ("glue/accuracy", "glue/f1"),
+                "itm": ("balanced_accuracy", "itm_pos_accuracy", "itm_neg_accuracy"),
                 "glue_bert:stsb": ("glue/pearson", "glue/spearman"),
                 "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy"),
                 "t5_text2text": ("text/rouge1", "text/rougeL"),
@@ -67,6 +69,7 @@ def test_every_shipped_config_has_a_catalog_case():
 @pytest.mark.parametrize("name,arg", [("lm_gpt", "tiny,data=glue/sst2"),
                                       ("vit_classification", "tiny,data=lm1b"),
                                       ("clip_contrastive", "tiny,data=imagenet2012"),
+                                      ("itm", "tiny,data=imagenet2012"),
                                       ("ner_bert", "tiny,data=glue/sst2")])
 def test_a_dataset_of_another_layout_is_refused_with_the_ones_that_fit(name, arg):
     with pytest.raises(ConfigError, match="trains on .*Pick one of:") as e:

@@ -70,6 +70,10 @@ class FusionConfig(ComputeFields, DropoutFields, TransformerFields):
       max_positions: if > 0, learned position embeddings (per modality, up to
         this many tokens) are added after projection. Leave 0 when the
         modality encoders already encode positions.
+      projection_init: initialiser of the per-modality input projections:
+        ``normal`` (N(0, 0.02), as BERT) or ``lecun`` (variance preserving, so
+        unit-scale encoder outputs stay unit scale; at small widths N(0, 0.02)
+        shrinks them several-fold and cross-attention to them starts out flat).
     """
 
     DEFAULTS: ClassVar = dict(norm_eps=1e-6)
@@ -84,6 +88,7 @@ class FusionConfig(ComputeFields, DropoutFields, TransformerFields):
     cross_query: str | None = None
     bidirectional: bool = False
     max_positions: int = 0
+    projection_init: str = "normal"
 
     SIZES: ClassVar = STACK_SIZES
 
@@ -95,6 +100,7 @@ class FusionConfig(ComputeFields, DropoutFields, TransformerFields):
         if len(set(self.modalities)) != len(self.modalities):
             raise bad(f"modalities has duplicates: {self.modalities}.")
         self.require_one_of("pool", ("cls", "mean"))
+        self.require_one_of("projection_init", ("normal", "lecun"))
         self.require_one_of("combine", COMBINE_METHODS)
         self.require_one_of("attention_pattern", ("bidirectional", "prefix_lm"))
         fl = self.fusion_layer

@@ -142,7 +142,8 @@ class FusionEncoder(nn.Module):
             h = nn.Dense(
                 cfg.d_model, dtype=dtype, param_dtype=pdtype,
                 kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.normal(0.02), (None, "embed")),
+                    nn.initializers.lecun_normal() if cfg.projection_init == "lecun"
+                    else nn.initializers.normal(0.02), (None, "embed")),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
                 name=f"{m}_projection",
             )(x)

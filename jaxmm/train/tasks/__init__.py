@@ -11,6 +11,7 @@ from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
     contrastive,
     distillation,
     extractive_qa,
+    itm,
     lm,
     mlm,
     pretraining,
