@@ -117,6 +117,7 @@ MATRIX_ARGS = {  # the non-data arguments each config needs for real data
     "mlm_bert:nsp": "tiny,nsp=true,seq_len=16,vocab={vocab},mask={mask},tokenizer={tok}",
     "vit_classification": "tiny,classes=1000",
     "clip_contrastive": "tiny,res=32,seq_len=16,tokenizer={tok}",
+    "itm": "tiny,res=32,seq_len=16,vocab={vocab},tokenizer={tok}",
     "asr_whisper": "tiny,seq_len=16,tokenizer={tok}",
     "qa_bert": "size=tiny,seq_len=48,stride=8,vocab={vocab},tokenizer={tok}",
     "qa_bert:v2": "size=tiny,version=2,seq_len=48,stride=8,vocab={vocab},tokenizer={tok}",
