@@ -135,6 +135,9 @@ class DataIterator(Iterator):
                               "length).")
         self._pack = (_check_pack(pack, repeat) or _check_nsp(nsp, tokenizer)
                       or _check_explode(explode))
+        # how training rows are made from examples: None (one row each), "pack", "nsp"
+        # or "explode"
+        self._kind = "pack" if pack else "nsp" if nsp else "explode" if explode else None
         self._rows = None
         if pack:
             self._rows = _pack_rows(self._pack)
@@ -193,11 +196,20 @@ class DataIterator(Iterator):
         return ds.flat_map(rows)
 
     def _packed(self, ds: tf.data.Dataset, start: int, skip: int) -> tf.data.Dataset:
+        """Examples -> rows (exploded, packed or NSP pairs), skipping the first ``skip``
+        rows of the example or window that starts at ``start`` (a restored stream)."""
+        ds = self._exploded(ds) if self._kind == "explode" else self._windowed(ds)
+        if skip:
+            ds = ds.filter(lambda ex, meta: tf.logical_not(
+                (meta["_k"] == start) & (meta["_row"] < skip)))
+        return ds
+
+    def _windowed(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         """Windows of ``window`` examples -> rows (packed sequences or NSP pairs): the rows
         of the window that starts at example ``k`` carry ``_k = k`` and their index
-        ``_row``, so a restored stream skips the rows already returned."""
-        keys, window, names, length, fn = self._rows or (None,) * 5
-        op, rank = ("nsp", 0) if "nsp_probability" in self._pack else ("pack", 1)
+        ``_row``."""
+        keys, window, names, length, fn = self._rows
+        op, rank = (self._kind, 0 if self._kind == "nsp" else 1)
 
         def only_keys(example, meta):
             values = []
@@ -232,18 +244,11 @@ class DataIterator(Iterator):
                     MASK_KEY: tf.ones([n], tf.bool)}
             return dict(zip(names, rows)), meta
 
-        if "count" in self._pack:
-            ds = self._exploded(ds)
-        else:
-            if not self.repeat:  # evaluation: padding examples make no rows
-                ds = ds.filter(lambda example, meta: meta[MASK_KEY])
-            ds = ds.map(only_keys).ragged_batch(window, drop_remainder=self.repeat)
-            ds = ds.map(window_rows, num_parallel_calls=self._parallel, deterministic=True)
-            ds = ds.unbatch()
-        if skip:
-            ds = ds.filter(lambda ex, meta: tf.logical_not(
-                (meta["_k"] == start) & (meta["_row"] < skip)))
-        return ds
+        if not self.repeat:  # evaluation: padding examples make no rows
+            ds = ds.filter(lambda example, meta: meta[MASK_KEY])
+        ds = ds.map(only_keys).ragged_batch(window, drop_remainder=self.repeat)
+        ds = ds.map(window_rows, num_parallel_calls=self._parallel, deterministic=True)
+        return ds.unbatch()
 
     def _preprocessed(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         """Records -> ``(example, meta)``: decoded and preprocessed, per example except for
