@@ -50,10 +50,10 @@ test-fast: $(VENV)/.test-installed
 
 # The code is laid out by hand (100 columns), not by `ruff format`: lint checks rules only.
 lint: $(VENV)/.test-installed
-	$(VENV)/bin/ruff check jaxmm tests benchmarks configs
+	$(VENV)/bin/ruff check jaxmm tests benchmarks configs scripts
 
 format: $(VENV)/.test-installed
-	$(VENV)/bin/ruff check --fix jaxmm tests benchmarks configs
+	$(VENV)/bin/ruff check --fix jaxmm tests benchmarks configs scripts
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

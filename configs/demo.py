@@ -14,11 +14,12 @@ of width 96, small enough to train on two CPU cores in minutes.
 Each run lists the evaluators the demo scores it with on the whole test split
 (``eval.evaluators``): CLIP ``retrieval`` (recall@K over all five captions per
 image) and ``zero_shot`` shape classification, the captioner's ``captioning``
-(BLEU/METEOR/ROUGE-L/CIDEr of greedy captions), and ``vqa`` accuracy by question
-type. They do not run during training (``at_end=False``: the demo runs them on
-the exported params); ``jaxmm eval --config configs/demo.py:RUN,... --workdir
-DIR`` runs them on a checkpoint, and ``--config.eval.evaluators.NAME.at_end=true``
-runs them after ``jaxmm train``.
+(BLEU/METEOR/ROUGE-L/CIDEr and the repeated-n-gram rate) under each of the four
+decodings of ``DECODINGS`` (``captions_greedy``, ``captions_beam``, ...), and
+``vqa`` accuracy by question type. They do not run during training
+(``at_end=False``: the demo runs them on the exported params); ``jaxmm eval
+--config configs/demo.py:RUN,... --workdir DIR`` runs them on a checkpoint, and
+``--config.eval.evaluators.NAME.at_end=true`` runs them after ``jaxmm train``.
 """
 
 import ml_collections
@@ -36,6 +37,17 @@ BOS, EOS, PAD = 2, 3, 0  # WordPiece [CLS], [SEP], [PAD]
 # About 7 minutes of training on two CPU cores (~4 steps/s each run).
 DEFAULT_STEPS = {"clip": 500, "captioner": 600, "vqa": 600}
 EVAL_BATCH = 64
+# The captioner's four decodings, scored side by side (``jaxmm demo`` picks the one with
+# the best validation CIDEr for ``samples.png``): greedy; beam search with HF's length
+# normalisation (score = log-prob / length ** 1.0); beam search plus the CTRL repetition
+# penalty; beam search that never repeats a word 3-gram.
+_BEAM = {"num_beams": 4, "length_penalty": 1.0}
+DECODINGS = {
+    "greedy": {"num_beams": 1},
+    "beam": _BEAM,
+    "beam_repetition_penalty": dict(_BEAM, repetition_penalty=1.3),
+    "beam_no_repeat_3gram": dict(_BEAM, no_repeat_ngram_size=3),
+}
 # The test-split evaluators' schedule: the whole split, not during training.
 _TEST_SPLIT = {"split": "test", "num_batches": -1, "batch_size": EVAL_BATCH, "every_steps": 0,
                "at_end": False}
@@ -72,8 +84,9 @@ def _evaluators(run: str, a) -> dict:
         data = _data("captioning", a)  # keep the five reference captions as strings
         data.pp_eval = (f"resize({IMAGE_SIZE})|value_range(-1, 1)"
                         "|keep('image', 'image_id', 'captions')")
-        return {"captions": {"type": "captioning", "data": data, "max_new_tokens": 24,
-                             "num_beams": 1, "references": "captions", **_TEST_SPLIT}}
+        return {f"captions_{name}": {"type": "captioning", "data": data, "max_new_tokens": 24,
+                                     "references": "captions", **decoding, **_TEST_SPLIT}
+                for name, decoding in DECODINGS.items()}
     return {"vqa": {"type": "vqa", "answers": ANSWERS, "references": "answers",
                     "types": "question_types", **_TEST_SPLIT}}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -157,7 +158,8 @@ def _default_steps() -> dict[str, int]:
 
 
 def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int, size: str):
-    """``(built run, {name: evaluator}, exported variables)`` of a finished run."""
+    """``(built run, {name: evaluator}, exported variables, validation evaluators)`` of a
+    finished run; the last are the same evaluators on the validation split."""
     from jaxmm.config import load_config
     from jaxmm.evaluate.evaluators import make_evaluators
     from jaxmm.train import build_run, load_exported
@@ -166,8 +168,15 @@ def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int,
                                   f"tokenizer={tok_dir},vocab={vocab},size={size}"))
     _, variables = load_exported(os.path.join(workdir, run, "export"),
                                  shardings=built.variable_shardings)
-    evaluators = make_evaluators(built.config, built.eval_context())
-    return built, {n: e for n, e in evaluators.items() if n != "loss"}, variables
+    context = built.eval_context()
+    evaluators = make_evaluators(built.config, context)
+    validation = built.config.copy_and_resolve_references()
+    with validation.unlocked():
+        for entry in validation.eval.evaluators.values():
+            entry.split = "validation"
+    on_validation = make_evaluators(validation, context)
+    drop_loss = lambda d: {n: e for n, e in d.items() if n != "loss"}  # noqa: E731
+    return built, drop_loss(evaluators), variables, drop_loss(on_validation)
 
 
 def evaluate_clip(evaluators: dict, variables) -> dict[str, float]:
@@ -184,20 +193,41 @@ def _evaluate(workdir: str, data_dir: str, tok_dir: str, tok, size: str
     (the captioner, its first test images, generated tokens and captions, VQA answers)."""
     where = (data_dir, tok_dir, tok.vocab_size, size)
     scores: dict[str, Any] = {}
-    _, clip, variables = _evaluators(workdir, "clip", *where)
+    _, clip, variables, _ = _evaluators(workdir, "clip", *where)
     scores["clip"] = evaluate_clip(clip, variables)
-    built, captioner, variables = _evaluators(workdir, "captioner", *where)
-    predictions = captioner["captions"].predict(variables)
-    scores["captioner"] = captioner["captions"].score(predictions)
-    _, vqa, vqa_variables = _evaluators(workdir, "vqa", *where)
+    built, captioner, variables, on_validation = _evaluators(workdir, "captioner", *where)
+    scores["decodings"], best, predictions = evaluate_decodings(captioner, on_validation,
+                                                                 variables)
+    scores["captioner"] = dict(scores["decodings"][best], decoding=best)
+    _, vqa, vqa_variables, _ = _evaluators(workdir, "vqa", *where)
     scores["vqa"], answers = evaluate_vqa(vqa["vqa"], vqa_variables)
     pictures = {
         "model": built.task.model, "params": variables["params"],
         "images": next(_batches("captioner", data_dir, tok, size))["image"],
-        "sequences": predictions.tokens, "answers": answers,
-        "captions": {int(i): c for i, c in zip(predictions.ids, predictions.captions)},
+        "sequences": predictions[best].tokens, "answers": answers,
+        "captions": {int(i): c for i, c in zip(predictions[best].ids,
+                                                predictions[best].captions)},
+        "decodings": {name: {int(i): c for i, c in zip(p.ids, p.captions)}
+                      for name, p in predictions.items()},
     }
     return scores, pictures
+
+
+def evaluate_decodings(test: dict, validation: dict, variables
+                       ) -> tuple[dict[str, dict[str, float]], str, dict[str, Any]]:
+    """Every decoding (``captions_<name>`` evaluators) on the test split, and the one with
+    the best validation CIDEr (ties: the first in config order).
+
+    Returns ``({name: test scores + validation_CIDEr}, best name, {name: test
+    predictions})``."""
+    scores, predictions = {}, {}
+    for key, evaluator in test.items():
+        name = key.removeprefix("captions_")
+        predictions[name] = evaluator.predict(variables)
+        scores[name] = evaluator.score(predictions[name])
+        scores[name]["validation_CIDEr"] = validation[key].evaluate(variables)["CIDEr"]
+    best = max(scores, key=lambda n: scores[n]["validation_CIDEr"])  # first among equals
+    return scores, best, predictions
 
 
 def evaluate_vqa(evaluator, variables) -> tuple[dict[str, float], dict[int, list[str]]]:
@@ -254,9 +284,22 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 
 def draw_samples(workdir: str, model, params, images, sequences, captions, answers,
-                 examples, tok, count: int = 8) -> tuple[str, str]:
+                 examples, tok, count: int = 8, decodings=None, best: str = ""
+                 ) -> tuple[str, str]:
     from jaxmm.data.scenes import COLORS, SHAPES
-    from jaxmm.viz import cross_attention_maps, save_attention_figure, save_sample_grid
+    from jaxmm.viz import (
+        cross_attention_maps,
+        save_attention_figure,
+        save_caption_comparison,
+        save_sample_grid,
+    )
+
+    if decodings:  # the first test image's caption under each decoding
+        first = examples[0]["image_id"]
+        save_caption_comparison(
+            os.path.join(workdir, "decodings.png"), _display(images[0]),
+            {(f"{n} (chosen)" if n == best else n): c[first] for n, c in decodings.items()},
+            examples[0]["captions"], title="the captioner's decodings of one test image")
 
     content = set(COLORS) | set(SHAPES)
 
@@ -305,6 +348,7 @@ def _table(results: dict) -> str:
                      "caption of another image"))
         rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['constant'][k]:.3f}",
                      "most frequent caption"))
+    rows.append(("captioner", "repeated 2-grams", f"{cap['repeated_2grams']:.1f}%", "", ""))
     v, vb = results["vqa"], b["vqa"]
     rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['majority_per_type']:.1f}%",
                  "majority answer per question type"))
@@ -314,10 +358,43 @@ def _table(results: dict) -> str:
         if f"majority/{kind}" in vb:
             rows.append(("VQA", f"{kind} questions", f"{v[key]:.1f}%",
                          f"{vb[f'majority/{kind}']:.1f}%", "majority answer of the type"))
+    return _markdown(rows)
+
+
+def _decodings_table(results: dict) -> str:
+    """The captioner's decodings side by side (test split; the chosen one is marked)."""
+    rows = [("decoding", "CIDEr", "BLEU-4", "repeated 2-grams", "repeated 3-grams",
+             "validation CIDEr")]
+    best = results["captioner"]["decoding"]
+    for name, d in results["decodings"].items():
+        rows.append((f"{name} (chosen)" if name == best else name, f"{d['CIDEr']:.3f}",
+                     f"{d['BLEU-4']:.3f}", f"{d['repeated_2grams']:.1f}%",
+                     f"{d['repeated_3grams']:.1f}%", f"{d['validation_CIDEr']:.3f}"))
+    return _markdown(rows)
+
+
+def _markdown(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(x.ljust(w) for x, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def results_markdown(results: dict) -> str:
+    """``results.md``: the scores against baselines, then the captioner's decodings (only
+    test-split scores: no timings, so two runs on one machine write the same file)."""
+    return (f"{_table(results)}\n\nThe captioner's decodings (test split; the chosen one "
+            f"has the best validation CIDEr and draws `samples.png`):\n\n"
+            f"{_decodings_table(results)}\n")
+
+
+def _peak_rss_gb() -> float:
+    """Peak resident memory of this process and its finished children (GB)."""
+    import resource
+
+    kb = sum(resource.getrusage(who).ru_maxrss
+             for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return kb / 2**20
 
 
 def _retrieval_chance(num_images: int, num_texts: int) -> dict[str, float]:
@@ -333,6 +410,26 @@ def _retrieval_chance(num_images: int, num_texts: int) -> dict[str, float]:
     return out
 
 
+README_START = "<!-- demo-results:start (scripts/demo_readme.py writes this block) -->"
+README_END = "<!-- demo-results:end -->"
+
+
+def readme_section(results: dict) -> str:
+    """The README's demo-results block, rendered from a run's ``results.json``: how long
+    each stage took and the ``results.md`` tables (never typed by hand)."""
+    t = results.get("timing", {})
+    train = results.get("train", {})
+    minutes = "/".join(f"{(train.get(r, {}).get('train_seconds') or 0) / 60:.1f}" for r in RUNS)
+    when = (f"{results['seconds'] / 60:.1f} minutes after installation: "
+            f"{t.get('prepare_seconds', 0):.0f} s data and tokenizer, {minutes} minutes of "
+            f"training ({', '.join(RUNS)}), {t.get('evaluate_seconds', 0) / 60:.1f} minutes of "
+            f"evaluation and pictures; peak memory {t.get('peak_rss_gb', 0):.1f} GB")
+    machine = results.get("machine", "")
+    return (f"{README_START}\nResults of `make demo` (`--size {results['size']}`, "
+            f"`--steps-scale {results['steps_scale']:g}`) on {machine or 'this machine'} "
+            f"({when}):\n\n{results_markdown(results)}{README_END}")
+
+
 def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
              samples: int = 8) -> dict:
     """The whole demo; returns the results dict (also written to results.json)."""
@@ -345,11 +442,13 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
     data_dir, tok_dir, tok, builder = _prepare(workdir, size)
+    prepared = time.time()
 
     summaries = {run: _train(run, workdir, data_dir, tok_dir, tok.vocab_size, size, steps_scale)
                  for run in RUNS}
 
     _log("evaluating on the test split")
+    trained = time.time()
     examples = _test_examples(builder)
     results: dict[str, Any] = {"size": size, "steps_scale": steps_scale}
     scores, pictures = _evaluate(workdir, data_dir, tok_dir, tok, size)
@@ -373,19 +472,25 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
                           for e in examples[:samples]}
 
     _log("drawing samples, attention maps and training curves")
-    draw_samples(workdir, **pictures, examples=examples, tok=tok, count=samples)
+    draw_samples(workdir, **pictures, examples=examples, tok=tok, count=samples,
+                 best=results["captioner"]["decoding"])
     curves = {run: read_metrics(os.path.join(workdir, run, "metrics.jsonl")) for run in RUNS}
     plot_training_curves(curves, os.path.join(workdir, "training_curves.png"),
                          metrics=["train/loss"] + [m for m in (
                              "train/i2t_accuracy", "train/accuracy") if any(
                              m in r for recs in curves.values() for r in recs)])
     results["seconds"] = time.time() - start
-    table = _table(results)
+    # Timings and the machine go to results.json only (results.md stays deterministic).
+    results["timing"] = {"prepare_seconds": prepared - start,
+                         "evaluate_seconds": time.time() - trained,
+                         "peak_rss_gb": _peak_rss_gb()}
+    results["machine"] = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores"
+    table = results_markdown(results)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=float)
     with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(table + "\n")
-    print("\n" + table + "\n", flush=True)
+        f.write(table)
+    print("\n" + table, flush=True)
     _log(f"done in {results['seconds'] / 60:.1f} min; results, samples.png, attention.png and "
          f"training_curves.png are in {workdir}")
     return results

@@ -30,6 +30,7 @@ __all__ = [
     "plot_training_curves",
     "read_metrics",
     "save_attention_figure",
+    "save_caption_comparison",
     "save_sample_grid",
     "upsample_map",
 ]
@@ -168,6 +169,38 @@ def save_attention_figure(
         ax.imshow(overlay(image, upsample_map(m, image.shape[:2])))
         ax.set_title(tok, fontsize=8)
     for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_caption_comparison(
+    path: str, image: np.ndarray, captions: Mapping[str, str],
+    references: Sequence[str] = (), *, title: str | None = None,
+) -> str:
+    """One image beside its generated caption under each decoding (``{name: caption}``,
+    in order) and, optionally, its reference captions."""
+    plt = _pyplot()
+    if not captions:
+        raise ValueError("No captions to compare: pass {decoding name: caption}.")
+    lines = [f"{name}: {textwrap.fill(c, 60, subsequent_indent='    ')}"
+             for name, c in captions.items()]
+    if references:
+        lines += ["", "references:"] + [textwrap.fill(f"- {r}", 60, subsequent_indent="  ")
+                                        for r in references]
+    text = "\n".join(lines)
+    fig, (ax_img, ax_txt) = plt.subplots(
+        1, 2, figsize=(9.0, max(2.6, 0.22 * text.count("\n") + 1.0)),
+        gridspec_kw={"width_ratios": [1, 2.6]})
+    ax_img.imshow(np.clip(image, 0, 1))
+    ax_txt.text(0.0, 1.0, text, va="top", ha="left", fontsize=8, family="monospace",
+                transform=ax_txt.transAxes)
+    for ax in (ax_img, ax_txt):
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)

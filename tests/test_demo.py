@@ -58,3 +58,52 @@ def test_demo_end_to_end(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already trained") == 3
+
+
+def _results(**over) -> dict:
+    """A results.json as jaxmm demo writes it (the fields the README block renders)."""
+    dec = {"CIDEr": 1.2, "BLEU-4": 0.4, "repeated_2grams": 3.0, "repeated_3grams": 1.0,
+           "validation_CIDEr": 1.1}
+    cap = {"BLEU-4": 0.43, "CIDEr": 1.25, "repeated_2grams": 2.5}
+    results = {
+        "size": "small", "steps_scale": 1.0, "seconds": 600.0,
+        "machine": "Linux x86_64, 2 CPU cores",
+        "timing": {"prepare_seconds": 20.0, "evaluate_seconds": 90.0, "peak_rss_gb": 2.1},
+        "train": {r: {"train_seconds": 120.0} for r in ("clip", "captioner", "vqa")},
+        "clip": {"i2t_R@1": 30.0, "i2t_R@5": 65.0, "t2i_R@1": 14.0, "t2i_R@5": 50.0,
+                 "zero_shot_accuracy": 40.0},
+        "captioner": dict(cap, decoding="beam"),
+        "decodings": {"greedy": dict(dec, CIDEr=1.0), "beam": dec},
+        "vqa": {"accuracy": 61.0, "accuracy/color": 80.0},
+        "baselines": {"retrieval": {"i2t_R@1": 0.4, "i2t_R@5": 2.0, "t2i_R@1": 0.4,
+                                    "t2i_R@5": 2.0},
+                      "zero_shot_chance": 25.0,
+                      "captioning": {"random": cap, "constant": cap},
+                      "vqa": {"majority_per_type": 33.0, "chance": 4.0,
+                              "majority/color": 16.0}},
+    }
+    results.update(over)
+    return results
+
+
+def test_readme_block_is_rendered_from_results_json(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import demo_readme
+    finally:
+        sys.path.remove(os.path.join(ROOT, "scripts"))
+    from jaxmm.demo import README_END, README_START
+
+    text = f"intro\n{README_START}\nstale table\n{README_END}\noutro\n"
+    new = demo_readme.render(text, _results())
+    assert new.startswith("intro\n") and new.endswith(f"{README_END}\noutro\n")
+    assert "stale table" not in new
+    # The tables, the chosen decoding and the timing line come from the numbers.
+    assert "| CLIP      | zero-shot shape  | 40.0% | 25.0%" in new
+    assert "| beam (chosen) | 1.200 |" in new and "| greedy        | 1.000 |" in new
+    assert "10.0 minutes after installation: 20 s data and tokenizer, 2.0/2.0/2.0" in new
+    assert demo_readme.render(new, _results()) == new  # idempotent
+    with pytest.raises(SystemExit, match="no demo-results block"):
+        demo_readme.render("no markers", _results())
+    # The README in the repository is exactly the rendering of the stored results.
+    assert demo_readme.main(["--check"]) == 0

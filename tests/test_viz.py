@@ -46,6 +46,11 @@ def test_figures_are_written(tmp_path):
     p = viz.save_sample_grid(str(tmp_path / "g.png"), [img, img], ["x", "y"],
                              attention=[np.eye(4), None])
     assert Image.open(p).size[1] > 100
+    p = viz.save_caption_comparison(str(tmp_path / "d.png"), img,
+                                    {"greedy": "a a a", "beam": "a red circle"}, ["a circle"])
+    assert Image.open(p).size[0] > 300
+    with pytest.raises(ValueError, match="No captions"):
+        viz.save_caption_comparison(str(tmp_path / "e.png"), img, {})
     metrics = tmp_path / "m.jsonl"
     metrics.write_text("\n".join(json.dumps({"step": s, "loss": 1 / (s + 1)}) for s in range(5))
                        + "\n{broken")

@@ -10,7 +10,7 @@ the evaluators a run config picks (``config.eval.evaluators``), used in
 training, by ``jaxmm eval`` and the demo.
 """
 
-from jaxmm.evaluate.captioning import caption_metrics, score_captions
+from jaxmm.evaluate.captioning import caption_metrics, repeated_ngram_rate, score_captions
 from jaxmm.evaluate.classification import (
     GLUE_METRICS,
     accuracy,
@@ -46,6 +46,7 @@ __all__ = [
     "pearson",
     "perplexity",
     "retrieval_recall",
+    "repeated_ngram_rate",
     "score_captions",
     "spearman",
     "squad_f1",

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["caption_metrics", "score_captions"]
+__all__ = ["caption_metrics", "repeated_ngram_rate", "score_captions"]
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider")
 
@@ -120,3 +120,20 @@ def score_captions(predictions: Mapping[int | str, str],
                 "(install a JRE, e.g. openjdk-17-jre-headless, for the standard protocol)")
     return caption_metrics(predictions, references, metrics=("bleu", "rouge", "cider"),
                            tokenize=False)
+
+
+def repeated_ngram_rate(captions: Sequence[str], n: int = 2) -> float:
+    """Percentage of the word n-grams of ``captions`` that repeat an earlier n-gram of
+    the same caption (lower-cased, split on white space; pooled over all captions):
+    "on on on on" has three 2-grams, two of them repeats (66.7%). 0 when no caption
+    has ``n`` words. The degenerate-repetition measure of neural text generation
+    (Welleck et al., 2019, "rep-n", computed per caption)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}.")
+    total = repeats = 0
+    for caption in captions:
+        words = caption.lower().split()
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        total += len(grams)
+        repeats += len(grams) - len(set(grams))
+    return 100.0 * repeats / total if total else 0.0

@@ -12,7 +12,7 @@ from jaxmm.layers.attention import (
     segment_mask,
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
-from jaxmm.layers.embeddings import Embed, PatchEmbed
+from jaxmm.layers.embeddings import ConvStem, Embed, PatchEmbed
 from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, l2_normalize, make_norm
 from jaxmm.layers.positions import (
@@ -45,6 +45,7 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionEmbedding",
     "Mlp",
+    "ConvStem",
     "PatchEmbed",
     "MultiHeadAttention",
     "RMSNorm",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["Embed", "PatchEmbed"]
+__all__ = ["ConvStem", "Embed", "PatchEmbed"]
 
 
 class Embed(nn.Module):
@@ -103,3 +103,58 @@ class PatchEmbed(nn.Module):
             )
             y = y + bias.astype(self.dtype)
         return y
+
+
+class ConvStem(nn.Module):
+    """Convolutional patch embedding for images ("early convolutions", Xiao et al. 2021,
+    "Early Convolutions Help Transformers See Better"): ``log2(patch_size)`` 3x3 stride-2
+    convolutions, each followed by a LayerNorm over channels and GELU, with widths
+    doubling up to ``features``, then a 1x1 convolution to ``features``.
+
+    A drop-in for a ``patch_size`` x ``patch_size`` :class:`PatchEmbed`: ``(B, H, W, C)``
+    -> ``(B, H / p, W / p, features)``. Overlapping 3x3 windows see shapes that straddle
+    patch borders, which a linear patch projection cannot, and small models trained
+    from scratch learn local shape much sooner with it. ``patch_size`` must be a power
+    of two (>= 2).
+    """
+
+    features: int
+    patch_size: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        p = self.patch_size
+        if p < 2 or p & (p - 1):
+            raise ValueError(f"ConvStem needs a power-of-two patch_size >= 2; got {p}. Use "
+                             "the linear patch embedding for other patch sizes.")
+        if x.ndim != 4:
+            raise ValueError(f"ConvStem expects images (batch, height, width, channels); got "
+                             f"shape {tuple(x.shape)}.")
+        h, w = x.shape[1:3]
+        if h % p or w % p:
+            raise ValueError(f"Image size {h}x{w} is not a multiple of the patch size {p}; "
+                             "resize or crop it.")
+        n = p.bit_length() - 1  # stride-2 convolutions
+        widths = [max(8, self.features // 2 ** (n - 1 - i)) for i in range(n)]
+        x = x.astype(self.dtype)
+        for i, width in enumerate(widths):
+            x = nn.Conv(width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
+                        dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=nn.with_logical_partitioning(
+                            nn.initializers.lecun_normal(), (None, None, None, "embed")),
+                        name=f"conv_{i}")(x)
+            x = nn.LayerNorm(1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                             scale_init=nn.with_logical_partitioning(nn.initializers.ones,
+                                                                     ("embed",)),
+                             bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                    ("embed",)),
+                             name=f"norm_{i}")(x)
+            x = nn.gelu(x)
+        return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=nn.with_logical_partitioning(
+                            nn.initializers.lecun_normal(), (None, "embed")),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                               ("embed",)),
+                        name="projection")(x)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.layers import Embed, PatchEmbed
+from jaxmm.layers import ConvStem, Embed, PatchEmbed
 from jaxmm.models import registry
 from jaxmm.models.config_fields import VocabFields
 from jaxmm.models.dual_encoder import resolve_encoder_config
@@ -86,6 +86,9 @@ class ModalityEncoderConfig(VocabFields):
       width: stem token width.
       vocab_size: text stem vocabulary (:class:`~jaxmm.models.config_fields.VocabFields`).
       patch_size, num_channels: image/video stems.
+      patch_stem: the image stem: ``"linear"`` (one projection per non-overlapping
+        patch, ViT-style) or ``"conv"`` (:class:`~jaxmm.layers.ConvStem`: stride-2 3x3
+        convolutions down to the same patch grid; ``patch_size`` a power of two).
       frames_per_token: audio stem on log-mel ``input_features``.
       samples_per_token: audio stem on raw ``audio`` waveforms.
       tubelet_frames: video stem temporal patch size.
@@ -97,6 +100,7 @@ class ModalityEncoderConfig(VocabFields):
     config: Any = None
     width: int = 64
     patch_size: int = 8
+    patch_stem: str = "linear"
     num_channels: int = 3
     frames_per_token: int = 4
     samples_per_token: int = 400
@@ -112,6 +116,7 @@ class ModalityEncoderConfig(VocabFields):
     def validate(self) -> None:
         self.require_at_least(1, "width", "patch_size", "num_channels", "frames_per_token",
                               "samples_per_token", "tubelet_frames")
+        self.require_one_of("patch_stem", ("linear", "conv"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -175,6 +180,9 @@ class ModalityEncoder(nn.Module):
                     f"{tuple(x.shape)}."
                 )
             p = cfg.patch_size
+            if m == "image" and cfg.patch_stem == "conv":
+                y = ConvStem(cfg.width, p, name="conv_stem")(x)
+                return y.reshape(y.shape[0], -1, cfg.width)
             patch = (p, p) if m == "image" else (cfg.tubelet_frames, p, p)
             y = PatchEmbed(cfg.width, patch, name="patch_embedding")(x)
             return y.reshape(y.shape[0], -1, cfg.width)

@@ -27,6 +27,17 @@ def test_caption_metrics_hand_computed():
         ev.caption_metrics(preds, refs, metrics=("spice",))
 
 
+def test_repeated_ngram_rate_hand_computed():
+    # "on on on on": 2-grams (on on) x3, two of them repeats; "a b a b": (a b), (b a), (a b).
+    assert ev.repeated_ngram_rate(["on on on on"], 2) == pytest.approx(100 * 2 / 3)
+    assert ev.repeated_ngram_rate(["a b a b", "x y"], 2) == pytest.approx(100 * 1 / 4)
+    assert ev.repeated_ngram_rate(["a b a b"], 3) == 0.0
+    assert ev.repeated_ngram_rate(["A a", "b"], 1) == pytest.approx(100 * 1 / 3)  # lower-cased
+    assert ev.repeated_ngram_rate(["one"], 2) == 0.0  # no 2-grams at all
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        ev.repeated_ngram_rate(["a"], 0)
+
+
 @pytest.mark.slow
 def test_caption_metrics_ptb_tokenizer_and_meteor():
     """The standard protocol (Java PTB tokenizer + METEOR): case and punctuation go."""

@@ -15,7 +15,7 @@ import sklearn.metrics
 
 import jaxmm
 from jaxmm.config import ConfigError
-from jaxmm.evaluate import caption_metrics, cer, wer
+from jaxmm.evaluate import caption_metrics, cer, repeated_ngram_rate, wer
 from jaxmm.evaluate.evaluators import EVALUATORS, make_evaluators
 from jaxmm.train import build_run, resolve_config
 from tests.train.helpers import tiny_config
@@ -305,7 +305,10 @@ def _captioner(vocab):
 
 
 @pytest.mark.slow
-def test_captioning_matches_generate_and_pycocoevalcap(rng, tokenizer_dir):
+@pytest.mark.parametrize("decoding", [
+    {}, {"num_beams": 3, "length_penalty": 0.6, "repetition_penalty": 1.5,
+         "no_repeat_ngram_size": 2}], ids=["greedy", "beam-penalties"])
+def test_captioning_matches_generate_and_pycocoevalcap(rng, tokenizer_dir, decoding):
     from jaxmm.data.tokenizers import load
 
     tok = load(tokenizer_dir)
@@ -316,22 +319,29 @@ def test_captioning_matches_generate_and_pycocoevalcap(rng, tokenizer_dir):
                for i, n in enumerate((16, 4))]
     built, evaluators, variables = _evaluators(
         "captioning", {**_captioner(tok.vocab_size), "tokenizer": tokenizer_dir},
-        {"type": "captioning", "max_new_tokens": 6}, batches)
+        {"type": "captioning", "max_new_tokens": 6, **decoding}, batches)
     variables = _scrambled(variables, rng)
     model = built.task.model
     images = np.concatenate([b["image"] for b in batches])
     enc = model.apply(variables, images, method="encode")
     tokens = jaxmm.generate(model, variables["params"], encoder_outputs=enc.last_hidden_state,
-                            max_new_tokens=6).sequences
+                            max_new_tokens=6, **decoding).sequences
     want = tok.decode(np.asarray(tokens))
+    if decoding.get("no_repeat_ngram_size") == 2:  # the option reached the generator
+        for row in np.asarray(tokens):
+            bigrams = list(zip(row[:-1], row[1:]))
+            real = [g for g in bigrams if 0 not in g]
+            assert len(real) == len(set(real))
     ids = [int(i) for b in batches for i in b["image_id"]]
     refs = {i: [c.decode() for c in row] for b in batches
             for i, row in zip(b["image_id"].tolist(), b["captions"])}
     predictions = evaluators["ev"].predict(variables)
     assert predictions.captions == want and predictions.ids.tolist() == ids
     assert len(set(want)) > 1  # image-dependent captions
-    assert evaluators["ev"].score(predictions) == pytest.approx(
-        caption_metrics(dict(zip(ids, want)), refs))
+    scores = evaluators["ev"].score(predictions)
+    metrics = caption_metrics(dict(zip(ids, want)), refs)
+    assert {k: scores[k] for k in metrics} == pytest.approx(metrics)
+    assert scores["repeated_2grams"] == pytest.approx(repeated_ngram_rate(want, 2))
 
 
 @pytest.mark.slow

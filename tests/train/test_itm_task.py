@@ -21,11 +21,9 @@ from jaxmm.train.logging import read_jsonl
 from jaxmm.train.tasks.itm import same_caption, sample_negatives
 from tests.train.helpers import (
     HANG_GUARD_S,
-    QUICK_CLI,
     ROOT,
     cpu_env,
     run_cli,
-    train_and_eval_cli,
 )
 
 NO_DROPOUT = {"dropout_rate": 0.0, "attention_dropout_rate": 0.0}
@@ -184,20 +182,6 @@ def test_bad_input_and_options_are_clear_config_errors():
         _task(negatives="hardest")
     with pytest.raises(ConfigError, match="itc_weight"):
         _task(itc_weight=-1.0)
-
-
-@pytest.mark.slow
-def test_itm_config_trains_and_evaluates_through_the_cli(tmp_path, capsys):
-    config = os.path.join(ROOT, "configs", "itm.py") + ":tiny,steps=3,batch=8,res=32"
-    result = train_and_eval_cli(config, str(tmp_path / "run"), QUICK_CLI, capsys)
-    metrics = result["metrics"]
-    assert result["step"] == 3 and np.isfinite(metrics["loss"])
-    assert 0.0 <= metrics["balanced_accuracy"] <= 1.0
-    assert metrics["balanced_accuracy"] == pytest.approx(
-        0.5 * (metrics["itm_pos_accuracy"] + metrics["itm_neg_accuracy"]))
-    records = read_jsonl(os.path.join(tmp_path, "run", "metrics.jsonl"))
-    assert sum("train/itm_loss" in r for r in records) == 3
-
 
 
 def _train_cli(tmp_path, config, *overrides):

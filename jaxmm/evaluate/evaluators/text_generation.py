@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxmm.config import ConfigBase, ConfigError
-from jaxmm.evaluate.captioning import score_captions
+from jaxmm.evaluate.captioning import repeated_ngram_rate, score_captions
 from jaxmm.evaluate.evaluators.base import Evaluator, register_evaluator, texts
 from jaxmm.evaluate.text import cer, wer
 
@@ -33,18 +33,26 @@ __all__ = ["CaptionPredictions", "CaptioningEvaluator", "GenerationOptions",
 
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions(ConfigBase):
-    """max_new_tokens / num_beams / length_penalty: as in :func:`jaxmm.generate`
-    (greedy when ``num_beams=1``). references: the batch's reference strings."""
+    """max_new_tokens / num_beams / length_penalty / repetition_penalty /
+    no_repeat_ngram_size: as in :func:`jaxmm.generate` (greedy when ``num_beams=1``;
+    a repetition penalty of 1 and an n-gram size of 0 are off). references: the
+    batch's reference strings."""
 
     max_new_tokens: int = 24
     num_beams: int = 1
     length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
     references: str = "captions"
 
     def validate(self) -> None:
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise ConfigError(f"max_new_tokens and num_beams must be >= 1; got "
                               f"{self.max_new_tokens}, {self.num_beams}.")
+        if self.repetition_penalty <= 0 or self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"repetition_penalty must be > 0 (1 = off) and "
+                              f"no_repeat_ngram_size >= 0 (0 = off); got "
+                              f"{self.repetition_penalty}, {self.no_repeat_ngram_size}.")
 
 
 class GeneratingEvaluator(Evaluator):
@@ -121,7 +129,9 @@ class GeneratingEvaluator(Evaluator):
         with where:
             out = generate(self.task.model, params, encoder_outputs=hidden,
                            encoder_attention_mask=mask, max_new_tokens=o.max_new_tokens,
-                           num_beams=o.num_beams, length_penalty=o.length_penalty)
+                           num_beams=o.num_beams, length_penalty=o.length_penalty,
+                           repetition_penalty=o.repetition_penalty,
+                           no_repeat_ngram_size=o.no_repeat_ngram_size)
         tokens = np.asarray(out.sequences)  # this process's rows either way
         pad = getattr(self.task.model.config, "pad_token_id", None) or 0
         width = 1 + o.max_new_tokens
@@ -166,7 +176,10 @@ class CaptioningEvaluator(GeneratingEvaluator):
     """Caption metrics of generated captions against every reference of their image:
     ``BLEU-1``..``BLEU-4``, ``METEOR``, ``ROUGE-L``, ``CIDEr`` (pycocoevalcap,
     PTB-tokenised; without Java, BLEU/ROUGE-L/CIDEr on whitespace tokens:
-    :func:`jaxmm.evaluate.captioning.score_captions`). Batches: ``image``,
+    :func:`jaxmm.evaluate.captioning.score_captions`), and ``repeated_2grams`` /
+    ``repeated_3grams``, the percentage of a caption's word n-grams that repeat an
+    earlier n-gram of the same caption
+    (:func:`jaxmm.evaluate.captioning.repeated_ngram_rate`). Batches: ``image``,
     ``image_id`` and the reference strings (``references``, ``(B, K)``)."""
 
     def predict(self, variables: Any) -> CaptionPredictions:
@@ -189,8 +202,11 @@ class CaptioningEvaluator(GeneratingEvaluator):
 
     def score(self, predictions: CaptionPredictions) -> dict[str, float]:
         keys = [int(i) for i in predictions.ids]
-        return score_captions(dict(zip(keys, predictions.captions)),
-                              dict(zip(keys, predictions.references)))
+        scores = score_captions(dict(zip(keys, predictions.captions)),
+                                dict(zip(keys, predictions.references)))
+        for n in (2, 3):
+            scores[f"repeated_{n}grams"] = repeated_ngram_rate(predictions.captions, n)
+        return scores
 
     def evaluate(self, variables: Any) -> dict[str, float]:
         return self.score(self.predict(variables))
