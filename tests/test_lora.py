@@ -182,8 +182,10 @@ def test_train_steps_change_only_adapters_and_optimizer_state_is_adapter_sized()
 def test_jaxmm_train_with_lora_learns_resumes_exactly_and_exports_merged(tmp_path):
     """``jaxmm train`` with a ``lora`` block: loss falls; a run split in two (resumed
     from the checkpoint holding the adapters) ends bit-identical to one straight run;
-    the export holds the merged params."""
+    the export holds the merged params; evaluating the checkpoint (base + adapters,
+    merged) gives the export's metrics."""
     from jaxmm import cli
+    from jaxmm.train import evaluate_checkpoint, load_run_config
     from jaxmm.train.checkpoint import Checkpointer, load_exported
 
     over = {"lora.rank": 8, "num_steps": 30, "optimizer.learning_rate": 3e-2,
@@ -218,3 +220,10 @@ def test_jaxmm_train_with_lora_learns_resumes_exactly_and_exports_merged(tmp_pat
     assert "lora" not in exported
     for x, y in zip(jax.tree.leaves(exported["params"]), jax.tree.leaves(merged), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-6)
+    run_cfg = load_run_config(cfg)
+    from_ckpt = evaluate_checkpoint(run_cfg, straight)["metrics"]
+    from_export = evaluate_checkpoint(run_cfg, straight,
+                                      params_dir=os.path.join(straight, "export"))["metrics"]
+    assert from_ckpt.keys() == from_export.keys() and "loss" in from_ckpt
+    for key in from_ckpt:
+        assert from_ckpt[key] == pytest.approx(from_export[key], rel=1e-5), key
