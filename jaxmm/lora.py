@@ -21,7 +21,10 @@ input and output axes (:func:`kernel_layout`); a stacked kernel of
 ``scan_layers`` (leading ``layers`` axis) gets one adapter per layer.
 
 The adapters tree mirrors the params tree: at each targeted kernel's position
-it holds ``{"lora_a": (*stack, in, r), "lora_b": (*stack, r, out)}``.
+it holds ``{"lora_a": (*stack, in, r), "lora_b": (*stack, r, out)}``, and at
+each param matched by :attr:`LoraConfig.train_full` (a new classifier head,
+say; PEFT's ``modules_to_save``) ``{"full": <a trained copy of the param>}``,
+which replaces the base value when merged.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from flax import traverse_util
 from jaxmm.config import ConfigError
 
 __all__ = ["DEFAULT_TARGETS", "LoraConfig", "init_adapters", "kernel_layout", "merge",
-           "num_params", "target_paths"]
+           "num_params", "refresh_full", "target_paths"]
 
 # Attention query/key/value/output and MLP kernels of every jaxmm family (and the
 # Hugging Face names, for params imported under them).
@@ -60,12 +63,14 @@ class LoraConfig:
     targets: regexes (``re.search``) of the kernel paths to adapt. init: ``A``'s
     initialiser, ``"kaiming"`` (uniform, bound ``1/sqrt(in)``, as PEFT) or
     ``"normal"`` (std ``1/rank``); ``B`` is always zeros, so the adapted model
-    starts equal to the base."""
+    starts equal to the base. train_full: regexes of params trained in full
+    alongside the adapters (e.g. ``("classifier",)`` for a new task head)."""
 
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = DEFAULT_TARGETS
     init: str = "kaiming"
+    train_full: tuple[str, ...] = ()
 
     def __post_init__(self):
         if int(self.rank) < 1:
@@ -74,11 +79,12 @@ class LoraConfig:
             raise ConfigError(f"lora.init must be one of {', '.join(INITS)}; got {self.init!r}.")
         if not self.targets:
             raise ConfigError("lora.targets is empty; give at least one kernel path regex.")
-        for pattern in self.targets:
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ConfigError(f"lora.targets: invalid regex {pattern!r}: {e}") from None
+        for key in ("targets", "train_full"):
+            for pattern in getattr(self, key):
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ConfigError(f"lora.{key}: invalid regex {pattern!r}: {e}") from None
 
     @property
     def scale(self) -> float:
@@ -142,7 +148,27 @@ def init_adapters(params: Any, rng: jax.Array, config: LoraConfig) -> dict[str, 
             a = jax.random.normal(key, a_shape, jnp.float32) / config.rank
         out[path + "/lora_a"] = a
         out[path + "/lora_b"] = jnp.zeros((*lead, config.rank, d_out), jnp.float32)
+    full = [re.compile(t) for t in config.train_full]
+    for path, x in flat.items():
+        if any(r.search(path) for r in full):
+            if path + "/lora_a" in out:
+                raise ConfigError(f"{path!r} matches both lora.targets and lora.train_full; "
+                                  "narrow one of them.")
+            out[path + "/full"] = x
+    if full and not any(k.endswith("/full") for k in out):
+        raise ConfigError(f"lora.train_full {tuple(config.train_full)!r} matches no param.",
+                          hint=f"Params are named like: {', '.join(list(flat)[:6])}.")
     return traverse_util.unflatten_dict(out, sep="/")
+
+
+def refresh_full(adapters: Any, params: Any) -> Any:
+    """``adapters`` with their ``train_full`` copies taken from ``params`` (after
+    the base params were replaced, e.g. by pretrained weights)."""
+    flat, base = _flat(adapters), _flat(params)
+    for key in flat:
+        if key.endswith("/full"):
+            flat[key] = base[key[: -len("/full")]]
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def merge(params: Any, adapters: Any, scale: float) -> Any:
@@ -154,6 +180,9 @@ def merge(params: Any, adapters: Any, scale: float) -> Any:
     flat = _flat(params)
     factors = _flat(adapters)
     for key, a in factors.items():
+        if key.endswith("/full"):
+            flat[key[: -len("/full")]] = a
+            continue
         if not key.endswith("/lora_a"):
             continue
         path = key[: -len("/lora_a")]

@@ -227,3 +227,31 @@ def test_jaxmm_train_with_lora_learns_resumes_exactly_and_exports_merged(tmp_pat
     assert from_ckpt.keys() == from_export.keys() and "loss" in from_ckpt
     for key in from_ckpt:
         assert from_ckpt[key] == pytest.approx(from_export[key], rel=1e-5), key
+
+
+def test_train_full_trains_a_new_head_with_the_adapters():
+    """``lora.train_full`` (PEFT's modules_to_save): the classifier head is trained in
+    full next to the adapters; the base copy of it stays frozen."""
+    from jaxmm.train.build import build_run
+
+    built = build_run(tiny_config("classification", {
+        "lora.rank": 2, "lora.train_full": ("^head/",), "optimizer.learning_rate": 1e-2}))
+    state = built.init_state()
+    base0 = jax.device_get(state.params)
+    head = {k: np.asarray(v) for k, v in base0["head"].items()}
+    np.testing.assert_array_equal(state.lora["head"]["kernel"]["full"], head["kernel"])
+    batches = built.batches(built.config.data, "train", built.config.batch_size,
+                            shuffle=True, repeat=True)
+    with jax.set_mesh(built.mesh):
+        for _ in range(2):
+            state, _ = built.train_step(state, next(batches), built.constants)
+    for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(base0),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    merged_head = jax.device_get(state.variables["params"]["head"])
+    for name in ("kernel", "bias"):
+        assert not np.array_equal(merged_head[name], head[name])
+        np.testing.assert_array_equal(merged_head[name], state.lora["head"][name]["full"])
+    assert built.num_trainable == lora.num_params(state.lora) >= sum(x.size for x in head.values())
+    with pytest.raises(ConfigError, match="train_full .* matches no param"):
+        build_run(tiny_config("classification", {"lora.rank": 2, "lora.train_full": ("nope",)}))

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
@@ -160,8 +161,14 @@ class Run:
         init = _state_initializer(self.task, self.tx, self.example, self.state_rng, self.lora)
         with jax.set_mesh(self.mesh):
             state = jax.jit(init, out_shardings=self.state_shardings)(self.init_rng)
-        return state.replace(params=initial_params(self.config, state.params,
-                                                   self.state_shardings.params))
+        state = state.replace(params=initial_params(self.config, state.params,
+                                                    self.state_shardings.params))
+        if state.lora is not None and self.lora.train_full:  # copies of the loaded weights
+            with jax.set_mesh(self.mesh):
+                state = state.replace(lora=jax.jit(
+                    lora_lib.refresh_full, out_shardings=self.state_shardings.lora)(
+                        state.lora, state.params))
+        return state
 
     def batches(self, data: Mapping[str, Any] | None, split: str, batch_size: int, *,
                 shuffle: bool = False, repeat: bool = False,
@@ -238,8 +245,12 @@ def _state_shardings(task: Task, abstract: TrainState, example: Any, rng: jax.Ar
                           opt_state=sharding.shardings_like(abstract.opt_state, abstract.params,
                                                             params, mesh),
                           rng=replicated)
-    # LoRA factors are small (rank r): replicated, like their optimizer state.
-    adapters = jax.tree.map(lambda _: replicated, abstract.lora)
+    # LoRA factors are small (rank r): replicated, like their optimizer state; a
+    # train_full copy is sharded like the param it copies.
+    flat_params = traverse_util.flatten_dict(params, sep="/")
+    adapters = traverse_util.unflatten_dict(
+        {k: flat_params[k[: -len("/full")]] if k.endswith("/full") else replicated
+         for k in traverse_util.flatten_dict(abstract.lora, sep="/")}, sep="/")
     return abstract.replace(step=replicated, params=params, extra=variables,
                             opt_state=sharding.shardings_like(abstract.opt_state, abstract.lora,
                                                               adapters, mesh),
@@ -325,4 +336,5 @@ def lora_config(config: ConfigDict) -> lora_lib.LoraConfig | None:
     if not c.rank:
         return None
     return lora_lib.LoraConfig(rank=int(c.rank), alpha=float(c.alpha),
-                               targets=tuple(c.targets), init=str(c.init))
+                               targets=tuple(c.targets), init=str(c.init),
+                               train_full=tuple(c.train_full))

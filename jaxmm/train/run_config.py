@@ -103,6 +103,9 @@ def default_config() -> ConfigDict:
         "alpha": 16.0,
         "targets": lora_lib.DEFAULT_TARGETS,
         "init": "kaiming",  # kaiming | normal (A's initialiser; B is zeros)
+        # Regexes of params trained in full with the adapters (a new task head:
+        # ("classifier",)); PEFT's modules_to_save.
+        "train_full": (),
     })
     c.schedule = ConfigDict({
         "name": "cosine",  # cosine | linear | rsqrt | constant
