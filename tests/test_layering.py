@@ -21,7 +21,8 @@ RANKS = {
     "config": 2,
     "registry": 3,
     "layers": 4, "audio_features": 4, "sharding": 4,
-    "losses": 5,
+    "losses": 5, "lora": 5,
+    "quantize": 6,  # uses lora.kernel_layout
     "models": 6,
     "convert": 7, "data": 7, "generation": 7,
     "evaluate": 8, "viz": 8,

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm import quantize
 from jaxmm.errors import InputError
 from jaxmm.generation.config import SpecialTokens
 from jaxmm.models.outputs import BaseModelOutput
@@ -235,8 +236,8 @@ def _check_length(mask: np.ndarray, max_new: int, cfg) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _encoder_fn(model):
-    return jax.jit(lambda params, kwargs: model.apply({"params": params}, **kwargs,
-                                                      method="encode"))
+    return jax.jit(lambda params, kwargs: model.apply({"params": quantize.dequantize(params)},
+                                                      **kwargs, method="encode"))
 
 
 def _encode(model, params, input_ids, attention_mask, encoder_inputs, encoder_outputs,

@@ -25,6 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxmm import quantize
 from jaxmm.generation import processors
 from jaxmm.generation.config import DecodePlan, TracedSettings
 
@@ -145,7 +146,9 @@ class _Run:
 
 
 def _call(model, plan: DecodePlan, variables, ids, mask, positions, enc=None, enc_mask=None):
-    """One ``decode=True`` call; returns ``(logits, cache)``."""
+    """One ``decode=True`` call; returns ``(logits, cache)``. int8 params
+    (:mod:`jaxmm.quantize`) are dequantized here, inside the compiled program."""
+    variables = {**variables, "params": quantize.dequantize(variables["params"])}
     if plan.encoder_decoder:
         out, new_vars = model.apply(
             variables, ids, encoder_hidden_states=enc, encoder_attention_mask=enc_mask,

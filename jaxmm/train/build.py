@@ -23,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
+from jaxmm import lora as lora_lib
 from jaxmm import sharding
 from jaxmm.config import ConfigError
 from jaxmm.models import registry
@@ -97,6 +99,8 @@ class Run:
     train_step: ``(state, batch, constants) -> (state, metrics)``, jitted with
     explicit shardings and the state donated. num_params: parameter count.
     init_rng / state_rng: the keys of the initial variables and of the state.
+    lora: the :class:`jaxmm.lora.LoraConfig` of a LoRA run, else ``None``.
+    num_trainable: scalars trained (the adapters' with LoRA, else ``num_params``).
     """
 
     config: ConfigDict
@@ -114,10 +118,26 @@ class Run:
     num_params: int
     init_rng: jax.Array
     state_rng: jax.Array
+    lora: lora_lib.LoraConfig | None = None
+    num_trainable: int = 0
 
     @property
     def variable_shardings(self) -> dict[str, Any]:
         return {"params": self.state_shardings.params, **self.state_shardings.extra}
+
+    def saved_variables_target(self) -> dict[str, Any]:
+        """What a checkpoint's ``model`` item holds (:attr:`TrainState.saved_variables`),
+        as ``ShapeDtypeStruct``s with shardings."""
+        return _with_shardings(self.abstract_state.saved_variables,
+                               self.state_shardings.saved_variables)
+
+    def model_variables(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """Saved variables -> the variables to run the model with (adapters merged)."""
+        saved = dict(saved)
+        adapters = saved.pop("lora", None)
+        if adapters is not None:
+            saved["params"] = lora_lib.merge(saved["params"], adapters, self.lora.scale)
+        return saved
 
     @property
     def data_sharding(self) -> NamedSharding:
@@ -138,11 +158,17 @@ class Run:
 
     def init_state(self) -> TrainState:
         """A fresh state, initialised directly sharded, with ``config.init`` weights."""
-        init = _state_initializer(self.task, self.tx, self.example, self.state_rng)
+        init = _state_initializer(self.task, self.tx, self.example, self.state_rng, self.lora)
         with jax.set_mesh(self.mesh):
             state = jax.jit(init, out_shardings=self.state_shardings)(self.init_rng)
-        return state.replace(params=initial_params(self.config, state.params,
-                                                   self.state_shardings.params))
+        state = state.replace(params=initial_params(self.config, state.params,
+                                                    self.state_shardings.params))
+        if state.lora is not None and self.lora.train_full:  # copies of the loaded weights
+            with jax.set_mesh(self.mesh):
+                state = state.replace(lora=jax.jit(
+                    lora_lib.refresh_full, out_shardings=self.state_shardings.lora)(
+                        state.lora, state.params))
+        return state
 
     def batches(self, data: Mapping[str, Any] | None, split: str, batch_size: int, *,
                 shuffle: bool = False, repeat: bool = False,
@@ -186,14 +212,21 @@ class Run:
 
 
 def _state_initializer(task: Task, tx: optax.GradientTransformation, example: Any,
-                       state_rng: jax.Array) -> Callable[[jax.Array], TrainState]:
-    """``init_state(init_rng) -> TrainState`` at step 0 (``state_rng``: the state's key)."""
+                       state_rng: jax.Array, lora: lora_lib.LoraConfig | None = None
+                       ) -> Callable[[jax.Array], TrainState]:
+    """``init_state(init_rng) -> TrainState`` at step 0 (``state_rng``: the state's key).
+    With ``lora`` the state holds adapters and the optimizer state tracks them alone."""
 
     def init_state(rng: jax.Array) -> TrainState:
         variables = dict(nn.meta.unbox(task.init(rng, example)))
         params = variables.pop("params")
+        if lora is None:
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
+                              opt_state=tx.init(params), rng=state_rng)
+        adapters = lora_lib.init_adapters(params, jax.random.fold_in(rng, 0x10A), lora)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
-                          opt_state=tx.init(params), rng=state_rng)
+                          opt_state=tx.init(adapters), rng=state_rng, lora=adapters,
+                          lora_scale=lora.scale)
 
     return init_state
 
@@ -207,10 +240,21 @@ def _state_shardings(task: Task, abstract: TrainState, example: Any, rng: jax.Ar
     variables = dict(sharding.logical_shardings(boxed, mesh, rules))
     params = variables.pop("params")
     replicated = NamedSharding(mesh, PartitionSpec())
-    return TrainState(step=replicated, params=params, extra=variables,
-                      opt_state=sharding.shardings_like(abstract.opt_state, abstract.params,
-                                                        params, mesh),
-                      rng=replicated)
+    if abstract.lora is None:
+        return TrainState(step=replicated, params=params, extra=variables,
+                          opt_state=sharding.shardings_like(abstract.opt_state, abstract.params,
+                                                            params, mesh),
+                          rng=replicated)
+    # LoRA factors are small (rank r): replicated, like their optimizer state; a
+    # train_full copy is sharded like the param it copies.
+    flat_params = traverse_util.flatten_dict(params, sep="/")
+    adapters = traverse_util.unflatten_dict(
+        {k: flat_params[k[: -len("/full")]] if k.endswith("/full") else replicated
+         for k in traverse_util.flatten_dict(abstract.lora, sep="/")}, sep="/")
+    return abstract.replace(step=replicated, params=params, extra=variables,
+                            opt_state=sharding.shardings_like(abstract.opt_state, abstract.lora,
+                                                              adapters, mesh),
+                            rng=replicated, lora=adapters)
 
 
 def check_vocab(tokenizer: Any, task: Any, where: str) -> None:
@@ -256,15 +300,18 @@ def build_run(config: ConfigDict | Mapping[str, Any], mesh: Mesh | None = None) 
 
     # -- abstract state, shardings, optimizer ---------------------------------
     tx, schedule = make_optimizer(config)
+    lora = lora_config(config)
     example = _example(task, config)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        abstract = jax.eval_shape(_state_initializer(task, tx, example, state_rng), init_rng)
+        abstract = jax.eval_shape(_state_initializer(task, tx, example, state_rng, lora),
+                                  init_rng)
     state_shardings = _state_shardings(task, abstract, example, init_rng, mesh, rules)
     with jax.set_mesh(mesh):
         constants = task.constants(config, mesh, rules)
     const_shardings = jax.tree.map(lambda x: x.sharding, constants)
-    trainable = trainable_mask(abstract.params, tuple(config.optimizer.freeze))
+    trained = abstract.params if lora is None else abstract.lora
+    trainable = trainable_mask(trained, tuple(config.optimizer.freeze))
 
     # -- steps ----------------------------------------------------------------
     train_step = jax.jit(
@@ -278,5 +325,16 @@ def build_run(config: ConfigDict | Mapping[str, Any], mesh: Mesh | None = None) 
     return Run(config=config, mesh=mesh, rules=rules, task=task, tokenizer=tokenizer,
                example=example, abstract_state=abstract, state_shardings=state_shardings,
                constants=constants, tx=tx, schedule=schedule, train_step=train_step,
-               num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
-               init_rng=init_rng, state_rng=state_rng)
+               num_params=lora_lib.num_params(abstract.params),
+               init_rng=init_rng, state_rng=state_rng, lora=lora,
+               num_trainable=lora_lib.num_params(trained))
+
+
+def lora_config(config: ConfigDict) -> lora_lib.LoraConfig | None:
+    """The run's :class:`jaxmm.lora.LoraConfig` (``None`` when ``lora.rank`` is 0)."""
+    c = config.lora
+    if not c.rank:
+        return None
+    return lora_lib.LoraConfig(rank=int(c.rank), alpha=float(c.alpha),
+                               targets=tuple(c.targets), init=str(c.init),
+                               train_full=tuple(c.train_full))

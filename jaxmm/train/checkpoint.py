@@ -2,7 +2,8 @@
 
 A checkpoint step directory ``workdir/checkpoints/<step>/`` holds four items:
 
-* ``model``: the model variables ``{"params": ..., **other collections}``;
+* ``model``: the model variables ``{"params": ..., **other collections}`` (a
+  LoRA run: the frozen base params, and the adapters under ``"lora"``);
 * ``train``: ``{"step", "rng", "opt_state"}``;
 * ``data``: one JSON file per process with its data iterator's
   ``get_state()`` (``process_<i>-of-<n>.json``), so every process resumes its
@@ -184,7 +185,7 @@ class Checkpointer:
         if metrics is not None and self.best_metric and self.best_metric not in metrics:
             metrics = None
         args = ocp.args.Composite(
-            model=ocp.args.StandardSave(state.variables),
+            model=ocp.args.StandardSave(state.saved_variables),
             train=ocp.args.StandardSave(
                 {"step": state.step, "rng": state.rng, "opt_state": state.opt_state}),
             data=ProcessJsonSave(data_state),
@@ -199,15 +200,16 @@ class Checkpointer:
         """Restores ``step`` onto ``target`` (a TrainState of ``ShapeDtypeStruct``s
         with shardings). Returns ``(state, this process's data state or None)``."""
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(target.variables),
+            model=ocp.args.StandardRestore(target.saved_variables),
             train=ocp.args.StandardRestore(
                 {"step": target.step, "rng": target.rng, "opt_state": target.opt_state}),
             data=ProcessJsonRestore(),
         ))
         variables, train = dict(restored.model), restored.train
         params = variables.pop("params")
-        state = TrainState(step=train["step"], params=params, extra=variables,
-                           opt_state=train["opt_state"], rng=train["rng"])
+        adapters = variables.pop("lora", None)
+        state = target.replace(step=train["step"], params=params, extra=variables,
+                               opt_state=train["opt_state"], rng=train["rng"], lora=adapters)
         return state, restored.data
 
     def restore_variables(self, step: int, target: Any = None) -> Any:

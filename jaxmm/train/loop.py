@@ -133,9 +133,11 @@ def _train(built: Run, workdir: str, state: TrainState, latest: int | None, batc
     progress = log_lib.Progress(config.num_steps, start=start,
                                 unit="tokens" if task.layout == "text" else "examples",
                                 enabled=config.log.progress)
+    trained = (f", LoRA rank {built.lora.rank}: {built.num_trainable:,} trained"
+               if built.lora else "")
     progress.message(
         f"jaxmm train: task {task.name}, model {config.model.name} ({built.num_params:,} "
-        f"params), mesh {dict(built.mesh.shape)}, {jax.device_count()} "
+        f"params{trained}), mesh {dict(built.mesh.shape)}, {jax.device_count()} "
         f"{jax.default_backend()} device(s), {jax.process_count()} process(es); "
         + (f"resuming from step {start}" if latest is not None else "starting at step 0"))
 
@@ -193,7 +195,7 @@ def _train(built: Run, workdir: str, state: TrainState, latest: int | None, batc
                                model_config=config.model.config.to_dict(), task=task.name)
     summary = {
         "step": int(jax.device_get(state.step)), "preempted": preempted,
-        "num_params": built.num_params,
+        "num_params": built.num_params, "num_trainable": built.num_trainable,
         "eval": {k: v for hook in evals for k, v in hook.latest.items()},
         "checkpoints": checkpointer.all_steps(), "mfu_peak_flops": peak,
         "mfu_peak_source": peak_how, "model_flops_per_step": throughput.flops_per_step,
@@ -229,7 +231,8 @@ def evaluate_checkpoint(config: ConfigDict | Mapping[str, Any], workdir: str, *,
             checkpointer = ckpt_lib.Checkpointer(directory, create=False)
             try:
                 step = checkpoint_steps(directory)[-1] if step is None else step
-                variables = checkpointer.restore_variables(step, built.variables_target())
+                variables = built.model_variables(
+                    checkpointer.restore_variables(step, built.saved_variables_target()))
             finally:
                 checkpointer.close()
     metrics = {}

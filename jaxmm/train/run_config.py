@@ -32,6 +32,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+from jaxmm import lora as lora_lib
 from jaxmm.config import ConfigError, apply_overrides, did_you_mean, load_config
 from jaxmm.overrides import implied_type
 
@@ -90,6 +91,21 @@ def default_config() -> ConfigDict:
         "freeze": (),  # regexes of params that are not trained
         "lr_multipliers": (),  # ((regex, multiplier), ...); first match wins
         "factored": True, "decay_rate": 0.8,  # adafactor
+    })
+    # LoRA fine-tuning (jaxmm.lora): rank 0 = off (full fine-tuning). With rank r,
+    # the kernels matching `targets` (regexes of "/"-joined param paths) get
+    # adapters A (in x r) and B (r x out, zeros) and the model runs on
+    # W + alpha/r * A @ B; only the adapters are trained (optimizer state too) and
+    # the base params stay frozen. Checkpoints hold base + adapters; the export
+    # holds the merged params.
+    c.lora = ConfigDict({
+        "rank": 0,
+        "alpha": 16.0,
+        "targets": lora_lib.DEFAULT_TARGETS,
+        "init": "kaiming",  # kaiming | normal (A's initialiser; B is zeros)
+        # Regexes of params trained in full with the adapters (a new task head:
+        # ("classifier",)); PEFT's modules_to_save.
+        "train_full": (),
     })
     c.schedule = ConfigDict({
         "name": "cosine",  # cosine | linear | rsqrt | constant

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxmm import lora as lora_lib
 from jaxmm.train.tasks.base import LossOutput, Task
 
 Array = jax.Array
@@ -47,6 +48,9 @@ class TrainState:
     extra: other model collections updated in training (``batch_stats``) or
     ``{}``. opt_state: Optax state. rng: ``uint32[2]`` base key; step ``s``
     uses ``fold_in(rng, s)`` so the dropout stream does not depend on restarts.
+    lora: LoRA adapters (:mod:`jaxmm.lora`) or ``None``; with adapters, they are
+    what is trained (``opt_state`` tracks them) and ``params`` is the frozen
+    base. lora_scale: the adapters' ``alpha / rank`` (static).
     """
 
     step: Array
@@ -54,10 +58,27 @@ class TrainState:
     extra: Any
     opt_state: Any
     rng: Array
+    lora: Any = None
+    lora_scale: float = flax.struct.field(pytree_node=False, default=1.0)
 
     @property
     def variables(self) -> dict[str, Any]:
-        return {"params": self.params, **self.extra}
+        """The model variables to run the model with (LoRA adapters merged in)."""
+        return {"params": self.model_params, **self.extra}
+
+    @property
+    def model_params(self) -> Any:
+        """``params``, with the LoRA adapters merged in when there are any."""
+        if self.lora is None:
+            return self.params
+        return lora_lib.merge(self.params, self.lora, self.lora_scale)
+
+    @property
+    def saved_variables(self) -> dict[str, Any]:
+        """What a checkpoint stores as the model: the base variables, and the
+        adapters under ``"lora"`` when there are any."""
+        extra = {} if self.lora is None else {"lora": self.lora}
+        return {"params": self.params, **self.extra, **extra}
 
 
 def split_microbatches(batch: dict[str, Array], k: int, mesh: Mesh | None) -> dict[str, Array]:
@@ -99,23 +120,32 @@ def make_train_step(
       tx: the Optax transformation (:func:`jaxmm.train.optim.make_optimizer`).
       schedule: learning-rate schedule, only to report ``learning_rate``.
       accum_steps: micro-batches per step (the batch is split ``k`` ways).
-      trainable: tree of bools (``optim.trainable_mask``); gradients of
-        frozen params are zeroed (and so never computed).
+      trainable: tree of bools (``optim.trainable_mask``) over what is trained
+        (params, or the LoRA adapters); gradients of frozen leaves are zeroed
+        (and so never computed).
       mesh / rules: mesh and logical-axis rules active while tracing.
 
     Returns ``step(state, batch, constants) -> (new_state, metrics)`` where
     metrics are float32 scalars: ``loss``, the task's metrics, ``grad_norm``,
     ``param_norm``, ``learning_rate``, and ``tokens``/``examples`` weights.
+
+    With LoRA (``state.lora`` set) the step trains the adapters: the loss runs
+    on ``merge(params, adapters)`` and is differentiated with respect to the
+    adapters only; ``params`` passes through untouched (bit-identical), and
+    ``grad_norm``/``param_norm`` are the adapters'.
     """
 
-    def micro(params, extra, batch, rng, constants):
-        def loss_fn(p):
+    def micro(state, weights, extra, batch, rng, constants):
+        """Gradients with respect to ``weights``: the params, or the adapters."""
+
+        def loss_fn(w):
+            p = w if state.lora is None else lora_lib.merge(state.params, w, state.lora_scale)
             b = task.prepare(batch, jax.random.fold_in(rng, 1), True)
             out: LossOutput = task.loss({"params": p, **extra}, b, train=True,
                                         rng=jax.random.fold_in(rng, 2), constants=constants)
             return out.loss, out
 
-        (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
         if trainable is not None:
             grads = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trainable)
         return grads, out
@@ -123,8 +153,9 @@ def make_train_step(
     def step(state: TrainState, batch: dict[str, Array], constants: Any = None):
         with nn.logical_axis_rules(rules or ()):
             rng = jax.random.fold_in(state.rng, state.step)
+            weights = state.params if state.lora is None else state.lora
             if accum_steps == 1:
-                grads, out = micro(state.params, state.extra, batch, rng, constants)
+                grads, out = micro(state, weights, state.extra, batch, rng, constants)
                 extra = out.extra if out.extra is not None else state.extra
                 loss_sum, weight, msums = out.loss, out.weight, out.metrics
             else:
@@ -133,13 +164,14 @@ def make_train_step(
                 def body(carry, xs):
                     g_acc, l_acc, w_acc, m_acc, extra = carry
                     i, mb = xs
-                    g, out = micro(state.params, extra, mb, jax.random.fold_in(rng, i), constants)
+                    g, out = micro(state, weights, extra, mb, jax.random.fold_in(rng, i),
+                                   constants)
                     new_extra = out.extra if out.extra is not None else extra
                     return (_tree_sum(g_acc, g), l_acc + out.loss, w_acc + out.weight,
                             _tree_sum(m_acc, out.metrics), new_extra), None
 
                 first = jax.eval_shape(
-                    lambda: micro(state.params, state.extra,
+                    lambda: micro(state, weights, state.extra,
                                   jax.tree.map(lambda x: x[0], micro_batches), rng, constants))
                 zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), t)  # noqa: E731
                 init = (zeros(first[0]), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
@@ -148,21 +180,23 @@ def make_train_step(
                     body, init, (jnp.arange(accum_steps), micro_batches))
             denom = jnp.maximum(weight, 1e-9)
             grads = jax.tree.map(lambda g: g / denom.astype(g.dtype), grads)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
+            updates, opt_state = tx.update(grads, state.opt_state, weights)
+            weights = optax.apply_updates(weights, updates)
             metrics = {"loss": loss_sum / denom}
             metrics.update({k: s / jnp.maximum(c, 1e-9) for k, (s, c) in msums.items()})
             metrics["grad_norm"] = optax.tree.norm(grads)
             finite = _all_finite(metrics)
-            metrics["param_norm"] = optax.tree.norm(params)
+            metrics["param_norm"] = optax.tree.norm(weights)
             metrics["weight"] = weight
             if schedule is not None:
                 metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-            new = TrainState(step=state.step + 1, params=params, extra=extra,
-                             opt_state=opt_state, rng=state.rng)
             keep = lambda n, o: jnp.where(finite, n, o)  # noqa: E731
-            new = new.replace(params=jax.tree.map(keep, new.params, state.params),
-                              extra=jax.tree.map(keep, new.extra, state.extra),
+            weights = jax.tree.map(keep, weights, state.params if state.lora is None
+                                   else state.lora)
+            new = state.replace(step=state.step + 1, extra=extra, opt_state=opt_state,
+                                **({"params": weights} if state.lora is None
+                                   else {"lora": weights}))
+            new = new.replace(extra=jax.tree.map(keep, new.extra, state.extra),
                               opt_state=jax.tree.map(keep, new.opt_state, state.opt_state),
                               step=jnp.where(finite, new.step, state.step))
             return new, {k: v.astype(jnp.float32) for k, v in metrics.items()}

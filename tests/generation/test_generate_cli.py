@@ -72,6 +72,16 @@ def test_cli_runs_from_jaxmm_folders(gpt2_folder, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_int8_weights_give_the_fp32_greedy_text(gpt2_folder, capsys):
+    from jaxmm.cli import generate as generate_cli
+
+    args = [str(gpt2_folder), "--prompt", "w5 w9 w77", "--prompt", "w8", "--max-new-tokens", "5"]
+    assert generate_cli.main(args) == 0
+    fp32 = capsys.readouterr().out
+    assert generate_cli.main(args + ["--int8"]) == 0
+    assert capsys.readouterr().out == fp32 and fp32.strip()
+
+
 def test_cli_errors(gpt2_folder, tmp_path, capsys):
     from jaxmm.cli import generate as generate_cli
 
