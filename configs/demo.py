@@ -25,7 +25,7 @@ decodings of ``DECODINGS`` (``captions_greedy``, ``captions_beam``, ...), and
 import ml_collections
 
 from jaxmm.data import catalog
-from jaxmm.data.scenes import ANSWERS, SHAPES
+from jaxmm.data.scenes import ANSWERS, COLORS, SHAPES
 from jaxmm.train.run_config import parse_config_arg
 
 IMAGE_SIZE = 64
@@ -37,6 +37,13 @@ BOS, EOS, PAD = 2, 3, 0  # WordPiece [CLS], [SEP], [PAD]
 # About 7 minutes of training on two CPU cores (~4 steps/s each run).
 DEFAULT_STEPS = {"clip": 500, "captioner": 600, "vqa": 600}
 EVAL_BATCH = 64
+# Zero-shot shape prompts: CLIP-style prompt ensembling (class embedding = the mean over
+# templates). Besides the caption form that names the biggest object's shape, the
+# templates name a large object of each colour, so the colour (unknown at test time) is
+# averaged out.
+ZERO_SHOT_TEMPLATES = ("the biggest object is a {}",) + tuple(
+    f"{opener} a large {color} {{}}" for opener in ("there is", "an image of")
+    for color in COLORS)
 # The captioner's four decodings, scored side by side (``jaxmm demo`` picks the one with
 # the best validation CIDEr for ``samples.png``): greedy; beam search with HF's length
 # normalisation (score = log-prob / length ** 1.0); beam search plus the CTRL repetition
@@ -79,6 +86,9 @@ def _evaluators(run: str, a) -> dict:
             "zero_shot": {"type": "zero_shot", "data": _data("classification", a),
                           "class_names": SHAPES, "templates": ("the biggest object is a {}",),
                           "max_length": MAX_LENGTH, **_TEST_SPLIT},
+            "zero_shot_ensemble": {"type": "zero_shot", "data": _data("classification", a),
+                                   "class_names": SHAPES, "templates": ZERO_SHOT_TEMPLATES,
+                                   "max_length": MAX_LENGTH, **_TEST_SPLIT},
         }
     if run == "captioner":
         data = _data("captioning", a)  # keep the five reference captions as strings

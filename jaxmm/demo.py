@@ -183,6 +183,9 @@ def evaluate_clip(evaluators: dict, variables) -> dict[str, float]:
     """Retrieval recall@K (5 captions per image) and zero-shot shape accuracy (percent)."""
     out = evaluators["retrieval"](variables)
     out["zero_shot_accuracy"] = 100.0 * evaluators["zero_shot"](variables)["accuracy"]
+    if "zero_shot_ensemble" in evaluators:
+        out["zero_shot_ensemble_accuracy"] = 100.0 * evaluators["zero_shot_ensemble"](
+            variables)["accuracy"]
     out["num_images"], out["num_texts"] = int(out["num_images"]), int(out["num_texts"])
     return out
 
@@ -342,6 +345,10 @@ def _table(results: dict) -> str:
         rows.append(("CLIP", k, f"{c[k]:.1f}%", f"{b['retrieval'][k]:.1f}%", "chance"))
     rows.append(("CLIP", "zero-shot shape", f"{c['zero_shot_accuracy']:.1f}%",
                  f"{b['zero_shot_chance']:.1f}%", "chance"))
+    if "zero_shot_ensemble_accuracy" in c:
+        rows.append(("CLIP", "zero-shot shape, prompt ensemble",
+                     f"{c['zero_shot_ensemble_accuracy']:.1f}%", f"{b['zero_shot_chance']:.1f}%",
+                     "chance"))
     cap, cb = results["captioner"], b["captioning"]
     for k in (k for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L") if k in cap):
         rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['random'][k]:.3f}",
