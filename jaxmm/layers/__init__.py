@@ -20,6 +20,7 @@ from jaxmm.layers.boxes import (
     generalized_box_iou,
 )
 from jaxmm.layers.embeddings import Embed, PatchEmbed
+from jaxmm.layers.matching import hungarian_match
 from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, l2_normalize, make_norm
 from jaxmm.layers.positions import (
@@ -75,6 +76,7 @@ __all__ = [
     "combine_masks",
     "dot_product_attention",
     "get_activation",
+    "hungarian_match",
     "key_padding_mask",
     "l2_normalize",
     "make_norm",
