@@ -491,8 +491,8 @@ def detr_matching_cost(logits: Array, pred_boxes: Array, labels: Array, boxes: A
     return class_weight * cost_class + bbox_weight * cost_bbox + giou_weight * cost_giou
 
 
-def _detr_layer_loss(logits, pred_boxes, labels, boxes, mask, num_boxes, *, eos_coef,
-                     weights, solver):
+def _detr_layer_loss(logits, pred_boxes, labels, boxes, mask, num_boxes, image_weights, *,
+                     eos_coef, weights, solver):
     num_queries, no_object = logits.shape[1], logits.shape[-1] - 1
     cost = detr_matching_cost(logits, pred_boxes, labels, boxes, class_weight=weights[0],
                               bbox_weight=weights[1], giou_weight=weights[2])
@@ -501,7 +501,7 @@ def _detr_layer_loss(logits, pred_boxes, labels, boxes, mask, num_boxes, *, eos_
     # Each query's target class: its matched object's label, else "no object".
     query_class = jnp.full(logits.shape[:2], no_object, jnp.int32).at[
         rows, jnp.where(mask, match, num_queries)].set(labels.astype(jnp.int32), mode="drop")
-    class_w = jnp.where(query_class == no_object, eos_coef, 1.0)
+    class_w = jnp.where(query_class == no_object, eos_coef, 1.0) * image_weights[:, None]
     loss_ce = cross_entropy(logits, query_class, ignore_index=None, weights=class_w)
     # Box losses on the matched pairs, normalised by the number of objects.
     matched = jnp.take_along_axis(pred_boxes.astype(jnp.float32),
@@ -519,7 +519,7 @@ def _detr_layer_loss(logits, pred_boxes, labels, boxes, mask, num_boxes, *, eos_
 def detr_loss(
     logits: Array, pred_boxes: Array, labels: Array, boxes: Array, box_mask: Array, *,
     eos_coef: float = 0.1, class_weight: float = 1.0, bbox_weight: float = 5.0,
-    giou_weight: float = 2.0, solver: str = "auto",
+    giou_weight: float = 2.0, solver: str = "auto", image_weights: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
     """DETR's set criterion, summed over decoder layers (auxiliary losses).
 
@@ -538,6 +538,7 @@ def detr_loss(
       labels: ``[B, N]`` int in ``[0, C)``; boxes ``[B, N, 4]`` normalised cxcywh;
         box_mask ``[B, N]`` 1 for real objects (an image may have none).
       solver: the matcher's solver (``"auto"``, ``"jax"`` or ``"scipy"``).
+      image_weights: ``[B]`` 0/1 (0: a padding row, left out of every term).
 
     Returns:
       ``(loss, metrics)``: the summed loss and the last layer's ``loss_ce``,
@@ -549,13 +550,15 @@ def detr_loss(
         raise ValueError(
             f"detr_loss: labels {tuple(labels.shape)}, box_mask {tuple(box_mask.shape)} and "
             f"boxes {tuple(boxes.shape)} must be [B, N], [B, N] and [B, N, 4].")
-    mask = box_mask.astype(bool)
+    image_weights = (jnp.ones(labels.shape[:1], jnp.float32) if image_weights is None
+                     else jnp.asarray(image_weights, jnp.float32))
+    mask = box_mask.astype(bool) & (image_weights[:, None] > 0)
     num_boxes = jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
     weights = (class_weight, bbox_weight, giou_weight)
     total, metrics = 0.0, {}
     for layer in range(logits.shape[0]):
         loss, metrics = _detr_layer_loss(logits[layer], pred_boxes[layer], labels, boxes, mask,
-                                         num_boxes, eos_coef=eos_coef, weights=weights,
-                                         solver=solver)
+                                         num_boxes, image_weights, eos_coef=eos_coef,
+                                         weights=weights, solver=solver)
         total = total + loss
     return total, metrics
