@@ -1,19 +1,22 @@
 """Object detection with a DETR-style set-prediction model.
 
+  # the built-in scenes (jaxmm data build-builtin --data-dir DIR): a box per shape
+  jaxmm train --config configs/detr_scenes.py:tiny,data=scenes,data_dir=DIR --workdir runs/detr
   jaxmm train --config configs/detr_scenes.py:tiny --workdir runs/detr     # synthetic boxes
-  jaxmm train --config configs/detr_scenes.py:r50,res=512 --workdir runs/detr
 
-``tiny``: a 2-stage ResNet (16 wide) and a 2-layer decoder of width 64 with 8 object
-queries, for 32x32 images; ``r50``: DETR-R50's sizes (ResNet-50, 6 decoder layers of
-256, 100 queries). Options: ``backbone`` (``resnet`` or ``vit``), ``queries``,
-``classes``, ``res``, ``steps``, ``batch``, ``lr``, ``matcher`` (``auto``, ``jax``,
-``scipy``). The data is the synthetic ``detection`` layout (coloured rectangles, up
-to 3 per image). The ``coco_map`` evaluator reports ``eval/coco/map``, ``ap50``, ``ap75``.
+``tiny``: a 2-stage ResNet (16 wide) and a 2-layer decoder of width 64 with 10 object
+queries (a scene has at most 9 objects), for 32x32 images; ``r50``: DETR-R50's sizes
+(ResNet-50, 6 decoder layers of 256, 100 queries). Options: ``backbone`` (``resnet`` or
+``vit``), ``queries``, ``classes``, ``res``, ``steps``, ``batch``, ``lr``, ``matcher``
+(``auto``, ``jax``, ``scipy``), ``data`` (``scenes`` or ``synthetic``: coloured
+rectangles, up to 3 per image), ``data_dir``, ``data_size`` (the scenes build). On the
+scenes the classes are the 4 shapes. The ``coco_map`` evaluator reports
+``eval/coco/map``, ``ap50``, ``ap75``.
 """
 
 import ml_collections
 
-from jaxmm.train.run_config import parse_config_arg
+from jaxmm.train.run_config import data_section, parse_config_arg
 
 SIZES = {
     # model size, backbone config, default image size, learning rate
@@ -24,7 +27,8 @@ SIZES = {
 
 def get_config(arg=None):
     a = parse_config_arg(arg, size="tiny", steps=2000, batch=32, backbone="resnet", queries=0,
-                         classes=4, res=0, lr=0.0, matcher="auto")
+                         classes=4, res=0, lr=0.0, matcher="auto", data="synthetic",
+                         data_dir="", data_size="")
     if a.size not in SIZES:
         raise ValueError(f"Unknown detr size {a.size!r}; use one of {', '.join(SIZES)}.")
     size, backbone_size, default_res, lr = SIZES[a.size]
@@ -36,12 +40,13 @@ def get_config(arg=None):
     c.task = {"name": "detection", "matcher": a.matcher}
     model = {"backbone": a.backbone, "backbone_config": backbone, "num_classes": a.classes,
              "dropout_rate": 0.0}
-    if a.queries:
-        model["num_queries"] = a.queries
+    model["num_queries"] = a.queries or (10 if a.size == "tiny" else 100)
     c.model = {"name": "detr", "size": size, "config": model}
     c.num_steps, c.batch_size = a.steps, a.batch
-    c.data = {"name": "synthetic", "image_size": res, "num_classes": a.classes,
-              "max_objects": 3}
+    c.data = data_section(a.data, accepts=("detection",), task="detection", image_size=res,
+                          data_dir=a.data_dir or None, size=a.data_size or None,
+                          synthetic={"image_size": res, "num_classes": a.classes,
+                                     "max_objects": 3})
     c.optimizer = {"name": "adamw", "learning_rate": a.lr or lr, "weight_decay": 1e-4,
                    "clip_norm": 0.1}
     c.schedule = {"name": "cosine", "warmup_steps": min(200, a.steps // 10)}

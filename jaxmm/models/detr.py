@@ -1,7 +1,8 @@
 """DETR-style set-prediction detector (Carion et al. 2020), without the Transformer encoder.
 
 Image ``(B, H, W, C)`` -> a registered image encoder (``resnet`` or ``vit``, ...) ->
-tokens ``(B, S, E_enc)`` -> linear projection to ``d_model`` + learned memory positions ->
+tokens ``(B, S, E_enc)`` -> linear projection to ``d_model`` + fixed 2D sine positions of
+the feature grid (any image size) ->
 a pre-LN Transformer decoder whose ``num_queries`` learned object queries self-attend and
 cross-attend to the memory -> per query: class logits over ``num_classes + 1`` (the last
 is "no object") and a box ``(cx, cy, w, h)`` in [0, 1] (a 3-layer MLP + sigmoid).
@@ -14,12 +15,14 @@ Matching predictions to objects is the criterion's job, not the model's.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmm.layers import DecoderLayer, TransformerConfig, make_norm
 from jaxmm.layers.blocks import DTYPES
@@ -103,13 +106,38 @@ class DetrConfig(ComputeFields, DropoutFields, TransformerFields):
                                              cross_attention=True)
 
 
+def _sine(length: int, width: int) -> np.ndarray:
+    """``(length, width)`` sin/cos table (NumPy: a trace-time constant)."""
+    freq = 1.0 / 10000.0 ** (np.arange(width // 2) * 2.0 / width)
+    angle = np.arange(length)[:, None] * freq[None]
+    return np.concatenate([np.sin(angle), np.cos(angle)], -1)
+
+
+def memory_positions(num_tokens: int, image_hw: tuple[int, int], backbone: Any, width: int,
+                     grid: tuple[int, int] | None = None) -> np.ndarray:
+    """Fixed positions ``(num_tokens, width)`` of a backbone's tokens: 2D sine (half the
+    channels for the row, half for the column) over its feature grid, zeros for leading
+    extra tokens (a ViT's class token); a 1D sine table when the grid is unknown."""
+    h, w = image_hw
+    if grid is None:
+        if hasattr(backbone, "downsample"):  # a CNN: stride-`downsample` feature map
+            grid = (math.ceil(h / backbone.downsample), math.ceil(w / backbone.downsample))
+        elif hasattr(backbone, "patch_size"):  # a ViT: patches after any class token
+            grid = (h // backbone.patch_size, w // backbone.patch_size)
+    if grid is None or grid[0] * grid[1] > num_tokens or width % 4:
+        return _sine(num_tokens, width)
+    rows, cols = _sine(grid[0], width // 2), _sine(grid[1], width // 2)
+    table = np.concatenate([np.repeat(rows, grid[1], 0), np.tile(cols, (grid[0], 1))], -1)
+    return np.concatenate([np.zeros((num_tokens - len(table), width)), table], 0)
+
+
 @registry.register("detr", DetrConfig)
 class DetrForObjectDetection(nn.Module):
     """DETR-style detector: ``__call__(image (B, H, W, C))`` -> :class:`DetrOutput`.
 
-    Params: ``backbone`` (the encoder's), ``input_projection``, ``memory_positions``
-    ``(S, D)``, ``query_embeddings`` ``(Q, D)``, ``decoder_layer_{i}``, ``decoder_norm``,
-    ``class_head`` and ``box_head`` (``dense_0..2``).
+    Params: ``backbone`` (the encoder's), ``input_projection``, ``query_embeddings``
+    ``(Q, D)``, ``decoder_layer_{i}``, ``decoder_norm``, ``class_head`` and
+    ``box_head_{0,1,2}``.
     """
 
     config: DetrConfig
@@ -121,8 +149,9 @@ class DetrForObjectDetection(nn.Module):
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         enc = registry.get(cfg.backbone).module_cls(cfg.backbone_config, name="backbone")(
             image, deterministic=deterministic)
-        memory = enc.last_hidden_state
+        memory, grid = enc.last_hidden_state, None
         if memory.ndim == 4:  # a convolutional feature map -> tokens
+            grid = memory.shape[1:3]
             memory = memory.reshape(memory.shape[0], -1, memory.shape[-1])
         b, s, _ = memory.shape
         dense = dict(dtype=dtype, param_dtype=pdtype,
@@ -130,11 +159,8 @@ class DetrForObjectDetection(nn.Module):
                                                               (None, "embed")),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
         memory = nn.Dense(cfg.d_model, name="input_projection", **dense)(memory)
-        positions = self.param(
-            "memory_positions",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), ("position", "embed")),
-            (s, cfg.d_model), pdtype)
-        memory = memory + positions[None].astype(dtype)
+        positions = memory_positions(s, image.shape[1:3], cfg.backbone_config, cfg.d_model, grid)
+        memory = memory + jnp.asarray(positions, dtype)[None]
         queries = self.param(
             "query_embeddings",
             nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "embed")),

@@ -46,3 +46,18 @@ def test_detr_detections_skip_the_no_object_class():
     np.testing.assert_array_equal(labels, [[1, 0]])
     p = np.exp(logits[0]) / np.exp(logits[0]).sum(-1, keepdims=True)
     np.testing.assert_allclose(scores, [[p[0, 1], p[1, 0]]])
+
+
+def test_mean_box_baseline_predicts_each_class_mean_box():
+    from jaxmm.evaluate.detection import mean_box_baseline
+
+    boxes, scores, labels = mean_box_baseline(GT, LABELS, num_classes=3, num_images=2)
+    np.testing.assert_array_equal(labels[0], [0, 1])  # class 2 never seen
+    np.testing.assert_allclose(boxes[0][0], [0.6, 0.6, 0.2, 0.3])  # mean of the two 0-boxes
+    np.testing.assert_allclose(boxes[0][1], GT[1][0])
+    np.testing.assert_allclose(scores[1], [2 / 3, 1 / 3])
+    # on its own training boxes: the class-1 box is found exactly but also guessed on
+    # image 0 (precision 1/2 at recall 1: AP 0.5); the class-0 mean box overlaps neither
+    # class-0 box at IoU 0.75 (AP 0)
+    m = coco_box_metrics(GT, LABELS, boxes, scores, labels, num_classes=2)
+    assert m["ap75"] == pytest.approx(0.25)

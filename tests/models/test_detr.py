@@ -57,3 +57,19 @@ def test_overfits_two_images_boxes_and_classes():
         first = float(loss) if first is None else first
     assert float(loss) < 0.25 * first, (first, float(loss))
     assert float(metrics["loss_bbox"]) < 0.1  # mean L1 over the 4 coordinates of 3 boxes
+
+
+def test_memory_positions_follow_the_feature_grid():
+    from jaxmm.models.detr import memory_positions
+    from jaxmm.models.resnet import ResNetConfig
+    from jaxmm.models.vit import ViTConfig
+
+    cnn = memory_positions(6, (8, 12), ResNetConfig.from_size("tiny", stage_sizes=(1, 1, 1)),
+                           8)  # downsample 4: a 2 x 3 grid
+    grid = cnn.reshape(2, 3, 8)
+    np.testing.assert_array_equal(grid[0, :, :4], np.broadcast_to(grid[0, :1, :4], (3, 4)))
+    np.testing.assert_array_equal(grid[:, 0, 4:], np.broadcast_to(grid[:1, 0, 4:], (2, 4)))
+    assert len({tuple(r) for r in cnn}) == 6  # every cell its own position
+    vit = memory_positions(1 + 16, (16, 16), ViTConfig.from_size("tiny", image_size=16,
+                                                                 patch_size=4), 8)
+    assert not vit[0].any() and vit[1:].any()  # the class token gets none
