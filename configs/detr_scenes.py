@@ -12,6 +12,13 @@ queries (a scene has at most 9 objects), for 32x32 images; ``r50``: DETR-R50's s
 rectangles, up to 3 per image), ``data_dir``, ``data_size`` (the scenes build). On the
 scenes the classes are the 4 shapes. The ``coco_map`` evaluator reports
 ``eval/coco/map``, ``ap50``, ``ap75``.
+
+Measured (2-core CPU, tiny scenes without speech: 256 train / 64 validation images,
+``tiny,steps=800,batch=32,data=scenes``): validation AP50 0.018 / 0.103 / 0.168 / 0.176
+after 200 / 400 / 600 / 800 steps (mAP 0.087 at 800), against 0.011 for the image-blind
+baseline that predicts each class's mean training box
+(:func:`jaxmm.evaluate.detection.mean_box_baseline`). DETR learns slowly: 400 steps of a
+400-step cosine schedule reach only AP50 0.016.
 """
 
 import ml_collections
@@ -20,7 +27,7 @@ from jaxmm.train.run_config import data_section, parse_config_arg
 
 SIZES = {
     # model size, backbone config, default image size, learning rate
-    "tiny": ("tiny", "tiny", 32, 1e-3),
+    "tiny": ("tiny", "tiny", 32, 2e-3),
     "r50": ("r50", "resnet50", 512, 1e-4),
 }
 
