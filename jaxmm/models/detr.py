@@ -101,7 +101,8 @@ class DetrConfig(ComputeFields, DropoutFields, TransformerFields):
         return getattr(self.backbone_config, "num_channels", None)
 
     @property
-    def decoder(self) -> TransformerConfig:
+    def transformer(self) -> TransformerConfig:
+        """The decoder stack's layer config."""
         return TransformerConfig.from_fields(self, norm_position="pre", final_norm=True,
                                              cross_attention=True)
 
@@ -145,7 +146,7 @@ class DetrForObjectDetection(nn.Module):
     @nn.compact
     def __call__(self, image: Array, *, deterministic: bool = True) -> DetrOutput:
         cfg = self.config
-        dcfg = cfg.decoder
+        dcfg = cfg.transformer
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         enc = registry.get(cfg.backbone).module_cls(cfg.backbone_config, name="backbone")(
             image, deterministic=deterministic)
