@@ -32,6 +32,8 @@ text2text              input_ids, attention_mask (source), decoder_input_ids,
                        (the target text)
 token_classification   input_ids, attention_mask[, token_type_ids], labels (word tag on
                        each word's first sub-word, -100 elsewhere)
+detection              image, boxes (B, N, 4) normalised cxcywh, labels (B, N),
+                       box_mask (B, N) (1 = a real object), image_id
 =====================  ===============================================================
 
 Catalog datasets are never downloaded: prepare them where you have the data
@@ -59,7 +61,8 @@ PRESETS: Registry[Callable[..., ml_collections.ConfigDict]] = Registry(
 # The CoNLL-2003 NER tags in the class-id order of tfds ``conll2003`` (IOB2).
 CONLL2003_NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
                       "I-MISC")
-_SCENES_TASKS = ("classification", "captioning", "retrieval", "vqa", "speech", "audio_text")
+_SCENES_TASKS = ("classification", "captioning", "retrieval", "vqa", "speech", "audio_text",
+                 "detection")
 _TFDS_HINT = ("tfds build {name} --data_dir {{data_dir}} --file_format array_record "
               "(run it where the source files are; jaxmm never downloads)")
 
@@ -120,6 +123,9 @@ def scenes(task: str = "captioning", size: str = "small", data_dir: str | None =
     if task == "classification":
         keep = "|keep('image', 'label')"
         train, evaluate = image_train + keep, image + keep
+    elif task == "detection":  # boxes from the objects' geometry, before the resize
+        train = evaluate = (f"scene_boxes(9)|{image}"
+                            "|keep('image', 'boxes', 'labels', 'box_mask', 'image_id')")
     elif task in ("captioning", "retrieval"):
         train = _captions(image, "captions", max_length, True, task, 5)
         evaluate = _captions(image, "captions", max_length, False, task, 5)

@@ -224,3 +224,42 @@ def randaugment(num_layers: int = 2, magnitude: int = 9, key: str = "image"):
         return {**ex, key: rand_augment(image, seed, num_layers, magnitude)}
 
     return op
+
+
+@register("scene_boxes")
+def scene_boxes(max_objects: int = 9, key: str = "objects", image_key: str = "image"):
+    """The built-in scenes' objects -> detection targets (before any resize or crop).
+
+    Reads ``objects/shape`` (class ids), ``objects/cx``, ``objects/cy`` and
+    ``objects/radius`` (pixels) and the image size; writes ``boxes``
+    ``(max_objects, 4)`` normalised cxcywh (each shape's exact drawn box,
+    :data:`jaxmm.data.scenes.BOX_EXTENTS`, clipped to the image), ``labels``
+    ``(max_objects,)`` (the shape) and ``box_mask`` (1 = a real object); objects past
+    ``max_objects`` are dropped.
+    """
+    from jaxmm.data.scenes import BOX_EXTENTS, SHAPES
+
+    extents = tf.constant([BOX_EXTENTS[s] for s in SHAPES], tf.float32)
+
+    def op(ex, seed):
+        objects = {k: require(ex, f"{key}/{k}", "scene_boxes")
+                   for k in ("shape", "cx", "cy", "radius")}
+        image = require(ex, image_key, "scene_boxes")
+        h = tf.cast(tf.shape(image)[-3], tf.float32)
+        w = tf.cast(tf.shape(image)[-2], tf.float32)
+        shape = tf.cast(objects["shape"][:max_objects], tf.int32)
+        ext = tf.gather(extents, shape)
+        cx, cy, r = (tf.cast(objects[k][:max_objects], tf.float32) for k in ("cx", "cy", "radius"))
+        x0 = tf.clip_by_value((cx - ext[:, 0] * r) / w, 0.0, 1.0)
+        x1 = tf.clip_by_value((cx + ext[:, 0] * r) / w, 0.0, 1.0)
+        y0 = tf.clip_by_value((cy - ext[:, 1] * r) / h, 0.0, 1.0)
+        y1 = tf.clip_by_value((cy + ext[:, 2] * r) / h, 0.0, 1.0)
+        boxes = tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+        pad = max_objects - tf.shape(shape)[0]
+        out = {k: v for k, v in ex.items() if not k.startswith(f"{key}/")}
+        out["boxes"] = tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4])
+        out["labels"] = tf.ensure_shape(tf.pad(shape, [[0, pad]]), [max_objects])
+        out["box_mask"] = tf.ensure_shape(tf.pad(tf.ones_like(shape), [[0, pad]]), [max_objects])
+        return out
+
+    return op

@@ -26,9 +26,11 @@ __all__ = [
     "SIZES",
     "Obj",
     "Scene",
+    "BOX_EXTENTS",
     "answer_questions",
     "make_captions",
     "number_word",
+    "object_box",
     "render",
     "sample_scene",
 ]
@@ -53,6 +55,14 @@ ANSWERS: tuple[str, ...] = (
 )
 # Radius of an object as a fraction of the cell size.
 _RADIUS = {"small": 0.22, "large": 0.42}
+# How far each shape, as :func:`render` draws it, reaches from its centre in units of its
+# radius: (left and right, up, down). The exact box of an object (detection targets).
+BOX_EXTENTS: dict[str, tuple[float, float, float]] = {
+    "circle": (1.0, 1.0, 1.0),
+    "square": (0.85, 0.85, 0.85),
+    "triangle": (0.95, 1.0, 0.8),
+    "diamond": (1.0, 1.0, 1.0),
+}
 
 
 def number_word(n: int) -> str:
@@ -134,6 +144,13 @@ def sample_scene(
         ))
     grey = int(rng.integers(190, 236))
     return Scene(tuple(objects), image_size, (grey, grey, grey))
+
+
+def object_box(obj: Obj) -> tuple[float, float, float, float]:
+    """The object's box ``(x0, y0, x1, y1)`` in pixels, as :func:`render` draws it."""
+    side, up, down = BOX_EXTENTS[obj.shape]
+    r = obj.radius
+    return obj.cx - side * r, obj.cy - up * r, obj.cx + side * r, obj.cy + down * r
 
 
 def render(scene: Scene, noise_seed: int = 0) -> np.ndarray:

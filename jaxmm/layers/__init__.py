@@ -12,7 +12,15 @@ from jaxmm.layers.attention import (
     segment_mask,
 )
 from jaxmm.layers.blocks import DTYPES, DecoderLayer, EncoderLayer, TransformerConfig
+from jaxmm.layers.boxes import (
+    box_area,
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_xyxy_to_cxcywh,
+    generalized_box_iou,
+)
 from jaxmm.layers.embeddings import ConvStem, Embed, PatchEmbed
+from jaxmm.layers.matching import hungarian_match
 from jaxmm.layers.mlp import Mlp, classifier_head, get_activation
 from jaxmm.layers.norms import LayerNorm, RMSNorm, l2_normalize, make_norm
 from jaxmm.layers.positions import (
@@ -57,6 +65,11 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "apply_rotary_embedding",
+    "box_area",
+    "box_cxcywh_to_xyxy",
+    "box_iou",
+    "box_xyxy_to_cxcywh",
+    "generalized_box_iou",
     "bicubic_resize_matrix",
     "causal_mask",
     "check_token_mask",
@@ -64,6 +77,7 @@ __all__ = [
     "combine_masks",
     "dot_product_attention",
     "get_activation",
+    "hungarian_match",
     "key_padding_mask",
     "l2_normalize",
     "make_norm",

@@ -6,6 +6,7 @@ from jaxmm.models import (
     captioner,  # noqa: F401
     classifier,  # noqa: F401
     clip,  # noqa: F401
+    detr,  # noqa: F401
     dual_encoder,  # noqa: F401
     encoder_decoder,  # noqa: F401
     fusion,  # noqa: F401  (registers "fusion")

@@ -34,6 +34,10 @@ for any process count (a run on 2 processes sees exactly the data of a run on
   ``attention_mask``) and the same tokens in reverse order, then eos, as the
   target (``labels``, -100 after eos; ``decoder_input_ids`` = bos + the target
   shifted right, ``decoder_attention_mask``), ``seq_len + 1`` long.
+* ``detection``: 1 to ``max_objects`` filled rectangles on a noisy background, each
+  drawn in its class's colour; ``boxes`` ``(B, max_objects, 4)`` normalised cxcywh,
+  ``labels`` ``(B, max_objects)`` and ``box_mask`` (1 = a real object, later ones
+  drawn on top).
 
 Token ids ``0..3`` are reserved (pad, bos, eos, mask); content tokens start at 4.
 """
@@ -53,11 +57,11 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
 LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text", "qa",
-           "sentence_pairs")
+           "sentence_pairs", "detection")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
-    "num_classes": 4, "n_mels": 16, "frames": 32, "min_len_frac": 0.5,
+    "num_classes": 4, "n_mels": 16, "frames": 32, "min_len_frac": 0.5, "max_objects": 3,
 }
 
 
@@ -187,7 +191,29 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
                    input_ids=ids, attention_mask=mask, label=cls)
     elif layout == "qa":
         out = _qa_batch(rng, n, length, vocab)
+    elif layout == "detection":
+        out = _detection_batch(rng, seed, n, d["image_size"], d["channels"], k,
+                               d["max_objects"])
     return out
+
+
+def _detection_batch(rng, seed: int, n: int, size: int, channels: int, k: int,
+                     max_objects: int) -> dict[str, np.ndarray]:
+    """The ``detection`` layout (see the module docstring)."""
+    colours = _prototypes(seed, k, (channels,))
+    image = 0.2 * rng.normal(size=(n, size, size, channels)).astype(np.float32)
+    boxes = np.zeros((n, max_objects, 4), np.float32)
+    labels = np.zeros((n, max_objects), np.int32)
+    mask = np.zeros((n, max_objects), np.int32)
+    for i in range(n):
+        for j in range(int(rng.integers(1, max_objects + 1))):
+            w, h = rng.integers(max(2, size // 5), max(3, size // 2) + 1, size=2)
+            x0, y0 = rng.integers(0, size - w + 1), rng.integers(0, size - h + 1)
+            c = int(rng.integers(0, k))
+            image[i, y0:y0 + h, x0:x0 + w] = colours[c]
+            boxes[i, j] = ((x0 + w / 2) / size, (y0 + h / 2) / size, w / size, h / size)
+            labels[i, j], mask[i, j] = c, 1
+    return {"image": image, "boxes": boxes, "labels": labels, "box_mask": mask}
 
 
 def _qa_batch(rng, n: int, length: int, vocab: int) -> dict[str, np.ndarray]:

@@ -86,11 +86,11 @@ def test_unknown_names():
     with pytest.raises(ConfigError, match="Unknown GLUE task 'sst3'"):
         data_config("glue/sst3")
     with pytest.raises(ConfigError, match="Unknown scenes task"):
-        data_config("scenes", task="detection")
+        data_config("scenes", task="segmentation")
 
 
 @pytest.mark.parametrize("task", ["classification", "captioning", "retrieval", "vqa", "speech",
-                                  "audio_text"])
+                                  "audio_text", "detection"])
 def test_scenes_task_layouts(task, scenes_dir, tokenizer):
     cfg = data_config("scenes", task=task, data_dir=scenes_dir, image_size=32, max_length=24,
                       audio_seconds=2.0)
@@ -122,6 +122,22 @@ def test_scenes_task_layouts(task, scenes_dir, tokenizer):
         assert 0 < train["audio_mask"].sum(axis=1).min() and np.abs(train["audio"]).max() <= 1
     if task == "classification":
         assert set(train) == {"image", "label"} and train["label"].max() < len(scenes.SHAPES)
+    if task == "detection":  # each object's drawn box, from the scene that made the image
+        from jaxmm.data import builtin
+
+        plan = builtin.plan_splits(builtin.make_config("tiny", name="test", train_size=48,
+                                                       validation_size=16, test_size=16))
+        by_id = dict(plan["validation"])
+        assert train["boxes"].shape == (4, 9, 4) and train["box_mask"].shape == (4, 9)
+        for row in range(4):
+            scene = by_id[int(evaluation["image_id"][row])]
+            n = len(scene.objects)
+            assert evaluation["box_mask"][row].tolist() == [1] * n + [0] * (9 - n)
+            x0, y0, x1, y1 = np.array([scenes.object_box(o) for o in scene.objects]).T / 64
+            want = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+            np.testing.assert_allclose(evaluation["boxes"][row, :n], want, atol=1e-6)
+            assert evaluation["labels"][row, :n].tolist() == [
+                scenes.SHAPES.index(o.shape) for o in scene.objects]
 
 
 def test_scenes_with_the_project_tokenizer(scenes_dir, tmp_path):

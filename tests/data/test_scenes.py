@@ -197,3 +197,16 @@ def test_speech_is_deterministic_and_distinguishable_per_word():
     # Duration grows with the number of words (word-level alignment is possible).
     assert len(speech.synthesize("red red red", seed=1)) > 2.5 * len(
         speech.synthesize("red", seed=1)) - 2000
+
+
+@pytest.mark.parametrize("shape", scenes.SHAPES)
+def test_object_box_is_the_box_of_the_drawn_pixels(shape):
+    """Each shape alone on the background: the pixels that differ from it span the box
+    object_box gives, to the pixel (rasterisation rounds the edges)."""
+    obj = scenes.Obj(shape=shape, color="blue", size="large", row=1, col=1, cx=31.3, cy=30.6,
+                     radius=8.7)
+    image = scenes.render(scenes.Scene((obj,), 64, (200, 200, 200)), noise_seed=0)
+    ys, xs = np.nonzero(np.abs(image.astype(int) - 200).max(-1) > 40)
+    x0, y0, x1, y1 = scenes.object_box(obj)
+    assert abs(xs.min() - x0) <= 1 and abs(xs.max() + 1 - x1) <= 1.5
+    assert abs(ys.min() - y0) <= 1 and abs(ys.max() + 1 - y1) <= 1.5

@@ -61,9 +61,10 @@ def test_every_shipped_config_has_a_catalog_case():
     shipped = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, "configs"))
                if n.endswith(".py") and not n.startswith("_")}
     # demo.py runs the built-in data (test_demo); distill_vit needs a teacher export;
-    # sft_gpt trains on conversations built locally (tests/data/test_chat.py).
+    # sft_gpt trains on conversations built locally (tests/data/test_chat.py); detr_scenes
+    # has no catalog detection dataset yet (the COCO preset is still to come, issue 15).
     cased = {c.split(":")[0] for c in CASES}
-    assert shipped - {"demo", "distill_vit", "sft_gpt"} <= cased, shipped - cased
+    assert shipped - {"demo", "distill_vit", "sft_gpt", "detr_scenes"} <= cased, shipped - cased
 
 
 @pytest.mark.parametrize("name,arg", [("lm_gpt", "tiny,data=glue/sst2"),

@@ -6,11 +6,13 @@ Built in: ``loss`` (the task's loss and metrics), ``perplexity``, ``retrieval``
 accuracy by question type), ``classification`` (accuracy/F1/MCC), ``glue``
 (official GLUE metrics), ``ner`` (seqeval entity F1), ``squad`` (SQuAD v1.1/v2.0 exact
 match and F1 of decoded answer spans), ``wer`` (word/character error rate of generated
-transcripts) and ``text2text`` (BLEU or ROUGE of generated text).
+transcripts) ``text2text`` (BLEU or ROUGE of generated text) and ``coco_map`` (COCO box mAP,
+AP50, AP75 of a detector, pycocotools).
 """
 
 from jaxmm.evaluate.evaluators import (  # noqa: F401  (importing registers them)
     classification,
+    detection,
     loss,
     retrieval,
     squad,

@@ -2,13 +2,14 @@
 
 Built in: ``lm``, ``mlm``, ``classification``, ``contrastive``, ``captioning``,
 ``vqa``, ``asr``, ``distillation``, ``token_classification``, ``extractive_qa``,
-``seq2seq``, ``pretraining``. See
+``seq2seq``, ``pretraining``, ``itm``, ``detection``. See
 :mod:`jaxmm.train.tasks.base` for how to add one.
 """
 
 from jaxmm.train.tasks import (  # noqa: F401  (importing registers them)
     classification,
     contrastive,
+    detection,
     distillation,
     extractive_qa,
     itm,

@@ -1,0 +1,75 @@
+"""``coco_map``: COCO box mAP, AP50 and AP75 (pycocotools) of a detection model.
+
+The model's last-layer ``logits`` ``(B, Q, C + 1)`` and ``pred_boxes`` ``(B, Q, 4)``
+become scored detections (:func:`jaxmm.evaluate.detection.detr_detections`: per query,
+the most likely real class and its probability); the prepared batch's ``boxes``,
+``labels`` and ``box_mask`` are the ground truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.evaluate.detection import coco_box_metrics, detr_detections
+from jaxmm.evaluate.evaluators.base import Evaluator, register_evaluator
+
+__all__ = ["COCOMapEvaluator", "COCOMapOptions"]
+
+
+@dataclasses.dataclass(frozen=True)
+class COCOMapOptions(ConfigBase):
+    """image_size: pixels the normalised boxes are scaled to for COCO's area ranges
+    (0: the eval images' own size)."""
+
+    image_size: int = 0
+
+    def validate(self) -> None:
+        self.require_at_least(0, "image_size")
+
+
+@register_evaluator("coco_map")
+class COCOMapEvaluator(Evaluator):
+    """COCO ``map`` (IoU 0.5:0.95), ``ap50``, ``ap75``, ``map_small/medium/large``
+    and ``num_images``."""
+
+    Options = COCOMapOptions
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+
+        def predict(variables, batch):
+            prepared = self.prepare(batch)
+            out = self.forward(variables, prepared)
+            mask = prepared.get("example_mask", jnp.ones(out.logits.shape[0], jnp.float32))
+            return {"logits": out.logits, "pred_boxes": out.pred_boxes,
+                    "boxes": prepared["boxes"], "labels": prepared["labels"],
+                    "box_mask": prepared["box_mask"], "mask": mask}
+
+        self._predict = self.jit(predict)
+
+    def evaluate(self, variables: Any) -> dict[str, float]:
+        size = [self.options.image_size]
+
+        def step(local, batch):
+            missing = [k for k in ("boxes", "labels", "box_mask") if k not in local]
+            if missing:
+                raise ConfigError(f"Evaluator {self.name!r}: the eval batch has no "
+                                  f"{', '.join(missing)} (keys: {sorted(local)}).")
+            if not size[0]:
+                size[0] = int(local["image"].shape[1]) if "image" in local else 512
+            return {k: self.host_rows(v) for k, v in self._predict(variables, batch).items()}
+
+        rows = self.collect(step)
+        boxes, scores, labels = detr_detections(rows["logits"], rows["pred_boxes"])
+        real = rows["box_mask"] > 0
+        out = coco_box_metrics(
+            [b[m] for b, m in zip(rows["boxes"], real)],
+            [lab[m] for lab, m in zip(rows["labels"], real)],
+            list(boxes), list(scores), list(labels), image_size=size[0],
+            num_classes=rows["logits"].shape[-1] - 1)
+        out["num_images"] = float(len(real))
+        return out
