@@ -143,13 +143,18 @@ def _train(run: str, workdir: str, data_dir: str, tok_dir: str, vocab: int, size
     return summary
 
 
-def _default_steps() -> dict[str, int]:
+def _demo_config_module():
+    """``configs/demo.py`` as a module (its constants: steps, decodings)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_jaxmm_demo_config", _config_file())
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.DEFAULT_STEPS)
+    return module
+
+
+def _default_steps() -> dict[str, int]:
+    return dict(_demo_config_module().DEFAULT_STEPS)
 
 
 # ---------------------------------------------------------------------------
@@ -224,8 +229,9 @@ def evaluate_decodings(test: dict, validation: dict, variables
     Returns ``({name: test scores + validation_CIDEr}, best name, {name: test
     predictions})``."""
     scores, predictions = {}, {}
-    for key, evaluator in test.items():
-        name = key.removeprefix("captions_")
+    order = list(_demo_config_module().DECODINGS)  # config order (the config sorts keys)
+    for key in sorted(test, key=lambda k: order.index(k.removeprefix("captions_"))):
+        evaluator, name = test[key], key.removeprefix("captions_")
         predictions[name] = evaluator.predict(variables)
         scores[name] = evaluator.score(predictions[name])
         scores[name]["validation_CIDEr"] = validation[key].evaluate(variables)["CIDEr"]
