@@ -162,9 +162,11 @@ def _default_steps() -> dict[str, int]:
 # ---------------------------------------------------------------------------
 
 
-def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int, size: str):
+def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int, size: str,
+                only: tuple[str, ...] = ()):
     """``(built run, {name: evaluator}, exported variables, validation evaluators)`` of a
-    finished run; the last are the same evaluators on the validation split."""
+    finished run (``only``: just these evaluators); the last are the same evaluators on
+    the validation split."""
     from jaxmm.config import load_config
     from jaxmm.evaluate.evaluators import make_evaluators
     from jaxmm.train import build_run, load_exported
@@ -174,12 +176,12 @@ def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int,
     _, variables = load_exported(os.path.join(workdir, run, "export"),
                                  shardings=built.variable_shardings)
     context = built.eval_context()
-    evaluators = make_evaluators(built.config, context)
+    evaluators = make_evaluators(built.config, context, only)
     validation = built.config.copy_and_resolve_references()
     with validation.unlocked():
         for entry in validation.eval.evaluators.values():
             entry.split = "validation"
-    on_validation = make_evaluators(validation, context)
+    on_validation = make_evaluators(validation, context, only)
     drop_loss = lambda d: {n: e for n, e in d.items() if n != "loss"}  # noqa: E731
     return built, drop_loss(evaluators), variables, drop_loss(on_validation)
 
@@ -195,15 +197,16 @@ def evaluate_clip(evaluators: dict, variables) -> dict[str, float]:
     return out
 
 
-def _evaluate(workdir: str, data_dir: str, tok_dir: str, tok, size: str
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _evaluate(workdir: str, data_dir: str, tok_dir: str, tok, size: str,
+              decodings: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Scores of the three exported runs on the test split, and what the pictures need
     (the captioner, its first test images, generated tokens and captions, VQA answers)."""
     where = (data_dir, tok_dir, tok.vocab_size, size)
     scores: dict[str, Any] = {}
     _, clip, variables, _ = _evaluators(workdir, "clip", *where)
     scores["clip"] = evaluate_clip(clip, variables)
-    built, captioner, variables, on_validation = _evaluators(workdir, "captioner", *where)
+    built, captioner, variables, on_validation = _evaluators(
+        workdir, "captioner", *where, only=tuple(f"captions_{d}" for d in decodings))
     scores["decodings"], best, predictions = evaluate_decodings(captioner, on_validation,
                                                                  variables)
     scores["captioner"] = dict(scores["decodings"][best], decoding=best)
@@ -444,13 +447,21 @@ def readme_section(results: dict) -> str:
 
 
 def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
-             samples: int = 8) -> dict:
-    """The whole demo; returns the results dict (also written to results.json)."""
+             samples: int = 8, decodings: Sequence[str] | None = None) -> dict:
+    """The whole demo; returns the results dict (also written to results.json).
+
+    ``decodings``: the captioner decodings to score (names of ``configs/demo.py``'s
+    ``DECODINGS``; default all)."""
     import tensorflow_datasets as tfds
 
     from jaxmm.data.scenes import SHAPES
     from jaxmm.viz import plot_training_curves, read_metrics
 
+    known = list(_demo_config_module().DECODINGS)
+    decodings = tuple(decodings or known)
+    unknown = [d for d in decodings if d not in known]
+    if unknown:
+        raise ValueError(f"Unknown decoding {unknown[0]!r}; choose from {', '.join(known)}.")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
@@ -464,7 +475,7 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     trained = time.time()
     examples = _test_examples(builder)
     results: dict[str, Any] = {"size": size, "steps_scale": steps_scale}
-    scores, pictures = _evaluate(workdir, data_dir, tok_dir, tok, size)
+    scores, pictures = _evaluate(workdir, data_dir, tok_dir, tok, size, decodings)
     results.update(scores)
 
     train = tfds.data_source(builder.info.full_name.rsplit("/", 1)[0],

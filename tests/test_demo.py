@@ -50,14 +50,26 @@ def test_demo_end_to_end(tmp_path):
                    for f in os.listdir(workdir / run / "tensorboard"))
     for png in ("samples.png", "attention.png", "training_curves.png"):
         assert Image.open(workdir / png).size[0] > 200
-    # Re-running reuses the finished runs instead of training again.
+    # Every decoding is scored side by side; the chosen one has the best validation CIDEr.
+    decodings = results["decodings"]
+    assert list(decodings) == ["greedy", "beam", "beam_repetition_penalty",
+                               "beam_no_repeat_3gram"]
+    chosen = results["captioner"]["decoding"]
+    assert decodings[chosen]["validation_CIDEr"] == max(
+        d["validation_CIDEr"] for d in decodings.values())
+    assert decodings[chosen]["CIDEr"] == results["captioner"]["CIDEr"]
+    assert decodings["beam_no_repeat_3gram"]["repeated_3grams"] == 0.0
+    assert (workdir / "results.md").read_text().count("(chosen)") == 1
+    assert Image.open(workdir / "decodings.png").size[0] > 200
+    # Re-running reuses the finished runs instead of training again (scoring one decoding).
     again = subprocess.run(
         [sys.executable, "-m", "jaxmm", "demo", "--workdir", str(workdir), "--size", "tiny",
-         "--steps-scale", "0.6", "--samples", "4"],
+         "--steps-scale", "0.6", "--samples", "4", "--decodings", "greedy"],
         cwd=ROOT, capture_output=True, text=True, timeout=DEMO_HANG_GUARD_S,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already trained") == 3
+    assert list(json.loads((workdir / "results.json").read_text())["decodings"]) == ["greedy"]
 
 
 def _results(**over) -> dict:

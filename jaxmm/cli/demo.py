@@ -23,10 +23,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every run's training steps (default: 1.0)")
     parser.add_argument("--samples", type=int, default=8, help="images in samples.png")
+    parser.add_argument("--decodings", default="",
+                        help="comma-separated captioner decodings to score (default: all of "
+                             "configs/demo.py's DECODINGS: greedy, beam, "
+                             "beam_repetition_penalty, beam_no_repeat_3gram)")
     args = parser.parse_args(argv)
     if args.steps_scale <= 0:
         parser.error("--steps-scale must be > 0")
     from jaxmm.demo import run_demo
 
-    run_demo(args.workdir, size=args.size, steps_scale=args.steps_scale, samples=args.samples)
+    decodings = tuple(d.strip() for d in args.decodings.split(",") if d.strip()) or None
+    run_demo(args.workdir, size=args.size, steps_scale=args.steps_scale, samples=args.samples,
+             decodings=decodings)
     return 0
