@@ -72,9 +72,10 @@ def _scalar(out, params, name, default):
     return jnp.asarray(value, jnp.float32).reshape(())
 
 
-def _sides(options: ContrastiveOptions, model, specs) -> tuple[str, str]:
-    if options.modalities:
-        return check_modalities(tuple(options.modalities), specs, model, "task.modalities")
+def _sides(options: ConfigBase, model, specs) -> tuple[str, str]:
+    wanted = tuple(getattr(options, "modalities", ()))  # subclasses' options may lack it
+    if wanted:
+        return check_modalities(wanted, specs, model, "task.modalities")
     own = getattr(getattr(model, "config", None), "modalities", None)
     if isinstance(own, tuple | list) and len(own) == 2:
         return tuple(own)
