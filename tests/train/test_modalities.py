@@ -91,6 +91,27 @@ def test_tasks_init_examples_follow_the_model_not_the_image_layout():
     jax.eval_shape(mm.init, jax.random.key(0), batch)
 
 
+@pytest.mark.parametrize("encoder,config", [
+    ("vit", {"size": "tiny", "num_layers": 1}), ("clip_vision", {"size": "tiny", "num_layers": 1}),
+    ("resnet", "tiny"), ("video", VIDEO), ("ast", AST),
+    ("whisper_encoder", {"size": "tiny", "num_mel_bins": 16, "num_layers": 1}),
+])
+def test_captioner_takes_every_encoder_with_one_contract(encoder, config):
+    """Image, video and audio encoders share the call contract the captioner uses
+    (``output_attentions`` / ``output_hidden_states``; VideoEncoder lacked the latter)."""
+    model = build("captioner", {"encoder": encoder, "encoder_config": config,
+                                "decoder": TINY_DECODER})
+    specs = input_specs(model)
+    field = model.config.encoder_input
+    assert field == {"video": "video", "ast": "input_features",
+                     "whisper_encoder": "input_features"}.get(encoder, "image")
+    example = example_inputs(specs, 2, image_size=16)
+    out, _ = jax.eval_shape(lambda: model.init_with_output(
+        jax.random.key(0), **example, output_attentions=True, output_hidden_states=True))
+    assert out.logits.shape == (2, 16, 64)
+    assert out.encoder_hidden_states is not None
+
+
 # -- errors ---------------------------------------------------------------------------
 
 
