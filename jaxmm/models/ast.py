@@ -34,6 +34,7 @@ from jaxmm.layers.config_fields import (
 )
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
+from jaxmm.models.specs import InputSpec
 from jaxmm.models.vit import ViTConfig, ViTModel
 
 Array = jax.Array
@@ -67,6 +68,10 @@ class ASTConfig(ComputeFields, DropoutFields, TransformerFields):
                      num_heads=4, mlp_dim=128, num_labels=10),
         "base": dict(),
     }
+
+    def input_specs(self) -> dict:
+        """``input_features`` ``(num_mel_bins, max_frames)`` (log-mel, frames last)."""
+        return {"input_features": InputSpec((self.num_mel_bins, self.max_frames))}
 
     def validate(self) -> None:
         if self.num_mel_bins % self.patch_size or self.max_frames % self.patch_size:

@@ -55,6 +55,7 @@ from jaxmm.models.outputs import (
     TokenClassifierOutput,
 )
 from jaxmm.models.registry import register
+from jaxmm.models.specs import text_specs
 
 Array = jax.Array
 
@@ -133,6 +134,10 @@ class BertConfig(ComputeFields, DropoutFields, TransformerFields, TokenFields):
         "base": dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
         "large": dict(num_layers=24, d_model=1024, num_heads=16, mlp_dim=4096),
     }
+
+    def input_specs(self) -> dict:
+        """``input_ids`` / ``attention_mask`` / ``token_type_ids`` (:mod:`jaxmm.models.specs`)."""
+        return text_specs(self.max_position_embeddings, token_type_ids=True)
 
     def validate(self) -> None:
         self.require_one_of("model_type", ("bert", "roberta"))

@@ -1,7 +1,9 @@
-"""Image captioner: image encoder + causal text decoder with cross-attention.
+"""Captioner: an image, video or audio encoder + causal text decoder with cross-attention.
 
 Compatible with Hugging Face ``VisionEncoderDecoderModel`` (ViT -> GPT-2): the
-encoder is any registered image encoder (``vit``, ``clip_vision``, ...), the
+encoder is any registered image encoder (``vit``, ``clip_vision``, ``resnet``),
+video encoder (``video``: video captioning) or audio encoder (``ast``,
+``whisper_encoder``: AudioCaps-style audio captioning), the
 decoder a :class:`~jaxmm.models.gpt.GPTLMHeadModel` with
 ``add_cross_attention``; when the encoder and decoder widths differ the encoder
 states go through ``enc_to_dec_proj`` (a Dense layer), as in HF.
@@ -42,6 +44,7 @@ from jaxmm.models.outputs import (
     Seq2SeqLMOutput,
     shift_tokens_right,
 )
+from jaxmm.models.specs import input_specs, text_specs
 
 Array = jax.Array
 
@@ -177,6 +180,27 @@ class CaptionerConfig(ConditionalDecoderFields):
         return getattr(self.encoder_config, "d_model", None)
 
     @property
+    def encoder_input(self) -> str:
+        """The batch field the encoder reads: ``image``, ``video`` or ``input_features``."""
+        specs = input_specs(registry.get(self.encoder).module_cls, self.encoder_config)
+        if specs is None:  # an encoder without declared inputs: images, as before
+            return "image"
+        fields = [f for f in ("image", "video", "input_features") if f in specs]
+        if not fields:
+            raise self.config_error(
+                f"encoder {self.encoder!r} reads {', '.join(specs)}; a captioner needs an "
+                "image, video or audio encoder (vit, resnet, video, ast, whisper_encoder).")
+        return fields[0]
+
+    def input_specs(self) -> dict | None:
+        """The encoder's input and the decoder's tokens (:mod:`jaxmm.models.specs`)."""
+        specs = input_specs(registry.get(self.encoder).module_cls, self.encoder_config)
+        if specs is None:
+            return None
+        return {self.encoder_input: specs[self.encoder_input],
+                **text_specs(self.decoder.max_position_embeddings, prefix="decoder_")}
+
+    @property
     def image_size(self) -> int | None:
         return getattr(self.encoder_config, "image_size", None)
 
@@ -249,8 +273,10 @@ class ConditionalDecoder:
 
 @registry.register("captioner", CaptionerConfig)
 class ImageCaptioner(ConditionalDecoder, nn.Module):
-    """Image -> text encoder-decoder (HF ``VisionEncoderDecoderModel``).
+    """Image/video/audio -> text encoder-decoder (HF ``VisionEncoderDecoderModel``).
 
+    The encoder input is ``image`` ``(B, H, W, C)``, ``video=`` ``(B, F, H, W, C)``
+    or ``input_features=`` ``(B, mels, frames)``, whichever the encoder reads.
     ``__call__(image (B, H, W, C), decoder_input_ids=None (B, T),
     decoder_attention_mask=None, labels=None)`` -> :class:`Seq2SeqLMOutput`
     with float32 ``logits`` ``(B, T, vocab)``, ``encoder_last_hidden_state``
@@ -266,11 +292,23 @@ class ImageCaptioner(ConditionalDecoder, nn.Module):
         self.encoder = registry.get(cfg.encoder).module_cls(cfg.encoder_config)
         self.build_decoder()
 
-    def encode(self, image: Array, *, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False
-               ) -> BaseModelOutput:
-        """Runs the image encoder: ``last_hidden_state`` ``(B, S, E_enc)``."""
-        out = self.encoder(image, deterministic=deterministic,
+    def encode(self, inputs: Array | None = None, *, image: Array | None = None,
+               video: Array | None = None, input_features: Array | None = None,
+               deterministic: bool = True, output_attentions: bool = False,
+               output_hidden_states: bool = False) -> BaseModelOutput:
+        """Runs the encoder on its input (positional, or by its field name: ``image``,
+        ``video`` or ``input_features``, as ``config.encoder_input`` says):
+        ``last_hidden_state`` ``(B, S, E_enc)``."""
+        given = {"image": image, "video": video, "input_features": input_features}
+        field = self.config.encoder_input
+        if inputs is None:
+            inputs = given[field]
+        if inputs is None:
+            others = [k for k, v in given.items() if v is not None]
+            raise ValueError(
+                f"This captioner's encoder {self.config.encoder!r} reads {field}; got "
+                f"{', '.join(others) or 'no encoder input'}. Pass {field}=... .")
+        out = self.encoder(inputs, deterministic=deterministic,
                            output_attentions=output_attentions,
                            output_hidden_states=output_hidden_states)
         if out.last_hidden_state.ndim == 4:  # convolutional feature map -> tokens
@@ -279,13 +317,14 @@ class ImageCaptioner(ConditionalDecoder, nn.Module):
         return out
 
     def __call__(
-        self, image: Array, decoder_input_ids: Array | None = None,
+        self, image: Array | None = None, decoder_input_ids: Array | None = None,
         decoder_attention_mask: Array | None = None, labels: Array | None = None, *,
+        video: Array | None = None, input_features: Array | None = None,
         deterministic: bool = True, output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> Seq2SeqLMOutput:
         flags = dict(deterministic=deterministic, output_attentions=output_attentions,
                      output_hidden_states=output_hidden_states)
-        enc = self.encode(image, **flags)
+        enc = self.encode(image=image, video=video, input_features=input_features, **flags)
         return self.teacher_forced(enc, None, decoder_input_ids, decoder_attention_mask, labels,
                                    **flags)

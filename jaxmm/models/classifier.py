@@ -75,6 +75,10 @@ class MultimodalClassifierConfig(DropoutFields):
         self.require_at_least(1, "num_labels")
         self.require_one_of("head", HEADS)
 
+    def input_specs(self) -> dict | None:
+        """Each fused modality's inputs (:mod:`jaxmm.models.specs`)."""
+        return self.encoders.input_specs(self.fusion.modalities)
+
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.fusion.modalities

@@ -46,6 +46,7 @@ from jaxmm.layers.norms import l2_normalize
 from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import BaseModelOutput
 from jaxmm.models.registry import register
+from jaxmm.models.specs import image_spec, text_specs
 from jaxmm.models.vit import image_patch_grid
 
 Array = jax.Array
@@ -109,6 +110,10 @@ class CLIPTextConfig(ComputeFields, TransformerFields, TokenFields):
                       projection_dim=768),
     }
 
+    def input_specs(self) -> dict:
+        """``input_ids`` / ``attention_mask`` up to ``max_position_embeddings``."""
+        return text_specs(self.max_position_embeddings)
+
     def validate(self) -> None:
         self.require_at_least(1, "max_position_embeddings")
 
@@ -140,6 +145,10 @@ class CLIPVisionConfig(ComputeFields, TransformerFields):
         "L/14": dict(patch_size=14, num_layers=24, d_model=1024, num_heads=16, mlp_dim=4096,
                      projection_dim=768),
     }
+
+    def input_specs(self) -> dict:
+        """``image`` ``(image_size, image_size, num_channels)``."""
+        return {"image": image_spec(self.image_size, self.num_channels)}
 
     def validate(self) -> None:
         if self.image_size % self.patch_size:
@@ -194,6 +203,10 @@ class CLIPConfig(ConfigBase):
         "ViT-L/14": dict(text=CLIPTextConfig.SIZES["large"], vision=CLIPVisionConfig.SIZES["L/14"],
                          projection_dim=768),
     }
+
+    def input_specs(self) -> dict:
+        """The towers' inputs: ``input_ids`` / ``attention_mask`` and ``image``."""
+        return {**self.text.input_specs(), **self.vision.input_specs()}
 
     def validate(self) -> None:
         self.require_at_least(1, "projection_dim")

@@ -53,6 +53,7 @@ from jaxmm.layers.config_fields import (
 from jaxmm.models.config_fields import TokenFields
 from jaxmm.models.outputs import BaseModelOutput, CausalLMOutput
 from jaxmm.models.registry import register
+from jaxmm.models.specs import text_specs
 
 Array = jax.Array
 
@@ -129,6 +130,10 @@ class GPTConfig(
         "llama2-7b": dict(_LLAMA, num_layers=32, d_model=4096, num_heads=32, mlp_dim=11008,
                           max_position_embeddings=4096),
     }
+
+    def input_specs(self) -> dict:
+        """``input_ids`` / ``attention_mask`` (:mod:`jaxmm.models.specs`)."""
+        return text_specs(self.max_position_embeddings)
 
     def validate(self) -> None:
         self.require_one_of("position_embedding", ("learned", "rope", "none"))

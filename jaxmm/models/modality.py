@@ -37,6 +37,7 @@ from jaxmm.models import registry
 from jaxmm.models.config_fields import VocabFields
 from jaxmm.models.dual_encoder import resolve_encoder_config
 from jaxmm.models.fusion import KNOWN_MODALITIES, FusionConfig, FusionEncoder, FusionOutput
+from jaxmm.models.specs import MODALITY_FIELDS, InputSpec, input_specs, text_specs
 
 Array = jax.Array
 
@@ -49,13 +50,6 @@ __all__ = [
     "collect_inputs",
 ]
 
-# modality -> batch fields that carry it (any one of them; first match wins).
-MODALITY_FIELDS: dict[str, tuple[str, ...]] = {
-    "text": ("input_ids",),
-    "image": ("image",),
-    "audio": ("input_features", "audio"),
-    "video": ("video",),
-}
 _EXTRA_FIELDS = ("attention_mask", "token_type_ids")
 
 
@@ -118,6 +112,22 @@ class ModalityEncoderConfig(VocabFields):
                               "samples_per_token", "tubelet_frames")
         self.require_one_of("patch_stem", ("linear", "conv"))
 
+    def input_specs(self, modality: str) -> dict[str, InputSpec] | None:
+        """What this encoder reads for ``modality`` (:mod:`jaxmm.models.specs`): a
+        registered encoder's own fields, or the stem's (free sizes the data decides)."""
+        if self.encoder != "stem":
+            specs = input_specs(registry.get(self.encoder).module_cls, self.config)
+            if specs is None:
+                return None
+            keep = MODALITY_FIELDS[modality] + (_EXTRA_FIELDS if modality == "text" else ())
+            return {k: v for k, v in specs.items() if k in keep}
+        c = self.num_channels
+        return {"text": lambda: text_specs(),
+                "image": lambda: {"image": InputSpec(("image_size", "image_size", c))},
+                "audio": lambda: {"input_features": InputSpec(("n_mels", "frames"))},
+                "video": lambda: {"video": InputSpec(("video_frames", "image_size",
+                                                      "image_size", c))}}[modality]()
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModalityEncoders(ConfigBase):
@@ -127,6 +137,18 @@ class ModalityEncoders(ConfigBase):
     image: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
     audio: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
     video: ModalityEncoderConfig = dataclasses.field(default_factory=ModalityEncoderConfig)
+
+    def input_specs(self, modalities: tuple[str, ...]) -> dict[str, InputSpec] | None:
+        """The inputs of ``modalities`` together (``None`` if one declares none)."""
+        out: dict[str, InputSpec] = {}
+        for m in modalities:
+            if m not in KNOWN_MODALITIES:
+                return None
+            specs = getattr(self, m).input_specs(m)
+            if specs is None:
+                return None
+            out.update(specs)
+        return out
 
 
 def _dense(features: int, name: str) -> nn.Dense:

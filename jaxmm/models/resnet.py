@@ -35,6 +35,7 @@ from jaxmm.layers import DTYPES, classifier_head
 from jaxmm.layers.config_fields import NormFields, PrecisionFields
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
+from jaxmm.models.specs import InputSpec
 
 Array = jax.Array
 
@@ -78,6 +79,10 @@ class ResNetConfig(PrecisionFields, NormFields):
         "resnet50": dict(block="bottleneck", stage_sizes=(3, 4, 6, 3)),
         "resnet101": dict(block="bottleneck", stage_sizes=(3, 4, 23, 3)),
     }
+
+    def input_specs(self) -> dict:
+        """``image`` of any size (free ``image_size``), ``num_channels`` last."""
+        return {"image": InputSpec(("image_size", "image_size", self.num_channels))}
 
     def validate(self) -> None:
         self.require_one_of("block", ("basic", "bottleneck"))
@@ -171,7 +176,10 @@ class ResNetEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, image: Array, *, deterministic: bool = True,
+                 output_attentions: bool = False,
                  output_hidden_states: bool = False) -> BaseModelOutput:
+        # output_attentions: accepted as every encoder does (a CNN has none to return).
+        del output_attentions
         cfg = self.config
         if image.ndim != 4 or image.shape[-1] != cfg.num_channels:
             raise ValueError(

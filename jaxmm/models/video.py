@@ -32,6 +32,7 @@ from jaxmm.layers import TransformerConfig, TransformerStack, classifier_head, k
 from jaxmm.layers.blocks import DTYPES
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
+from jaxmm.models.specs import InputSpec
 from jaxmm.models.vit import ViTConfig, ViTModel
 
 Array = jax.Array
@@ -68,6 +69,11 @@ class VideoConfig(ConfigBase):
         "base": dict(spatial=dict(use_pooler=False), num_frames=32, tubelet_size=2,
                      num_temporal_layers=4),
     }
+
+    def input_specs(self) -> dict:
+        """``video`` ``(num_frames, H, W, C)`` (frames of ``spatial.image_size``)."""
+        h, w = self.spatial.image_hw
+        return {"video": InputSpec((self.num_frames, h, w, self.spatial.num_channels))}
 
     def validate(self) -> None:
         if not isinstance(self.spatial, ViTConfig):
@@ -129,6 +135,8 @@ class VideoEncoder(nn.Module):
     ``attention_mask`` ``(B, F)``: 1 for real frames; a time step (tubelet) is
     real if any of its frames is. ``interpolate_pos_encoding`` lets frames
     have another size than ``spatial.image_size`` (as in ViT).
+    ``output_attentions`` / ``output_hidden_states`` return the temporal
+    Transformer's (the encoder contract every captioner/dual-encoder tower shares).
     """
 
     config: VideoConfig
@@ -136,7 +144,8 @@ class VideoEncoder(nn.Module):
     @nn.compact
     def __call__(self, video: Array, attention_mask: Array | None = None, *,
                  interpolate_pos_encoding: bool = False, deterministic: bool = True,
-                 output_attentions: bool = False) -> BaseModelOutput:
+                 output_attentions: bool = False, output_hidden_states: bool = False
+                 ) -> BaseModelOutput:
         cfg = self.config
         _check_video(video, cfg)
         b, f, h, w, c = video.shape
@@ -168,7 +177,8 @@ class VideoEncoder(nn.Module):
         mask = None if valid is None else key_padding_mask(
             jnp.concatenate([jnp.ones_like(valid[:, :1]), valid], 1))
         out = TransformerStack(cfg.temporal, name="temporal")(
-            x, mask=mask, deterministic=deterministic, output_attentions=output_attentions)
+            x, mask=mask, deterministic=deterministic, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states)
         hidden = out.last_hidden_state
         if cfg.pool_type == "cls":
             pooled = hidden[:, 0]
@@ -178,7 +188,7 @@ class VideoEncoder(nn.Module):
             pooled = (pooled / jnp.maximum(weights.sum(1, keepdims=True), 1.0)).astype(
                 hidden.dtype)
         return BaseModelOutput(last_hidden_state=hidden, pooler_output=pooled,
-                               attentions=out.attentions)
+                               hidden_states=out.hidden_states, attentions=out.attentions)
 
 
 @register("video_classifier", VideoConfig)

@@ -40,6 +40,7 @@ from jaxmm.layers.blocks import DTYPES
 from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
 from jaxmm.models.outputs import BaseModelOutput, SequenceClassifierOutput
 from jaxmm.models.registry import register
+from jaxmm.models.specs import image_spec
 
 Array = jax.Array
 
@@ -117,6 +118,10 @@ class ViTConfig(ComputeFields, DropoutFields, TransformerFields):
     num_labels: int = 1000
 
     SIZES: ClassVar = _SIZES
+
+    def input_specs(self) -> dict:
+        """``image`` ``(H, W, num_channels)`` (:mod:`jaxmm.models.specs`)."""
+        return {"image": image_spec(self.image_size, self.num_channels)}
 
     def validate(self) -> None:
         h, w = self.image_hw

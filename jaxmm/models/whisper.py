@@ -52,6 +52,7 @@ from jaxmm.models.outputs import (
     Seq2SeqModelOutput,
 )
 from jaxmm.models.registry import register
+from jaxmm.models.specs import InputSpec, text_specs
 
 Array = jax.Array
 
@@ -119,6 +120,12 @@ class WhisperConfig(
                                  mlp_dim=5120),
     }
 
+    def input_specs(self) -> dict:
+        """``input_features`` ``(num_mel_bins, num_frames)`` and the decoder's tokens
+        (:class:`WhisperEncoder` alone reads only the features)."""
+        return {"input_features": InputSpec((self.num_mel_bins, self.num_frames)),
+                **text_specs(self.max_target_positions, prefix="decoder_")}
+
     def validate(self) -> None:
         if self.d_model % 2:
             raise self.config_error(f"d_model must be even; got {self.d_model}.")
@@ -168,6 +175,7 @@ def _conv(cfg: WhisperConfig, strides: int, name: str) -> nn.Conv:
     )
 
 
+@register("whisper_encoder", WhisperConfig, "Whisper's audio encoder alone (a tower)")
 class WhisperEncoder(nn.Module):
     """``input_features`` ``(B, n_mels, 2 * max_source_positions)`` -> ``(B, S, D)``.
 
@@ -177,6 +185,11 @@ class WhisperEncoder(nn.Module):
     """
 
     config: WhisperConfig
+
+    @classmethod
+    def input_specs(cls, config: WhisperConfig) -> dict:
+        """The encoder reads only ``input_features``."""
+        return {"input_features": config.input_specs()["input_features"]}
 
     @nn.compact
     def __call__(self, input_features: Array, attention_mask: Array | None = None, *,

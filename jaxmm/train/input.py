@@ -42,7 +42,8 @@ def make_source(data: Mapping[str, Any] | None, *, task: Task, split: str, batch
             seed=int(data.get("seed") or 0), process_index=pi, process_count=pc,
             num_batches=num_batches or data.get("num_batches"), repeat=repeat,
             nan_at_batch=data.get("nan_at_batch") if split == "train" else None,
-            split=split, delay_s=float(data.get("delay_s") or 0.0), **dims,
+            split=split, delay_s=float(data.get("delay_s") or 0.0),
+            specs=task.input_specs(), **dims,
         )
     try:
         from jaxmm.data import make_iterator

@@ -30,6 +30,12 @@ for any process count (a run on 2 processes sees exactly the data of a run on
   (``token_type_ids`` 1 on the context).
 * ``audio_text``: log-mel-like ``input_features`` whose frames encode the
   caption tokens of class ``c`` (``input_ids``/``attention_mask``).
+* ``inputs``: the inputs a model declares (:mod:`jaxmm.models.specs`, passed as
+  ``specs``), whatever their modalities: each float input (image, video, audio
+  features...) is a per-class prototype of its declared shape plus noise, text
+  inputs the caption of class ``c``; also ``label`` and the caption as
+  ``input_ids``/``attention_mask`` (the target of captioning). So any
+  combination of encoders gets learnable data without a new layout.
 * ``text2text``: the ``text`` sequences as the source (``input_ids`` /
   ``attention_mask``) and the same tokens in reverse order, then eos, as the
   target (``labels``, -100 after eos; ``decoder_input_ids`` = bos + the target
@@ -45,7 +51,7 @@ Token ids ``0..3`` are reserved (pad, bos, eos, mask); content tokens start at 4
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,11 +63,12 @@ __all__ = ["LAYOUTS", "PAD", "BOS", "EOS", "MASK", "SyntheticSource", "make_batc
 PAD, BOS, EOS, MASK = 0, 1, 2, 3
 _FIRST = 4
 LAYOUTS = ("text", "tagging", "image", "image_text", "vqa", "audio_text", "text2text", "qa",
-           "sentence_pairs", "detection")
+           "sentence_pairs", "detection", "inputs")
 
 DEFAULT_DIMS: dict[str, Any] = {
     "seq_len": 16, "vocab_size": 64, "image_size": 16, "channels": 3,
     "num_classes": 4, "n_mels": 16, "frames": 32, "min_len_frac": 0.5, "max_objects": 3,
+    "video_frames": 4,
 }
 
 
@@ -110,11 +117,13 @@ def _reversed_targets(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray
 
 
 def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
-               split: str = "train", **dims: Any) -> dict[str, np.ndarray]:
+               split: str = "train", specs: Mapping[str, Any] | None = None,
+               **dims: Any) -> dict[str, np.ndarray]:
     """Global batch number ``index`` of ``layout`` (see the module docstring).
 
     ``seed`` fixes the underlying task (class prototypes); ``split`` picks an
-    independent stream of examples from it (train vs validation).
+    independent stream of examples from it (train vs validation). ``specs``: the
+    model's declared inputs (``{field: InputSpec}``), which the ``inputs`` layout needs.
     """
     if layout not in LAYOUTS:
         raise ConfigError(
@@ -194,6 +203,30 @@ def make_batch(layout: str, index: int, batch_size: int, seed: int = 0,
     elif layout == "detection":
         out = _detection_batch(rng, seed, n, d["image_size"], d["channels"], k,
                                d["max_objects"])
+    elif layout == "inputs":
+        out = _inputs_batch(rng, seed, cls, specs, d, index)
+    return out
+
+
+def _inputs_batch(rng, seed: int, cls: np.ndarray, specs: Mapping[str, Any] | None,
+                  d: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
+    """The ``inputs`` layout: every declared input determined by the class ``cls``."""
+    if not specs:
+        raise ConfigError("The synthetic 'inputs' layout needs the model's input specs; this "
+                          "model declares none (use a layout such as image_text).")
+    n, k = cls.shape[0], d["num_classes"]
+    ids, mask = _caption(cls, d["seq_len"], d["vocab_size"])
+    out = {"input_ids": ids, "attention_mask": mask, "label": cls,
+           "image_id": (index * n + np.arange(n)).astype(np.int32)}
+    for i, (name, spec) in enumerate(specs.items()):
+        if name.startswith("decoder_") or name in ("input_ids", "attention_mask"):
+            continue  # the caption above; decoder inputs come from it (the task shifts it)
+        shape = spec.resolve(d)
+        if np.dtype(spec.dtype).kind == "f":
+            protos = np.random.default_rng([seed, 7919, i]).normal(size=(k, *shape))
+            out[name] = (protos[cls] + 0.5 * rng.normal(size=(n, *shape))).astype(spec.dtype)
+        else:
+            out[name] = np.zeros((n, *shape), spec.dtype)
     return out
 
 
@@ -249,6 +282,7 @@ class SyntheticSource(Iterator):
       nan_at_batch: fill the float fields of that global batch with NaN (to
         test the non-finite guard of the training loop).
       delay_s: sleep this long per batch (emulates a slow input pipeline).
+      specs: the model's declared inputs, for the ``inputs`` layout.
       dims: ``seq_len``, ``vocab_size``, ``image_size``, ``channels``,
         ``num_classes``, ``n_mels``, ``frames``, ``min_len_frac``.
     """
@@ -257,7 +291,7 @@ class SyntheticSource(Iterator):
                  process_index: int = 0, process_count: int = 1,
                  num_batches: int | None = None, repeat: bool = True,
                  nan_at_batch: int | None = None, split: str = "train",
-                 delay_s: float = 0.0, **dims: Any):
+                 delay_s: float = 0.0, specs: Mapping[str, Any] | None = None, **dims: Any):
         if batch_size % process_count:
             raise ConfigError(
                 f"batch_size={batch_size} is not divisible by the {process_count} processes."
@@ -266,7 +300,8 @@ class SyntheticSource(Iterator):
         self.process_index, self.process_count = process_index, process_count
         self.num_batches, self.repeat, self.nan_at_batch = num_batches, repeat, nan_at_batch
         self.dims, self.split, self.delay_s = dims, split, delay_s
-        make_batch(layout, 0, 1, seed, split, **dims)  # validates layout and dims early
+        self.specs = specs
+        make_batch(layout, 0, 1, seed, split, specs, **dims)  # validates layout and dims early
         self._next = 0
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -276,7 +311,7 @@ class SyntheticSource(Iterator):
                 raise StopIteration
             index %= self.num_batches
         batch = make_batch(self.layout, index, self.batch_size, self.seed, self.split,
-                           **self.dims)
+                           self.specs, **self.dims)
         if self.nan_at_batch is not None and self._next == self.nan_at_batch:
             batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
                      for k, v in batch.items()}

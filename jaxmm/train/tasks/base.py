@@ -57,6 +57,8 @@ import numpy as np
 
 from jaxmm import losses
 from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.models import specs as specs_lib
+from jaxmm.models.specs import InputSpec
 from jaxmm.registry import Registry
 
 Array = jax.Array
@@ -257,11 +259,25 @@ class Task(abc.ABC):
                     break
         return dims
 
+    def input_specs(self) -> dict[str, InputSpec] | None:
+        """The inputs the model declares (:mod:`jaxmm.models.specs`), or ``None``."""
+        if not hasattr(self, "_input_specs"):
+            self._input_specs = specs_lib.input_specs(self.model)
+        return self._input_specs
+
     def example_batch(self, batch_size: int = 1, **dims: Any) -> dict[str, np.ndarray]:
-        """A synthetic batch with this task's layout (used for ``model.init``)."""
+        """A batch for ``model.init``: the model's declared inputs with their exact
+        shapes (free axes such as text length from ``dims``), and this task's other
+        fields (labels) from its synthetic layout. A model that declares no inputs
+        gets the layout's fields alone."""
         from jaxmm.train.synthetic import make_batch
 
-        return make_batch(self.layout, 0, batch_size, **{**self.synthetic_dims(), **dims})
+        dims = {**self.synthetic_dims(), **{k: v for k, v in dims.items() if v is not None}}
+        specs = self.input_specs()
+        batch = make_batch(self.layout, 0, batch_size, specs=specs, **dims)
+        if specs:
+            batch.update(specs_lib.example_inputs(specs, batch_size, **dims))
+        return batch
 
     def prepare(self, batch: dict[str, Array], rng: Array, train: bool) -> dict[str, Array]:
         """On-device preprocessing inside the jitted step (e.g. MLM masking)."""

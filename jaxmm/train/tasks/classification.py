@@ -3,6 +3,13 @@
 Batch: the model's inputs (``image`` / ``input_ids`` + ``attention_mask`` /
 ``input_features`` / ``audio`` / ``video``) and ``label`` ``(B,)``. The model
 returns ``logits`` ``(B, num_labels)`` (``SequenceClassifierOutput``).
+The fields passed are the ones the model declares (:mod:`jaxmm.models.specs`)
+for ``task.modality``: an AST classifier gets its ``(num_mel_bins, max_frames)``
+features, a video classifier its ``(frames, H, W, C)`` clips, and a
+``MultimodalClassifier`` (``modality="multimodal"``) every modality of its
+``fusion.modalities`` (text, image, audio, video; early, late, hybrid or
+cross-attention fusion). Raw ``audio`` becomes the declared log-mel features on
+device. A modality the model has no encoder for is a one-line ``ConfigError``.
 Metrics: ``loss``, ``accuracy`` and, with 5+ classes, ``top5_accuracy``. A head
 with one output (``num_labels=1``) is a regression on a float ``label``: the loss
 is the mean squared error (as Hugging Face does), reported also as ``mse``.
@@ -16,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.models.specs import spec_modalities
 from jaxmm.train.tasks.base import (
     LossOutput,
     Task,
@@ -23,6 +31,7 @@ from jaxmm.train.tasks.base import (
     register_task,
     softmax_xent,
 )
+from jaxmm.train.tasks.modalities import audio_to_features, check_modalities, modality_fields
 
 # modality -> (batch keys passed to the model, synthetic layout)
 _MODALITIES = {
@@ -99,6 +108,31 @@ class ClassificationTask(Task):
     def __init__(self, options, model, teacher=None):
         super().__init__(options, model, teacher)
         self.model_inputs, self.layout = _MODALITIES[options.modality]
+        specs = self.input_specs()
+        if not specs:  # a model that declares no inputs: the fixed fields and layout
+            return
+        have = spec_modalities(specs)
+        if options.modality == "multimodal":
+            wanted = have
+        else:
+            wanted = check_modalities((options.modality,), specs, model, "task.modality")
+            if len(have) > 1:
+                raise ConfigError(
+                    f"task.modality={options.modality!r}, but the model reads "
+                    f"{', '.join(have)} together.", hint="Set task.modality='multimodal'.")
+        self.model_inputs = modality_fields(specs, wanted)
+        if not set(wanted) <= {"image", "text"}:
+            self.layout = "inputs"  # any other modality: data shaped as the model declares
+
+    def prepare(self, batch, rng, train):
+        return super().prepare(audio_to_features(batch, self.input_specs()), rng, train)
+
+    def inputs(self, batch):
+        out = super().inputs(batch)
+        specs = self.input_specs() or {}
+        if "input_features" in out and "audio" not in specs:
+            out.pop("audio", None)  # the model reads the features made from it
+        return out
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
         out, extra = self.apply(variables, batch, train=train, rng=rng)

@@ -1,19 +1,29 @@
-"""Contrastive image-text pre-training (CLIP with InfoNCE, SigLIP with the sigmoid loss).
+"""Contrastive pre-training over any two modalities (CLIP, SigLIP, triplet).
 
-Batch: ``image`` and ``input_ids`` / ``attention_mask`` of matching captions.
-The model returns ``image_embeds`` and ``text_embeds`` ``(B, D)``; the learnable
-log inverse temperature is the output's ``logit_scale`` or the parameter
-``logit_scale`` (and ``logit_bias`` for SigLIP). Negatives are the other
-examples of the *global* batch (the arrays are global under ``jax.jit``).
+The two sides come from the config: ``task.modalities`` (e.g.
+``("audio", "text")``), else the model's own (``model.config.modalities`` of a
+:class:`~jaxmm.models.dual_encoder.DualEncoder`), else image-text. Any pair of
+``image`` / ``video`` / ``audio`` / ``text`` works when the model has an encoder
+for each; the batch fields passed are the ones the model declares
+(:mod:`jaxmm.models.specs`); raw ``audio`` (the scenes ``audio_text`` preset)
+becomes the log-mel ``input_features`` the audio tower declares, on device.
 
-Evaluation batches with several captions per image (``(B, C, T)``) are
-scored on their first caption (full retrieval recall: :mod:`jaxmm.evaluate`).
+The model returns ``<modality>_embeds`` ``(B, D)`` for both sides; the
+learnable log inverse temperature is the output's ``logit_scale`` or the
+parameter ``logit_scale`` (and ``logit_bias`` for SigLIP). Negatives are the
+other examples of the *global* batch (the arrays are global under ``jax.jit``).
 
-Metrics: ``loss``, ``i2t_accuracy`` / ``t2i_accuracy`` (in-batch top-1
-retrieval). A padded short eval batch is skipped (the loss couples all rows).
-Retrieval eval batches with several captions per image (``input_ids``
-``(B, C, T)``, the ``jaxmm.data`` retrieval layout) are scored on their first
-caption; full multi-caption recall@K is :func:`jaxmm.evaluate.retrieval_recall`.
+Losses (``task.loss``): ``infonce`` (CLIP, :func:`jaxmm.losses.infonce_loss`),
+``siglip`` (alias ``sigmoid``, :func:`jaxmm.losses.sigmoid_contrastive_loss`) or
+``triplet`` (:func:`jaxmm.losses.triplet_loss` in both directions, averaged:
+``task.margin``, ``task.mining`` ``hardest`` (VSE++) or ``all``, cosine distance).
+
+Metrics: ``loss``, ``<a>2<b>_accuracy`` / ``<b>2<a>_accuracy`` (in-batch top-1
+retrieval, e.g. ``i2t`` / ``t2i``, ``a2t`` / ``t2a``). A padded short eval
+batch is skipped (the loss couples all rows). Retrieval eval batches with
+several captions per item (``input_ids`` ``(B, C, T)``, the ``jaxmm.data``
+retrieval layout) are scored on their first caption; full multi-caption
+recall@K is :func:`jaxmm.evaluate.retrieval_recall`.
 """
 
 from __future__ import annotations
@@ -25,18 +35,34 @@ import jax.numpy as jnp
 
 from jaxmm import losses
 from jaxmm.config import ConfigBase, ConfigError
+from jaxmm.models.specs import spec_modalities
 from jaxmm.train.tasks.base import LossOutput, Task, first_of_groups, register_task
+from jaxmm.train.tasks.modalities import audio_to_features, check_modalities, modality_fields
+
+LOSSES = ("infonce", "siglip", "sigmoid", "triplet")
 
 
 @dataclasses.dataclass(frozen=True)
 class ContrastiveOptions(ConfigBase):
-    """loss: ``infonce`` (CLIP) or ``sigmoid`` (SigLIP)."""
+    """loss: ``infonce`` (CLIP), ``siglip`` / ``sigmoid`` (SigLIP) or ``triplet``.
+    modalities: the two sides (``()``: the model's, else image-text).
+    margin, mining: of the triplet loss (``hardest`` or ``all`` negatives)."""
 
     loss: str = "infonce"
+    modalities: tuple[str, ...] = ()
+    margin: float = 0.2
+    mining: str = "hardest"
 
     def validate(self) -> None:
-        if self.loss not in ("infonce", "sigmoid"):
-            raise ConfigError(f"task.loss={self.loss!r} is not one of infonce, sigmoid.")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"task.loss={self.loss!r} is not one of {', '.join(LOSSES)}.")
+        if self.mining not in ("hardest", "all"):
+            raise ConfigError(f"task.mining={self.mining!r} is not one of hardest, all.")
+        mods = tuple(self.modalities)
+        if mods and (len(mods) != 2 or mods[0] == mods[1]):
+            raise ConfigError(
+                f"task.modalities={mods} must name two different modalities, e.g. "
+                "('audio', 'text').")
 
 
 def _scalar(out, params, name, default):
@@ -44,6 +70,23 @@ def _scalar(out, params, name, default):
     if value is None:
         value = params.get(name, default) if isinstance(params, dict) else default
     return jnp.asarray(value, jnp.float32).reshape(())
+
+
+def _sides(options: ConfigBase, model, specs) -> tuple[str, str]:
+    wanted = tuple(getattr(options, "modalities", ()))  # subclasses' options may lack it
+    if wanted:
+        return check_modalities(wanted, specs, model, "task.modalities")
+    own = getattr(getattr(model, "config", None), "modalities", None)
+    if isinstance(own, tuple | list) and len(own) == 2:
+        return tuple(own)
+    have = spec_modalities(specs) if specs else ()
+    if not specs or set(have) == {"image", "text"}:
+        return ("image", "text")
+    if len(have) != 2:
+        raise ConfigError(f"The contrastive task needs a model with two modalities; "
+                          f"{type(model).__name__} reads {', '.join(have)}.",
+                          hint="Set task.modalities to the two sides, e.g. ('audio', 'text').")
+    return have
 
 
 @register_task
@@ -55,24 +98,47 @@ class ContrastiveTask(Task):
     layout = "image_text"
     supports_padding = False
 
+    def __init__(self, options, model, teacher=None):
+        super().__init__(options, model, teacher)
+        specs = self.input_specs()
+        self.sides = _sides(options, model, specs)
+        if specs:
+            self.model_inputs = modality_fields(specs, self.sides)
+        if set(self.sides) != {"image", "text"}:
+            self.layout = "inputs"
+
     def prepare(self, batch, rng, train):
         # Retrieval eval pipelines give all captions, (B, C, T): score the first.
-        return super().prepare(first_of_groups(batch), rng, train)
+        batch = audio_to_features(first_of_groups(batch), self.input_specs())
+        return super().prepare(batch, rng, train)
+
+    def inputs(self, batch):
+        out = super().inputs(batch)
+        if "input_features" in out:  # the audio tower reads the features, not the waveform
+            out.pop("audio", None)
+        return out
 
     def loss(self, variables, batch, *, train, rng, constants=None) -> LossOutput:
         out, extra = self.apply(variables, batch, train=train, rng=rng)
-        img, txt = out.image_embeds, out.text_embeds
+        a, b = self.sides
+        emb_a, emb_b = getattr(out, f"{a}_embeds"), getattr(out, f"{b}_embeds")
         params = variables["params"]
         scale = _scalar(out, params, "logit_scale", math.log(1 / 0.07))
-        if self.options.loss == "infonce":
-            loss = losses.infonce_loss(img, txt, scale)
+        opts = self.options
+        if opts.loss == "infonce":
+            loss = losses.infonce_loss(emb_a, emb_b, scale)
+        elif opts.loss == "triplet":
+            loss = 0.5 * (
+                losses.triplet_loss(emb_a, emb_b, margin=opts.margin, mining=opts.mining)
+                + losses.triplet_loss(emb_b, emb_a, margin=opts.margin, mining=opts.mining))
         else:
-            loss = losses.sigmoid_contrastive_loss(img, txt, scale,
+            loss = losses.sigmoid_contrastive_loss(emb_a, emb_b, scale,
                                                    _scalar(out, params, "logit_bias", -10.0))
-        n = jnp.asarray(img.shape[0], jnp.float32)
-        sim = img.astype(jnp.float32) @ txt.astype(jnp.float32).T
-        target = jnp.arange(img.shape[0])
-        i2t = (jnp.argmax(sim, axis=1) == target).sum().astype(jnp.float32)
-        t2i = (jnp.argmax(sim, axis=0) == target).sum().astype(jnp.float32)
+        n = jnp.asarray(emb_a.shape[0], jnp.float32)
+        sim = emb_a.astype(jnp.float32) @ emb_b.astype(jnp.float32).T
+        target = jnp.arange(emb_a.shape[0])
+        a2b = (jnp.argmax(sim, axis=1) == target).sum().astype(jnp.float32)
+        b2a = (jnp.argmax(sim, axis=0) == target).sum().astype(jnp.float32)
         return LossOutput(loss=loss * n, weight=n, extra=extra,
-                          metrics={"i2t_accuracy": (i2t, n), "t2i_accuracy": (t2i, n)})
+                          metrics={f"{a[0]}2{b[0]}_accuracy": (a2b, n),
+                                   f"{b[0]}2{a[0]}_accuracy": (b2a, n)})

@@ -33,6 +33,7 @@ from jaxmm.train.tasks.base import (
     softmax_xent,
 )
 from jaxmm.train.tasks.lm import LMOptions, perplexity
+from jaxmm.train.tasks.modalities import audio_to_features
 
 
 def decoder_batch(batch) -> dict:
@@ -80,10 +81,25 @@ class Seq2SeqTask(Task):
 
 @register_task
 class CaptioningTask(Seq2SeqTask):
+    """Captioning of images, videos or audio (AudioCaps-style): the encoder input is the
+    field the captioner's encoder reads (``model.config.encoder_input``: ``image``,
+    ``video`` or ``input_features``; raw ``audio`` becomes the declared log-mel features)."""
+
     name = "captioning"
     default_model = "captioner"
     encoder_inputs = ("image",)
     layout = "image_text"
+
+    def __init__(self, options, model, teacher=None):
+        super().__init__(options, model, teacher)
+        field = getattr(self.model_config, "encoder_input", "image")
+        self.encoder_inputs = (field,)
+        if field != "image":
+            self.layout = "inputs"
+
+    def prepare(self, batch, rng, train):
+        del rng, train
+        return audio_to_features(batch, self.input_specs())
 
 
 @register_task
