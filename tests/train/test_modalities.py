@@ -211,8 +211,16 @@ COMBOS = {
 }
 
 
+# The train-step runs cover one case per task and new input kind (CI time): the other
+# fusion kinds, video classification and audio captioning share these code paths and
+# are run by the fast init/forward tests above.
+TRAINED = ("contrastive-audio-text-infonce", "contrastive-video-text-triplet",
+           "contrastive-video-audio-siglip", "captioning-video", "classification-audio-ast",
+           "classification-multimodal-cross_attention")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("combo", TRAINED)
 def test_every_modality_combination_overfits_a_fixed_batch(combo):
     """A few real train steps (build_run's jitted step) on one fixed synthetic batch shaped
     as the model declares: the loss falls steadily."""
