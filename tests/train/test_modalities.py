@@ -211,9 +211,10 @@ COMBOS = {
 }
 
 
-# The train-step runs cover one case per task and new input kind (CI time): the other
-# fusion kinds, video classification and audio captioning share these code paths and
-# are run by the fast init/forward tests above.
+# The train-step runs cover one case per task and new input kind (CI time). Video
+# classification and audio captioning share these steps' code paths (their init and
+# forward are the fast tests above); the fusion kinds have their own tests in
+# tests/models.
 TRAINED = ("contrastive-audio-text-infonce", "contrastive-video-text-triplet",
            "contrastive-video-audio-siglip", "captioning-video", "classification-audio-ast",
            "classification-multimodal-cross_attention")
