@@ -373,6 +373,13 @@ def compile_run(config: Any, topology: str, *,
     config = resolve_config(config)
     with config.unlocked():
         config.distributed.initialize = "off"  # one process describes the whole slice
+    notes = []
+    if config.model.config.get("attention_impl") == "auto":
+        # "auto" picks by the default backend, which is this host's CPU, not the TPU.
+        with config.unlocked():
+            config.model.config.attention_impl = "xla"
+        notes.append("attention_impl auto compiled as xla (jax.nn.dot_product_attention), "
+                     "what auto picks on a TPU")
     run, compiled, batch, seconds = _compile_step(config, devices, topology)
     mesh = run.mesh
     text = compiled.as_text() or ""
@@ -381,7 +388,6 @@ def compile_run(config: Any, topology: str, *,
     mcfg = config.model.config
     layers = mcfg.get("num_layers")
     loops = [n for _, n in hlo.loops(text) if n > 1]
-    notes = []
     if loops and mcfg.get("scan_layers") and layers and layers > 2 and layers in loops:
         flops, bytes_accessed, model_flops = _unrolled_costs(config, devices, topology, layers)
         notes.append(f"FLOPs and bytes: unrolled 1- and 2-layer compiles extrapolated to "
