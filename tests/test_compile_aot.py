@@ -63,6 +63,10 @@ def test_roofline_matches_hand_arithmetic():
     est = roofline(v5e, flops=1.97e11, bytes_accessed=8.19e9, ici_bytes=0.0,
                    model_flops=None, num_chips=1)
     assert est["step_s"] == pytest.approx(0.010) and est["mfu"] is None
+    # XLA's count below the model's share (loops counted once): the model's share is used.
+    est = roofline(v5e, flops=1e11, bytes_accessed=0.0, ici_bytes=0.0,
+                   model_flops=4 * 1.97e12, num_chips=4)
+    assert est["compute_s"] == pytest.approx(0.010) and est["mfu"] == pytest.approx(1.0)
 
 
 def test_chip_table_and_topology_names():
