@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "tokenizer": "train or inspect a tokenizer",
     "data": "build datasets (built-in, COCO, VQA, audio, text)",
     "demo": "train and evaluate multimodal models on the built-in data",
+    "compile": "compile a run's train step for a TPU topology (no TPU needed) and report",
     "config": "print the complete run config that 'jaxmm train' would run",
     "info": "show versions and devices",
 }
