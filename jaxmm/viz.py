@@ -152,6 +152,20 @@ def attention_rollout(attentions: Sequence[np.ndarray], *, residual: bool = True
     return result
 
 
+def _save(plt, fig, axes, path: str, title: str | None) -> str:
+    """Hides ``axes``' frames, adds the title, writes ``path`` (folders created) and
+    closes the figure."""
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def save_attention_figure(
     path: str, image: np.ndarray, tokens: Sequence[str], maps: Sequence[np.ndarray],
     *, title: str | None = None,
@@ -168,15 +182,7 @@ def save_attention_figure(
     for ax, tok, m in zip(axes[1:], tokens, maps):
         ax.imshow(overlay(image, upsample_map(m, image.shape[:2])))
         ax.set_title(tok, fontsize=8)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, path, title)
 
 
 def save_caption_comparison(
@@ -200,15 +206,7 @@ def save_caption_comparison(
     ax_img.imshow(np.clip(image, 0, 1))
     ax_txt.text(0.0, 1.0, text, va="top", ha="left", fontsize=8, family="monospace",
                 transform=ax_txt.transAxes)
-    for ax in (ax_img, ax_txt):
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, (ax_img, ax_txt), path, title)
 
 
 def save_sample_grid(
