@@ -252,8 +252,9 @@ def test_every_modality_combination_overfits_a_fixed_batch(combo):
 
 @pytest.mark.slow
 def test_audio_text_contrastive_trains_on_the_scenes_speech(tmp_path):
-    """`jaxmm.train.run` on the built-in scenes' audio_text preset (raw 16 kHz `audio` of
-    synthesized speech): an AST-text dual encoder learns to match speech to its caption."""
+    """`jaxmm.train.run` on the built-in scenes' audio_text preset (raw 16 kHz `audio`: the
+    spoken captions of jaxmm.data.speech, one formant-tone pattern per word, not yet real
+    TTS): an AST-text dual encoder learns to match the audio to its caption."""
     import math
 
     from jaxmm.data import builtin
