@@ -405,12 +405,11 @@ def results_markdown(results: dict) -> str:
 
 
 def _peak_rss_gb() -> float:
-    """Peak resident memory of this process and its finished children (GB)."""
+    """Peak resident memory of the demo process (GB; the short-lived Java tokenizer
+    processes of the caption metrics are not counted)."""
     import resource
 
-    kb = sum(resource.getrusage(who).ru_maxrss
-             for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return kb / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _retrieval_chance(num_images: int, num_texts: int) -> dict[str, float]:
