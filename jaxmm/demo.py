@@ -295,6 +295,20 @@ def _display(image: np.ndarray) -> np.ndarray:
     return np.clip((np.asarray(image, np.float32) + 1.0) / 2.0, 0.0, 1.0)  # [-1, 1] -> [0, 1]
 
 
+def _telling_example(decodings: dict[str, dict[int, str]], examples) -> int:
+    """The test image that shows the decodings apart best: the first whose captions under
+    the decodings differ most (most distinct captions, then most repeated 2-grams across
+    them); the first image when all decodings agree everywhere."""
+    from jaxmm.evaluate.captioning import repeated_ngram_rate
+
+    def score(e):
+        captions = [c[e["image_id"]] for c in decodings.values()]
+        return len(set(captions)), repeated_ngram_rate(captions, 2)
+
+    scores = [score(e) for e in examples]
+    return scores.index(max(scores))  # the first among equals
+
+
 def draw_samples(workdir: str, model, params, images, sequences, captions, answers,
                  examples, tok, count: int = 8, decodings=None, best: str = ""
                  ) -> tuple[str, str]:
@@ -306,12 +320,13 @@ def draw_samples(workdir: str, model, params, images, sequences, captions, answe
         save_sample_grid,
     )
 
-    if decodings:  # the first test image's caption under each decoding
-        first = examples[0]["image_id"]
+    if decodings:
+        i = _telling_example(decodings, examples[:len(images)])
+        key = examples[i]["image_id"]
         save_caption_comparison(
-            os.path.join(workdir, "decodings.png"), _display(images[0]),
-            {(f"{n} (chosen)" if n == best else n): c[first] for n, c in decodings.items()},
-            examples[0]["captions"], title="the captioner's decodings of one test image")
+            os.path.join(workdir, "decodings.png"), _display(images[i]),
+            {(f"{n} (chosen)" if n == best else n): c[key] for n, c in decodings.items()},
+            examples[i]["captions"], title="the captioner's decodings of one test image")
 
     content = set(COLORS) | set(SHAPES)
 
