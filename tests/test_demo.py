@@ -119,3 +119,15 @@ def test_readme_block_is_rendered_from_results_json(tmp_path):
         demo_readme.render("no markers", _results())
     # The README in the repository is exactly the rendering of the stored results.
     assert demo_readme.main(["--check"]) == 0
+
+
+def test_decodings_figure_shows_the_image_where_decodings_differ_most():
+    from jaxmm.demo import _telling_example
+
+    examples = [{"image_id": i} for i in (7, 8, 9, 10)]
+    decodings = {"greedy": {7: "a b", 8: "on on on on", 9: "x y", 10: "p q"},
+                 "beam": {7: "a b", 8: "on a gray", 9: "x z", 10: "p r"}}
+    # Images 8, 9 and 10 have two distinct captions; 8's have the most repeated 2-grams.
+    assert _telling_example(decodings, examples) == 1
+    same = {"greedy": {7: "a", 8: "b"}, "beam": {7: "a", 8: "b"}}
+    assert _telling_example(same, examples[:2]) == 0  # all agree: the first image
