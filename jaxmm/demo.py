@@ -163,10 +163,10 @@ def _default_steps() -> dict[str, int]:
 
 
 def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int, size: str,
-                only: tuple[str, ...] = ()):
+                only: tuple[str, ...] = (), validation: bool = False):
     """``(built run, {name: evaluator}, exported variables, validation evaluators)`` of a
-    finished run (``only``: just these evaluators); the last are the same evaluators on
-    the validation split."""
+    finished run (``only``: just these evaluators); the last (with ``validation``, else
+    empty) are the same evaluators on the validation split."""
     from jaxmm.config import load_config
     from jaxmm.evaluate.evaluators import make_evaluators
     from jaxmm.train import build_run, load_exported
@@ -177,11 +177,13 @@ def _evaluators(workdir: str, run: str, data_dir: str, tok_dir: str, vocab: int,
                                  shardings=built.variable_shardings)
     context = built.eval_context()
     evaluators = make_evaluators(built.config, context, only)
-    validation = built.config.copy_and_resolve_references()
-    with validation.unlocked():
-        for entry in validation.eval.evaluators.values():
-            entry.split = "validation"
-    on_validation = make_evaluators(validation, context, only)
+    on_validation = {}
+    if validation:
+        config = built.config.copy_and_resolve_references()
+        with config.unlocked():
+            for entry in config.eval.evaluators.values():
+                entry.split = "validation"
+        on_validation = make_evaluators(config, context, only)
     drop_loss = lambda d: {n: e for n, e in d.items() if n != "loss"}  # noqa: E731
     return built, drop_loss(evaluators), variables, drop_loss(on_validation)
 
@@ -206,7 +208,8 @@ def _evaluate(workdir: str, data_dir: str, tok_dir: str, tok, size: str,
     _, clip, variables, _ = _evaluators(workdir, "clip", *where)
     scores["clip"] = evaluate_clip(clip, variables)
     built, captioner, variables, on_validation = _evaluators(
-        workdir, "captioner", *where, only=tuple(f"captions_{d}" for d in decodings))
+        workdir, "captioner", *where, only=tuple(f"captions_{d}" for d in decodings),
+        validation=True)
     scores["decodings"], best, predictions = evaluate_decodings(captioner, on_validation,
                                                                  variables)
     scores["captioner"] = dict(scores["decodings"][best], decoding=best)

@@ -147,6 +147,25 @@ def _gather(x: Array, axis_name: str | None) -> tuple[Array, Array]:
     return full, jax.lax.axis_index(axis_name) * x.shape[0]
 
 
+def _negatives(negatives: Array | None, mask: Array | None, like: Array, normalize: bool,
+               axis_name: str | None, name: str) -> tuple[Array, Array] | None:
+    """Hard negatives ``(N, D)`` normalised and gathered across ``axis_name``, with their
+    validity ``(N,)`` (all valid without ``mask``); ``None`` without negatives."""
+    if negatives is None:
+        if mask is not None:
+            raise ValueError(f"{name}: negative_mask given without negatives.")
+        return None
+    if negatives.ndim != 2 or negatives.shape[1] != like.shape[1]:
+        raise ValueError(f"{name}: negatives must be (N, {like.shape[1]}) like the embeddings; "
+                         f"got {tuple(negatives.shape)}.")
+    if mask is not None and mask.shape != negatives.shape[:1]:
+        raise ValueError(f"{name}: negative_mask must be ({negatives.shape[0]},); "
+                         f"got {tuple(mask.shape)}.")
+    neg = l2_normalize(negatives) if normalize else negatives.astype(jnp.float32)
+    valid = jnp.ones(neg.shape[:1], bool) if mask is None else mask.astype(bool)
+    return _gather(neg, axis_name)[0], _gather(valid, axis_name)[0]
+
+
 def infonce_loss(
     image_embeds: Array,
     text_embeds: Array,
@@ -155,6 +174,8 @@ def infonce_loss(
     normalize: bool = True,
     max_scale: float | None = 100.0,
     axis_name: str | None = None,
+    negatives: Array | None = None,
+    negative_mask: Array | None = None,
 ) -> Array:
     """Symmetric InfoNCE (CLIP): mean of image->text and text->image cross-entropy.
 
@@ -168,12 +189,20 @@ def infonce_loss(
     ``shard_map``/``pmap`` pass ``axis_name``: each shard all-gathers the other
     side and scores its own rows; the result is the same global loss.
 
+    Hard negatives (NegCLIP, Yuksekgonul et al., 2023): ``negatives`` ``(N, D)`` are
+    extra *text* candidates, never a target, appended to every image's image->text
+    softmax (e.g. each caption with its shape words swapped, see the ``swap_words``
+    op); ``negative_mask`` ``(N,)`` leaves out the invalid ones (a foil identical to its
+    caption). The text->image direction is unchanged.
+
     Args:
       image_embeds, text_embeds: ``(B, D)``.
     Returns:
       scalar loss.
     """
     _check_pair(image_embeds, text_embeds, "infonce_loss")
+    extra = _negatives(negatives, negative_mask, text_embeds, normalize, axis_name,
+                       "infonce_loss")
     img = l2_normalize(image_embeds) if normalize else image_embeds.astype(jnp.float32)
     txt = l2_normalize(text_embeds) if normalize else text_embeds.astype(jnp.float32)
     scale = jnp.exp(jnp.asarray(logit_scale, jnp.float32))
@@ -185,6 +214,10 @@ def infonce_loss(
     targets = offset + jnp.arange(local)
     logits_i2t = scale * img @ all_txt.T  # (b, B)
     logits_t2i = scale * txt @ all_img.T  # (b, B)
+    if extra is not None:
+        neg, valid = extra  # (N_global, D), (N_global,)
+        logits_neg = jnp.where(valid[None, :], scale * img @ neg.T, -jnp.inf)
+        logits_i2t = jnp.concatenate([logits_i2t, logits_neg], axis=1)  # (b, B + N)
     loss = 0.5 * (
         optax.softmax_cross_entropy_with_integer_labels(logits_i2t, targets).mean()
         + optax.softmax_cross_entropy_with_integer_labels(logits_t2i, targets).mean()
@@ -202,14 +235,20 @@ def sigmoid_contrastive_loss(
     *,
     normalize: bool = True,
     axis_name: str | None = None,
+    negatives: Array | None = None,
+    negative_mask: Array | None = None,
 ) -> Array:
     """SigLIP loss: every pair is a binary problem, positives on the diagonal.
 
     ``loss = -1/B * sum_ij log sigmoid(z_ij * (exp(logit_scale) * cos_ij + bias))``
     with ``z_ij = 1`` if ``i == j`` else ``-1`` (Zhai et al., 2023), over the
-    global batch (see :func:`infonce_loss` for ``axis_name``).
+    global batch (see :func:`infonce_loss` for ``axis_name``). Hard ``negatives``
+    ``(N, D)`` (texts, see :func:`infonce_loss`) add one ``z = -1`` pair per image and
+    valid negative to the sum; the normaliser stays ``B``.
     """
     _check_pair(image_embeds, text_embeds, "sigmoid_contrastive_loss")
+    extra = _negatives(negatives, negative_mask, text_embeds, normalize, axis_name,
+                       "sigmoid_contrastive_loss")
     img = l2_normalize(image_embeds) if normalize else image_embeds.astype(jnp.float32)
     txt = l2_normalize(text_embeds) if normalize else text_embeds.astype(jnp.float32)
     all_txt, offset = _gather(txt, axis_name)
@@ -217,6 +256,10 @@ def sigmoid_contrastive_loss(
     rows = offset + jnp.arange(img.shape[0])
     signs = jnp.where(rows[:, None] == jnp.arange(all_txt.shape[0])[None, :], 1.0, -1.0)
     total = -jnp.sum(jax.nn.log_sigmoid(signs * logits))
+    if extra is not None:
+        neg, valid = extra
+        logits_neg = jnp.exp(jnp.asarray(logit_scale, jnp.float32)) * img @ neg.T + logit_bias
+        total -= jnp.sum(jnp.where(valid[None, :], jax.nn.log_sigmoid(-logits_neg), 0.0))
     if axis_name is not None:
         total = jax.lax.psum(total, axis_name)
     return total / all_txt.shape[0]

@@ -89,6 +89,47 @@ def test_infonce_and_sigmoid_match_numpy(rng):
         np_infonce(a, b, np.log(100.0)), rel=1e-5)
 
 
+def np_negclip(a, b, neg, valid, log_scale):
+    """NegCLIP by hand: image i's softmax over all captions plus the valid foils."""
+    a, b, neg = np_normalize(a), np_normalize(b), np_normalize(neg)
+    s = np.exp(log_scale)
+    idx = np.arange(len(a))
+    i2t = np.concatenate([s * a @ b.T, (s * a @ neg.T)[:, valid]], axis=1)
+    t2i = s * b @ a.T
+    return (-np_log_softmax(i2t)[idx, idx].mean() - np_log_softmax(t2i)[idx, idx].mean()) / 2
+
+
+def np_sigmoid_negatives(a, b, neg, valid, log_scale, bias):
+    logits = np.exp(log_scale) * np_normalize(a) @ np_normalize(neg)[valid].T + bias
+    return np_sigmoid(a, b, log_scale, bias) + np.log1p(np.exp(logits)).sum() / len(a)
+
+
+def test_hard_negatives_match_numpy_and_masked_ones_are_left_out(rng):
+    a, b, neg = (rng.normal(size=(8, 16)).astype(np.float32) for _ in range(3))
+    valid = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
+    got = losses.infonce_loss(a, b, np.log(10.0), negatives=neg, negative_mask=valid)
+    assert float(got) == pytest.approx(np_negclip(a, b, neg, valid, np.log(10.0)), rel=1e-5)
+    got = losses.sigmoid_contrastive_loss(a, b, np.log(10.0), -2.0, negatives=neg,
+                                          negative_mask=valid)
+    assert float(got) == pytest.approx(
+        np_sigmoid_negatives(a, b, neg, valid, np.log(10.0), -2.0), rel=1e-5)
+    # Foils make the task harder: the loss grows; with every foil masked it is plain CLIP.
+    assert float(losses.infonce_loss(a, b, np.log(10.0), negatives=neg)) > float(
+        losses.infonce_loss(a, b, np.log(10.0)))
+    none = losses.infonce_loss(a, b, np.log(10.0), negatives=neg,
+                               negative_mask=np.zeros(8, bool))
+    assert float(none) == pytest.approx(np_infonce(a, b, np.log(10.0)), rel=1e-5)
+    # Masked foils get no gradient, and nothing is NaN.
+    grad = jax.grad(lambda n: losses.infonce_loss(a, b, np.log(10.0), negatives=n,
+                                                  negative_mask=valid))(neg)
+    assert np.isfinite(grad).all() and not np.asarray(grad)[~valid].any()
+    assert np.abs(np.asarray(grad)[valid]).sum() > 0
+    with pytest.raises(ValueError, match=r"negatives must be \(N, 16\)"):
+        losses.infonce_loss(a, b, 1.0, negatives=neg[:, :4])
+    with pytest.raises(ValueError, match="negative_mask must be"):
+        losses.infonce_loss(a, b, 1.0, negatives=neg, negative_mask=valid[:3])
+
+
 def test_contrastive_losses_use_the_global_batch_when_sharded(rng):
     """Batch sharded over 8 devices: jit over global arrays and shard_map with
     all_gather both equal the single-device loss (negatives span the global batch)."""
@@ -108,11 +149,17 @@ def test_contrastive_losses_use_the_global_batch_when_sharded(rng):
         nce = losses.infonce_loss(x, y, jnp.log(20.0), axis_name=("data", "fsdp"))
         sig = losses.sigmoid_contrastive_loss(x, y, jnp.log(20.0), -5.0,
                                               axis_name=("data", "fsdp"))
-        return jnp.stack([nce, sig])
+        # Hard negatives (here the other side, reversed) are gathered like the batch.
+        neg = losses.infonce_loss(x, y, jnp.log(20.0), axis_name=("data", "fsdp"),
+                                  negatives=2 * y[::-1])
+        return jnp.stack([nce, sig, neg])
 
-    nce, sig = np.asarray(jax.jit(per_shard)(sa, sb))
+    nce, sig, neg = np.asarray(jax.jit(per_shard)(sa, sb))
     assert nce == pytest.approx(want_nce, rel=1e-5)
     assert sig == pytest.approx(want_sig, rel=1e-5)
+    per_shard_rows = np.concatenate([2 * b[i:i + 2][::-1] for i in range(0, 16, 2)])
+    assert neg == pytest.approx(np_negclip(a, b, per_shard_rows, np.ones(16, bool),
+                                           np.log(20.0)), rel=1e-5)
     # A per-shard loss (local negatives only) would differ: the check has teeth.
     local = np.mean([np_infonce(a[i:i + 2], b[i:i + 2], np.log(20.0)) for i in range(0, 16, 2)])
     assert abs(local - want_nce) > 1e-2

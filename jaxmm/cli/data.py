@@ -6,6 +6,9 @@ Examples::
     jaxmm data build-coco --root /data/coco --data-dir data --name coco2017 \\
         --split train=annotations/captions_train2017.json:train2017 \\
         --split validation=annotations/captions_val2017.json:val2017
+    jaxmm data build-coco-detection --root /data/coco --data-dir data --name coco2017 \\
+        --split train=annotations/instances_train2017.json:train2017 \\
+        --split validation=annotations/instances_val2017.json:val2017
     jaxmm data build-vqa --root /data/vqa --data-dir data \\
         --split train=q_train.json:a_train.json:train2014
     jaxmm data build-audio --root /data/speech --data-dir data --split train=train.jsonl
@@ -21,6 +24,9 @@ Examples::
     jaxmm data build-image-captions --root /data/flickr --data-dir data \
         --split train=captions.jsonl
     jaxmm data build-audio-labels --root /data/emotions --data-dir data --split train=all.csv
+    jaxmm data build-video-captions --root /data/msrvtt --data-dir data --name msrvtt \\
+        --split train=train.csv --fps 4 --frame-size 112
+    jaxmm data build-video-labels --root /data/actions --data-dir data --split train=train.csv
     jaxmm data build-conll --root /data/ner --data-dir data --split train=train.txt \
         --split validation=valid.txt [--classes O,B-PER,I-PER,...]
     jaxmm data info --data-dir data --name jaxmm_scenes/small
@@ -40,6 +46,7 @@ __all__ = ["main"]
 # split spec fields per format, in the order they appear after "NAME=".
 _FIELDS = {
     "coco": ("annotations", "images"),
+    "coco-detection": ("annotations", "images"),
     "vqa": ("questions", "annotations", "images"),
     "audio": ("manifest",),
     "text": ("input",),
@@ -50,8 +57,11 @@ _FIELDS = {
     "image-captions": ("input",),
     "audio-labels": ("input",),
     "conll": ("input",),
+    "video-labels": ("input",),
+    "video-captions": ("input",),
 }
-_TABLES = ("text-labels", "image-labels", "image-captions", "audio-labels")
+_TABLES = ("text-labels", "image-labels", "image-captions", "audio-labels", "video-labels",
+           "video-captions")
 
 
 def _parse_splits(fmt: str, items: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -105,6 +115,9 @@ def _build_local(fmt: str, args) -> int:
     classes = [c for c in (getattr(args, "classes", None) or "").split(",") if c.strip()]
     if fmt in _TABLES:
         table = {"columns": _columns(args.column), "classes": classes or None}
+        if fmt.startswith("video-"):
+            table["video"] = {"fps": args.fps, "size": args.frame_size,
+                              "max_frames": args.max_frames}
     elif fmt == "conll":
         table = {"classes": classes or None}
     elif fmt == "chat":
@@ -159,11 +172,18 @@ def main(argv: list[str]) -> int:
         if fmt in _TABLES:
             p.add_argument("--column", action="append", default=[],
                            help="ROLE=COLUMN: the table column (CSV header or JSON key) of a "
-                           "role (text, text_pair, label, image, caption, audio); repeat")
-            if fmt != "image-captions":
+                           "role (text, text_pair, label, image, caption, audio, video); repeat")
+            if not fmt.endswith("-captions"):
                 p.add_argument("--classes", default=None,
                                help="comma-separated label names in class-id order (default: "
                                "every label found, sorted); rows with others are skipped")
+        if fmt.startswith("video-"):
+            p.add_argument("--fps", type=float, default=8.0,
+                           help="frames kept per second of video (default 8)")
+            p.add_argument("--frame-size", type=int, default=64,
+                           help="stored frames are resized to this square (default 64)")
+            p.add_argument("--max-frames", type=int, default=64,
+                           help="at most this many frames per video (default 64)")
         if fmt == "chat":
             p.add_argument("--template", default=None,
                            help="a chat template (plain, llama3, chatml): conversations with "

@@ -34,6 +34,9 @@ token_classification   input_ids, attention_mask[, token_type_ids], labels (word
                        each word's first sub-word, -100 elsewhere)
 detection              image, boxes (B, N, 4) normalised cxcywh, labels (B, N),
                        box_mask (B, N) (1 = a real object), image_id
+video_classification   video (float32 (T, H, W, 3), [-1, 1]), label
+video_captioning,      as captioning and retrieval with ``video`` for ``image``
+video_retrieval
 =====================  ===============================================================
 
 Catalog datasets are never downloaded: prepare them where you have the data
@@ -43,7 +46,7 @@ Catalog datasets are never downloaded: prepare them where you have the data
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -96,7 +99,15 @@ def _image_pp(size: int, train: bool, crop: str = "resize") -> str:
 
 
 def _captions(image: str, captions_key: str, max_length: int, train: bool, task: str,
-              num_eval_captions: int) -> str:
+              num_eval_captions: int, foils: Sequence[str] = (), media: str = "image") -> str:
+    """The captioning/retrieval pipeline after ``image`` (the pixels' ops); ``media``:
+    the pixel field (``image`` or ``video``)."""
+    return _captions_pp(image, captions_key, max_length, train, task, num_eval_captions,
+                        foils).replace("keep('image'", f"keep('{media}'")
+
+
+def _captions_pp(image: str, captions_key: str, max_length: int, train: bool, task: str,
+                 num_eval_captions: int, foils: Sequence[str]) -> str:
     if train or task == "captioning":
         text = (f"choose('{captions_key}', 'text')" if train
                 else f"select('{captions_key}', 0, 'text')")
@@ -104,7 +115,12 @@ def _captions(image: str, captions_key: str, max_length: int, train: bool, task:
         if task == "captioning":
             pp += "|lm_labels"
             return pp + "|keep('image', 'input_ids', 'attention_mask', 'labels', 'image_id')"
-        return pp + "|keep('image', 'input_ids', 'attention_mask', 'image_id')"
+        keep = "'image', 'input_ids', 'attention_mask', 'image_id'"
+        if train and foils:  # hard-negative captions for task.hard_negatives='foil_'
+            pp += (f"|swap_words({tuple(foils)!r})"
+                   f"|tokenize({max_length}, key='foil_text', prefix='foil_')")
+            keep += ", 'foil_input_ids', 'foil_attention_mask'"
+        return pp + f"|keep({keep})"
     return (f"{image}|pad_to('{captions_key}', {num_eval_captions}, value='')"
             f"|tokenize({max_length}, key='{captions_key}')"
             "|keep('image', 'input_ids', 'attention_mask', 'image_id')")
@@ -113,8 +129,14 @@ def _captions(image: str, captions_key: str, max_length: int, train: bool, task:
 @PRESETS.register('scenes')
 def scenes(task: str = "captioning", size: str = "small", data_dir: str | None = None,
            image_size: int = 64, max_length: int = 24, audio_seconds: float = 3.0,
-           **_: Any) -> ml_collections.ConfigDict:
-    """The built-in ``jaxmm_scenes`` dataset for one of :data:`_SCENES_TASKS`."""
+           foils: Sequence[str] = (), **_: Any) -> ml_collections.ConfigDict:
+    """The built-in ``jaxmm_scenes`` dataset for one of :data:`_SCENES_TASKS`.
+
+    ``foils`` (retrieval): words such as the shape names whose swap makes a hard-negative
+    caption of each training example (``foil_input_ids``, ``foil_attention_mask``; the
+    ``swap_words`` op), for the contrastive task's ``hard_negatives='foil_'``."""
+    if foils and task != "retrieval":
+        raise ConfigError(f"scenes: foils apply to the retrieval task, not {task!r}.")
     if task not in _SCENES_TASKS:
         raise ConfigError(f"Unknown scenes task {task!r}; choose one of {_SCENES_TASKS}.")
     image = f"resize({image_size})|value_range(-1, 1)"
@@ -127,7 +149,7 @@ def scenes(task: str = "captioning", size: str = "small", data_dir: str | None =
         train = evaluate = (f"scene_boxes(9)|{image}"
                             "|keep('image', 'boxes', 'labels', 'box_mask', 'image_id')")
     elif task in ("captioning", "retrieval"):
-        train = _captions(image, "captions", max_length, True, task, 5)
+        train = _captions(image, "captions", max_length, True, task, 5, foils)
         evaluate = _captions(image, "captions", max_length, False, task, 5)
     elif task == "vqa":
         answers = "'" + "', '".join(scenes_lib.ANSWERS) + "'"
@@ -171,6 +193,51 @@ def coco_captions(task: str = "captioning", data_dir: str | None = None, image_s
         prepare=_TFDS_HINT.format(name="coco_captions") + "; or from local files: jaxmm data "
         "build-coco --root DIR --split train=captions.json:images --data-dir {data_dir}",
     )
+
+
+def _detection(name: str, image_size: int, max_objects: int, data_dir: str | None,
+               prepare: str, description: str) -> ml_collections.ConfigDict:
+    """Detection from tfds-style objects: boxes made before the (square) resize, flipped
+    with the image in training."""
+    boxes = f"decode|tfds_boxes({max_objects})"
+    image = f"resize({image_size})|value_range(-1, 1)|rename(image_id='image/id')"
+    keep = "|keep('image', 'boxes', 'labels', 'box_mask', 'image_id')"
+    return _cfg(name, f"{boxes}|flip_lr(boxes='boxes')|{image}{keep}", f"{boxes}|{image}{keep}",
+                data_dir=data_dir, task="detection", prepare=prepare, description=description)
+
+
+@PRESETS.register('coco')
+def coco(version: str = "2017", task: str = "detection", data_dir: str | None = None,
+         image_size: int = 512, max_objects: int = 100, **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``coco/<version>`` (``2017``, ``2014``) object detection: 80 classes, boxes as
+    the detection task reads them, images resized to ``image_size`` squares (normalised
+    boxes are unchanged by the resize), random flips in training."""
+    if version not in ("2017", "2014"):
+        raise ConfigError(f"Unknown coco version {version!r}; use coco/2017 or coco/2014.")
+    if task != "detection":
+        raise ConfigError(f"coco/{version} is a detection dataset, not {task!r}; "
+                          "captions are coco_captions.")
+    return _detection(f"coco/{version}", image_size, max_objects, data_dir,
+                      _TFDS_HINT.format(name=f"coco/{version}") + "; or from local files: "
+                      "jaxmm data build-coco-detection --root DIR --data-dir {data_dir} "
+                      "--name NAME --split train=instances_train2017.json:train2017, then "
+                      "data=coco_detection/NAME", f"COCO {version} detection")
+
+
+@PRESETS.register('coco_detection')
+def coco_detection(dataset: str | None = None, task: str = "detection",
+                   data_dir: str | None = None, image_size: int = 512, max_objects: int = 100,
+                   **_: Any) -> ml_collections.ConfigDict:
+    """A COCO-format detection dataset built with ``jaxmm data build-coco-detection``."""
+    if not dataset:
+        raise ConfigError("coco_detection needs the name of a dataset built with 'jaxmm data "
+                          "build-coco-detection': data=coco_detection/NAME.")
+    if task != "detection":
+        raise ConfigError(f"coco_detection/{dataset} is a detection dataset, not {task!r}.")
+    return _detection(f"jaxmm_local_coco_detection/{dataset}", image_size, max_objects,
+                      data_dir, "jaxmm data build-coco-detection --root DIR --data-dir "
+                      f"{{data_dir}} --name {dataset} --split train=INSTANCES.json:IMAGES",
+                      f"local COCO detection dataset {dataset}")
 
 
 @PRESETS.register('flickr30k')
@@ -472,7 +539,8 @@ def wmt14_translate(task: str = "de-en", data_dir: str | None = None, max_length
 
 # Datasets built from local files (jaxmm data build-<format>), named "<preset>/<dataset>".
 _LOCAL = {"text_labels": "text-labels", "image_labels": "image-labels",
-          "image_captions": "image-captions", "audio_labels": "audio-labels", "conll": "conll"}
+          "image_captions": "image-captions", "audio_labels": "audio-labels", "conll": "conll",
+          "video_labels": "video-labels", "video_captions": "video-captions"}
 
 
 def _local(preset: str, dataset: str | None, data_dir: str | None, task: str, train: str,
@@ -533,23 +601,59 @@ def audio_labels(dataset: str | None = None, data_dir: str | None = None,
     return _local("audio_labels", dataset, data_dir, "audio_classification", pp, pp)
 
 
+def _frames(num_frames: int, size: int, train: bool) -> str:
+    """A clip of ``num_frames`` (random in training, centred in evaluation), resized."""
+    flip = "|flip_lr(key='video')" if train else ""
+    return (f"sample_frames({num_frames}, random={train})|resize({size}, key='video')"
+            f"{flip}|value_range(-1, 1, key='video')")
+
+
+@PRESETS.register('video_labels')
+def video_labels(dataset: str | None = None, data_dir: str | None = None,
+                 num_frames: int = 8, image_size: int = 64,
+                 **_: Any) -> ml_collections.ConfigDict:
+    """A (video, label) dataset built with ``jaxmm data build-video-labels``: clips of
+    ``num_frames`` stored frames, ``image_size`` squares."""
+    keep = "|keep('video', 'label')"
+    return _local("video_labels", dataset, data_dir, "video_classification",
+                  _frames(num_frames, image_size, True) + keep,
+                  _frames(num_frames, image_size, False) + keep)
+
+
+@PRESETS.register('video_captions')
+def video_captions(dataset: str | None = None, task: str = "captioning",
+                   data_dir: str | None = None, num_frames: int = 8, image_size: int = 64,
+                   max_length: int = 32, **_: Any) -> ml_collections.ConfigDict:
+    """A (video, captions) dataset built with ``jaxmm data build-video-captions``
+    (MSR-VTT style): video captioning or video-text retrieval (``task``); the batch
+    layouts are captioning's and retrieval's with ``video`` for ``image``."""
+    if task not in ("captioning", "retrieval"):
+        raise ConfigError(f"video_captions supports captioning/retrieval, not {task!r}.")
+    pre = "rename(image_id='video_id')|"
+    return _local("video_captions", dataset, data_dir, f"video_{task}", *(
+        pre + _captions(_frames(num_frames, image_size, train), "captions", max_length, train,
+                        task, 5, media="video") for train in (True, False)))
+
+
 # What ``<preset>/<sub>`` names: the argument the sub-name is passed as (default ``task``).
 _SUB_ARG = {**dict.fromkeys(_LOCAL, "dataset"), "text": "dataset", "chat": "dataset",
-            "c4": "variant"}
+            "c4": "variant", "coco": "version", "coco_detection": "dataset"}
 
 
 def names() -> list[str]:
-    return (PRESETS.names() + [f"glue/{t}" for t in sorted(_GLUE)]
+    return (PRESETS.names() + ["coco/2017", "coco/2014"] + [f"glue/{t}" for t in sorted(_GLUE)]
             + [f"wmt14_translate/{p}" for p in _WMT14] + [f"c4/{v}" for v in _C4])
 
 
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
-    """A data config by name: ``scenes``, ``coco_captions``, ``imagenet2012``,
+    """A data config by name: ``scenes``, ``coco_captions``, ``coco/2017`` (detection),
+    ``imagenet2012``,
     ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``cnn_dailymail``,
     ``wmt14_translate/<pair>``, ``c4/<variant>``, ``wikitext103``, ``flickr30k``,
     ``conll2003``, and datasets built from local files: ``text/<name>``,
     ``text_labels/<name>``, ``image_labels/<name>``, ``image_captions/<name>``,
-    ``audio_labels/<name>``, ``conll/<name>``; ``kwargs`` as each
+    ``audio_labels/<name>``, ``conll/<name>``, ``coco_detection/<name>``,
+    ``video_labels/<name>``, ``video_captions/<name>``; ``kwargs`` as each
     preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
     """
     base, _, sub = name.partition("/")

@@ -2,6 +2,14 @@
 
 * ``coco``: COCO-captions JSON (``images`` + ``annotations``) and an image folder;
   one example per image with all its captions.
+* ``coco-detection``: COCO instances JSON (``images``, ``annotations`` with pixel
+  ``bbox`` ``[x, y, width, height]``, ``categories``) and an image folder; one example
+  per image with the features of tfds ``coco/2017`` (``image``, ``image/id``,
+  ``image/filename``, ``objects``: ``bbox`` normalised ``(ymin, xmin, ymax, xmax)``,
+  ``label`` (the categories in id order), ``area``, ``is_crowd``, ``id``), so the
+  ``coco/2017`` preset's preprocessing reads both. Boxes are clipped to the image; an
+  annotation with no area left is skipped and counted; images without annotations are
+  kept (no objects).
 * ``vqa``: VQA v2 questions JSON + annotations JSON + an image folder; one
   example per question with its 10 human answers.
 * ``audio``: a JSON-lines manifest ``{"audio": "rel/path.wav", "text": "..."}``;
@@ -22,6 +30,13 @@
   image are grouped into one example with all its captions (the ``coco`` features):
   captioning and retrieval.
 * ``audio-labels``: a table of ``audio`` (path) and ``label``: audio classification.
+* ``video-labels``: a table of ``video`` (path) and ``label``: video classification.
+* ``video-captions``: a table of ``video`` (path) and ``caption``, grouped per video
+  like ``image-captions``: video captioning and video-text retrieval. Videos are
+  decoded with PyAV (:func:`jaxmm.data.video_io.read_video`) at ``video_fps`` frames
+  per second, resized to ``video_size`` squares, at most ``video_max_frames`` frames,
+  and stored as PNG frames (tfds ``Video``); the pipeline samples clips from them
+  (``sample_frames``).
 * ``conll``: CoNLL-2003 style columns (``word POS chunk NER``, whitespace separated;
   sentences separated by blank lines, ``-DOCSTART-`` lines ignored; the tag is
   the last column, so ``word TAG`` files work too). Features as tfds
@@ -144,6 +159,7 @@ class LocalConfig(tfds.core.BuilderConfig):
     columns: dict = dataclasses.field(default_factory=dict)  # role -> column (tables)
     classes: tuple = ()  # label names (label formats)
     template: str = ""  # chat: the template whose roles a conversation must use
+    video: dict = dataclasses.field(default_factory=dict)  # video: fps, size, max_frames
 
 
 class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
@@ -217,6 +233,76 @@ class JaxmmLocalCoco(_LocalBuilder):
                 continue
             yield img["id"], {"image": data, "image_id": img["id"],
                               "file_name": img["file_name"], "captions": captions[img["id"]]}
+
+
+def _coco_categories(path: str) -> list[tuple[int, str]]:
+    """``(id, name)`` of a COCO instances file's categories, in id order."""
+    cats = _load_json(path).get("categories")
+    if not cats:
+        raise DataError(f"{path} has no 'categories': is it a COCO instances (detection) "
+                        "file? Captions files go to build-coco.")
+    return sorted((int(c["id"]), str(c["name"])) for c in cats)
+
+
+class JaxmmLocalCocoDetection(_LocalBuilder):
+    """COCO instances JSON + image folder: boxes and classes (tfds ``coco/2017``
+    features)."""
+
+    def _features(self):
+        return {"image": tfds.features.Image(shape=(None, None, 3)), "image/id": np.int64,
+                "image/filename": tfds.features.Text(),
+                "objects": tfds.features.Sequence({
+                    "bbox": tfds.features.BBoxFeature(), "area": np.int64,
+                    "is_crowd": np.bool_, "id": np.int64,
+                    "label": tfds.features.ClassLabel(names=self.builder_config.classes)})}
+
+    def _records(self, split, spec):
+        root = self.builder_config.root
+        path = safe_path(root, spec["annotations"])
+        ann = _load_json(path)
+        categories = _coco_categories(path)
+        names = tuple(name for _, name in categories)
+        if names != tuple(self.builder_config.classes):
+            raise DataError(f"{path} has the categories {list(names)}, other splits "
+                            f"{list(self.builder_config.classes)}; every split needs the same.")
+        label_of = {cid: i for i, (cid, _) in enumerate(categories)}
+        by_image = collections.defaultdict(list)
+        for a in ann.get("annotations", []):
+            by_image[a["image_id"]].append(a)
+        images_dir = spec.get("images", "")
+        for img in ann.get("images", []):
+            file = safe_path(root, os.path.join(images_dir, img["file_name"]))
+            try:
+                data = _image_bytes(file)
+                width, height = _image_size(data)
+            except (OSError, ValueError, SyntaxError) as e:
+                self._corrupt(split, file, e)
+                continue
+            objects = []
+            for a in by_image.get(img["id"], []):
+                if a["category_id"] not in label_of:
+                    raise DataError(f"{path}: annotation {a.get('id')} has category_id "
+                                    f"{a['category_id']}, which 'categories' does not list.")
+                x, y, w, h = (float(v) for v in a["bbox"])
+                x0, x1 = np.clip([x / width, (x + w) / width], 0.0, 1.0)
+                y0, y1 = np.clip([y / height, (y + h) / height], 0.0, 1.0)
+                if x1 <= x0 or y1 <= y0:
+                    self.skipped[f"{split}/empty_boxes"].append(str(a.get("id")))
+                    continue
+                objects.append({"bbox": tfds.features.BBox(y0, x0, y1, x1),
+                                "area": int(round(float(a.get("area", w * h)))),
+                                "is_crowd": bool(a.get("iscrowd", 0)), "id": int(a["id"]),
+                                "label": label_of[a["category_id"]]})
+            yield img["id"], {"image": data, "image/id": img["id"],
+                              "image/filename": img["file_name"], "objects": objects}
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` of encoded image bytes."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
 
 
 class JaxmmLocalVqa(_LocalBuilder):
@@ -496,6 +582,19 @@ class _TableBuilder(_LocalBuilder):
                 continue
             yield line_no, values
 
+    def grouped(self, split: str, spec: Mapping[str, str], media: str, read
+                ) -> Iterator[tuple[int, str, list[str], Any]]:
+        """``(id, path, captions, read(path) or None)`` per distinct ``media`` file of a
+        (media, caption) table, in first-appearance order (a corrupt file is counted)."""
+        captions: dict[str, list[str]] = collections.defaultdict(list)
+        first_line: dict[str, int] = {}
+        for line_no, v in self.rows(split, spec):
+            captions[v[media]].append(v["caption"])
+            first_line.setdefault(v[media], line_no)
+        for index, (relative, texts) in enumerate(captions.items()):
+            where = f"{spec['input']}:{first_line[relative]}"
+            yield index, relative, texts, self.file(split, where, relative, read)
+
     def file(self, split: str, where: str, relative: str, read) -> Any:
         """``read(path)`` of a file the table names (inside the root), or ``None`` after
         counting it as corrupt."""
@@ -575,14 +674,7 @@ class JaxmmLocalImageCaptions(_TableBuilder):
         return JaxmmLocalCoco._features(self)
 
     def _records(self, split, spec):
-        captions: dict[str, list[str]] = collections.defaultdict(list)
-        first_line: dict[str, int] = {}
-        for line_no, v in self.rows(split, spec):
-            captions[v["image"]].append(v["caption"])
-            first_line.setdefault(v["image"], line_no)
-        for image_id, (relative, texts) in enumerate(captions.items()):
-            where = f"{spec['input']}:{first_line[relative]}"
-            data = self.file(split, where, relative, _image_bytes)
+        for image_id, relative, texts, data in self.grouped(split, spec, "image", _image_bytes):
             if data is not None:
                 yield relative, {"image": data, "image_id": image_id, "file_name": relative,
                                  "captions": texts}
@@ -602,6 +694,55 @@ class JaxmmLocalAudioLabels(_TableBuilder):
             audio = self.file(split, f"{spec['input']}:{line_no}", v["audio"], _audio_int16)
             if audio is not None:
                 yield line_no, {"audio": audio, "label": v["label"], "id": v["audio"]}
+
+
+class _VideoTable(_TableBuilder):
+    """Video tables: the ``video`` column names files decoded with PyAV."""
+
+    def _video_feature(self):
+        size = int(self.builder_config.video.get("size", 64))
+        return tfds.features.Video(shape=(None, size, size, 3), encoding_format="png")
+
+    def _read(self, path: str) -> np.ndarray:
+        from jaxmm.data.video_io import read_video
+
+        v = self.builder_config.video
+        return read_video(path, fps=v.get("fps", 8.0), size=int(v.get("size", 64)),
+                          max_frames=int(v.get("max_frames", 64)))
+
+
+class JaxmmLocalVideoLabels(_VideoTable):
+    """(video, label) rows: video classification (e.g. actions, emotions)."""
+
+    ROLES = ("video", "label")
+
+    def _features(self):
+        return {"video": self._video_feature(), "label": self._label_feature(),
+                "id": tfds.features.Text()}
+
+    def _records(self, split, spec):
+        for line_no, v in self.rows(split, spec):
+            video = self.file(split, f"{spec['input']}:{line_no}", v["video"], self._read)
+            if video is not None:
+                yield line_no, {"video": video, "label": v["label"], "id": v["video"]}
+
+
+class JaxmmLocalVideoCaptions(_VideoTable):
+    """(video, caption) rows; the rows of one video make one example with all its
+    captions (MSR-VTT style)."""
+
+    ROLES = ("video", "caption")
+
+    def _features(self):
+        return {"video": self._video_feature(), "video_id": np.int64,
+                "file_name": tfds.features.Text(),
+                "captions": tfds.features.Sequence(tfds.features.Text())}
+
+    def _records(self, split, spec):
+        for video_id, relative, texts, video in self.grouped(split, spec, "video", self._read):
+            if video is not None:
+                yield relative, {"video": video, "video_id": video_id, "file_name": relative,
+                                 "captions": texts}
 
 
 def _check_tables(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]],
@@ -703,26 +844,33 @@ def _conll_sentences(path: str) -> Iterator[tuple[int, list[list[str]], tuple | 
 
 
 FORMATS: dict[str, type[_LocalBuilder]] = {
-    "coco": JaxmmLocalCoco, "vqa": JaxmmLocalVqa, "audio": JaxmmLocalAudio,
+    "coco": JaxmmLocalCoco, "coco-detection": JaxmmLocalCocoDetection, "vqa": JaxmmLocalVqa,
+    "audio": JaxmmLocalAudio,
     "text": JaxmmLocalText, "chat": JaxmmLocalChat, "karpathy": JaxmmLocalKarpathy,
     "text-labels": JaxmmLocalTextLabels,
     "image-labels": JaxmmLocalImageLabels, "image-captions": JaxmmLocalImageCaptions,
     "audio-labels": JaxmmLocalAudioLabels, "conll": JaxmmLocalConll,
+    "video-labels": JaxmmLocalVideoLabels, "video-captions": JaxmmLocalVideoCaptions,
 }
-_REQUIRED = {"coco": ("annotations",), "vqa": ("questions",), "audio": ("manifest",),
+_REQUIRED = {"coco": ("annotations",), "coco-detection": ("annotations",),
+             "vqa": ("questions",), "audio": ("manifest",),
              "text": ("input",), "chat": ("input",), "karpathy": ("annotations",),
              "text-labels": ("input",),
              "image-labels": ("input",), "image-captions": ("input",),
-             "audio-labels": ("input",), "conll": ("input",)}
-_LABELLED = ("text-labels", "image-labels", "audio-labels")
-_TABLE_FORMATS = (*_LABELLED, "image-captions")
+             "audio-labels": ("input",), "conll": ("input",), "video-labels": ("input",),
+             "video-captions": ("input",)}
+_LABELLED = ("text-labels", "image-labels", "audio-labels", "video-labels")
+_TABLE_FORMATS = (*_LABELLED, "image-captions", "video-captions")
+_VIDEO_FORMATS = ("video-labels", "video-captions")
+VIDEO_DEFAULTS = {"fps": 8.0, "size": 64, "max_frames": 64}
 
 
 def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], data_dir: str,
                 name: str = "default", on_corrupt: str = "skip",
                 text_field: str = "text", columns: Mapping[str, str] | None = None,
                 classes: tuple[str, ...] | list[str] | None = None,
-                template: str | None = None) -> dict[str, Any]:
+                template: str | None = None,
+                video: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Builds ``jaxmm_local_<fmt>/<name>`` (``-`` in ``fmt`` becomes ``_``) in
     ``data_dir`` from files under ``root``.
 
@@ -735,6 +883,8 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
     ``label``, ``image``, ``caption``, ``audio``). ``classes``: the label names, in
     class-id order (default: every label found, sorted; conll: the CoNLL-2003 NER
     tags).
+    ``video`` (video formats): ``fps``, ``size``, ``max_frames`` of the stored frames
+    (default :data:`VIDEO_DEFAULTS`).
     Returns ``{"name", "path", "splits": {split: n}, "skipped": {split: n}}`` and, for
     the labelled formats and conll, ``"classes"``.
     """
@@ -760,7 +910,17 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
         from jaxmm.data.chat import get_template
 
         get_template(template)  # an unknown name is refused before anything is built
-    roles = {"text", "text_pair", "label", "image", "caption", "audio"}
+    if video and fmt not in _VIDEO_FORMATS:
+        raise DataError(f"video options apply to the video formats, not {fmt}.")
+    unknown_video = sorted(set(video or {}) - set(VIDEO_DEFAULTS))
+    if unknown_video:
+        raise DataError(f"Unknown video option(s) {unknown_video}; the options are "
+                        f"{sorted(VIDEO_DEFAULTS)}.")
+    if fmt in _VIDEO_FORMATS:
+        from jaxmm.data.video_io import require_av
+
+        require_av()  # a missing PyAV fails here, not as every file "corrupt"
+    roles = {"text", "text_pair", "label", "image", "caption", "audio", "video"}
     unknown = sorted(set(columns) - roles)
     if unknown:
         raise DataError(f"Unknown column role(s) {unknown}; the roles are {sorted(roles)}.")
@@ -770,6 +930,17 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
         classes = tuple(str(c).strip() for c in classes or ()) or CONLL2003_NER_TAGS
         if len(set(classes)) != len(classes):
             raise DataError(f"classes {list(classes)} name a tag twice.")
+    elif fmt == "coco-detection":
+        if classes:
+            raise DataError("coco-detection takes its classes from the annotations' "
+                            "'categories'; do not pass classes.")
+        found = {split: tuple(n for _, n in _coco_categories(
+            safe_path(os.path.abspath(root), spec["annotations"])))
+            for split, spec in splits.items()}
+        classes = next(iter(found.values()))
+        if any(names != classes for names in found.values()):
+            raise DataError(f"The splits list different categories: {found}; every split "
+                            "needs the same.")
     elif fmt in _LABELLED:
         classes = tuple(str(c).strip() for c in classes or ()) or _labels_found(
             fmt, os.path.abspath(root), splits, columns)
@@ -780,7 +951,9 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
     config = LocalConfig(name=name, splits={k: dict(v) for k, v in splits.items()},
                          root=os.path.abspath(root), on_corrupt=on_corrupt,
                          text_field=text_field, columns=columns, classes=tuple(classes or ()),
-                         template=template or "")
+                         template=template or "",
+                         video={**VIDEO_DEFAULTS, **dict(video or {})}
+                         if fmt in _VIDEO_FORMATS else {})
     os.makedirs(data_dir, exist_ok=True)
     builder = cls(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -791,6 +964,6 @@ def build_local(fmt: str, root: str, splits: Mapping[str, Mapping[str, str]], da
         "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
         "skipped": dict(builder.info.metadata.get("skipped", {})),
     }
-    if fmt in (*_LABELLED, "conll"):
+    if fmt in (*_LABELLED, "conll", "coco-detection"):
         summary["classes"] = list(classes)
     return summary

@@ -40,6 +40,31 @@ def _restore_dtype(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return tf.cast(image, dtype)
 
 
+def _boxes_after_crop(ex: dict, boxes: str | None, mask: str, size, top, left, crop_h, crop_w
+                      ) -> dict:
+    """``ex`` with its normalised cxcywh ``boxes`` (relative to an image of ``size``
+    ``(h, w)``) moved into the crop window ``(top, left, crop_h, crop_w)`` (pixels) and
+    clipped to it; a box left with no area is zeroed and its ``mask`` entry set to 0.
+    Without ``boxes``, ``ex`` unchanged."""
+    if boxes is None:
+        return ex
+    b = tf.cast(require(ex, boxes, "a box-aware crop"), tf.float32)
+    h, w = (tf.cast(v, tf.float32) for v in size)
+    top, left, crop_h, crop_w = (tf.cast(v, tf.float32) for v in (top, left, crop_h, crop_w))
+    x0 = tf.clip_by_value(((b[:, 0] - b[:, 2] / 2) * w - left) / crop_w, 0.0, 1.0)
+    x1 = tf.clip_by_value(((b[:, 0] + b[:, 2] / 2) * w - left) / crop_w, 0.0, 1.0)
+    y0 = tf.clip_by_value(((b[:, 1] - b[:, 3] / 2) * h - top) / crop_h, 0.0, 1.0)
+    y1 = tf.clip_by_value(((b[:, 1] + b[:, 3] / 2) * h - top) / crop_h, 0.0, 1.0)
+    valid = (x1 > x0) & (y1 > y0)
+    out = dict(ex)
+    if mask in ex:
+        valid &= tf.cast(ex[mask], tf.bool)
+        out[mask] = tf.cast(valid, ex[mask].dtype)
+    new = tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+    out[boxes] = tf.where(valid[:, None], new, 0.0)
+    return out
+
+
 @register("decode")
 def decode(key: str = "image", channels: int = 3):
     """Decodes encoded image bytes (PNG/JPEG/...) to uint8 ``(H, W, channels)``.
@@ -60,7 +85,8 @@ def decode(key: str = "image", channels: int = 3):
 @register("resize")
 def resize(size: int | Sequence[int], key: str = "image", method: str = "bilinear",
            antialias: bool = True):
-    """Resizes to ``size`` (int or ``(h, w)``), keeping the dtype."""
+    """Resizes to ``size`` (int or ``(h, w)``), keeping the dtype. Normalised boxes need
+    no change."""
     h, w = _hw(size)
 
     def op(ex, seed):
@@ -90,8 +116,12 @@ def resize_small(size: int, key: str = "image", method: str = "bilinear"):
 
 
 @register("central_crop")
-def central_crop(size: int | Sequence[int], key: str = "image"):
-    """Crops the central ``size`` window (the image must be at least that large)."""
+def central_crop(size: int | Sequence[int], key: str = "image", boxes: str | None = None,
+                 box_mask: str = "box_mask"):
+    """Crops the central ``size`` window (the image must be at least that large).
+    ``boxes``: the key of ``(N, 4)`` normalised cxcywh boxes (the detection task's
+    format), moved with the image; a box cut to nothing is zeroed and masked out in
+    ``box_mask``."""
     h, w = _hw(size)
 
     def op(ex, seed):
@@ -100,20 +130,33 @@ def central_crop(size: int | Sequence[int], key: str = "image"):
         top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
         out = image[top:top + h, left:left + w]
         out.set_shape([h, w, image.shape[-1]])
+        ex = _boxes_after_crop(ex, boxes, box_mask, (shape[0], shape[1]), top, left, h, w)
         return {**ex, key: out}
 
     return op
 
 
 @register("random_crop")
-def random_crop(size: int | Sequence[int], key: str = "image"):
-    """Crops a random ``size`` window."""
+def random_crop(size: int | Sequence[int], key: str = "image", boxes: str | None = None,
+                box_mask: str = "box_mask"):
+    """Crops a random ``size`` window.
+    ``boxes``: the key of ``(N, 4)`` normalised cxcywh boxes (the detection task's
+    format), moved with the image; a box cut to nothing is zeroed and masked out in
+    ``box_mask``."""
     h, w = _hw(size)
 
     def op(ex, seed):
         image = require(ex, key, "random_crop")
         channels = image.shape[-1] if image.shape[-1] is not None else tf.shape(image)[-1]
-        out = tf.image.stateless_random_crop(image, [h, w, channels], seed=seed)
+        if boxes is None:
+            out = tf.image.stateless_random_crop(image, [h, w, channels], seed=seed)
+            return {**ex, key: out}
+        shape = tf.shape(image)
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        top = tf.random.stateless_uniform([], seeds[0], 0, shape[0] - h + 1, dtype=tf.int32)
+        left = tf.random.stateless_uniform([], seeds[1], 0, shape[1] - w + 1, dtype=tf.int32)
+        out = tf.ensure_shape(image[top:top + h, left:left + w], [h, w, image.shape[-1]])
+        ex = _boxes_after_crop(ex, boxes, box_mask, (shape[0], shape[1]), top, left, h, w)
         return {**ex, key: out}
 
     return op
@@ -121,8 +164,13 @@ def random_crop(size: int | Sequence[int], key: str = "image"):
 
 @register("inception_crop")
 def inception_crop(size: int | Sequence[int], key: str = "image", area_min: float = 0.05,
-                   area_max: float = 1.0, aspect_min: float = 0.75, aspect_max: float = 1.333):
-    """Random-resized crop (Inception style): random area/aspect box, resized to ``size``."""
+                   area_max: float = 1.0, aspect_min: float = 0.75, aspect_max: float = 1.333,
+                   boxes: str | None = None, box_mask: str = "box_mask"):
+    """Random-resized crop (Inception style): random area/aspect box, resized to
+    ``size``.
+    ``boxes``: the key of ``(N, 4)`` normalised cxcywh boxes (the detection task's
+    format), moved with the image; a box cut to nothing is zeroed and masked out in
+    ``box_mask``."""
     h, w = _hw(size)
 
     def op(ex, seed):
@@ -134,20 +182,31 @@ def inception_crop(size: int | Sequence[int], key: str = "image", area_min: floa
         )
         crop = tf.slice(image, begin, crop_size)
         out = tf.image.resize(crop, (h, w), antialias=True)
+        shape = tf.shape(image)
+        ex = _boxes_after_crop(ex, boxes, box_mask, (shape[0], shape[1]), begin[0], begin[1],
+                               crop_size[0], crop_size[1])
         return {**ex, key: _restore_dtype(out, image.dtype)}
 
     return op
 
 
 @register("flip_lr")
-def flip_lr(key: str = "image"):
-    """Flips left-right with probability 1/2 (works on images and videos)."""
+def flip_lr(key: str = "image", boxes: str | None = None):
+    """Flips left-right with probability 1/2 (works on images and videos). ``boxes``: the
+    key of ``(N, 4)`` normalised cxcywh boxes, flipped with the image (``cx -> 1 - cx``;
+    all-zero padding rows stay zero)."""
 
     def op(ex, seed):
         image = require(ex, key, "flip_lr")
         flip = tf.random.stateless_uniform([], seed) < 0.5
         out = tf.cond(flip, lambda: tf.reverse(image, axis=[-2]), lambda: image)
-        return {**ex, key: out}
+        ex = {**ex, key: out}
+        if boxes is not None:
+            b = tf.cast(require(ex, boxes, "flip_lr"), tf.float32)
+            real = tf.reduce_any(b != 0, axis=-1, keepdims=True)
+            mirrored = tf.concat([1.0 - b[:, :1], b[:, 1:]], -1)
+            ex[boxes] = tf.where(flip & real, mirrored, b)
+        return ex
 
     return op
 
@@ -260,6 +319,36 @@ def scene_boxes(max_objects: int = 9, key: str = "objects", image_key: str = "im
         out["boxes"] = tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4])
         out["labels"] = tf.ensure_shape(tf.pad(shape, [[0, pad]]), [max_objects])
         out["box_mask"] = tf.ensure_shape(tf.pad(tf.ones_like(shape), [[0, pad]]), [max_objects])
+        return out
+
+    return op
+
+
+@register("tfds_boxes")
+def tfds_boxes(max_objects: int = 100, key: str = "objects", crowd: bool = False):
+    """tfds detection objects (``objects/bbox`` normalised ``(ymin, xmin, ymax, xmax)``,
+    ``objects/label``, ``objects/is_crowd``: tfds ``coco/2017`` and ``jaxmm data
+    build-coco-detection``) -> the detection task's ``boxes`` ``(max_objects, 4)``
+    normalised cxcywh, ``labels`` and ``box_mask``. Crowd regions are dropped unless
+    ``crowd`` (DETR trains without them); objects past ``max_objects`` are dropped."""
+
+    def op(ex, seed):
+        bbox = tf.cast(tf.reshape(require(ex, f"{key}/bbox", "tfds_boxes"), [-1, 4]),
+                       tf.float32)
+        label = tf.cast(require(ex, f"{key}/label", "tfds_boxes"), tf.int32)
+        keep = tf.ones_like(label, tf.bool)
+        if not crowd and f"{key}/is_crowd" in ex:
+            keep = ~tf.cast(ex[f"{key}/is_crowd"], tf.bool)
+        bbox, label = tf.boolean_mask(bbox, keep)[:max_objects], tf.boolean_mask(
+            label, keep)[:max_objects]
+        y0, x0, y1, x1 = tf.unstack(bbox, axis=-1)
+        boxes = tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+        pad = max_objects - tf.shape(label)[0]
+        out = {k: v for k, v in ex.items() if not k.startswith(f"{key}/")}
+        out["boxes"] = tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4])
+        out["labels"] = tf.ensure_shape(tf.pad(label, [[0, pad]]), [max_objects])
+        out["box_mask"] = tf.ensure_shape(tf.pad(tf.ones_like(label), [[0, pad]]),
+                                          [max_objects])
         return out
 
     return op

@@ -232,6 +232,39 @@ def prepend_text(text: str, key: str = "text"):
     return op
 
 
+@register("swap_words")
+def swap_words(words: Sequence[str], key: str = "text", out_key: str = "foil_text"):
+    """A *foil* of ``ex[key]`` in ``out_key``: every whole-word occurrence of one of
+    ``words`` (a plural ``-s`` included) becomes another word of the list, by one random
+    non-zero rotation per example (``words[i] -> words[(i + r) % n]``), so the foil states
+    something false about the same image: "a red circle left of a blue square" becomes
+    "a red diamond left of a blue circle". Texts without any of the words come back
+    unchanged (the contrastive task ignores such foils). NegCLIP-style hard negatives
+    (Yuksekgonul et al., 2023) for ``task.hard_negatives``.
+    """
+    words = tuple(str(w) for w in ((words,) if isinstance(words, str) else words))
+    if len(words) < 2 or len(set(words)) != len(words):
+        raise ConfigError(f"swap_words needs two or more different words, got {words}.")
+    if any(not w or not w.replace(" ", "").isalnum() for w in words):
+        raise ConfigError(f"swap_words: words must be letters/digits, got {words}.")
+    n = len(words)
+    # Two passes through placeholders (control characters no caption contains), so a
+    # word already swapped is never swapped again.
+    marks = [f"\x01{i}\x02" for i in range(n)]
+
+    def op(ex, seed):
+        text = require(ex, key, "swap_words")
+        r = tf.random.stateless_uniform([], seed, 1, n, dtype=tf.int32)
+        for i, w in enumerate(words):
+            text = tf.strings.regex_replace(text, rf"\b{w}(s?)\b", marks[i] + r"\1")
+        for i in range(n):
+            target = tf.gather(tf.constant(words), (i + r) % n)
+            text = tf.strings.regex_replace(text, marks[i], target)
+        return {**ex, out_key: text}
+
+    return op
+
+
 @register("select")
 def select(key: str, index: int = 0, out_key: str | None = None):
     """Takes element ``index`` along axis 0 of ``ex[key]``."""

@@ -64,6 +64,67 @@ def test_coco_builder_skips_corrupt_and_reads_back(coco_root, tmp_path):
                     name="strict", on_corrupt="fail")
 
 
+def test_coco_detection_builder_reads_back_as_the_coco_preset_boxes(tmp_path, rng):
+    """COCO instances JSON -> tfds coco/2017 features; the coco_detection preset's eval
+    pipeline gives the detection task's normalised cxcywh boxes, computed here by hand."""
+    from jaxmm.data.catalog import data_config
+
+    root = tmp_path / "coco"
+    (root / "img").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (40, 80, 3), dtype=np.uint8)).save(root / "img" / "a.png")
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / "img" / "b.png")
+    (root / "img" / "c.jpg").write_bytes(b"corrupt")
+    ann = {"images": [{"id": 5, "file_name": "a.png"}, {"id": 6, "file_name": "b.png"},
+                      {"id": 7, "file_name": "c.jpg"}],
+           "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}],
+           "annotations": [
+               {"id": 1, "image_id": 5, "category_id": 18, "bbox": [8, 4, 16, 20], "area": 320,
+                "iscrowd": 0},
+               {"id": 2, "image_id": 5, "category_id": 1, "bbox": [60, 30, 40, 20], "area": 9,
+                "iscrowd": 0},  # runs off the right and bottom edges: clipped
+               {"id": 3, "image_id": 5, "category_id": 1, "bbox": [0, 0, 80, 40], "area": 3200,
+                "iscrowd": 1},  # a crowd region: not a training target
+               {"id": 4, "image_id": 5, "category_id": 1, "bbox": [90, 0, 5, 5], "area": 25,
+                "iscrowd": 0}]}  # wholly outside the image: skipped and counted
+    (root / "instances.json").write_text(json.dumps(ann))
+    data_dir = str(tmp_path / "out")
+    assert cli.main(["build-coco-detection", "--root", str(root), "--data-dir", data_dir,
+                     "--name", "mini", "--split", "validation=instances.json:img"]) == 0
+    summary = build_local("coco-detection", str(root),
+                          {"validation": {"annotations": "instances.json", "images": "img"}},
+                          data_dir, name="mini")
+    # Categories in id order: person (1) is class 0, dog (18) class 1.
+    assert summary["classes"] == ["person", "dog"] and summary["splits"] == {"validation": 2}
+    assert summary["skipped"] == {"validation": 1, "validation/empty_boxes": 1}
+    config = data_config("coco_detection/mini", data_dir=data_dir, image_size=32, max_objects=4)
+    with make_iterator(config, split="validation", batch_size=1, shuffle=False, repeat=False,
+                       process_index=0, process_count=1) as it:
+        batches = {int(b["image_id"][0]): b for b in it}
+    a = batches[5]
+    assert a["image"].shape == (1, 32, 32, 3)
+    np.testing.assert_allclose(a["boxes"][0], [
+        [16 / 80, 14 / 40, 16 / 80, 20 / 40],              # the dog: x 8..24, y 4..24
+        [70 / 80, 35 / 40, 20 / 80, 10 / 40],              # the person: x 60..80, y 30..40
+        [0, 0, 0, 0], [0, 0, 0, 0]], atol=1e-6)
+    assert a["labels"][0].tolist()[:2] == [1, 0] and a["box_mask"][0].tolist() == [1, 1, 0, 0]
+    assert batches[6]["box_mask"][0].tolist() == [0, 0, 0, 0]  # an image without objects
+    # Crowds are kept on request; another split with other categories is refused.
+    crowd = _read_all("jaxmm_local_coco_detection/mini", data_dir, "validation",
+                      "decode|tfds_boxes(4, crowd=True)|keep('box_mask', 'image/id')")
+    assert [int(b["box_mask"].sum()) for b in crowd] == [3, 0]
+    other = dict(ann, categories=[{"id": 1, "name": "person"}])
+    (root / "other.json").write_text(json.dumps(other))
+    with pytest.raises(DataError, match="different categories"):
+        build_local("coco-detection", str(root), {
+            "train": {"annotations": "other.json", "images": "img"},
+            "validation": {"annotations": "instances.json", "images": "img"}}, data_dir,
+            name="mixed")
+    (root / "captions.json").write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(DataError, match="no 'categories'.*build-coco"):
+        build_local("coco-detection", str(root), {"train": {"annotations": "captions.json"}},
+                    data_dir, name="captions")
+
+
 def test_vqa_builder(tmp_path, rng):
     root = tmp_path / "vqa"
     (root / "img").mkdir(parents=True)

@@ -225,3 +225,112 @@ def test_mlm_mask_op_is_jaxmm_losses_mlm_mask(tokenizer):
         attention_mask=mask, mlm_probability=0.3)
     np.testing.assert_array_equal(out["input_ids"], ref_ids)
     np.testing.assert_array_equal(out["labels"], ref_labels)
+
+
+def test_swap_words_makes_a_false_caption_by_one_rotation_per_example():
+    shapes = ("circle", "square", "triangle", "diamond")
+    spec = f"swap_words({shapes!r})"
+    text = "two circles, a red square and a blue diamond"
+    foils = {run(spec, seed=tf.constant([s, 3], tf.int64), text=text)["foil_text"].decode()
+             for s in range(40)}
+    # Each foil is one of the three non-identity rotations, applied to every shape word.
+    rotations = set()
+    for r in (1, 2, 3):
+        to = {w: shapes[(i + r) % 4] for i, w in enumerate(shapes)}
+        rotations.add(f"two {to['circle']}s, a red {to['square']} and a blue {to['diamond']}")
+    assert foils == rotations
+    # Whole words only; texts without any of them come back unchanged; the text is kept.
+    out = run(spec, text="circlets and squares on a gray background")
+    assert out["text"].decode() == "circlets and squares on a gray background"
+    assert out["foil_text"].decode().startswith("circlets and ") and "squares" not in out[
+        "foil_text"].decode()
+    plain = "red shapes on a gray background"
+    assert run(spec, text=plain)["foil_text"].decode() == plain
+    assert run("swap_words(('a', 'b'), key='q', out_key='f')", q="a b")["f"].decode() == "b a"
+    with pytest.raises(ConfigError, match="two or more different words"):
+        preprocess.build("swap_words(('circle',))")
+    with pytest.raises(ConfigError, match="letters/digits"):
+        preprocess.build("swap_words(('a.b', 'c'))")
+
+
+# -- box-aware image ops: boxes follow the pixels ---------------------------------------
+
+BOX_RECTS = [(2, 1, 6, 5), (10, 3, 19, 9), (0, 0, 3, 2)]  # (x0, y0, x1, y1) pixels, in 20x10
+
+
+def _painted(h=10, w=20, rects=BOX_RECTS):
+    """An image with rectangle i painted in value 60 * (i + 1), its normalised cxcywh boxes
+    (plus one all-zero padding row) and mask."""
+    image = np.zeros((h, w, 1), np.uint8)
+    boxes = np.zeros((len(rects) + 1, 4), np.float32)
+    for i, (x0, y0, x1, y1) in enumerate(rects):
+        image[y0:y1, x0:x1] = 60 * (i + 1)
+        boxes[i] = ((x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h)
+    mask = np.array([1] * len(rects) + [0], np.int32)
+    return image, boxes, mask
+
+
+def _pixel_box(image, value, tol=0):
+    """The (x0, y0, x1, y1) pixel extent of ``value`` in ``image`` (None if absent)."""
+    ys, xs = np.nonzero(np.abs(image[..., 0].astype(int) - value) <= tol)
+    return None if len(xs) == 0 else (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def _to_pixels(box, h, w):
+    cx, cy, bw, bh = box
+    return np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+
+
+@pytest.mark.parametrize("spec", ["flip_lr(boxes='boxes')",
+                                  "random_crop((6, 12), boxes='boxes')",
+                                  "central_crop((6, 8), boxes='boxes')"])
+def test_box_aware_flips_and_crops_move_boxes_with_the_pixels(spec):
+    image, boxes, mask = _painted()
+    for s in range(12):
+        out = run(spec, seed=tf.constant([s, 5], tf.int64), image=image, boxes=boxes,
+                  box_mask=mask)
+        h, w = out["image"].shape[:2]
+        for i in range(len(BOX_RECTS)):
+            pixels = _pixel_box(out["image"], 60 * (i + 1))
+            if pixels is None:  # cropped away: zeroed and masked out
+                assert out["box_mask"][i] == 0 and not out["boxes"][i].any(), (spec, s, i)
+            else:
+                assert out["box_mask"][i] == 1
+                np.testing.assert_allclose(_to_pixels(out["boxes"][i], h, w), pixels,
+                                           atol=1e-4, err_msg=f"{spec} seed {s} box {i}")
+        assert not out["boxes"][-1].any() and out["box_mask"][-1] == 0  # padding stays
+    # By hand: flipping the 20x10 image moves box 0 (x 2..6) to x 14..18: cx 0.8.
+    flipped = [run("flip_lr(boxes='boxes')", seed=tf.constant([s, 5], tf.int64), image=image,
+                   boxes=boxes)["boxes"][0] for s in range(12)]
+    assert {round(float(b[0]), 4) for b in flipped} == {0.2, 0.8}
+
+
+def test_central_crop_boxes_by_hand_and_inception_crop_follows_the_pixels():
+    image, boxes, mask = _painted()
+    # The central 6x8 window of 10x20 starts at (2, 6): box 1 (x 10..19, y 3..9) becomes
+    # x 4..8 of 8, y 1..6 of 6 (clipped); box 0 (x 2..6) and box 2 (x 0..3) fall outside.
+    out = run("central_crop((6, 8), boxes='boxes')", image=image, boxes=boxes, box_mask=mask)
+    np.testing.assert_allclose(out["boxes"][1], [6 / 8, 3.5 / 6, 4 / 8, 5 / 6], atol=1e-6)
+    assert out["box_mask"].tolist() == [0, 1, 0, 0]
+    # A random-resized crop, resized to 40x40 (bilinear, antialiased): each box painted
+    # in its own channel, its pixels above half intensity agree with the box up to the
+    # resampling blur (one output pixel).
+    rects = [(8, 4, 24, 20), (40, 12, 76, 36)]
+    big = np.zeros((40, 80, 2), np.uint8)
+    for i, (x0, y0, x1, y1) in enumerate(rects):
+        big[y0:y1, x0:x1, i] = 255
+    _, big_boxes, big_mask = _painted(40, 80, rects)
+    checked = 0
+    for s in range(8):
+        out = run("inception_crop(40, area_min=0.3, boxes='boxes')",
+                  seed=tf.constant([s, 9], tf.int64), image=big, boxes=big_boxes,
+                  box_mask=big_mask)
+        for i in range(2):
+            pixels = _pixel_box(out["image"][..., i:i + 1] > 127, 1)
+            if out["box_mask"][i] and min(out["boxes"][i][2:]) * 40 >= 2:
+                np.testing.assert_allclose(_to_pixels(out["boxes"][i], 40, 40), pixels,
+                                           atol=1.0, err_msg=f"seed {s} box {i}")
+                checked += 1
+            elif not out["box_mask"][i]:
+                assert pixels is None and not out["boxes"][i].any()
+    assert checked >= 8

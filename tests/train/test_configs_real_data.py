@@ -33,6 +33,7 @@ CASES = {
     "ner_bert": "tiny,data=conll2003,seq_len=16,vocab={vocab},tokenizer={tok}",
     "t5_text2text": "data=cnn_dailymail,size=tiny,src_len=16,tgt_len=8,vocab={vocab},"
                     "tokenizer={tok},beams=2,eos={sep}",
+    "detr_scenes": "tiny,data=coco/2017,res=32",
     "t5_text2text:wmt": "data=wmt14_translate/de-en,size=tiny,src_len=16,tgt_len=8,"
                         "vocab={vocab},tokenizer={tok},eos={sep}",
 }
@@ -43,7 +44,8 @@ EVAL_METRICS = {"mlm_bert:nsp": ("nsp_accuracy", "accuracy"),
                 "glue_bert:stsb": ("glue/pearson", "glue/spearman"),
                 "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy"),
                 "t5_text2text": ("text/rouge1", "text/rougeL"),
-                "t5_text2text:wmt": ("text/bleu",)}
+                "t5_text2text:wmt": ("text/bleu",),
+                "detr_scenes": ("coco/map", "coco/ap50")}
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +63,9 @@ def test_every_shipped_config_has_a_catalog_case():
     shipped = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, "configs"))
                if n.endswith(".py") and not n.startswith("_")}
     # demo.py runs the built-in data (test_demo); distill_vit needs a teacher export;
-    # sft_gpt trains on conversations built locally (tests/data/test_chat.py); detr_scenes
-    # has no catalog detection dataset yet (the COCO preset is still to come, issue 15).
+    # sft_gpt trains on conversations built locally (tests/data/test_chat.py).
     cased = {c.split(":")[0] for c in CASES}
-    assert shipped - {"demo", "distill_vit", "sft_gpt", "detr_scenes"} <= cased, shipped - cased
+    assert shipped - {"demo", "distill_vit", "sft_gpt"} <= cased, shipped - cased
 
 
 @pytest.mark.parametrize("name,arg", [("lm_gpt", "tiny,data=glue/sst2"),

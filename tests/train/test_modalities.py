@@ -166,6 +166,52 @@ def test_triplet_task_loss_matches_numpy(mining):
         _np_triplet(v, t, 0.3, mining), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["infonce", "siglip"])
+def test_hard_negative_captions_join_the_loss(loss):
+    """task.hard_negatives='foil_' (NegCLIP): the foil texts, encoded by the text tower,
+    are extra image->text candidates; a foil equal to its caption is left out. Checked
+    on a text-image dual encoder's own embeddings against a NumPy formula."""
+    task = build_task(resolve_config(_config(
+        "contrastive", "dual_encoder", _dual("text", "image"), loss=loss,
+        hard_negatives="foil_")))
+    batch = {k: jax.numpy.asarray(v) for k, v in task.example_batch(4).items()}
+    ids = np.asarray(batch["input_ids"]).copy()
+    ids[:, 1] = np.arange(4) + 5
+    foils = ids.copy()
+    foils[:, 2] = np.arange(4) + 20
+    foils[3] = ids[3]  # no word to swap: not a negative
+    batch.update(input_ids=ids, foil_input_ids=foils,
+                 foil_attention_mask=np.asarray(batch["attention_mask"]),
+                 image=jax.random.normal(jax.random.key(1), batch["image"].shape))
+    variables = task.init(jax.random.key(0), batch)
+    out = task.loss(variables, batch, train=False, rng=jax.random.key(2))
+    emb = task.model.apply(variables, **task.inputs(batch))
+    img, txt = np.asarray(emb.image_embeds), np.asarray(emb.text_embeds)
+    neg = np.asarray(task.model.apply(variables, foils, batch["attention_mask"],
+                                      method=type(task.model).encode_text))
+    scale = np.log(1 / 0.07)
+    valid = np.array([True, True, True, False])
+    if loss == "infonce":
+        from tests.test_losses import np_negclip
+        ref = np_negclip(img, txt, neg, valid, scale)
+    else:
+        from tests.test_losses import np_sigmoid_negatives
+        ref = np_sigmoid_negatives(img, txt, neg, valid, scale, -10.0)
+    assert float(out.loss / out.weight) == pytest.approx(ref, rel=1e-4)
+    # Eval batches without foils are scored without them; training batches must have them.
+    plain = {k: v for k, v in batch.items() if not k.startswith("foil_")}
+    without = task.loss(variables, plain, train=False, rng=jax.random.key(2))
+    assert float(without.loss) < float(out.loss)
+    with pytest.raises(ConfigError, match="training batch has no foil_input_ids"):
+        task.loss(variables, plain, train=True, rng=jax.random.key(2))
+    with pytest.raises(ConfigError, match="not triplet"):
+        build_task(resolve_config(_config("contrastive", "dual_encoder", _dual("text", "image"),
+                                          loss="triplet", hard_negatives="foil_")))
+    with pytest.raises(ConfigError, match="needs a text side"):
+        build_task(resolve_config(_config("contrastive", "dual_encoder",
+                                          _dual("audio", "image"), hard_negatives="foil_")))
+
+
 def test_raw_audio_becomes_the_declared_features():
     """The scenes' raw `audio` -> the audio tower's (n_mels, frames) log-mel features on
     device; at 80 mels they equal Whisper's feature extractor (the reference)."""

@@ -18,6 +18,16 @@ Losses (``task.loss``): ``infonce`` (CLIP, :func:`jaxmm.losses.infonce_loss`),
 ``triplet`` (:func:`jaxmm.losses.triplet_loss` in both directions, averaged:
 ``task.margin``, ``task.mining`` ``hardest`` (VSE++) or ``all``, cosine distance).
 
+Hard negatives (``task.hard_negatives``, NegCLIP): the batch-field prefix of one
+extra text per example, e.g. ``"foil_"`` for ``foil_input_ids`` /
+``foil_attention_mask`` that the ``swap_words`` op and ``tokenize(prefix='foil_')``
+write (each caption with its shape words swapped: a false caption of the same image).
+They are encoded by the model's text tower (``encode_text``) and appended to the
+candidates of the other side's softmax (:func:`jaxmm.losses.infonce_loss`,
+:func:`jaxmm.losses.sigmoid_contrastive_loss`); a foil identical to its caption is
+left out. Training batches must carry them; eval batches without them are scored
+without. Needs a text side and the ``infonce`` or ``siglip`` loss.
+
 Metrics: ``loss``, ``<a>2<b>_accuracy`` / ``<b>2<a>_accuracy`` (in-batch top-1
 retrieval, e.g. ``i2t`` / ``t2i``, ``a2t`` / ``t2a``). A padded short eval
 batch is skipped (the loss couples all rows). Retrieval eval batches with
@@ -31,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 
 from jaxmm import losses
@@ -46,18 +57,23 @@ LOSSES = ("infonce", "siglip", "sigmoid", "triplet")
 class ContrastiveOptions(ConfigBase):
     """loss: ``infonce`` (CLIP), ``siglip`` / ``sigmoid`` (SigLIP) or ``triplet``.
     modalities: the two sides (``()``: the model's, else image-text).
-    margin, mining: of the triplet loss (``hardest`` or ``all`` negatives)."""
+    margin, mining: of the triplet loss (``hardest`` or ``all`` negatives).
+    hard_negatives: batch-field prefix of hard-negative texts (``"foil_"``), or ``""``."""
 
     loss: str = "infonce"
     modalities: tuple[str, ...] = ()
     margin: float = 0.2
     mining: str = "hardest"
+    hard_negatives: str = ""
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"task.loss={self.loss!r} is not one of {', '.join(LOSSES)}.")
         if self.mining not in ("hardest", "all"):
             raise ConfigError(f"task.mining={self.mining!r} is not one of hardest, all.")
+        if self.hard_negatives and self.loss == "triplet":
+            raise ConfigError("task.hard_negatives works with the infonce and siglip losses, "
+                              "not triplet.", hint="Set task.loss=infonce (NegCLIP).")
         mods = tuple(self.modalities)
         if mods and (len(mods) != 2 or mods[0] == mods[1]):
             raise ConfigError(
@@ -106,6 +122,36 @@ class ContrastiveTask(Task):
             self.model_inputs = modality_fields(specs, self.sides)
         if set(self.sides) != {"image", "text"}:
             self.layout = "inputs"
+        if options.hard_negatives:
+            if "text" not in self.sides:
+                raise ConfigError(f"task.hard_negatives needs a text side; this task "
+                                  f"contrasts {self.sides[0]} with {self.sides[1]}.")
+            if not hasattr(model, "encode_text"):
+                raise ConfigError(f"task.hard_negatives needs a model with encode_text; "
+                                  f"{type(model).__name__} has none.")
+
+    def _hard_negatives(self, variables, batch, train, rng):
+        """``(embeddings (B, D), valid (B,))`` of the batch's hard-negative texts, or
+        ``None`` (none configured, or an eval batch without them)."""
+        prefix = self.options.hard_negatives
+        ids_key, mask_key = f"{prefix}input_ids", f"{prefix}attention_mask"
+        if not prefix:
+            return None
+        if ids_key not in batch:
+            if not train:
+                return None
+            raise ConfigError(
+                f"task.hard_negatives={prefix!r} but the training batch has no {ids_key} "
+                f"(it has {', '.join(sorted(batch))}).",
+                hint=f"Add swap_words(...)|tokenize(N, key='foil_text', prefix='{prefix}') "
+                     f"and keep {ids_key}, {mask_key} in data.pp_train.")
+        ids, mask = batch[ids_key], batch.get(mask_key)
+        rngs = {"dropout": jax.random.fold_in(rng, 1)} if (train and rng is not None) else None
+        emb = self.model.apply(variables, ids, mask, normalize=False,
+                               deterministic=not train, rngs=rngs,
+                               method=type(self.model).encode_text)
+        same = jnp.all(ids == batch["input_ids"], axis=-1)  # a foil without the words
+        return emb, ~same
 
     def prepare(self, batch, rng, train):
         # Retrieval eval pipelines give all captions, (B, C, T): score the first.
@@ -125,15 +171,20 @@ class ContrastiveTask(Task):
         params = variables["params"]
         scale = _scalar(out, params, "logit_scale", math.log(1 / 0.07))
         opts = self.options
+        # Hard negatives are texts: the loss takes them with the text side second.
+        negatives = self._hard_negatives(variables, batch, train, rng)
+        neg = {} if negatives is None else dict(zip(("negatives", "negative_mask"), negatives))
+        first, second = (emb_b, emb_a) if a == "text" else (emb_a, emb_b)
         if opts.loss == "infonce":
-            loss = losses.infonce_loss(emb_a, emb_b, scale)
+            loss = losses.infonce_loss(first, second, scale, **neg)
         elif opts.loss == "triplet":
             loss = 0.5 * (
                 losses.triplet_loss(emb_a, emb_b, margin=opts.margin, mining=opts.mining)
                 + losses.triplet_loss(emb_b, emb_a, margin=opts.margin, mining=opts.mining))
         else:
-            loss = losses.sigmoid_contrastive_loss(emb_a, emb_b, scale,
-                                                   _scalar(out, params, "logit_bias", -10.0))
+            loss = losses.sigmoid_contrastive_loss(first, second, scale,
+                                                   _scalar(out, params, "logit_bias", -10.0),
+                                                   **neg)
         n = jnp.asarray(emb_a.shape[0], jnp.float32)
         sim = emb_a.astype(jnp.float32) @ emb_b.astype(jnp.float32).T
         target = jnp.arange(emb_a.shape[0])
