@@ -104,3 +104,39 @@ def test_video_label_and_caption_builders_read_back_as_clips(tmp_path):
     with pytest.raises(DataError, match="video options apply to the video formats"):
         build_local("image-labels", str(root), {"train": {"input": "labels.csv"}}, data_dir,
                     video={"fps": 3})
+
+
+@pytest.mark.slow
+def test_video_classifier_trains_and_evaluates_on_a_built_video_dataset(tmp_path, capsys):
+    """jaxmm train + eval of classification(modality=video) on videos built with
+    build-video-labels and read through the video_labels preset (one run per capability)."""
+    from tests.train.helpers import QUICK_CLI, train_and_eval_cli
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    rows = ["video,label"]
+    for i in range(8):
+        write_video(root / f"{i}.mkv", LEVELS[::1 if i % 2 else -1], size=(16, 16))
+        rows.append(f"{i}.mkv,{'brighter' if i % 2 else 'darker'}")
+    (root / "all.csv").write_text("\n".join(rows) + "\n")
+    data_dir = str(tmp_path / "data")
+    build_local("video-labels", str(root), {"train": {"input": "all.csv"},
+                                            "validation": {"input": "all.csv"}},
+                data_dir, name="light", video={"fps": 4, "size": 16})
+    config = tmp_path / "video.py"
+    config.write_text(f'''
+import ml_collections
+from jaxmm.data.catalog import data_config
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.task = {{"name": "classification", "modality": "video"}}
+    c.model = {{"name": "video_classifier", "size": "tiny",
+               "config": {{"num_frames": 4, "num_labels": 2}}}}
+    c.data = data_config("video_labels/light", data_dir={data_dir!r}, num_frames=4,
+                         image_size=16)
+    c.num_steps, c.batch_size = 2, 8
+    return c
+''')
+    result = train_and_eval_cli(str(config), str(tmp_path / "run"), QUICK_CLI, capsys)
+    assert result["step"] == 2 and 0.0 <= result["metrics"]["accuracy"] <= 1.0
