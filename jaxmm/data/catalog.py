@@ -349,6 +349,35 @@ def librispeech(data_dir: str | None = None, max_length: int = 128, audio_second
                 "data build-audio --manifest manifest.jsonl --data-dir {data_dir}")
 
 
+@PRESETS.register('crema_d')
+def crema_d(data_dir: str | None = None, audio_seconds: float = 5.0,
+            **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``crema_d``: speech emotion recognition (6 emotions, 16 kHz clips padded or cut
+    to ``audio_seconds``, random crops in training)."""
+    samples = int(audio_seconds * 16000)
+    keep = "|keep('audio', 'audio_mask', 'label')"
+    return _cfg("crema_d", f"audio_to_float|crop_or_pad({samples}, mask_key='audio_mask')" + keep,
+                f"audio_to_float|crop_or_pad({samples}, random=False, mask_key='audio_mask')"
+                + keep, data_dir=data_dir, task="audio_classification",
+                prepare=_TFDS_HINT.format(name="crema_d") + "; or from local files: jaxmm data "
+                "build-audio-labels --root DIR --split train=TABLE --data-dir {data_dir}",
+                description="CREMA-D speech emotions")
+
+
+@PRESETS.register('ucf101')
+def ucf101(data_dir: str | None = None, num_frames: int = 8, image_size: int = 112,
+           **_: Any) -> ml_collections.ConfigDict:
+    """tfds ``ucf101``: action recognition (101 classes), clips of ``num_frames`` frames
+    (random start and flips in training, centred for evaluation)."""
+    keep = "|keep('video', 'label')"
+    return _cfg("ucf101", _frames(num_frames, image_size, True) + keep,
+                _frames(num_frames, image_size, False) + keep, data_dir=data_dir,
+                task="video_classification",
+                prepare=_TFDS_HINT.format(name="ucf101") + "; or from local files: jaxmm data "
+                "build-video-labels --root DIR --split train=TABLE --data-dir {data_dir}",
+                description="UCF101 actions")
+
+
 def _lm(name: str, task: str, data_dir: str | None, max_length: int, prepare: str,
         splits: dict | None = None, key: str = "text") -> ml_collections.ConfigDict:
     """Causal (``language_modeling``), masked (``masked_lm``: no labels; the MLM task
@@ -647,7 +676,7 @@ def names() -> list[str]:
 
 def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     """A data config by name: ``scenes``, ``coco_captions``, ``coco/2017`` (detection),
-    ``imagenet2012``,
+    ``imagenet2012``, ``crema_d``, ``ucf101``,
     ``glue/<task>``, ``squad``, ``librispeech``, ``lm1b``, ``cnn_dailymail``,
     ``wmt14_translate/<pair>``, ``c4/<variant>``, ``wikitext103``, ``flickr30k``,
     ``conll2003``, and datasets built from local files: ``text/<name>``,

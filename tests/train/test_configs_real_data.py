@@ -34,6 +34,8 @@ CASES = {
     "t5_text2text": "data=cnn_dailymail,size=tiny,src_len=16,tgt_len=8,vocab={vocab},"
                     "tokenizer={tok},beams=2,eos={sep}",
     "detr_scenes": "tiny,data=coco/2017,res=32",
+    "audio_classification": "tiny,data=crema_d,seconds=1.0",
+    "video_classification": "tiny,data=ucf101,frames=4",
     "t5_text2text:wmt": "data=wmt14_translate/de-en,size=tiny,src_len=16,tgt_len=8,"
                         "vocab={vocab},tokenizer={tok},eos={sep}",
 }
@@ -45,7 +47,8 @@ EVAL_METRICS = {"mlm_bert:nsp": ("nsp_accuracy", "accuracy"),
                 "ner_bert": ("ner/f1", "ner/precision", "ner/recall", "ner/accuracy"),
                 "t5_text2text": ("text/rouge1", "text/rougeL"),
                 "t5_text2text:wmt": ("text/bleu",),
-                "detr_scenes": ("coco/map", "coco/ap50")}
+                "detr_scenes": ("coco/map", "coco/ap50"),
+                "audio_classification": ("accuracy",), "video_classification": ("accuracy",)}
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,9 @@ class ContrastiveTask(Task):
             self.model_inputs = modality_fields(specs, self.sides)
         if set(self.sides) != {"image", "text"}:
             self.layout = "inputs"
-        if options.hard_negatives:
+        # Subclasses' options (the ITM task's) may lack hard negatives.
+        self.hard_negatives = getattr(options, "hard_negatives", "")
+        if self.hard_negatives:
             if "text" not in self.sides:
                 raise ConfigError(f"task.hard_negatives needs a text side; this task "
                                   f"contrasts {self.sides[0]} with {self.sides[1]}.")
@@ -133,7 +135,7 @@ class ContrastiveTask(Task):
     def _hard_negatives(self, variables, batch, train, rng):
         """``(embeddings (B, D), valid (B,))`` of the batch's hard-negative texts, or
         ``None`` (none configured, or an eval batch without them)."""
-        prefix = self.options.hard_negatives
+        prefix = self.hard_negatives
         ids_key, mask_key = f"{prefix}input_ids", f"{prefix}attention_mask"
         if not prefix:
             return None
