@@ -38,6 +38,7 @@ Array = jax.Array
 __all__ = [
     "WHISPER_HOP_LENGTH",
     "WHISPER_N_FFT",
+    "log_mel",
     "WHISPER_SAMPLE_RATE",
     "check_sample_rate",
     "dct_matrix",
@@ -323,16 +324,38 @@ def whisper_log_mel(
         target = int(round(chunk_seconds * WHISPER_SAMPLE_RATE))
         x = x[..., :target] if n >= target else jnp.pad(
             x, [(0, 0)] * (x.ndim - 1) + [(0, target - n)])
-    power = spectrogram(x, n_fft=WHISPER_N_FFT, hop_length=WHISPER_HOP_LENGTH,
-                        center=True, pad_mode="reflect")[..., :-1]
-    fb = jnp.asarray(mel_filterbank(WHISPER_SAMPLE_RATE, WHISPER_N_FFT, n_mels, 0.0, 8000.0))
-    mel = jnp.einsum("mf,...ft->...mt", fb, power, precision=jax.lax.Precision.HIGHEST)
-    log = jnp.log10(jnp.maximum(mel, 1e-10))
-    log = jnp.maximum(log, log.max(axis=(-2, -1), keepdims=True) - 8.0)
-    feats = (log + 4.0) / 4.0
+    feats = _whisper_features(x, n_mels, x.shape[-1] // WHISPER_HOP_LENGTH)
     if not return_attention_mask:
         return feats
     frames = feats.shape[-1]
     real = min(n, x.shape[-1])
     mask = (np.arange(frames) * WHISPER_HOP_LENGTH < real).astype(np.int32)
     return feats, jnp.broadcast_to(jnp.asarray(mask), feats.shape[:-2] + (frames,))
+
+
+def log_mel(audio: Array, *, n_mels: int, frames: int) -> Array:
+    """``(B, N)`` 16 kHz audio -> ``(B, n_mels, frames)`` log-mel features.
+
+    Whisper's recipe for any mel count: the audio is padded or cut to
+    ``frames * 160`` samples, then STFT (n_fft 400, hop 160, Hann, reflect
+    padding), power, the last frame dropped, Slaney mel filters up to 8 kHz,
+    ``log10(max(x, 1e-10))`` clamped to ``max - 8`` per example, ``(x + 4) / 4``
+    (equal to :func:`jaxmm.audio_features.whisper_log_mel` at 80 or 128 mels).
+    """
+    x = jnp.asarray(audio, jnp.float32)
+    target = frames * WHISPER_HOP_LENGTH
+    n = x.shape[-1]
+    x = x[..., :target] if n >= target else jnp.pad(x, [(0, 0)] * (x.ndim - 1) +
+                                                    [(0, target - n)])
+    return _whisper_features(x, n_mels, frames)
+
+
+def _whisper_features(x: Array, n_mels: int, frames: int) -> Array:
+    """The first ``frames`` frames of Whisper's log-mel recipe on 16 kHz audio ``x``."""
+    power = spectrogram(x, n_fft=WHISPER_N_FFT, hop_length=WHISPER_HOP_LENGTH,
+                        center=True, pad_mode="reflect")[..., :frames]
+    fb = jnp.asarray(mel_filterbank(WHISPER_SAMPLE_RATE, WHISPER_N_FFT, n_mels, 0.0, 8000.0))
+    mel = jnp.einsum("mf,...ft->...mt", fb, power, precision=jax.lax.Precision.HIGHEST)
+    logs = jnp.log10(jnp.maximum(mel, 1e-10))
+    logs = jnp.maximum(logs, logs.max(axis=(-2, -1), keepdims=True) - 8.0)
+    return (logs + 4.0) / 4.0

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 
 from jaxmm.cli.failures import command
@@ -139,8 +140,15 @@ def _info(args) -> int:
     with open(f"{folder}/dataset_info.json") as f:
         info = json.load(f)
     splits = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) for s in info["splits"]}
-    print(json.dumps({"name": args.name, "path": folder, "splits": splits,
-                      "file_format": info.get("fileFormat")}))
+    out = {"name": args.name, "path": folder, "splits": splits,
+           "examples": sum(splits.values()), "file_format": info.get("fileFormat"),
+           "disk_bytes": sum(os.path.getsize(os.path.join(folder, n))
+                             for n in os.listdir(folder))}
+    out["disk"] = f"{out['disk_bytes'] / 2**20:.1f} MiB"
+    if os.path.exists(f"{folder}/metadata.json"):  # build time, speech source, skipped files
+        with open(f"{folder}/metadata.json") as f:
+            out["metadata"] = json.load(f)
+    print(json.dumps(out))
     return 0
 
 

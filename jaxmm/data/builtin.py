@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import time
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -171,15 +172,27 @@ class JaxmmScenes(tfds.core.GeneratorBasedBuilder):
             description=__doc__,
             features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "label"),
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager
         plan = plan_splits(self.builder_config)
-        return {split: self._generate_examples(items) for split, items in plan.items()
+        return {split: self._generate_examples(split, items) for split, items in plan.items()
                 if items}
 
-    def _generate_examples(self, items):
+    def _generate_examples(self, split, items):
+        c: ScenesConfig = self.builder_config
+        start = time.perf_counter()
+        yield from self._examples(items)
+        # What `jaxmm data info` reports besides sizes: the build time of each split and
+        # where the spoken captions come from.
+        meta = self.info.metadata
+        meta["generate_seconds"] = {**meta.get("generate_seconds", {}),
+                                    split: round(time.perf_counter() - start, 2)}
+        meta["speech"] = (speech.SOURCE if c.with_audio else "none (built with --no-audio)")
+
+    def _examples(self, items):
         c: ScenesConfig = self.builder_config
         for scene_id, scene in items:
             captions = scenes_lib.make_captions(scene, _example_seed(c, scene_id, "captions"),

@@ -17,9 +17,12 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "WordVoice", "synthesize", "word_voice"]
+__all__ = ["SAMPLE_RATE", "SOURCE", "WordVoice", "synthesize", "word_voice"]
 
 SAMPLE_RATE = 16000
+# What the built-in dataset's metadata says its speech is (``jaxmm data info``).
+SOURCE = ("word-level formant tones (jaxmm.data.speech): a learnable stand-in, "
+          "not intelligible speech")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,7 @@ from jaxmm.config import ConfigError
 
 __all__ = [
     "FREE_AXIS_DEFAULTS",
+    "audio_to_features",
     "MODALITY_FIELDS",
     "InputSpec",
     "example_inputs",
@@ -156,3 +157,18 @@ def example_inputs(specs: Mapping[str, InputSpec], batch_size: int = 1,
         fill = 1 if name.endswith("attention_mask") else 0
         out[name] = np.full((batch_size, *spec.resolve(dims)), fill, np.dtype(spec.dtype))
     return out
+
+
+def audio_to_features(batch: Mapping[str, Any], specs: Mapping[str, InputSpec] | None
+                      ) -> dict[str, Any]:
+    """``batch`` with ``input_features`` made from raw ``audio`` when the model declares
+    fixed-size features and the batch has only the waveform (else unchanged)."""
+    batch = dict(batch)
+    spec = (specs or {}).get("input_features")
+    if spec is None or "audio" not in batch or "input_features" in batch or not spec.fixed:
+        return batch
+    from jaxmm.audio_features import log_mel
+
+    n_mels, frames = spec.shape
+    batch["input_features"] = log_mel(batch["audio"], n_mels=int(n_mels), frames=int(frames))
+    return batch

@@ -223,7 +223,7 @@ def test_missing_inputs_give_clear_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_build_builtin_subprocess(tmp_path):
+def test_cli_build_builtin_subprocess(tmp_path, capsys):
     data_dir = str(tmp_path / "data")
     out = subprocess.run(
         [sys.executable, "-m", "jaxmm", "data", "build-builtin", "--data-dir", data_dir,
@@ -237,4 +237,13 @@ def test_cli_build_builtin_subprocess(tmp_path):
     assert summary["name"].startswith("jaxmm_scenes/tiny-")
     with open(summary["text_corpus"]) as f:
         assert len(f.read().splitlines()) == 8 * (5 + 4)  # captions + questions per scene
+    capsys.readouterr()
     assert cli.main(["info", "--data-dir", data_dir, "--name", summary["name"]]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # Size, disk use (the folder's files, summed here independently), build time, speech.
+    assert info["examples"] == 16 and info["splits"]["train"] == 8
+    folder = info["path"]
+    assert info["disk_bytes"] == sum(os.path.getsize(os.path.join(folder, n))
+                                     for n in os.listdir(folder)) > 0
+    assert set(info["metadata"]["generate_seconds"]) == {"train", "validation", "test"}
+    assert info["metadata"]["speech"].startswith("none")

@@ -116,6 +116,50 @@ def _image_text_batches(rng, sizes, captions=3, length=8, image_size=16):
     return out
 
 
+def _brute_force_ranks(sim, ids, owner):
+    """Each media item's best rank of its own texts, and each text's rank of its item."""
+    i2t = [min(list(np.argsort(-sim[i])).index(t) for t in np.where(owner == ids[i])[0])
+           for i in range(len(ids))]
+    t2i = [list(np.argsort(-sim[:, t])).index(int(np.where(ids == owner[t])[0][0]))
+           for t in range(len(owner))]
+    return i2t, t2i
+
+
+def _text_owners(batches):
+    valid = [b["attention_mask"][:, :, 0] > 0 for b in batches]
+    return np.concatenate([np.repeat(b["image_id"], v.sum(1)) for b, v in zip(batches, valid)])
+
+
+def test_audio_text_retrieval_ranks_clips_against_their_captions(rng):
+    """retrieval over an audio-text dual encoder: raw 16 kHz clips become the AST tower's
+    log-mel features; metrics a2t / t2a, checked by brute-force ranking."""
+    from jaxmm.train.tasks.modalities import log_mel
+    from tests.train.test_modalities import _dual
+
+    batches = _image_text_batches(rng, [16, 7])
+    for b in batches:
+        b["audio"] = 0.1 * rng.normal(size=(len(b.pop("image")), 4000)).astype(np.float32)
+    built, evaluators, variables = _evaluators("contrastive", {
+        "model": {"name": "dual_encoder", "config": _dual("audio", "text", projection_dim=8)},
+        "task.modalities": ("audio", "text")}, {"type": "retrieval", "ks": (1, 5)}, batches)
+    model = built.task.model
+    clips = _normalize(np.concatenate([
+        model.apply(variables, log_mel(b["audio"], n_mels=16, frames=16),
+                    method="encode_audio") for b in batches]))
+    texts = _normalize(np.concatenate([
+        model.apply(variables, b["input_ids"][v], b["attention_mask"][v], method="encode_text")
+        for b in batches for v in [b["attention_mask"][:, :, 0] > 0]]))
+    ids = np.concatenate([b["image_id"] for b in batches])
+    a2t, t2a = _brute_force_ranks(clips @ texts.T, ids, _text_owners(batches))
+    got = evaluators["ev"](variables)
+    assert got["num_images"] == 23 and "i2t_R@1" not in got
+    for k in (1, 5):
+        assert got[f"a2t_R@{k}"] == pytest.approx(100 * np.mean(np.array(a2t) < k))
+        assert got[f"t2a_R@{k}"] == pytest.approx(100 * np.mean(np.array(t2a) < k))
+    with pytest.raises(ConfigError, match="needs a dual encoder with encode_video"):
+        _evaluators("contrastive", DUAL, {"type": "retrieval", "modality": "video"}, batches)
+
+
 @pytest.mark.slow
 def test_retrieval_recall_matches_brute_force_ranking(rng):
     batches = _image_text_batches(rng, [16, 16, 6])
@@ -133,11 +177,7 @@ def test_retrieval_recall_matches_brute_force_ranking(rng):
     owner = np.concatenate([np.repeat(b["image_id"], (b["attention_mask"][:, :, 0] > 0).sum(1))
                             for b in batches])
     ids = np.concatenate([b["image_id"] for b in batches])
-    sim = images @ texts.T
-    i2t = [min(list(np.argsort(-sim[i])).index(t) for t in np.where(owner == ids[i])[0])
-           for i in range(len(ids))]
-    t2i = [list(np.argsort(-sim[:, t])).index(int(np.where(ids == owner[t])[0][0]))
-           for t in range(len(owner))]
+    i2t, t2i = _brute_force_ranks(images @ texts.T, ids, owner)
     got = evaluators["ev"](variables)
     assert got["num_images"] == 38 and got["num_texts"] == 38 * 3 - 3
     for k in (1, 5):

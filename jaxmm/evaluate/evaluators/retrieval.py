@@ -1,9 +1,11 @@
-"""Dual-encoder evaluators: image<->text ``retrieval`` recall@K and ``zero_shot``
+"""Dual-encoder evaluators: media<->text ``retrieval`` recall@K and ``zero_shot``
 classification by text prompts.
 
-Both need a model with ``encode_image(image)`` and ``encode_text(input_ids,
-attention_mask)`` methods (CLIP, ``DualEncoder``). Embeddings are
-L2-normalised and compared by cosine similarity.
+``retrieval`` ranks texts against images, videos or audio clips (``modality``;
+default: the contrastive task's non-text side); it needs the model's
+``encode_<modality>`` and ``encode_text(input_ids, attention_mask)`` methods (CLIP,
+``DualEncoder``). ``zero_shot`` needs ``encode_image`` and ``encode_text``.
+Embeddings are L2-normalised and compared by cosine similarity.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.data.device import local_row_indices
 from jaxmm.evaluate.evaluators.base import Evaluator, gather_processes, register_evaluator
 from jaxmm.evaluate.retrieval import retrieval_recall
+from jaxmm.models.specs import audio_to_features
 
 __all__ = ["RetrievalEvaluator", "RetrievalOptions", "ZeroShotEvaluator", "ZeroShotOptions",
            "normalize_rows"]
@@ -30,20 +33,38 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _dual_encoder(evaluator: Evaluator) -> Any:
+# media modality -> (its batch field, the letter of its metric names)
+MEDIA = {"image": ("image", "i"), "video": ("video", "v"), "audio": ("input_features", "a")}
+
+
+def _dual_encoder(evaluator: Evaluator, media: str = "image") -> Any:
     model = evaluator.task.model
-    if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
-        raise ConfigError(f"Evaluator {evaluator.name!r} needs a dual encoder with encode_image "
-                          f"and encode_text methods (e.g. clip); {type(model).__name__} has "
-                          "neither or only one.")
+    if not (hasattr(model, f"encode_{media}") and hasattr(model, "encode_text")):
+        raise ConfigError(f"Evaluator {evaluator.name!r} needs a dual encoder with encode_{media} "
+                          f"and encode_text methods (e.g. clip, dual_encoder); "
+                          f"{type(model).__name__} lacks one or both.")
     return model
+
+
+def _media_side(evaluator: Evaluator, wanted: str) -> str:
+    """The modality ranked against the texts: ``wanted``, else the task's non-text side,
+    else image."""
+    if wanted:
+        if wanted not in MEDIA:
+            raise ConfigError(f"Evaluator {evaluator.name!r}: modality={wanted!r} is not one of "
+                              f"{', '.join(MEDIA)}.")
+        return wanted
+    sides = [m for m in getattr(evaluator.task, "sides", ()) if m != "text"]
+    return sides[0] if len(sides) == 1 and sides[0] in MEDIA else "image"
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalOptions(ConfigBase):
-    """ks: the K of recall@K."""
+    """ks: the K of recall@K. modality: ``image``, ``video`` or ``audio`` (``""``: the
+    task's non-text side)."""
 
     ks: tuple[int, ...] = (1, 5, 10)
+    modality: str = ""
 
     def validate(self) -> None:
         if not self.ks or any(int(k) < 1 for k in self.ks):
@@ -52,24 +73,36 @@ class RetrievalOptions(ConfigBase):
 
 @register_evaluator("retrieval")
 class RetrievalEvaluator(Evaluator):
-    """Image->text and text->image recall@K over the whole eval set.
+    """Media->text and text->media recall@K over the whole eval set (images, videos or
+    audio clips; below, "image").
 
-    Batches: ``image`` ``(B, H, W, C)``, captions ``input_ids`` /
+    Batches: ``image`` ``(B, H, W, C)`` (or ``video``, or ``audio`` / ``input_features``:
+    raw audio becomes the tower's log-mel features), captions ``input_ids`` /
     ``attention_mask`` ``(B, C, T)`` (all captions of each image; a caption
     whose first mask entry is 0 is padding) or ``(B, T)``, and ``image_id``
     (else images are numbered in order). Every caption is ranked against every
     image (:func:`jaxmm.evaluate.retrieval_recall`; ties favour the query).
     Identical captions (same tokens) are embedded once, so they tie exactly
     whatever the batch layout. Metrics: ``i2t_R@K``, ``t2i_R@K``,
-    ``mean_recall`` (percent), ``num_images``, ``num_texts``.
+    ``mean_recall`` (percent), ``num_images``, ``num_texts`` (video: ``v2t`` /
+    ``t2v``; audio: ``a2t`` / ``t2a``; the counts keep their names).
     """
 
     Options = RetrievalOptions
 
     def __init__(self, *args: Any):
         super().__init__(*args)
-        model = _dual_encoder(self)
-        self._image = self.jit(lambda v, x: model.apply(v, x, method="encode_image"))
+        self.media = _media_side(self, self.options.modality)
+        model = _dual_encoder(self, self.media)
+        field, self.letter = MEDIA[self.media]
+        specs = self.task.input_specs()
+
+        def embed(v, batch):
+            if self.media == "audio":
+                batch = audio_to_features(batch, specs)
+            return model.apply(v, batch[field], method=f"encode_{self.media}")
+
+        self._image = self.jit(embed)
         self._text = self.jit(lambda v, i, m: model.apply(v, i, m, method="encode_text"))
 
     def _embed_texts(self, variables: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -96,7 +129,9 @@ class RetrievalEvaluator(Evaluator):
 
         def step(local, batch):
             ids, mask = local["input_ids"], local["attention_mask"]
-            out = {"image": self.host_rows(self._image(variables, batch["image"])),
+            media = {k: batch[k] for k in ("image", "video", "audio", "input_features")
+                     if k in batch}
+            out = {"image": self.host_rows(self._image(variables, media)),
                    "input_ids": ids if ids.ndim == 3 else ids[:, None],
                    "attention_mask": mask if mask.ndim == 3 else mask[:, None],
                    "mask": local["example_mask"]}
@@ -120,6 +155,9 @@ class RetrievalEvaluator(Evaluator):
         images, texts = normalize_rows(rows["image"]), normalize_rows(rows["texts"])
         out = retrieval_recall(images @ texts.T, rows["image_id"], rows["text_image_id"],
                                ks=tuple(int(k) for k in self.options.ks))
+        if self.letter != "i":  # v2t / t2v, a2t / t2a
+            out = {k.replace("i2t_", f"{self.letter}2t_").replace("t2i_", f"t2{self.letter}_"): v
+                   for k, v in out.items()}
         out["num_images"], out["num_texts"] = float(len(images)), float(len(texts))
         return out
 
