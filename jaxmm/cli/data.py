@@ -24,6 +24,8 @@ Examples::
     jaxmm data build-image-captions --root /data/flickr --data-dir data \
         --split train=captions.jsonl
     jaxmm data build-audio-labels --root /data/emotions --data-dir data --split train=all.csv
+    jaxmm data build-audio-captions --root /data/clotho --data-dir data --name clotho \\
+        --split train=development.csv --split validation=evaluation.csv
     jaxmm data build-video-captions --root /data/msrvtt --data-dir data --name msrvtt \\
         --split train=train.csv --fps 4 --frame-size 112
     jaxmm data build-video-labels --root /data/actions --data-dir data --split train=train.csv
@@ -60,9 +62,10 @@ _FIELDS = {
     "conll": ("input",),
     "video-labels": ("input",),
     "video-captions": ("input",),
+    "audio-captions": ("input",),
 }
 _TABLES = ("text-labels", "image-labels", "image-captions", "audio-labels", "video-labels",
-           "video-captions")
+           "video-captions", "audio-captions")
 
 
 def _parse_splits(fmt: str, items: Sequence[str]) -> dict[str, dict[str, str]]:

@@ -37,6 +37,8 @@ detection              image, boxes (B, N, 4) normalised cxcywh, labels (B, N),
 video_classification   video (float32 (T, H, W, 3), [-1, 1]), label
 video_captioning,      as captioning and retrieval with ``video`` for ``image``
 video_retrieval
+audio_captioning,      as captioning and retrieval with ``audio``, ``audio_mask`` for ``image``
+audio_retrieval
 =====================  ===============================================================
 
 Catalog datasets are never downloaded: prepare them where you have the data
@@ -569,7 +571,8 @@ def wmt14_translate(task: str = "de-en", data_dir: str | None = None, max_length
 # Datasets built from local files (jaxmm data build-<format>), named "<preset>/<dataset>".
 _LOCAL = {"text_labels": "text-labels", "image_labels": "image-labels",
           "image_captions": "image-captions", "audio_labels": "audio-labels", "conll": "conll",
-          "video_labels": "video-labels", "video_captions": "video-captions"}
+          "video_labels": "video-labels", "video_captions": "video-captions",
+          "audio_captions": "audio-captions"}
 
 
 def _local(preset: str, dataset: str | None, data_dir: str | None, task: str, train: str,
@@ -637,6 +640,24 @@ def _frames(num_frames: int, size: int, train: bool) -> str:
             f"{flip}|value_range(-1, 1, key='video')")
 
 
+@PRESETS.register('audio_captions')
+def audio_captions(dataset: str | None = None, task: str = "captioning",
+                   data_dir: str | None = None, audio_seconds: float = 10.0,
+                   max_length: int = 32, **_: Any) -> ml_collections.ConfigDict:
+    """An (audio, captions) dataset built with ``jaxmm data build-audio-captions``
+    (AudioCaps / Clotho style): audio captioning or audio-text retrieval (``task``); 16
+    kHz clips padded or cut to ``audio_seconds`` with their mask, and the captioning and
+    retrieval text layouts."""
+    if task not in ("captioning", "retrieval"):
+        raise ConfigError(f"audio_captions supports captioning/retrieval, not {task!r}.")
+    samples = int(audio_seconds * 16000)
+    audio = (f"rename(image_id='audio_id')|audio_to_float|crop_or_pad({samples}, "
+             "random=False, mask_key='audio_mask')")
+    return _local("audio_captions", dataset, data_dir, f"audio_{task}", *(
+        _captions(audio, "captions", max_length, train, task, 5, media="audio").replace(
+            "keep('audio'", "keep('audio', 'audio_mask'") for train in (True, False)))
+
+
 @PRESETS.register('video_labels')
 def video_labels(dataset: str | None = None, data_dir: str | None = None,
                  num_frames: int = 8, image_size: int = 64,
@@ -682,8 +703,9 @@ def data_config(name: str, **kwargs: Any) -> ml_collections.ConfigDict:
     ``conll2003``, and datasets built from local files: ``text/<name>``,
     ``text_labels/<name>``, ``image_labels/<name>``, ``image_captions/<name>``,
     ``audio_labels/<name>``, ``conll/<name>``, ``coco_detection/<name>``,
-    ``video_labels/<name>``, ``video_captions/<name>``; ``kwargs`` as each
-    preset's function takes (``task``, ``size``, ``data_dir``, ``max_length``, ...).
+    ``video_labels/<name>``, ``video_captions/<name>``, ``audio_captions/<name>``;
+    ``kwargs`` as each preset's function takes (``task``, ``size``, ``data_dir``,
+    ``max_length``, ...).
     """
     base, _, sub = name.partition("/")
     if base not in PRESETS:

@@ -30,6 +30,9 @@
   image are grouped into one example with all its captions (the ``coco`` features):
   captioning and retrieval.
 * ``audio-labels``: a table of ``audio`` (path) and ``label``: audio classification.
+* ``audio-captions``: a table of ``audio`` (path) and ``caption``, grouped per clip like
+  ``image-captions`` (AudioCaps / Clotho style; Clotho's five caption columns become
+  five rows): audio captioning and audio-text retrieval.
 * ``video-labels``: a table of ``video`` (path) and ``label``: video classification.
 * ``video-captions``: a table of ``video`` (path) and ``caption``, grouped per video
   like ``image-captions``: video captioning and video-text retrieval. Videos are
@@ -696,6 +699,24 @@ class JaxmmLocalAudioLabels(_TableBuilder):
                 yield line_no, {"audio": audio, "label": v["label"], "id": v["audio"]}
 
 
+class JaxmmLocalAudioCaptions(_TableBuilder):
+    """(audio, caption) rows; the rows of one clip make one example with all its captions;
+    audio decoded, down-mixed and resampled to 16 kHz int16."""
+
+    ROLES = ("audio", "caption")
+
+    def _features(self):
+        return {"audio": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="bytes"),
+                "audio_id": np.int64, "file_name": tfds.features.Text(),
+                "captions": tfds.features.Sequence(tfds.features.Text())}
+
+    def _records(self, split, spec):
+        for audio_id, relative, texts, audio in self.grouped(split, spec, "audio", _audio_int16):
+            if audio is not None:
+                yield relative, {"audio": audio, "audio_id": audio_id, "file_name": relative,
+                                 "captions": texts}
+
+
 class _VideoTable(_TableBuilder):
     """Video tables: the ``video`` column names files decoded with PyAV."""
 
@@ -851,6 +872,7 @@ FORMATS: dict[str, type[_LocalBuilder]] = {
     "image-labels": JaxmmLocalImageLabels, "image-captions": JaxmmLocalImageCaptions,
     "audio-labels": JaxmmLocalAudioLabels, "conll": JaxmmLocalConll,
     "video-labels": JaxmmLocalVideoLabels, "video-captions": JaxmmLocalVideoCaptions,
+    "audio-captions": JaxmmLocalAudioCaptions,
 }
 _REQUIRED = {"coco": ("annotations",), "coco-detection": ("annotations",),
              "vqa": ("questions",), "audio": ("manifest",),
@@ -858,9 +880,9 @@ _REQUIRED = {"coco": ("annotations",), "coco-detection": ("annotations",),
              "text-labels": ("input",),
              "image-labels": ("input",), "image-captions": ("input",),
              "audio-labels": ("input",), "conll": ("input",), "video-labels": ("input",),
-             "video-captions": ("input",)}
+             "video-captions": ("input",), "audio-captions": ("input",)}
 _LABELLED = ("text-labels", "image-labels", "audio-labels", "video-labels")
-_TABLE_FORMATS = (*_LABELLED, "image-captions", "video-captions")
+_TABLE_FORMATS = (*_LABELLED, "image-captions", "video-captions", "audio-captions")
 _VIDEO_FORMATS = ("video-labels", "video-captions")
 VIDEO_DEFAULTS = {"fps": 8.0, "size": 64, "max_frames": 64}
 

@@ -1,5 +1,5 @@
-"""Video decoding (PyAV) and the local video builders: frames kept at a fixed rate,
-resized, stored, and read back as clips through the catalog presets."""
+"""Video decoding (PyAV), the local video builders (frames kept at a fixed rate,
+resized, stored, read back as clips through the catalog presets) and audio captions."""
 
 import json
 
@@ -140,3 +140,45 @@ def get_config():
 ''')
     result = train_and_eval_cli(str(config), str(tmp_path / "run"), QUICK_CLI, capsys)
     assert result["step"] == 2 and 0.0 <= result["metrics"]["accuracy"] <= 1.0
+
+
+def test_audio_caption_builder_groups_clips_for_captioning_and_retrieval(tmp_path):
+    """build-audio-captions (AudioCaps / Clotho style): one example per clip with all its
+    captions, 16 kHz int16 (a 8 kHz file is resampled), a corrupt clip skipped; the
+    audio_captions preset gives the retrieval layout with audio and its mask."""
+    import soundfile as sf
+
+    from jaxmm.data.tokenizers import train_tokenizer
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32) * 0.5
+    sf.write(root / "a.wav", tone, 8000)  # 1 s at 8 kHz
+    sf.write(root / "b.flac", tone[:4000], 8000)
+    (root / "c.wav").write_bytes(b"RIFF-not-audio")
+    rows = [("a.wav", "a bell rings"), ("b.flac", "a short beep"), ("a.wav", "one long tone"),
+            ("c.wav", "broken")]
+    (root / "dev.csv").write_text("audio,caption\n" + "".join(f"{a},{c}\n" for a, c in rows))
+    data_dir = str(tmp_path / "data")
+    summary = build_local("audio-captions", str(root), {"validation": {"input": "dev.csv"}},
+                          data_dir, name="bells")
+    assert summary["splits"] == {"validation": 2} and summary["skipped"] == {"validation": 1}
+    got = {r["file_name"][0].decode(): r for r in _read(
+        {"name": "jaxmm_local_audio_captions/bells", "data_dir": data_dir,
+         "pp": "keep('audio', 'captions', 'file_name')"})}
+    assert [c.decode() for c in got["a.wav"]["captions"][0]] == ["a bell rings",
+                                                                  "one long tone"]
+    assert got["a.wav"]["audio"].shape == (1, 16000) and got["b.flac"]["audio"].shape == (
+        1, 8000)
+    (tmp_path / "corpus.txt").write_text("a bell rings one long tone a short beep\n" * 20)
+    tok = train_tokenizer("wordpiece", str(tmp_path / "corpus.txt"), 40,
+                          out_dir=str(tmp_path / "tok"), min_frequency=1)
+    config = data_config("audio_captions/bells", task="retrieval", data_dir=data_dir,
+                         audio_seconds=2.0, max_length=8)
+    assert config.task == "audio_retrieval"
+    with make_iterator(config, split="validation", batch_size=2, shuffle=False, repeat=False,
+                       process_index=0, process_count=1, tokenizer=tok) as it:
+        batch = next(iter(it))
+    assert batch["audio"].shape == (2, 32000) and batch["input_ids"].shape == (2, 5, 8)
+    assert batch["audio_mask"].sum(1).tolist() == [16000, 8000]
+    assert batch["image_id"].tolist() == [0, 1]
