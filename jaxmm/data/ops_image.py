@@ -40,6 +40,23 @@ def _restore_dtype(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return tf.cast(image, dtype)
 
 
+def _cxcywh(x0: tf.Tensor, y0: tf.Tensor, x1: tf.Tensor, y1: tf.Tensor) -> tf.Tensor:
+    """Corner coordinates -> ``(N, 4)`` cxcywh (the detection task's box format)."""
+    return tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+
+
+def _padded_targets(ex: dict, key: str, boxes: tf.Tensor, labels: tf.Tensor,
+                    max_objects: int) -> dict:
+    """``ex`` without its ``key/...`` object fields, with ``boxes`` ``(max_objects, 4)``,
+    ``labels`` and ``box_mask`` (1 = a real object) padded to ``max_objects``."""
+    pad = max_objects - tf.shape(labels)[0]
+    out = {k: v for k, v in ex.items() if not k.startswith(f"{key}/")}
+    out["boxes"] = tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4])
+    out["labels"] = tf.ensure_shape(tf.pad(labels, [[0, pad]]), [max_objects])
+    out["box_mask"] = tf.ensure_shape(tf.pad(tf.ones_like(labels), [[0, pad]]), [max_objects])
+    return out
+
+
 def _boxes_after_crop(ex: dict, boxes: str | None, mask: str, size, top, left, crop_h, crop_w
                       ) -> dict:
     """``ex`` with its normalised cxcywh ``boxes`` (relative to an image of ``size``
@@ -60,8 +77,7 @@ def _boxes_after_crop(ex: dict, boxes: str | None, mask: str, size, top, left, c
     if mask in ex:
         valid &= tf.cast(ex[mask], tf.bool)
         out[mask] = tf.cast(valid, ex[mask].dtype)
-    new = tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
-    out[boxes] = tf.where(valid[:, None], new, 0.0)
+    out[boxes] = tf.where(valid[:, None], _cxcywh(x0, y0, x1, y1), 0.0)
     return out
 
 
@@ -313,13 +329,7 @@ def scene_boxes(max_objects: int = 9, key: str = "objects", image_key: str = "im
         x1 = tf.clip_by_value((cx + ext[:, 0] * r) / w, 0.0, 1.0)
         y0 = tf.clip_by_value((cy - ext[:, 1] * r) / h, 0.0, 1.0)
         y1 = tf.clip_by_value((cy + ext[:, 2] * r) / h, 0.0, 1.0)
-        boxes = tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
-        pad = max_objects - tf.shape(shape)[0]
-        out = {k: v for k, v in ex.items() if not k.startswith(f"{key}/")}
-        out["boxes"] = tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4])
-        out["labels"] = tf.ensure_shape(tf.pad(shape, [[0, pad]]), [max_objects])
-        out["box_mask"] = tf.ensure_shape(tf.pad(tf.ones_like(shape), [[0, pad]]), [max_objects])
-        return out
+        return _padded_targets(ex, key, _cxcywh(x0, y0, x1, y1), shape, max_objects)
 
     return op
 
@@ -342,13 +352,6 @@ def tfds_boxes(max_objects: int = 100, key: str = "objects", crowd: bool = False
         bbox, label = tf.boolean_mask(bbox, keep)[:max_objects], tf.boolean_mask(
             label, keep)[:max_objects]
         y0, x0, y1, x1 = tf.unstack(bbox, axis=-1)
-        boxes = tf.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
-        pad = max_objects - tf.shape(label)[0]
-        out = {k: v for k, v in ex.items() if not k.startswith(f"{key}/")}
-        out["boxes"] = tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4])
-        out["labels"] = tf.ensure_shape(tf.pad(label, [[0, pad]]), [max_objects])
-        out["box_mask"] = tf.ensure_shape(tf.pad(tf.ones_like(label), [[0, pad]]),
-                                          [max_objects])
-        return out
+        return _padded_targets(ex, key, _cxcywh(x0, y0, x1, y1), label, max_objects)
 
     return op
