@@ -38,6 +38,14 @@ def pytest_report_header(config):
     return f"jax {jax.__version__}: {jax.device_count()} {jax.default_backend()} devices"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The ``heavy`` tests (a minute or more each) go first: under ``pytest -n 2 --dist
+    worksteal`` (make test) they start early and spread over both workers, so the run ends
+    on short tests instead of one worker finishing a long job alone. Otherwise the
+    collection order is kept (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 # ---------------------------------------------------------------------------
 # jaxmm installed from a wheel (tests/test_install.py, tests/test_notebooks.py)
 # ---------------------------------------------------------------------------

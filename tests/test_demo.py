@@ -20,6 +20,7 @@ DEMO_HANG_GUARD_S = 3600
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_demo_end_to_end(tmp_path):
     workdir = tmp_path / "demo"
     proc = subprocess.run(

@@ -266,6 +266,7 @@ def test_installed_cli_generate_names_the_missing_model_folder(installed_wheel, 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_installed_jaxmm_demo_runs_from_the_package(installed_wheel, tmp_path):
     """``jaxmm demo`` at its smallest (tiny data, 10-12 steps per run) reads configs/demo.py
     from the installed package and writes its results."""

@@ -238,6 +238,7 @@ def _is_png(path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_quickstart_text(installed, tmp_path, data_dir):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -297,6 +298,7 @@ def _recall_reference(sim, image_ids, text_image_ids, k):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_multimodal_scenes(installed, tmp_path, data_dir):
     pytest.importorskip("pycocoevalcap")
     v = run_notebook(installed, "02_multimodal_scenes.ipynb", tmp_path, data_dir,

@@ -109,6 +109,7 @@ def test_eval_on_two_processes_equals_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_captioning_on_two_processes_equals_one(tmp_path):
     """Generation across processes: encoder states are replicated for jaxmm.generate,
     each process keeps its rows, and references (decoded input_ids) are gathered."""

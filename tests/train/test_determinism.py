@@ -60,6 +60,7 @@ def _demo_vqa(root):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_demo_vqa_runs_are_identical(tmp_path):
     (first, config), (second, _) = _demo_vqa(tmp_path / "first"), _demo_vqa(tmp_path / "second")
     assert any("eval/vqa/accuracy" in r for r in first)

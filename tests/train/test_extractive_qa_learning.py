@@ -44,6 +44,7 @@ def _after(cue):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not os.path.isfile(f"{WORDNET_DIR}/data.noun"),
                     reason="Debian wordnet-base is not installed")
 def test_qa_bert_learns_spans_over_wordnet_glosses(tmp_path):

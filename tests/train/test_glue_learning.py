@@ -29,6 +29,7 @@ def definitions(per_part: int) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bert_learns_part_of_speech_of_wordnet_definitions(tmp_path, capsys):
     from jaxmm.data.tokenizers import train_tokenizer
 

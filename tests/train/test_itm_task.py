@@ -226,6 +226,7 @@ tokenizers.train_tokenizer("wordpiece", builtin.corpus_path(builder), 256,
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_itm_learns_to_match_the_builtin_scenes_captions(tmp_path):
     """Real captions of the built-in scenes, held-out images: the matcher tells an image's
     own caption from another scene's (balanced accuracy, chance 0.5) and the contrastive

@@ -82,6 +82,7 @@ def wordnet_documents() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_tiny_bert_learns_next_sentence_prediction_on_wordnet(tmp_path):
     """Documents of a noun's WordNet definition and usage (:func:`wordnet_documents`);
     the sentence pairs are built inside the tf.data pipeline of ``jaxmm train`` (B the

@@ -42,6 +42,7 @@ def definition_chats(limit: int) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_packed_sft_learns_to_answer_with_definitions(tmp_path, capsys):
     from jaxmm.data.chat import IGNORE_INDEX, TEMPLATES, encode_chat
     from jaxmm.data.tokenizers import load, train_tokenizer

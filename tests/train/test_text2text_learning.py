@@ -57,6 +57,7 @@ def _reverse(text: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not os.path.isfile(os.path.join(WORDNET_DIR, "data.noun")),
                     reason="Debian wordnet-base is not installed")
 def test_t5_learns_to_reverse_wordnet_text_through_the_cli(tmp_path):

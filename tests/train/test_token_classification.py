@@ -134,6 +134,7 @@ def unigram_tagger_f1(train, heldout):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_tiny_bert_learns_colour_entities_through_jaxmm_train_and_eval(tmp_path, wordpiece_dir):
     """Colour entities (``COL``: a colour word, with its shade: ``pale yellow``) tagged in
     real WordNet definitions, written as CoNLL files and built with the local CoNLL
