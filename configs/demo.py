@@ -1,8 +1,8 @@
-"""The demo's three runs on the built-in ``jaxmm_scenes`` data (``jaxmm demo`` runs them).
+"""The demo's runs on the built-in ``jaxmm_scenes`` data (``jaxmm demo`` runs them).
 
   jaxmm train --config configs/demo.py:clip,data_dir=DIR,tokenizer=TOK --workdir runs/clip
 
-``arg`` is the run (``clip``, ``captioner`` or ``vqa``) followed by ``key=value``
+``arg`` is the run (``clip``, ``captioner``, ``vqa`` or ``detection``) followed by ``key=value``
 options: ``data_dir`` (where ``jaxmm data build-builtin`` wrote the data),
 ``tokenizer`` (a ``jaxmm tokenizer train`` folder; WordPiece with [PAD]=0,
 [CLS]=2, [SEP]=3), ``vocab`` (its size), ``size`` (dataset size preset),
@@ -10,14 +10,18 @@ options: ``data_dir`` (where ``jaxmm data build-builtin`` wrote the data),
 shape-swapped hard-negative captions, NegCLIP; default false).
 
 Images are 64x64 with 8x8 patches (64 patch tokens); every tower is 2-3 layers
-of width 96, small enough to train on two CPU cores in minutes.
+of width 96, small enough to train on two CPU cores in minutes. ``detection`` (not in
+``jaxmm demo``'s default runs: ``--runs all``) is a DETR with a 2-stage ResNet and a
+2-layer decoder of width 64 over the scenes resized to 32x32, whose classes are the
+four shapes.
 
 Each run lists the evaluators the demo scores it with on the whole test split
 (``eval.evaluators``): CLIP ``retrieval`` (recall@K over all five captions per
 image) and ``zero_shot`` shape classification, the captioner's ``captioning``
 (BLEU/METEOR/ROUGE-L/CIDEr and the repeated-n-gram rate) under each of the four
 decodings of ``DECODINGS`` (``captions_greedy``, ``captions_beam``, ...), and
-``vqa`` accuracy by question type. They do not run during training
+``vqa`` accuracy by question type, and the detector's ``coco_map`` (COCO mAP, AP50 and
+AP75 through pycocotools). They do not run during training
 (``at_end=False``: the demo runs them on the exported params); ``jaxmm eval
 --config configs/demo.py:RUN,... --workdir DIR`` runs them on a checkpoint, and
 ``--config.eval.evaluators.NAME.at_end=true`` runs them after ``jaxmm train``.
@@ -36,7 +40,10 @@ WIDTH = 96
 BOS, EOS, PAD = 2, 3, 0  # WordPiece [CLS], [SEP], [PAD]
 
 # About 7 minutes of training on two CPU cores (~4 steps/s each run).
-DEFAULT_STEPS = {"clip": 500, "captioner": 600, "vqa": 600}
+DEFAULT_STEPS = {"clip": 500, "captioner": 600, "vqa": 600, "detection": 1500}
+# The detector sees the scenes at 32x32: at 64x64 its ResNet feature map has 1024 tokens
+# and a step takes 7x longer on two CPU cores.
+DETECTION_IMAGE_SIZE = 32
 EVAL_BATCH = 64
 # Zero-shot shape prompts: CLIP-style prompt ensembling (class embedding = the mean over
 # templates). Besides the caption form that names the biggest object's shape, the
@@ -98,6 +105,8 @@ def _evaluators(run: str, a) -> dict:
         return {f"captions_{name}": {"type": "captioning", "data": data, "max_new_tokens": 24,
                                      "references": "captions", **decoding, **_TEST_SPLIT}
                 for name, decoding in DECODINGS.items()}
+    if run == "detection":
+        return {"coco": {"type": "coco_map", "image_size": IMAGE_SIZE, **_TEST_SPLIT}}
     return {"vqa": {"type": "vqa", "answers": ANSWERS, "references": "answers",
                     "types": "question_types", **_TEST_SPLIT}}
 
@@ -106,7 +115,7 @@ def get_config(arg=None):
     a = parse_config_arg(arg, run="clip", data_dir="", tokenizer="", vocab=200, size="small",
                          steps=0, batch=64, foils=False)
     if a.run not in DEFAULT_STEPS:
-        raise ValueError(f"Unknown demo run {a.run!r}; use clip, captioner or vqa.")
+        raise ValueError(f"Unknown demo run {a.run!r}; use clip, captioner, vqa or detection.")
     c = ml_collections.ConfigDict()
     c.tokenizer = a.tokenizer or None
     c.batch_size = a.batch
@@ -134,6 +143,19 @@ def get_config(arg=None):
         c.data = _data("retrieval", a, foils=SHAPES if a.foils else ())
         # One caption per image for the in-training eval; the demo scores all five.
         c.eval.data = _data("captioning", a)
+    elif a.run == "detection":
+        # DETR's recipe (configs/detr_scenes.py): a larger learning rate, a tight gradient
+        # clip, little weight decay and a longer warm-up than the Transformer runs.
+        c.task = {"name": "detection"}
+        c.model = {"name": "detr", "size": "tiny", "config": {
+            # 10 queries: a scene has at most 9 objects.
+            "num_classes": len(SHAPES), "num_queries": 10, "dropout_rate": 0.0}}
+        c.data = catalog.data_config("scenes", task="detection", size=a.size,
+                                     data_dir=a.data_dir or None,
+                                     image_size=DETECTION_IMAGE_SIZE)
+        c.optimizer = {"name": "adamw", "learning_rate": 2e-3, "weight_decay": 1e-4,
+                       "clip_norm": 0.1}
+        c.schedule = {"name": "cosine", "warmup_steps": min(200, c.num_steps // 10)}
     elif a.run == "captioner":
         c.task = {"name": "captioning"}
         c.model = {"name": "captioner", "config": {

@@ -2,23 +2,26 @@
 
 One command, run by the README's main set-up step (``make demo``)::
 
-    jaxmm demo --workdir runs/demo [--size small] [--steps-scale 1.0]
+    jaxmm demo --workdir runs/demo [--size small] [--steps-scale 1.0] [--runs all]
 
 1. builds the built-in ``jaxmm_scenes`` dataset (rendered scenes, captions,
    questions/answers) into ``WORKDIR/data`` and trains a WordPiece tokenizer on
    its training text;
-2. trains three models with the real trainer (``jaxmm.train.run``, configs in
-   ``configs/demo.py``): a CLIP-style dual encoder (InfoNCE), a ViT->GPT
-   captioner with cross-attention, and an early-fusion VQA classifier;
+2. trains models with the real trainer (``jaxmm.train.run``, configs in
+   ``configs/demo.py``): by default (:data:`DEFAULT_RUNS`) a CLIP-style dual encoder
+   (InfoNCE), a ViT->GPT captioner with cross-attention and an early-fusion VQA
+   classifier; ``runs=`` adds a DETR object detector (``detection``: every run is
+   :data:`RUNS`, ``--runs all``);
 3. evaluates the exported params on the whole test split with the evaluators
    each run's config lists (:mod:`jaxmm.evaluate.evaluators`, the same ones
    ``jaxmm eval`` and training run): image<->text retrieval recall@K with all
    five captions per image, zero-shot classification, caption
-   BLEU/METEOR/ROUGE-L/CIDEr of generated captions (``jaxmm.generate``), and
-   VQA accuracy by question type, each next to chance or a trivial baseline;
+   BLEU/METEOR/ROUGE-L/CIDEr of generated captions (``jaxmm.generate``),
+   VQA accuracy by question type and COCO box mAP (pycocotools), each next to
+   chance or a trivial baseline;
 4. writes ``results.json``/``results.md``, ``samples.png`` (test images with
-   generated captions, answers and the captioner's cross-attention map),
-   ``attention.png`` (per-token cross-attention) and ``training_curves.png``.
+   generated captions, answers, detected boxes and the captioner's cross-attention
+   map), ``attention.png`` (per-token cross-attention) and ``training_curves.png``.
 
 Each run keeps its checkpoints and TensorBoard logs in ``WORKDIR/<run>``.
 Re-running the command resumes unfinished training and reuses finished runs.
@@ -38,7 +41,26 @@ import numpy as np
 
 __all__ = ["run_demo"]
 
-RUNS = ("clip", "captioner", "vqa")
+RUNS = ("clip", "captioner", "vqa", "detection")
+# What ``jaxmm demo`` trains unless ``runs=`` says otherwise (the 15-minute default on
+# two CPU cores); ``detection`` adds about 3 minutes.
+DEFAULT_RUNS = ("clip", "captioner", "vqa")
+
+
+def resolve_runs(runs: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"all"``, a comma-separated string or a sequence of run names (``None``: the
+    default runs) -> the runs in :data:`RUNS` order."""
+    if runs is None:
+        return DEFAULT_RUNS
+    names = [r.strip() for r in (runs.split(",") if isinstance(runs, str) else runs)
+             if r.strip()]
+    if names == ["all"]:
+        return RUNS
+    unknown = [r for r in names if r not in RUNS]
+    if unknown or not names:
+        raise ValueError(f"Unknown demo run {unknown[0] if unknown else ''!r}; choose from "
+                         f"{', '.join(RUNS)} (comma-separated), or all.")
+    return tuple(r for r in RUNS if r in names)
 
 
 def _log(msg: str) -> None:
@@ -97,13 +119,14 @@ def _test_examples(builder) -> list[dict[str, Any]]:
     return out
 
 
-def _batches(run: str, data_dir: str, tok, size: str, batch_size: int = 50):
-    """Test-split batches with each run's evaluation preprocessing."""
+def _batches(run: str, data_dir: str, tok, size: str, batch_size: int = 50,
+             split: str = "test"):
+    """A split's batches (default: test) with each run's evaluation preprocessing."""
     from jaxmm.config import load_config
     from jaxmm.data import make_iterator
 
     cfg = load_config(f"{_config_file()}:{run},data_dir={data_dir},size={size}")
-    it = make_iterator(cfg.data, split="test", batch_size=batch_size, seed=0, shuffle=False,
+    it = make_iterator(cfg.data, split=split, batch_size=batch_size, seed=0, shuffle=False,
                        repeat=False, process_index=0, process_count=1, tokenizer=tok)
     try:
         for batch in it:
@@ -200,31 +223,65 @@ def evaluate_clip(evaluators: dict, variables) -> dict[str, float]:
 
 
 def _evaluate(workdir: str, data_dir: str, tok_dir: str, tok, size: str,
-              decodings: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Scores of the three exported runs on the test split, and what the pictures need
-    (the captioner, its first test images, generated tokens and captions, VQA answers)."""
+              decodings: Sequence[str], runs: Sequence[str]
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scores of the exported ``runs`` on the test split (and the detector's image-blind
+    baseline), and what the pictures need (the captioner, its first test images,
+    generated tokens and captions, VQA answers, detections)."""
     where = (data_dir, tok_dir, tok.vocab_size, size)
     scores: dict[str, Any] = {}
-    _, clip, variables, _ = _evaluators(workdir, "clip", *where)
-    scores["clip"] = evaluate_clip(clip, variables)
-    built, captioner, variables, on_validation = _evaluators(
-        workdir, "captioner", *where, only=tuple(f"captions_{d}" for d in decodings),
-        validation=True)
-    scores["decodings"], best, predictions = evaluate_decodings(captioner, on_validation,
-                                                                 variables)
-    scores["captioner"] = dict(scores["decodings"][best], decoding=best)
-    _, vqa, vqa_variables, _ = _evaluators(workdir, "vqa", *where)
-    scores["vqa"], answers = evaluate_vqa(vqa["vqa"], vqa_variables)
-    pictures = {
-        "model": built.task.model, "params": variables["params"],
-        "images": next(_batches("captioner", data_dir, tok, size))["image"],
-        "sequences": predictions[best].tokens, "answers": answers,
-        "captions": {int(i): c for i, c in zip(predictions[best].ids,
-                                                predictions[best].captions)},
-        "decodings": {name: {int(i): c for i, c in zip(p.ids, p.captions)}
-                      for name, p in predictions.items()},
-    }
+    pictures: dict[str, Any] = {}
+    if "clip" in runs:
+        _, clip, variables, _ = _evaluators(workdir, "clip", *where)
+        scores["clip"] = evaluate_clip(clip, variables)
+    if "captioner" in runs:
+        built, captioner, variables, on_validation = _evaluators(
+            workdir, "captioner", *where, only=tuple(f"captions_{d}" for d in decodings),
+            validation=True)
+        scores["decodings"], best, predictions = evaluate_decodings(captioner, on_validation,
+                                                                     variables)
+        scores["captioner"] = dict(scores["decodings"][best], decoding=best)
+        pictures["captioner"] = {
+            "model": built.task.model, "params": variables["params"], "best": best,
+            "images": next(_batches("captioner", data_dir, tok, size))["image"],
+            "sequences": predictions[best].tokens,
+            "captions": {int(i): c for i, c in zip(predictions[best].ids,
+                                                    predictions[best].captions)},
+            "decodings": {name: {int(i): c for i, c in zip(p.ids, p.captions)}
+                          for name, p in predictions.items()},
+        }
+    if "vqa" in runs:
+        _, vqa, variables, _ = _evaluators(workdir, "vqa", *where)
+        scores["vqa"], pictures["answers"] = evaluate_vqa(vqa["vqa"], variables)
+    if "detection" in runs:
+        _, detection, variables, _ = _evaluators(workdir, "detection", *where)
+        predictions = detection["coco"].predict(variables)
+        scores["detection"] = detection["coco"].score(predictions)
+        scores["detection_baseline"] = detection_baseline(
+            _batches("detection", data_dir, tok, size, split="train"), predictions)
+        pictures["detections"] = {int(i): (b, s, c) for i, b, s, c in zip(
+            predictions.image_ids, predictions.boxes, predictions.scores, predictions.labels)}
     return scores, pictures
+
+
+def detection_baseline(train_batches, test) -> dict[str, float]:
+    """COCO scores (mAP, AP50, ...) on the test images of ``test``
+    (:class:`~jaxmm.evaluate.evaluators.detection.DetectionPredictions`) of the
+    image-blind detector that puts each class's mean training box on every image, scored
+    by the class's frequency (:func:`jaxmm.evaluate.detection.mean_box_baseline`)."""
+    from jaxmm.evaluate.detection import coco_box_metrics, mean_box_baseline
+
+    boxes, labels = [], []
+    for batch in train_batches:
+        real = np.asarray(batch["box_mask"]) > 0
+        boxes += [b[m] for b, m in zip(np.asarray(batch["boxes"]), real)]
+        labels += [c[m] for c, m in zip(np.asarray(batch["labels"]), real)]
+    if not boxes:
+        raise ValueError("The detection baseline needs training boxes; the train split "
+                         "has no examples.")
+    guess = mean_box_baseline(boxes, labels, test.num_classes, len(test.gt_boxes))
+    return coco_box_metrics(test.gt_boxes, test.gt_labels, *guess,
+                            image_size=test.image_size, num_classes=test.num_classes)
 
 
 def evaluate_decodings(test: dict, validation: dict, variables
@@ -294,8 +351,13 @@ def vqa_baselines(train_source, examples) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 
 
+# samples.png draws the detections whose class probability is at least this.
+DETECTION_THRESHOLD = 0.5
+
+
 def _display(image: np.ndarray) -> np.ndarray:
-    return np.clip((np.asarray(image, np.float32) + 1.0) / 2.0, 0.0, 1.0)  # [-1, 1] -> [0, 1]
+    """A raw uint8 test image -> floats in [0, 1]."""
+    return np.asarray(image, np.float32) / 255.0
 
 
 def _telling_example(decodings: dict[str, dict[int, str]], examples) -> int:
@@ -312,9 +374,16 @@ def _telling_example(decodings: dict[str, dict[int, str]], examples) -> int:
     return scores.index(max(scores))  # the first among equals
 
 
-def draw_samples(workdir: str, model, params, images, sequences, captions, answers,
-                 examples, tok, count: int = 8, decodings=None, best: str = ""
-                 ) -> tuple[str, str]:
+def draw_samples(workdir: str, examples, tok, *, count: int = 8,
+                 captioner: dict | None = None, answers: dict[int, list[str]] | None = None,
+                 detections: dict[int, tuple] | None = None) -> str | None:
+    """``samples.png``: the first ``count`` test images with what each trained run says
+    about them: the caption (and, below, the captioner's cross-attention map of its first
+    colour or shape word), the answer to the first question, and the detected boxes with
+    their shape and probability (at least :data:`DETECTION_THRESHOLD`). With the
+    captioner, also ``decodings.png`` (one image's caption under each decoding) and
+    ``attention.png`` (the first image's per-word cross-attention). Returns the path of
+    ``samples.png`` (``None`` when there are no test images)."""
     from jaxmm.data.scenes import COLORS, SHAPES
     from jaxmm.viz import (
         cross_attention_maps,
@@ -323,41 +392,57 @@ def draw_samples(workdir: str, model, params, images, sequences, captions, answe
         save_sample_grid,
     )
 
-    if decodings:
-        i = _telling_example(decodings, examples[:len(images)])
-        key = examples[i]["image_id"]
-        save_caption_comparison(
-            os.path.join(workdir, "decodings.png"), _display(images[i]),
-            {(f"{n} (chosen)" if n == best else n): c[key] for n, c in decodings.items()},
-            examples[i]["captions"], title="the captioner's decodings of one test image")
-
-    content = set(COLORS) | set(SHAPES)
-
-    n = min(count, len(images))
-    seqs = np.stack([np.asarray(s) for s in sequences[:n]])
-    maps = cross_attention_maps(model, params, images[:n], seqs)  # (n, T-1, gh, gw)
-    special = set(tok.all_special_ids)
-    chosen, texts = [], []
-    for i in range(n):
-        tokens = [int(t) for t in seqs[i, 1:]]
-        words = [j for j, t in enumerate(tokens) if t not in special]
-        # Attention of the first colour or shape word if there is one.
-        pick = next((j for j in words if tok.id_to_token(tokens[j]) in content), None)
-        pick = words[0] if pick is None and words else (0 if pick is None else pick)
-        chosen.append(maps[i, pick])
-        e = examples[i]
-        qa = f"Q: {e['questions'][0]}? A: {answers[e['image_id']][0]}"
-        texts.append(f"{captions[e['image_id']]}\n{qa}\n(map: '{tok.id_to_token(tokens[pick])}')")
-    shown = [_display(x) for x in images[:n]]
-    grid = save_sample_grid(os.path.join(workdir, "samples.png"), shown, texts,
-                            attention=chosen)
-    tokens = [int(t) for t in seqs[0, 1:]]
-    keep = [j for j, t in enumerate(tokens) if t not in special][:8]
-    fig = save_attention_figure(
-        os.path.join(workdir, "attention.png"), shown[0],
-        [tok.id_to_token(tokens[j]) for j in keep], [maps[0, j] for j in keep],
-        title=f"captioner cross-attention: {captions[examples[0]['image_id']]}")
-    return grid, fig
+    n = min(count, len(examples))
+    if n == 0:
+        return None
+    shown = [_display(e["image"]) for e in examples[:n]]
+    texts: list[list[str]] = [[] for _ in range(n)]
+    chosen = None
+    if captioner is not None:
+        c = captioner
+        n = min(n, len(c["images"]))
+        if c["decodings"]:
+            i = _telling_example(c["decodings"], examples[:len(c["images"])])
+            key = examples[i]["image_id"]
+            save_caption_comparison(
+                os.path.join(workdir, "decodings.png"), _display(examples[i]["image"]),
+                {(f"{d} (chosen)" if d == c["best"] else d): caps[key]
+                 for d, caps in c["decodings"].items()},
+                examples[i]["captions"], title="the captioner's decodings of one test image")
+        content = set(COLORS) | set(SHAPES)
+        seqs = np.stack([np.asarray(q) for q in c["sequences"][:n]])
+        maps = cross_attention_maps(c["model"], c["params"], c["images"][:n], seqs)
+        special = set(tok.all_special_ids)
+        chosen, picked = [], []
+        for i in range(n):
+            tokens = [int(t) for t in seqs[i, 1:]]
+            words = [j for j, t in enumerate(tokens) if t not in special]
+            # Attention of the first colour or shape word if there is one.
+            pick = next((j for j in words if tok.id_to_token(tokens[j]) in content), None)
+            pick = words[0] if pick is None and words else (0 if pick is None else pick)
+            chosen.append(maps[i, pick])
+            picked.append(tok.id_to_token(tokens[pick]))
+            texts[i].append(c["captions"][examples[i]["image_id"]])
+        tokens = [int(t) for t in seqs[0, 1:]]
+        keep = [j for j, t in enumerate(tokens) if t not in special][:8]
+        save_attention_figure(
+            os.path.join(workdir, "attention.png"), shown[0],
+            [tok.id_to_token(tokens[j]) for j in keep], [maps[0, j] for j in keep],
+            title=f"captioner cross-attention: {c['captions'][examples[0]['image_id']]}")
+    boxes = None
+    for i, e in enumerate(examples[:n]):
+        if answers is not None:
+            texts[i].append(f"Q: {e['questions'][0]}? A: {answers[e['image_id']][0]}")
+        if detections is not None:
+            b, p, k = detections[e["image_id"]]
+            keep = np.flatnonzero(np.asarray(p) >= DETECTION_THRESHOLD)
+            boxes = boxes if boxes is not None else [[] for _ in range(n)]
+            boxes[i] = [(b[j], f"{SHAPES[int(k[j])]} {p[j]:.2f}") for j in keep]
+            texts[i].append(f"boxes: {len(keep)} detections (p >= {DETECTION_THRESHOLD:g})")
+        if chosen is not None:
+            texts[i].append(f"(map: '{picked[i]}')")
+    return save_sample_grid(os.path.join(workdir, "samples.png"), shown[:n],
+                            ["\n".join(t) for t in texts[:n]], attention=chosen, boxes=boxes)
 
 
 # ---------------------------------------------------------------------------
@@ -367,31 +452,43 @@ def draw_samples(workdir: str, model, params, images, sequences, captions, answe
 
 def _table(results: dict) -> str:
     rows = [("model", "metric", "jaxmm", "baseline", "baseline is")]
-    c, b = results["clip"], results["baselines"]
-    for k in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"):
-        rows.append(("CLIP", k, f"{c[k]:.1f}%", f"{b['retrieval'][k]:.1f}%", "chance"))
-    rows.append(("CLIP", "zero-shot shape", f"{c['zero_shot_accuracy']:.1f}%",
-                 f"{b['zero_shot_chance']:.1f}%", "chance"))
-    if "zero_shot_ensemble_accuracy" in c:
-        rows.append(("CLIP", "zero-shot shape, prompt ensemble",
-                     f"{c['zero_shot_ensemble_accuracy']:.1f}%", f"{b['zero_shot_chance']:.1f}%",
+    b = results["baselines"]
+    if "clip" in results:
+        c = results["clip"]
+        for k in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"):
+            rows.append(("CLIP", k, f"{c[k]:.1f}%", f"{b['retrieval'][k]:.1f}%", "chance"))
+        rows.append(("CLIP", "zero-shot shape", f"{c['zero_shot_accuracy']:.1f}%",
+                     f"{b['zero_shot_chance']:.1f}%", "chance"))
+        if "zero_shot_ensemble_accuracy" in c:
+            rows.append(("CLIP", "zero-shot shape, prompt ensemble",
+                         f"{c['zero_shot_ensemble_accuracy']:.1f}%",
+                         f"{b['zero_shot_chance']:.1f}%", "chance"))
+    if "captioner" in results:
+        cap, cb = results["captioner"], b["captioning"]
+        for k in (k for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L") if k in cap):
+            rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['random'][k]:.3f}",
+                         "caption of another image"))
+            rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['constant'][k]:.3f}",
+                         "most frequent caption"))
+        rows.append(("captioner", "repeated 2-grams", f"{cap['repeated_2grams']:.1f}%", "",
+                     ""))
+    if "vqa" in results:
+        v, vb = results["vqa"], b["vqa"]
+        rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%",
+                     f"{vb['majority_per_type']:.1f}%", "majority answer per question type"))
+        rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['chance']:.1f}%",
                      "chance"))
-    cap, cb = results["captioner"], b["captioning"]
-    for k in (k for k in ("BLEU-4", "CIDEr", "METEOR", "ROUGE-L") if k in cap):
-        rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['random'][k]:.3f}",
-                     "caption of another image"))
-        rows.append(("captioner", k, f"{cap[k]:.3f}", f"{cb['constant'][k]:.3f}",
-                     "most frequent caption"))
-    rows.append(("captioner", "repeated 2-grams", f"{cap['repeated_2grams']:.1f}%", "", ""))
-    v, vb = results["vqa"], b["vqa"]
-    rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['majority_per_type']:.1f}%",
-                 "majority answer per question type"))
-    rows.append(("VQA", "accuracy", f"{v['accuracy']:.1f}%", f"{vb['chance']:.1f}%", "chance"))
-    for key in sorted(k for k in v if k.startswith("accuracy/")):
-        kind = key.split("/", 1)[1]
-        if f"majority/{kind}" in vb:
-            rows.append(("VQA", f"{kind} questions", f"{v[key]:.1f}%",
-                         f"{vb[f'majority/{kind}']:.1f}%", "majority answer of the type"))
+        for key in sorted(k for k in v if k.startswith("accuracy/")):
+            kind = key.split("/", 1)[1]
+            if f"majority/{kind}" in vb:
+                rows.append(("VQA", f"{kind} questions", f"{v[key]:.1f}%",
+                             f"{vb[f'majority/{kind}']:.1f}%", "majority answer of the type"))
+    if "detection" in results:
+        d, db = results["detection"], b["detection"]
+        for key, name in (("ap50", "box AP@0.5"), ("ap75", "box AP@0.75"),
+                          ("map", "box mAP@[.5:.95]")):
+            rows.append(("DETR", name, f"{100 * d[key]:.1f}", f"{100 * db[key]:.1f}",
+                         "mean training box of each class"))
     return _markdown(rows)
 
 
@@ -417,6 +514,8 @@ def _markdown(rows: list[tuple[str, ...]]) -> str:
 def results_markdown(results: dict) -> str:
     """``results.md``: the scores against baselines, then the captioner's decodings (only
     test-split scores: no timings, so two runs on one machine write the same file)."""
+    if "decodings" not in results:
+        return f"{_table(results)}\n"
     return (f"{_table(results)}\n\nThe captioner's decodings (test split; the chosen one "
             f"has the best validation CIDEr and draws `samples.png`):\n\n"
             f"{_decodings_table(results)}\n")
@@ -452,10 +551,11 @@ def readme_section(results: dict) -> str:
     each stage took and the ``results.md`` tables (never typed by hand)."""
     t = results.get("timing", {})
     train = results.get("train", {})
-    minutes = "/".join(f"{(train.get(r, {}).get('train_seconds') or 0) / 60:.1f}" for r in RUNS)
+    runs = results.get("runs", DEFAULT_RUNS)
+    minutes = "/".join(f"{(train.get(r, {}).get('train_seconds') or 0) / 60:.1f}" for r in runs)
     when = (f"{results['seconds'] / 60:.1f} minutes after installation: "
             f"{t.get('prepare_seconds', 0):.0f} s data and tokenizer, {minutes} minutes of "
-            f"training ({', '.join(RUNS)}), {t.get('evaluate_seconds', 0) / 60:.1f} minutes of "
+            f"training ({', '.join(runs)}), {t.get('evaluate_seconds', 0) / 60:.1f} minutes of "
             f"evaluation and pictures; peak memory {t.get('peak_rss_gb', 0):.1f} GB")
     machine = results.get("machine", "")
     return (f"{README_START}\nResults of `make demo` (`--size {results['size']}`, "
@@ -464,16 +564,19 @@ def readme_section(results: dict) -> str:
 
 
 def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
-             samples: int = 8, decodings: Sequence[str] | None = None) -> dict:
+             samples: int = 8, decodings: Sequence[str] | None = None,
+             runs: str | Sequence[str] | None = None) -> dict:
     """The whole demo; returns the results dict (also written to results.json).
 
     ``decodings``: the captioner decodings to score (names of ``configs/demo.py``'s
-    ``DECODINGS``; default all)."""
+    ``DECODINGS``; default all). ``runs``: which runs to train and score (names of
+    :data:`RUNS`, comma-separated, or ``"all"``; default :data:`DEFAULT_RUNS`)."""
     import tensorflow_datasets as tfds
 
     from jaxmm.data.scenes import SHAPES
     from jaxmm.viz import plot_training_curves, read_metrics
 
+    runs = resolve_runs(runs)
     known = list(_demo_config_module().DECODINGS)
     decodings = tuple(decodings or known)
     unknown = [d for d in decodings if d not in known]
@@ -486,36 +589,42 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     prepared = time.time()
 
     summaries = {run: _train(run, workdir, data_dir, tok_dir, tok.vocab_size, size, steps_scale)
-                 for run in RUNS}
+                 for run in runs}
 
     _log("evaluating on the test split")
     trained = time.time()
     examples = _test_examples(builder)
-    results: dict[str, Any] = {"size": size, "steps_scale": steps_scale}
-    scores, pictures = _evaluate(workdir, data_dir, tok_dir, tok, size, decodings)
+    results: dict[str, Any] = {"size": size, "steps_scale": steps_scale, "runs": list(runs)}
+    scores, pictures = _evaluate(workdir, data_dir, tok_dir, tok, size, decodings, runs)
+    baselines: dict[str, Any] = {}
+    if "detection" in runs:
+        baselines["detection"] = scores.pop("detection_baseline")
     results.update(scores)
 
     train = tfds.data_source(builder.info.full_name.rsplit("/", 1)[0],
                              data_dir=builder.data_dir_root, split="train")
-    train_captions = [c.decode() for i in range(len(train)) for c in train[i]["captions"]]
-    results["baselines"] = {
-        "retrieval": _retrieval_chance(results["clip"]["num_images"],
-                                       results["clip"]["num_texts"]),
-        "zero_shot_chance": 100.0 / len(SHAPES),
-        "captioning": caption_baselines(train_captions, examples),
-        "vqa": vqa_baselines((train[i] for i in range(len(train))), examples),
-    }
+    if "clip" in runs:
+        baselines["retrieval"] = _retrieval_chance(results["clip"]["num_images"],
+                                                   results["clip"]["num_texts"])
+        baselines["zero_shot_chance"] = 100.0 / len(SHAPES)
+    if "captioner" in runs:
+        train_captions = [c.decode() for i in range(len(train)) for c in train[i]["captions"]]
+        baselines["captioning"] = caption_baselines(train_captions, examples)
+    if "vqa" in runs:
+        baselines["vqa"] = vqa_baselines((train[i] for i in range(len(train))), examples)
+    results["baselines"] = baselines
     results["train"] = {run: {k: summaries[run].get(k) for k in
                               ("step", "num_params", "train_seconds", "eval")}
-                        for run in RUNS}
-    results["samples"] = {str(e["image_id"]): {"caption": pictures["captions"][e["image_id"]],
-                                               "references": e["captions"]}
-                          for e in examples[:samples]}
+                        for run in runs}
+    captioner = pictures.get("captioner")
+    if captioner is not None:
+        results["samples"] = {str(e["image_id"]): {"caption": captioner["captions"][
+            e["image_id"]], "references": e["captions"]} for e in examples[:samples]}
 
     _log("drawing samples, attention maps and training curves")
-    draw_samples(workdir, **pictures, examples=examples, tok=tok, count=samples,
-                 best=results["captioner"]["decoding"])
-    curves = {run: read_metrics(os.path.join(workdir, run, "metrics.jsonl")) for run in RUNS}
+    draw_samples(workdir, examples, tok, count=samples, captioner=captioner,
+                 answers=pictures.get("answers"), detections=pictures.get("detections"))
+    curves = {run: read_metrics(os.path.join(workdir, run, "metrics.jsonl")) for run in runs}
     plot_training_curves(curves, os.path.join(workdir, "training_curves.png"),
                          metrics=["train/loss"] + [m for m in (
                              "train/i2t_accuracy", "train/accuracy") if any(
@@ -532,6 +641,8 @@ def run_demo(workdir: str, *, size: str = "small", steps_scale: float = 1.0,
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table)
     print("\n" + table, flush=True)
-    _log(f"done in {results['seconds'] / 60:.1f} min; results, samples.png, attention.png and "
-         f"training_curves.png are in {workdir}")
+    pngs = ["samples.png"] + (["attention.png"] if captioner is not None else []) + [
+        "training_curves.png"]
+    _log(f"done in {results['seconds'] / 60:.1f} min; results, {', '.join(pngs)} are in "
+         f"{workdir}")
     return results

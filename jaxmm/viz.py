@@ -212,13 +212,19 @@ def save_caption_comparison(
 def save_sample_grid(
     path: str, images: Sequence[np.ndarray], texts: Sequence[str],
     *, attention: Sequence[np.ndarray | None] | None = None, columns: int = 4,
+    boxes: Sequence[Sequence[tuple[Sequence[float], str]]] | None = None,
 ) -> str:
     """A grid of images with text under each; with ``attention``, a second row of
-    overlays per sample (``(h, w)`` maps)."""
+    overlays per sample (``(h, w)`` maps); with ``boxes``, each image's ``(box, label)``
+    pairs drawn on it (boxes normalised ``(cx, cy, w, h)`` in [0, 1], as DETR predicts)."""
     plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
     n = len(images)
     if len(texts) != n:
         raise ValueError(f"{n} images but {len(texts)} texts.")
+    if boxes is not None and len(boxes) != n:
+        raise ValueError(f"{n} images but {len(boxes)} lists of boxes.")
     rows_per = 2 if attention is not None else 1
     cols = min(columns, n)
     groups = -(-n // cols)
@@ -230,6 +236,13 @@ def save_sample_grid(
         r, c = divmod(i, cols)
         ax = axes[r * rows_per, c]
         ax.imshow(np.clip(img, 0, 1))
+        h, w = np.shape(img)[:2]
+        for (cx, cy, bw, bh), label in (boxes[i] if boxes is not None else ()):
+            ax.add_patch(Rectangle(((cx - bw / 2) * w - 0.5, (cy - bh / 2) * h - 0.5),
+                                   bw * w, bh * h, fill=False, edgecolor="yellow",
+                                   linewidth=1.2))
+            ax.text((cx - bw / 2) * w - 0.5, (cy - bh / 2) * h - 1.0, label, fontsize=5,
+                    color="black", backgroundcolor="yellow", va="bottom")
         wrapped = "\n".join(textwrap.fill(line, 44) for line in str(text).split("\n"))
         ax.set_title(wrapped, fontsize=7)
         if attention is not None and attention[i] is not None:

@@ -74,6 +74,66 @@ def test_demo_end_to_end(tmp_path):
     assert list(json.loads((workdir / "results.json").read_text())["decodings"]) == ["greedy"]
 
 
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_demo_detection_run_learns_boxes(tmp_path):
+    """``--runs detection`` trains only the DETR: box AP far above the image-blind
+    baseline (each class's mean training box on every image), scored by pycocotools on
+    the test split; samples.png draws the boxes; no other run's files or rows."""
+    workdir = tmp_path / "demo"
+    args = [sys.executable, "-m", "jaxmm", "demo", "--workdir", str(workdir), "--size", "tiny",
+            "--steps-scale", "0.4", "--samples", "4", "--runs", "detection"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
+                          timeout=DEMO_HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["runs"] == ["detection"] and results["train"]["detection"]["step"] == 600
+    det, base = results["detection"], results["baselines"]["detection"]
+    assert det["num_images"] == 64
+    assert det["ap50"] > max(0.05, 5 * base["ap50"]), (det, base)
+    assert det["map"] > 5 * base["map"]
+    assert not any(k in results for k in ("clip", "captioner", "vqa", "decodings"))
+    table = (workdir / "results.md").read_text()
+    assert table.count("| DETR ") == 3 and "decodings" not in table
+    assert sorted(os.listdir(workdir)) == ["data", "detection", "results.json", "results.md",
+                                           "samples.png", "tokenizer", "training_curves.png"]
+    assert Image.open(workdir / "samples.png").size[0] > 200
+
+
+def test_demo_runs_are_named_or_all():
+    from jaxmm.demo import DEFAULT_RUNS, RUNS, resolve_runs
+
+    assert resolve_runs(None) == DEFAULT_RUNS == ("clip", "captioner", "vqa")
+    assert resolve_runs("all") == RUNS and "detection" in RUNS
+    assert resolve_runs("detection, clip") == ("clip", "detection")  # RUNS order
+    assert resolve_runs(["vqa"]) == ("vqa",)
+    for bad in ("clip,detr", ""):
+        with pytest.raises(ValueError, match="choose from clip, captioner, vqa, detection"):
+            resolve_runs(bad)
+    proc = subprocess.run([sys.executable, "-m", "jaxmm", "demo", "--workdir",
+                           "unused", "--runs", "clip,ocr"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "Unknown demo run 'ocr'" in proc.stderr
+    assert not os.path.exists(os.path.join(ROOT, "unused"))
+
+
+def test_results_table_has_the_detection_rows_of_the_runs_it_has():
+    from jaxmm.demo import results_markdown
+
+    detection = {"map": 0.412, "ap50": 0.9, "ap75": 0.5, "num_images": 250.0}
+    both = results_markdown(_results(runs=["clip", "captioner", "vqa", "detection"],
+                                     detection=detection,
+                                     baselines=dict(_results()["baselines"], detection={
+                                         "map": 0.001, "ap50": 0.02, "ap75": 0.0})))
+    assert "| DETR      | box AP@0.5       | 90.0" in both and "| 2.0 " in both
+    assert "| DETR      | box mAP@[.5:.95] | 41.2" in both
+    assert both.count("| CLIP ") == 5 and "(chosen)" in both
+    alone = {"size": "tiny", "runs": ["detection"], "detection": detection,
+             "baselines": {"detection": {"map": 0.001, "ap50": 0.02, "ap75": 0.0}}}
+    table = results_markdown(alone)
+    assert table.count("| DETR ") == 3 and "CLIP" not in table and "decodings" not in table
+
+
 def _results(**over) -> dict:
     """A results.json as jaxmm demo writes it (the fields the README block renders)."""
     dec = {"CIDEr": 1.2, "BLEU-4": 0.4, "repeated_2grams": 3.0, "repeated_3grams": 1.0,

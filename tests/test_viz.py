@@ -51,6 +51,21 @@ def test_figures_are_written(tmp_path):
     assert Image.open(p).size[0] > 300
     with pytest.raises(ValueError, match="No captions"):
         viz.save_caption_comparison(str(tmp_path / "e.png"), img, {})
+    # Detected boxes are drawn where they are: yellow edges inside the box's part of the
+    # image (a grey image has no yellow of its own), none in its other half.
+    grey = np.full((40, 40, 3), 0.5)
+    p = viz.save_sample_grid(str(tmp_path / "b.png"), [grey], ["boxes"], columns=1,
+                             boxes=[[((0.25, 0.5, 0.3, 0.6), "circle 0.90")]])
+    rgb = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 200) & (rgb[..., 2] < 80)
+    plain = np.asarray(Image.open(viz.save_sample_grid(
+        str(tmp_path / "n.png"), [grey], ["boxes"], columns=1)).convert("RGB")).astype(int)
+    image_cols = np.flatnonzero(np.all(np.abs(plain - 127) < 3, -1).any(0))  # the grey axes
+    left, right = image_cols.min(), image_cols.max()
+    cols = np.flatnonzero(yellow.any(0))
+    assert cols.size and cols.max() < (left + right) / 2, (cols, left, right)
+    with pytest.raises(ValueError, match="1 images but 2 lists of boxes"):
+        viz.save_sample_grid(str(tmp_path / "x.png"), [grey], ["x"], boxes=[[], []])
     metrics = tmp_path / "m.jsonl"
     metrics.write_text("\n".join(json.dumps({"step": s, "loss": 1 / (s + 1)}) for s in range(5))
                        + "\n{broken")

@@ -459,3 +459,55 @@ def test_evaluator_config_is_completed_and_overridable():
     built = build_run(tiny_config("lm"))
     with pytest.raises(ConfigError, match=r"No evaluator named 'lss'.*Did you mean 'loss'"):
         make_evaluators(built.config, built.eval_context(), ("lss",))
+
+
+DETR = {"model.name": "detr", "model.size": "tiny", "task.name": "detection",
+        "model.config": {"num_layers": 1, "d_model": 32, "num_heads": 2, "mlp_dim": 64,
+                         "num_queries": 4, "num_classes": 3, "dropout_rate": 0.0}}
+
+
+def test_coco_map_scores_the_models_detections_with_pycocotools(rng):
+    """predict() gives every real image's detections (the model applied unsharded) and
+    ground truth in order; score() is pycocotools' COCOeval of them."""
+    from jaxmm.evaluate.detection import coco_box_metrics, detr_detections
+
+    batches = []
+    for b, n in enumerate((8, 3)):
+        centres = rng.uniform(0.3, 0.7, (n, 3, 2))
+        sizes = rng.uniform(0.1, 0.4, (n, 3, 2))
+        mask = (rng.random((n, 3)) < 0.7).astype(np.float32)
+        mask[:, 0] = 1.0
+        batches.append({
+            "image": rng.normal(size=(n, 32, 32, 3)).astype(np.float32),
+            "boxes": (np.concatenate([centres, sizes], -1) * mask[..., None]).astype(
+                np.float32),
+            "labels": (rng.integers(0, 3, (n, 3)) * mask).astype(np.int32),
+            "box_mask": mask, "image_id": np.arange(10 * b, 10 * b + n, dtype=np.int32)})
+    built, evaluators, variables = _evaluators(
+        "detection", DETR, {"type": "coco_map", "batch_size": 8, "image_size": 64}, batches)
+    out = [built.task.model.apply(variables, b["image"]) for b in batches]
+    boxes, scores, labels = detr_detections(np.concatenate([o.logits for o in out]),
+                                            np.concatenate([o.pred_boxes for o in out]))
+    real = np.concatenate([b["box_mask"] for b in batches]) > 0
+    gt_boxes = [x[m] for x, m in zip(np.concatenate([b["boxes"] for b in batches]), real)]
+    gt_labels = [x[m] for x, m in zip(np.concatenate([b["labels"] for b in batches]), real)]
+
+    predictions = evaluators["ev"].predict(variables)
+    assert list(predictions.image_ids) == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12]
+    np.testing.assert_allclose(predictions.boxes, boxes, atol=1e-5)
+    np.testing.assert_allclose(predictions.scores, scores, atol=1e-5)
+    np.testing.assert_array_equal(predictions.labels, labels)
+    for got, want in zip(predictions.gt_boxes, gt_boxes):
+        np.testing.assert_array_equal(got, want)
+    assert (predictions.image_size, predictions.num_classes) == (64, 3)
+    want = coco_box_metrics(gt_boxes, gt_labels, list(boxes), list(scores), list(labels),
+                            image_size=64, num_classes=3)
+    got = evaluators["ev"](variables)
+    assert got.pop("num_images") == 11
+    assert got == pytest.approx(want, abs=1e-6)
+    # Ground-truth boxes as detections score 1 (the metric is not blind to the boxes).
+    perfect = dataclasses.replace(
+        predictions, boxes=np.stack([np.pad(g, ((0, 4 - len(g)), (0, 0))) for g in gt_boxes]),
+        scores=np.stack([np.pad(np.ones(len(g)), (0, 4 - len(g))) for g in gt_boxes]),
+        labels=np.stack([np.pad(g, (0, 4 - len(g))) for g in gt_labels]))
+    assert evaluators["ev"].score(perfect)["ap50"] == pytest.approx(1.0)

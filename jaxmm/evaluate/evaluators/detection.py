@@ -12,12 +12,34 @@ import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmm.config import ConfigBase, ConfigError
 from jaxmm.evaluate.detection import coco_box_metrics, detr_detections
 from jaxmm.evaluate.evaluators.base import Evaluator, register_evaluator
 
-__all__ = ["COCOMapEvaluator", "COCOMapOptions"]
+__all__ = ["COCOMapEvaluator", "COCOMapOptions", "DetectionPredictions"]
+
+
+@dataclasses.dataclass
+class DetectionPredictions:
+    """Every real eval image's detections and ground truth (all processes, in order).
+
+    Per image ``i``: ``boxes[i]`` ``(Q, 4)`` normalised cxcywh, ``scores[i]`` ``(Q,)``
+    and ``labels[i]`` ``(Q,)`` (every query's most likely real class and its
+    probability); ``gt_boxes[i]`` ``(n_i, 4)`` and ``gt_labels[i]`` ``(n_i,)``.
+    ``image_ids`` ``(N,)`` (``0..N-1`` when the batches carry none); ``image_size``
+    the pixels COCO's area ranges are measured in; ``num_classes`` the real classes.
+    """
+
+    image_ids: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    gt_boxes: list[np.ndarray]
+    gt_labels: list[np.ndarray]
+    image_size: int
+    num_classes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +73,7 @@ class COCOMapEvaluator(Evaluator):
 
         self._predict = self.jit(predict)
 
-    def evaluate(self, variables: Any) -> dict[str, float]:
+    def predict(self, variables: Any) -> DetectionPredictions:
         size = [self.options.image_size]
 
         def step(local, batch):
@@ -61,15 +83,28 @@ class COCOMapEvaluator(Evaluator):
                                   f"{', '.join(missing)} (keys: {sorted(local)}).")
             if not size[0]:
                 size[0] = int(local["image"].shape[1]) if "image" in local else 512
-            return {k: self.host_rows(v) for k, v in self._predict(variables, batch).items()}
+            out = {k: self.host_rows(v) for k, v in self._predict(variables, batch).items()}
+            if "image_id" in local:
+                out["image_id"] = np.asarray(local["image_id"])
+            return out
 
         rows = self.collect(step)
         boxes, scores, labels = detr_detections(rows["logits"], rows["pred_boxes"])
         real = rows["box_mask"] > 0
-        out = coco_box_metrics(
-            [b[m] for b, m in zip(rows["boxes"], real)],
-            [lab[m] for lab, m in zip(rows["labels"], real)],
-            list(boxes), list(scores), list(labels), image_size=size[0],
-            num_classes=rows["logits"].shape[-1] - 1)
-        out["num_images"] = float(len(real))
+        return DetectionPredictions(
+            image_ids=np.asarray(rows.get("image_id", np.arange(len(real)))),
+            boxes=boxes, scores=scores, labels=labels,
+            gt_boxes=[b[m] for b, m in zip(rows["boxes"], real)],
+            gt_labels=[lab[m] for lab, m in zip(rows["labels"], real)],
+            image_size=size[0], num_classes=rows["logits"].shape[-1] - 1)
+
+    def score(self, predictions: DetectionPredictions) -> dict[str, float]:
+        p = predictions
+        out = coco_box_metrics(p.gt_boxes, p.gt_labels, list(p.boxes), list(p.scores),
+                               list(p.labels), image_size=p.image_size,
+                               num_classes=p.num_classes)
+        out["num_images"] = float(len(p.gt_boxes))
         return out
+
+    def evaluate(self, variables: Any) -> dict[str, float]:
+        return self.score(self.predict(variables))
