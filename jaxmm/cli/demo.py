@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", default="",
                         help="comma-separated runs to train and score: clip, captioner, vqa, "
                              "detection; or all (default: clip,captioner,vqa, about 15 "
-                             "minutes on two CPU cores; detection adds about 3)")
+                             "minutes on two CPU cores; detection adds about 5)")
     args = parser.parse_args(argv)
     if args.steps_scale <= 0:
         parser.error("--steps-scale must be > 0")
