@@ -18,8 +18,8 @@ The input projection, a 1x1 conv ``(D, C, 1, 1)``, is jaxmm's Dense kernel ``(C,
 Not imported: dilated (DC5) backbones, learned position embeddings, non-ResNet
 backbones, different encoder/decoder widths, ``DetrModel`` (no heads) and
 ``DetrForSegmentation``. Training-only knobs (``auxiliary_loss``, layer drop,
-``activation_dropout``, the matcher costs) are ignored. jaxmm's DETR has no pixel mask:
-images must not be padded (Hugging Face's default all-ones ``pixel_mask``).
+``activation_dropout``, the matcher costs) are ignored. Padded batches work as in
+transformers: pass the processor's ``pixel_mask`` (``model.apply(..., pixel_mask=m)``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ logits over ``num_classes + 1`` (the last is "no object") and a box ``(cx, cy, w
   ``norm_position="post"``, ``encoder_layers=6`` and a ``frozen_batch`` ResNet-50 this is
   facebook/detr-resnet-50 (size ``"detr_resnet50"``; ``jaxmm.convert`` imports it).
 
-Images are not padded: there is no pixel mask (every pixel is real).
+A batch of images padded to one size passes ``pixel_mask`` (1 = real pixel): padded
+tokens are hidden from every attention (and, with ``"attention"``, from the positions).
 
 The heads run on every decoder layer's output (after the shared final norm), which the
 set criterion (:func:`jaxmm.losses.detr_loss`) uses for DETR's auxiliary losses.
@@ -38,7 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.layers import DecoderLayer, TransformerConfig, dot_product_attention, make_norm
+from jaxmm.layers import (
+    DecoderLayer,
+    TransformerConfig,
+    dot_product_attention,
+    key_padding_mask,
+    make_norm,
+)
 from jaxmm.layers.attention import Projection
 from jaxmm.layers.blocks import DTYPES, _ResidualMixin
 from jaxmm.layers.config_fields import ComputeFields, DropoutFields, TransformerFields
@@ -154,22 +161,43 @@ def _sine(length: int, width: int) -> np.ndarray:
     return np.concatenate([np.sin(angle), np.cos(angle)], -1)
 
 
-def detr_sine_positions(height: int, width: int, dim: int,
-                        temperature: float = 10000.0) -> np.ndarray:
-    """DETR's 2D sine positions ``(height * width, dim)`` of an unpadded feature grid
-    (row-major): the first ``dim / 2`` channels encode the row, the rest the column; each
-    coordinate ``1..n`` is normalised to ``(0, 2 pi]`` and channel ``c`` of a half is
+def detr_sine_positions(mask: Any, dim: int, temperature: float = 10000.0,
+                        xp: Any = np) -> Any:
+    """DETR's 2D sine positions ``(B, h * w, dim)`` of feature grids whose valid cells
+    are ``mask`` ``(B, h, w)`` (1 = real pixel, 0 = padding), row-major.
+
+    The first ``dim / 2`` channels encode the row, the rest the column. A cell's row
+    (column) coordinate is the count of valid cells up to it in its column (row),
+    normalised by that column's (row's) total to ``(0, 2 pi]``; channel ``c`` of a half is
     ``sin`` (even ``c``) or ``cos`` (odd ``c``) of it over ``temperature ** (2 (c // 2) /
-    (dim / 2))``."""
+    (dim / 2))``. ``xp``: ``numpy`` (a trace-time constant) or ``jax.numpy``.
+    """
     half = dim // 2
     freq = temperature ** (2 * (np.arange(half) // 2) / half)
+    mask = xp.asarray(mask, np.float32)
+    b, h, w = mask.shape
+    rows, cols = xp.cumsum(mask, axis=1), xp.cumsum(mask, axis=2)
+    rows = rows / (rows[:, -1:, :] + 1e-6) * 2 * math.pi
+    cols = cols / (cols[:, :, -1:] + 1e-6) * 2 * math.pi
 
-    def encode(n: int) -> np.ndarray:
-        angle = (np.arange(1, n + 1) / (n + 1e-6) * 2 * math.pi)[:, None] / freq
-        return np.where(np.arange(half) % 2 == 0, np.sin(angle), np.cos(angle))
+    def encode(coord):  # (B, h, w) -> (B, h, w, half)
+        angle = coord[..., None] / freq.astype(np.float32)
+        return xp.where(np.arange(half) % 2 == 0, xp.sin(angle), xp.cos(angle))
 
-    rows, cols = encode(height), encode(width)
-    return np.concatenate([np.repeat(rows, width, 0), np.tile(cols, (height, 1))], -1)
+    return xp.concatenate([encode(rows), encode(cols)], -1).reshape(b, h * w, 2 * half)
+
+
+def feature_grid(num_tokens: int, image_hw: tuple[int, int], backbone: Any,
+                 grid: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """The ``(rows, cols)`` feature grid behind a backbone's last ``rows * cols`` tokens
+    (a CNN's stride-``downsample`` map, a ViT's patches), or ``None`` if unknown."""
+    h, w = image_hw
+    if grid is None:
+        if hasattr(backbone, "downsample"):  # a CNN: stride-`downsample` feature map
+            grid = (math.ceil(h / backbone.downsample), math.ceil(w / backbone.downsample))
+        elif hasattr(backbone, "patch_size"):  # a ViT: patches after any class token
+            grid = (h // backbone.patch_size, w // backbone.patch_size)
+    return None if grid is None or grid[0] * grid[1] > num_tokens else tuple(grid)
 
 
 def memory_positions(num_tokens: int, image_hw: tuple[int, int], backbone: Any, width: int,
@@ -179,20 +207,32 @@ def memory_positions(num_tokens: int, image_hw: tuple[int, int], backbone: Any, 
     channels for the row, half for the column) over its feature grid, zeros for leading
     extra tokens (a ViT's class token); a 1D sine table when the grid is unknown.
     ``detr_sine``: DETR's normalised table (:func:`detr_sine_positions`)."""
-    h, w = image_hw
-    if grid is None:
-        if hasattr(backbone, "downsample"):  # a CNN: stride-`downsample` feature map
-            grid = (math.ceil(h / backbone.downsample), math.ceil(w / backbone.downsample))
-        elif hasattr(backbone, "patch_size"):  # a ViT: patches after any class token
-            grid = (h // backbone.patch_size, w // backbone.patch_size)
-    if grid is None or grid[0] * grid[1] > num_tokens or width % 4:
+    grid = feature_grid(num_tokens, image_hw, backbone, grid)
+    if grid is None or width % 4:
         return _sine(num_tokens, width)
     if detr_sine:
-        table = detr_sine_positions(grid[0], grid[1], width)
+        table = detr_sine_positions(np.ones((1, *grid)), width)[0]
     else:
         rows, cols = _sine(grid[0], width // 2), _sine(grid[1], width // 2)
         table = np.concatenate([np.repeat(rows, grid[1], 0), np.tile(cols, (grid[0], 1))], -1)
     return np.concatenate([np.zeros((num_tokens - len(table), width)), table], 0)
+
+
+def _grid_mask(pixel_mask: Array, image_shape: tuple[int, int, int],
+               grid: tuple[int, int] | None) -> Array:
+    """``pixel_mask`` ``(B, H, W)`` -> boolean ``(B, rows, cols)`` on the feature grid:
+    the pixel at ``floor(i * H / rows)`` (PyTorch's nearest ``interpolate``)."""
+    if pixel_mask.shape != image_shape:
+        raise ValueError(f"pixel_mask must have shape (batch, height, width) = "
+                         f"{tuple(image_shape)}; got {tuple(pixel_mask.shape)}.")
+    if grid is None:
+        raise ValueError("pixel_mask needs a backbone with a known feature grid (a CNN or "
+                         "a ViT); this backbone's tokens have none.")
+    _, h, w = image_shape
+    rows, cols = (np.minimum(np.floor(np.arange(n, dtype=np.float32)
+                                      * (np.float32(size) / np.float32(n))), size - 1)
+                  .astype(int) for n, size in ((grid[0], h), (grid[1], w)))
+    return jnp.asarray(pixel_mask)[:, rows][:, :, cols].astype(bool)
 
 
 class DetrAttention(nn.Module):
@@ -205,7 +245,8 @@ class DetrAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, kv: Array, query_pos: Array | None = None,
-                 key_pos: Array | None = None, *, deterministic: bool = True) -> Array:
+                 key_pos: Array | None = None, *, mask: Array | None = None,
+                 deterministic: bool = True) -> Array:
         cfg = self.config
         heads, head_dim = cfg.num_heads, cfg.resolved_head_dim
 
@@ -223,7 +264,7 @@ class DetrAttention(nn.Module):
         value = project((heads, head_dim), 1, ("embed", "kv_heads", "kv"), "value")(kv)
         dropout = cfg.attention_dropout_rate > 0.0 and not deterministic
         out = dot_product_attention(
-            query, key, value, scale=cfg.attention_scale,
+            query, key, value, mask=mask, scale=cfg.attention_scale,
             dropout_rate=cfg.attention_dropout_rate,
             dropout_rng=self.make_rng("dropout") if dropout else None,
             deterministic=deterministic, implementation=cfg.attention_impl)
@@ -234,7 +275,9 @@ class DetrLayer(_ResidualMixin, nn.Module):
     """A DETR encoder layer (self-attention, MLP) or, with ``config.cross_attention``, a
     decoder layer (self-attention, cross-attention to ``memory``, MLP); pre- or post-LN
     (``config.norm_position``). ``pos`` is added to the self-attention queries/keys and the
-    cross-attention queries, ``memory_pos`` to the cross-attention keys. Param names are
+    cross-attention queries, ``memory_pos`` to the cross-attention keys; ``memory_mask``
+    ``(B, 1, 1, S)`` hides padded memory tokens (the keys of an encoder layer's
+    self-attention, of a decoder layer's cross-attention). Param names are
     :class:`~jaxmm.layers.DecoderLayer`'s (``self_attention``, ``attention_norm``,
     ``cross_attention``, ``cross_attention_norm``, ``mlp``, ``mlp_norm``)."""
 
@@ -242,17 +285,20 @@ class DetrLayer(_ResidualMixin, nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, memory: Array | None = None, *, pos: Array | None = None,
-                 memory_pos: Array | None = None, deterministic: bool = True) -> Array:
+                 memory_pos: Array | None = None, memory_mask: Array | None = None,
+                 deterministic: bool = True) -> Array:
+        decoder = self.config.cross_attention
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         attn = DetrAttention(self.config, name="self_attention")
         x, _ = self.residual(
-            x, lambda h: (attn(h, h, pos, pos, deterministic=deterministic), None),
+            x, lambda h: (attn(h, h, pos, pos, mask=None if decoder else memory_mask,
+                               deterministic=deterministic), None),
             "attention_norm", deterministic)
-        if self.config.cross_attention:
+        if decoder:
             cross = DetrAttention(self.config, name="cross_attention")
             x, _ = self.residual(
-                x, lambda h: (cross(h, memory, pos, memory_pos, deterministic=deterministic),
-                              None),
+                x, lambda h: (cross(h, memory, pos, memory_pos, mask=memory_mask,
+                                    deterministic=deterministic), None),
                 "cross_attention_norm", deterministic)
         x, _ = self.mlp(x, deterministic)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -270,7 +316,13 @@ class DetrForObjectDetection(nn.Module):
     config: DetrConfig
 
     @nn.compact
-    def __call__(self, image: Array, *, deterministic: bool = True) -> DetrOutput:
+    def __call__(self, image: Array, *, pixel_mask: Array | None = None,
+                 deterministic: bool = True) -> DetrOutput:
+        """``pixel_mask`` ``(B, H, W)``: 1 for real pixels, 0 for padding (a batch of
+        images of different sizes padded to one); ``None``: every pixel is real. It is
+        brought to the feature grid (nearest, as PyTorch's ``interpolate``) and hides
+        padded tokens from every attention; with ``positions="attention"`` the sine
+        positions count only valid cells, as DETR's do."""
         cfg = self.config
         dcfg = cfg.transformer
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
@@ -290,6 +342,17 @@ class DetrForObjectDetection(nn.Module):
         positions = jnp.asarray(memory_positions(s, image.shape[1:3], cfg.backbone_config,
                                                  cfg.d_model, grid, detr_sine=in_attention),
                                 dtype)[None]
+        memory_mask = None
+        if pixel_mask is not None:
+            valid = _grid_mask(pixel_mask, image.shape[:3],
+                               feature_grid(s, image.shape[1:3], cfg.backbone_config, grid))
+            if in_attention:
+                table = detr_sine_positions(valid, cfg.d_model, xp=jnp).astype(dtype)
+                positions = jnp.concatenate(
+                    [jnp.zeros((b, s - table.shape[1], cfg.d_model), dtype), table], 1)
+            valid = jnp.concatenate([jnp.ones((b, s - valid[0].size), bool),
+                                     valid.reshape(b, -1)], 1)
+            memory_mask = key_padding_mask(valid)
         if not in_attention:
             memory = memory + positions
         encoder_out = enc.last_hidden_state
@@ -298,7 +361,7 @@ class DetrForObjectDetection(nn.Module):
             ecfg = cfg.encoder_transformer
             for i in range(cfg.encoder_layers):
                 memory = DetrLayer(ecfg, name=f"encoder_layer_{i}")(
-                    memory, pos=positions if in_attention else None,
+                    memory, pos=positions if in_attention else None, memory_mask=memory_mask,
                     deterministic=deterministic)
             encoder_out = memory
         queries = self.param(
@@ -314,10 +377,11 @@ class DetrForObjectDetection(nn.Module):
         for i in range(cfg.num_layers):
             if in_attention:
                 x = DetrLayer(dcfg, name=f"decoder_layer_{i}")(
-                    x, memory, pos=queries, memory_pos=positions, deterministic=deterministic)
+                    x, memory, pos=queries, memory_pos=positions, memory_mask=memory_mask,
+                    deterministic=deterministic)
             else:
                 x, _ = DecoderLayer(dcfg, name=f"decoder_layer_{i}")(
-                    x, memory, deterministic=deterministic)
+                    x, memory, cross_mask=memory_mask, deterministic=deterministic)
             layer_outputs.append(norm(x))
         hidden = jnp.stack(layer_outputs)  # (L, B, Q, D)
         logits = nn.Dense(cfg.num_classes + 1, name="class_head", **dense)(hidden)

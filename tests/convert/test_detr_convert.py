@@ -76,13 +76,14 @@ def _hf_detr(layer_type, **overrides):
     return model
 
 
-def _hf_outputs(model, image):
+def _hf_outputs(model, image, pixel_mask=None):
     """Final and per-layer (decoder norm + heads on every layer's output) predictions."""
     layer_out = []  # each decoder layer's output, caught by a hook
     hooks = [layer.register_forward_hook(lambda mod, args, out: layer_out.append(out))
              for layer in model.model.decoder.layers]
     with torch.no_grad():
-        out = model(pixel_values=torch.from_numpy(image.transpose(0, 3, 1, 2).copy()))
+        out = model(pixel_values=torch.from_numpy(image.transpose(0, 3, 1, 2).copy()),
+                    pixel_mask=None if pixel_mask is None else torch.from_numpy(pixel_mask))
         hidden = [model.model.decoder.layernorm(h) for h in layer_out]
         layer_logits = torch.stack([model.class_labels_classifier(h) for h in hidden])
         layer_boxes = torch.stack([model.bbox_predictor(h).sigmoid() for h in hidden])
@@ -103,7 +104,8 @@ def test_import_matches_transformers_in_every_tensor_layout(tmp_path, rng, layer
     assert (cfg.positions, cfg.norm_position, cfg.encoder_layers, cfg.num_layers) == (
         "attention", "post", 1, 2)
     assert cfg.backbone_config.norm == "frozen_batch" and cfg.backbone_config.block == layer_type
-    out = jax.jit(conv.model.apply)({"params": conv.params}, image)
+    apply = jax.jit(conv.model.apply)
+    out = apply({"params": conv.params}, image)
     np.testing.assert_allclose(out.logits, ref.logits, atol=1e-4)
     np.testing.assert_allclose(out.pred_boxes, ref.pred_boxes, atol=1e-4)
     np.testing.assert_allclose(out.encoder_last_hidden_state, ref.encoder_last_hidden_state,
@@ -111,6 +113,18 @@ def test_import_matches_transformers_in_every_tensor_layout(tmp_path, rng, layer
     np.testing.assert_allclose(out.last_hidden_state, ref.last_hidden_state, atol=1e-4)
     np.testing.assert_allclose(out.layer_logits, ref_layer_logits, atol=1e-4)
     np.testing.assert_allclose(out.layer_pred_boxes, ref_layer_boxes, atol=1e-4)
+
+    if layer_type == "bottleneck":  # a padded batch: image 1 is 40x24 in the 64x48 canvas
+        pixel_mask = np.ones(image.shape[:3], np.int64)
+        pixel_mask[1, 40:], pixel_mask[1, :, 24:] = 0, 0
+        padded = (image * pixel_mask[..., None]).astype(np.float32)
+        ref, ref_layer_logits, _ = _hf_outputs(hf, padded, pixel_mask)
+        out = apply({"params": conv.params}, padded, pixel_mask=pixel_mask)
+        np.testing.assert_allclose(out.logits, ref.logits, atol=1e-4)
+        np.testing.assert_allclose(out.pred_boxes, ref.pred_boxes, atol=1e-4)
+        np.testing.assert_allclose(out.layer_logits, ref_layer_logits, atol=1e-4)
+        unmasked = apply({"params": conv.params}, padded)  # the mask matters
+        assert np.abs(unmasked.logits[1] - ref.logits[1].numpy()).max() > 1e-2
 
     # The same weights under the other spellings import to the same params.
     saved = load_file(tmp_path / "hf" / "model.safetensors")
