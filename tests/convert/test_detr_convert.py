@@ -248,3 +248,23 @@ def test_detr_scenes_config_has_the_hf_architecture():
     # the 91-class head at its random init) and the config's dropout.
     assert model.config.replace(num_classes=91, dropout_rate=0.1) == build(
         "detr", "detr_resnet50").config
+
+
+@pytest.mark.slow
+def test_full_size_detr_resnet50_matches_transformers(tmp_path, rng):
+    """facebook/detr-resnet-50's architecture at full size (41M random weights)."""
+    cfg = transformers.DetrConfig(use_timm_backbone=False, num_labels=91,
+                                  backbone_config=transformers.ResNetConfig(
+                                      out_features=["stage4"]))
+    torch.manual_seed(0)
+    hf = transformers.DetrForObjectDetection(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    image = rng.normal(size=(1, 128, 96, 3)).astype(np.float32)
+    ref, _, _ = _hf_outputs(hf, image)
+    conv = from_hf(str(tmp_path / "hf"))
+    assert conv.config == build("detr", "detr_resnet50").config
+    out = jax.jit(conv.model.apply)({"params": conv.params}, image)
+    np.testing.assert_allclose(out.logits, ref.logits, atol=1e-4)
+    np.testing.assert_allclose(out.pred_boxes, ref.pred_boxes, atol=1e-4)
+    np.testing.assert_allclose(out.encoder_last_hidden_state, ref.encoder_last_hidden_state,
+                               atol=1e-4)
