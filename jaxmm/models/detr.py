@@ -142,16 +142,9 @@ class DetrConfig(ComputeFields, DropoutFields, TransformerFields):
 
     @property
     def transformer(self) -> TransformerConfig:
-        """The decoder stack's layer config."""
+        """The decoder's layer config (the encoder's, without cross-attention)."""
         return TransformerConfig.from_fields(self, norm_position=self.norm_position,
                                              final_norm=True, cross_attention=True)
-
-    @property
-    def encoder_transformer(self) -> TransformerConfig:
-        """The encoder stack's layer config (``encoder_layers`` layers)."""
-        return TransformerConfig.from_fields(self, num_layers=self.encoder_layers,
-                                             norm_position=self.norm_position,
-                                             final_norm=False, cross_attention=False)
 
 
 def _sine(length: int, width: int) -> np.ndarray:
@@ -358,7 +351,7 @@ class DetrForObjectDetection(nn.Module):
         encoder_out = enc.last_hidden_state
         if cfg.encoder_layers:
             memory = nn.Dropout(cfg.dropout_rate)(memory, deterministic=deterministic)
-            ecfg = cfg.encoder_transformer
+            ecfg = dcfg.replace(cross_attention=False)  # the encoder's layers: same widths
             for i in range(cfg.encoder_layers):
                 memory = DetrLayer(ecfg, name=f"encoder_layer_{i}")(
                     memory, pos=positions if in_attention else None, memory_mask=memory_mask,
