@@ -7,7 +7,10 @@
 
 ``tiny``: a 2-stage ResNet (16 wide) and a 2-layer decoder of width 64 with 10 object
 queries (a scene has at most 9 objects), for 32x32 images; ``r50``: DETR-R50's sizes
-(ResNet-50, 6 decoder layers of 256, 100 queries). Options: ``backbone`` (``resnet`` or
+(ResNet-50, 6 decoder layers of 256, 100 queries); ``detr_resnet50``: DETR-R50's
+architecture (6 + 6 post-LN layers, positions in every attention, frozen-BatchNorm
+ResNet-50), which loads facebook/detr-resnet-50 with ``--config.init.hf=FOLDER`` (a
+class head of another size stays randomly initialised). Options: ``backbone`` (``resnet`` or
 ``vit``), ``queries``, ``classes``, ``res``, ``steps``, ``batch``, ``lr``, ``matcher``
 (``auto``, ``jax``, ``scipy``), ``data`` (``scenes``; ``synthetic``: coloured
 rectangles, up to 3 per image; ``coco/2017``: tfds COCO, 80 classes;
@@ -34,6 +37,8 @@ SIZES = {
     # model size, backbone config, default image size, learning rate
     "tiny": ("tiny", "tiny", 32, 2e-3),
     "r50": ("r50", "resnet50", 512, 1e-4),
+    # facebook/detr-resnet-50's architecture: fine-tune it with --config.init.hf=FOLDER.
+    "detr_resnet50": ("detr_resnet50", {"size": "resnet50", "norm": "frozen_batch"}, 512, 1e-4),
 }
 
 
@@ -49,9 +54,12 @@ def get_config(arg=None):
         raise ValueError(f"Unknown detr size {a.size!r}; use one of {', '.join(SIZES)}.")
     size, backbone_size, default_res, lr = SIZES[a.size]
     res = a.res or default_res
-    backbone = ({"size": backbone_size} if a.backbone == "resnet"
-                else {"size": "tiny" if a.size == "tiny" else "B/16", "image_size": res,
-                      "patch_size": 4 if a.size == "tiny" else 16})
+    if a.backbone == "resnet":
+        backbone = (dict(backbone_size) if isinstance(backbone_size, dict)
+                    else {"size": backbone_size})
+    else:
+        backbone = {"size": "tiny" if a.size == "tiny" else "B/16", "image_size": res,
+                    "patch_size": 4 if a.size == "tiny" else 16}
     c = ml_collections.ConfigDict()
     c.task = {"name": "detection", "matcher": a.matcher}
     model = {"backbone": a.backbone, "backbone_config": backbone, "num_classes": classes,

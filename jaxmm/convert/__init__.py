@@ -85,6 +85,7 @@ _FAMILY_MODULES: tuple[str, ...] = (
     "jaxmm.convert.clip",
     "jaxmm.convert.vision_encoder_decoder",
     "jaxmm.convert.whisper",
+    "jaxmm.convert.detr",
 )
 
 CONVERTERS: Registry[Converter] = Registry(

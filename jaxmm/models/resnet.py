@@ -7,8 +7,10 @@ tokens, ready for fusion/cross-attention) plus ``pooler_output`` ``(B, D)``
 (global average). ``D`` is the last stage's width (x4 for Bottleneck), or
 ``projection_dim`` when set (a linear map to the fusion width).
 
-Normalisation is ``"group"`` (GroupNorm, no state) or ``"batch"``
-(BatchNorm). With BatchNorm, training calls use the batch statistics and
+Normalisation is ``"group"`` (GroupNorm, no state), ``"frozen_batch"`` (a
+fixed per-channel affine map ``x * scale + bias``: a BatchNorm whose running
+statistics are folded into its scale and bias, as DETR's backbone uses; no
+state) or ``"batch"`` (BatchNorm). With BatchNorm, training calls use the batch statistics and
 update the running averages in the ``batch_stats`` collection::
 
     variables = model.init(rng, image)            # {"params", "batch_stats"}
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -39,7 +41,7 @@ from jaxmm.models.specs import InputSpec
 
 Array = jax.Array
 
-__all__ = ["ResNetConfig", "ResNetEncoder", "ResNetForImageClassification"]
+__all__ = ["FrozenBatchNorm", "ResNetConfig", "ResNetEncoder", "ResNetForImageClassification"]
 
 _CONV_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
 
@@ -56,7 +58,8 @@ class ResNetConfig(PrecisionFields, NormFields):
       (after the first) halves the resolution.
     stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool, /4) or ``"small"``
       (3x3/1 conv, for small images such as CIFAR/MNIST).
-    norm: ``"batch"`` or ``"group"`` (``num_groups`` groups).
+    norm: ``"batch"``, ``"group"`` (``num_groups`` groups) or ``"frozen_batch"``
+      (:class:`FrozenBatchNorm`: BatchNorm at fixed statistics, folded into scale/bias).
     projection_dim: if set, a final linear map of the tokens to this width.
     num_labels: classes of :class:`ResNetForImageClassification`.
     """
@@ -87,7 +90,7 @@ class ResNetConfig(PrecisionFields, NormFields):
     def validate(self) -> None:
         self.require_one_of("block", ("basic", "bottleneck"))
         self.require_one_of("stem", ("imagenet", "small"))
-        self.require_one_of("norm", ("batch", "group"))
+        self.require_one_of("norm", ("batch", "group", "frozen_batch"))
         if not self.stage_sizes or min(self.stage_sizes) < 1:
             raise self.config_error(
                 f"stage_sizes must be non-empty positive counts; got {self.stage_sizes}.")
@@ -105,6 +108,28 @@ class ResNetConfig(PrecisionFields, NormFields):
     def downsample(self) -> int:
         """Total stride: input size / feature-map size."""
         return (4 if self.stem == "imagenet" else 1) * 2 ** (len(self.stage_sizes) - 1)
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm with fixed statistics: ``x * scale + bias`` per channel (last axis).
+
+    A BatchNorm in evaluation mode is exactly this map with
+    ``scale = weight / sqrt(running_var + eps)`` and ``bias = bias - running_mean * scale``
+    (what checkpoint import stores). It keeps no state; ``scale`` and ``bias`` are
+    ordinary params (freeze them with ``optimizer.freeze`` to train as DETR does).
+    """
+
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    scale_init: Callable = nn.initializers.ones
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (x.shape[-1],)
+        scale = self.param("scale", self.scale_init, shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, shape, self.param_dtype)
+        return (x * scale.astype(self.dtype) + bias.astype(self.dtype)).astype(self.dtype)
 
 
 class _Ops:
@@ -133,6 +158,9 @@ class _Ops:
         )
         if cfg.norm == "group":
             return nn.GroupNorm(num_groups=cfg.num_groups, **common)
+        if cfg.norm == "frozen_batch":
+            del common["epsilon"]
+            return FrozenBatchNorm(**common)
         return nn.BatchNorm(use_running_average=self.deterministic,
                             momentum=cfg.batch_norm_momentum, **common)
 

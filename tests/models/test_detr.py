@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxmm import losses
 from jaxmm.models import build, registry
@@ -73,3 +74,22 @@ def test_memory_positions_follow_the_feature_grid():
     vit = memory_positions(1 + 16, (16, 16), ViTConfig.from_size("tiny", image_size=16,
                                                                  patch_size=4), 8)
     assert not vit[0].any() and vit[1:].any()  # the class token gets none
+
+
+def test_pixel_mask_hides_padding_and_bad_masks_are_refused():
+    # positions="attention" with a mask is checked against transformers
+    # (tests/convert/test_detr_convert.py); here the default variant with an encoder.
+    rng = np.random.default_rng(0)
+    image = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)
+    model = build("detr", "tiny", **TINY, encoder_layers=1)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), image)  # random params, no init
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.3, s.dtype),
+                          shapes)
+    apply = jax.jit(model.apply)
+    ones = jnp.ones((2, 16, 16), jnp.int32)
+    plain = apply(params, image, pixel_mask=ones)  # no padding
+    masked = apply(params, image, pixel_mask=ones.at[1, :, 8:].set(0))
+    np.testing.assert_allclose(masked.logits[0], plain.logits[0], atol=1e-6)
+    assert not np.allclose(masked.logits[1], plain.logits[1], atol=1e-4)
+    with pytest.raises(ValueError, match="pixel_mask must have shape"):
+        model.apply(params, image, pixel_mask=jnp.ones((2, 8, 8)))
