@@ -1,0 +1,23 @@
+"""Question answering over a knowledge base: documents -> chunks -> dense index.
+
+::
+
+    from jaxmm import kb
+
+    docs = kb.load_folder("notes/")                     # or kb.load_tfds(name, split, feature)
+    chunks = kb.chunk_documents(docs, size=128, overlap=32)
+    embedder = kb.TextEmbedder(minilm_dir)              # any jaxmm text encoder folder
+    base = kb.KnowledgeBase.build(chunks, embedder)     # faiss HNSW; kind="flat" is exact
+    base.save("idx/")
+    for hit in kb.KnowledgeBase.load("idx/").search("a question", k=5):
+        print(hit.score, hit.chunk.source, hit.chunk.text)
+
+The command line is the same: ``jaxmm kb build`` and ``jaxmm kb ask``.
+"""
+
+from jaxmm.kb.documents import Chunk, Document, chunk_documents, load_folder, load_tfds
+from jaxmm.kb.embed import TextEmbedder, mean_pool
+from jaxmm.kb.index import INDEX_KINDS, Hit, KnowledgeBase, build_index
+
+__all__ = ["INDEX_KINDS", "Chunk", "Document", "Hit", "KnowledgeBase", "TextEmbedder",
+           "build_index", "chunk_documents", "load_folder", "load_tfds", "mean_pool"]
