@@ -9,8 +9,11 @@
     embedder = kb.TextEmbedder(minilm_dir)              # any jaxmm text encoder folder
     base = kb.KnowledgeBase.build(chunks, embedder)     # faiss HNSW; kind="flat" is exact
     base.save("idx/")
-    for hit in kb.KnowledgeBase.load("idx/").search("a question", k=5):
+    hits = kb.KnowledgeBase.load("idx/").search("a question", k=5)
+    for hit in hits:
         print(hit.score, hit.chunk.source, hit.chunk.text)
+    reader = kb.ExtractiveReader(qa_model_dir)          # bert_qa export or HF QA folder
+    answer = reader.read("a question", hits)            # answer.text, answer.citation
 
 The command line is the same: ``jaxmm kb build`` and ``jaxmm kb ask``.
 """
@@ -18,6 +21,8 @@ The command line is the same: ``jaxmm kb build`` and ``jaxmm kb ask``.
 from jaxmm.kb.documents import Chunk, Document, chunk_documents, load_folder, load_tfds
 from jaxmm.kb.embed import TextEmbedder, mean_pool
 from jaxmm.kb.index import INDEX_KINDS, Hit, KnowledgeBase, build_index
+from jaxmm.kb.reader import Answer, ExtractiveReader
 
-__all__ = ["INDEX_KINDS", "Chunk", "Document", "Hit", "KnowledgeBase", "TextEmbedder",
-           "build_index", "chunk_documents", "load_folder", "load_tfds", "mean_pool"]
+__all__ = ["INDEX_KINDS", "Answer", "Chunk", "Document", "ExtractiveReader", "Hit",
+           "KnowledgeBase", "TextEmbedder", "build_index", "chunk_documents", "load_folder",
+           "load_tfds", "mean_pool"]
