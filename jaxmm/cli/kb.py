@@ -8,7 +8,9 @@ directory. ``jaxmm kb ask IDX "question" [--k 5]`` prints the best passages with
 their cosine scores and citations ``[n] source (chunk c, chars a-b)``; with
 ``--reader QA_MODEL`` (a ``bert_qa`` export or a Hugging Face
 ``BertForQuestionAnswering`` folder) it first prints the answer span read out of
-those passages and the citation of the passage it came from.
+those passages and the citation of the passage it came from; with
+``--generator LM`` (GPT-2, Llama or T5 folder) a language model writes the
+answer from a prompt holding the numbered passages, citing them as ``[n]``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--reader-tokenizer", help="the reader's tokenizer (default: its folder)")
     a.add_argument("--reader-max-length", type=int, default=384,
                    help="tokens per (question, passage) window")
+    a.add_argument("--generator", help="GPT-2/Llama/T5 folder: write the answer from the "
+                                       "numbered passages")
+    a.add_argument("--max-new-tokens", type=int, default=48, help="generator answer length")
+    a.add_argument("--max-prompt-tokens", type=int, default=512,
+                   help="generator prompt budget (passages are dropped from the last)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -97,9 +104,12 @@ def _ask(args: argparse.Namespace) -> int:
     elif not os.path.isdir(base.manifest["encoder"]):
         raise InputError(f"The index's encoder {base.manifest['encoder']!r} is gone.",
                          hint="Pass the same encoder folder with --encoder.")
-    if args.reader and not os.path.isdir(args.reader):
-        raise InputError(f"Reader folder {args.reader!r} (--reader) does not exist.",
-                         hint="Pass a bert_qa export or a BertForQuestionAnswering folder.")
+    if args.reader and args.generator:
+        raise InputError("Pass --reader (extractive) or --generator (generative), not both.")
+    for flag, folder in (("--reader", args.reader), ("--generator", args.generator)):
+        if folder and not os.path.isdir(folder):
+            raise InputError(f"Model folder {folder!r} ({flag}) does not exist.",
+                             hint="Pass a Hugging Face or jaxmm model folder.")
     hits = base.search(args.question, k=args.k)
     answer = None
     if args.reader:
@@ -107,16 +117,30 @@ def _ask(args: argparse.Namespace) -> int:
                                      max_length=args.reader_max_length,
                                      stride=min(128, args.reader_max_length // 4))
         answer = reader.read(args.question, hits)
+    generated = None
+    if args.generator:
+        writer = kb.GenerativeReader(args.generator, max_prompt_tokens=args.max_prompt_tokens,
+                                     max_new_tokens=args.max_new_tokens)
+        generated = writer.read(args.question, hits)
     rows = [{"citation": f"[{h.rank + 1}]", "score": round(h.score, 4),
              "source": h.chunk.source, "chunk": h.chunk.chunk_id, "start": h.chunk.start,
              "end": h.chunk.end, "text": h.chunk.text} for h in hits]
     cited = None if answer is None else {
         "text": answer.text, "score": round(answer.score, 4), "citation": answer.citation,
         "source": answer.hit.chunk.source, "start": answer.start, "end": answer.end}
+    if generated is not None:
+        cited = {"text": generated.text, "citations": [f"[{h.rank + 1}]" for h in
+                                                       generated.citations],
+                 "cited_explicitly": generated.cited_explicitly,
+                 "passages_in_prompt": len(generated.hits)}
     if args.json:
-        print(json.dumps({"question": args.question, **({"answer": cited} if args.reader else {}),
+        answered = args.reader or args.generator
+        print(json.dumps({"question": args.question, **({"answer": cited} if answered else {}),
                           "passages": rows}, ensure_ascii=False))
         return 0
+    if generated is not None:
+        mark = "" if generated.cited_explicitly else " (cites none: from passages)"
+        print(f"Answer: {generated.text} {' '.join(cited['citations'])}{mark}\n")
     if args.reader:
         print(f"Answer: {cited['text']} {cited['citation']} ({cited['source']}, chars "
               f"{cited['start']}-{cited['end']})" if cited else "Answer: (no span found)")

@@ -79,6 +79,20 @@ def test_build_and_ask_end_to_end(tmp_path, capsys):
     doc = (tmp_path / "docs" / cited["source"]).read_text(encoding="utf-8")
     assert doc[answer["start"]:answer["end"]] == answer["text"]
     assert cited["start"] <= answer["start"] < answer["end"] <= cited["end"]
+    # --generator: a (random) GPT exported as a Hugging Face folder, MiniLM's tokenizer.
+    writer = str(tmp_path / "writer")
+    gpt = build("gpt", "tiny", vocab_size=30522, max_position_embeddings=256, num_layers=2,
+                d_model=32, num_heads=4, mlp_dim=64)
+    convert.to_hf(gpt, random_params(gpt, np.zeros((1, 4), np.int32), std=0.5), writer)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        shutil.copy(os.path.join(minilm.get_model_path(), name), writer)
+    assert kb_cli.main(["ask", idx, "Which planet looks red?", "--k", "2", "--generator",
+                        writer, "--max-new-tokens", "4", "--max-prompt-tokens", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Answer: ") and lines[0].endswith("[1] [2] (cites none: from "
+                                                                 "passages)")
+    assert lines[2].startswith("[1] ") and lines[4].startswith("[2] ")
 
 
 def test_cli_failures_are_one_line(tmp_path, capsys):
