@@ -101,7 +101,8 @@ def load_tfds(name: str, split: str, feature: str, *, title_feature: str | None 
     docs = []
     for i, ex in enumerate(tfds.as_numpy(ds)):
         text = _as_text(ex[feature])
-        title = _as_text(ex[title_feature]) if title_feature else text.split("\n", 1)[0][:80]
+        first_line = text.strip().split("\n", 1)[0][:80]
+        title = _as_text(ex[title_feature]) if title_feature else first_line
         docs.append(Document(i, f"tfds:{name}/{split}#{i}", title, text))
     return docs
 

@@ -35,7 +35,7 @@ def wordnet_glosses(n: int = 200) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def embedder():
-    return kb.TextEmbedder(minilm.get_model_path(), max_length=64, batch_size=32)
+    return kb.TextEmbedder(minilm.get_model_path(), max_length=32, batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def test_minilm_embeddings_match_transformers_mean_pooling(embedder):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     texts = ["A cat sits on the mat.", "Quantum chromodynamics describes the strong force.",
-             "short", "word " * 100]  # the last is truncated to max_length=64
+             "short", "word " * 100]  # the last is truncated to max_length=32
     path = minilm.get_model_path()
     tok = transformers.AutoTokenizer.from_pretrained(path)
-    enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    enc = tok(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():
         hidden = transformers.BertModel.from_pretrained(path).eval()(**enc).last_hidden_state
     mask = enc["attention_mask"][..., None].float()

@@ -93,6 +93,19 @@ def test_build_and_ask_end_to_end(tmp_path, capsys):
     assert lines[0].startswith("Answer: ") and lines[0].endswith("[1] [2] (cites none: from "
                                                                  "passages)")
     assert lines[2].startswith("[1] ") and lines[4].startswith("[2] ")
+    # --tfds: a text feature of a tfds dataset (tfds' offline mock data), exact index.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=5):
+        assert kb_cli.main(["build", "--tfds", "imdb_reviews", "--split", "test", "--feature",
+                            "text", "--out", str(tmp_path / "tfds_idx"), "--index", "flat",
+                            "--encoder", str(minilm.get_model_path()), "--max-length", "32"]) == 0
+        texts = [ex["text"].decode() for ex in tfds.as_numpy(
+            tfds.load("imdb_reviews", split="test", download=False))]
+    rows = [json.loads(line) for line in open(tmp_path / "tfds_idx" / "chunks.jsonl")]
+    assert {r["source"] for r in rows} == {f"tfds:imdb_reviews/test#{i}" for i in range(5)}
+    for r in rows:
+        doc = texts[int(r["source"].rsplit("#", 1)[1])]
+        assert doc[r["start"]:r["end"]] == r["text"]
 
 
 def test_cli_failures_are_one_line(tmp_path, capsys):
