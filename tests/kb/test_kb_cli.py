@@ -108,7 +108,7 @@ def test_build_and_ask_end_to_end(tmp_path, capsys):
         assert doc[r["start"]:r["end"]] == r["text"]
 
 
-def test_cli_failures_are_one_line(tmp_path, capsys):
+def test_cli_failures_are_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "docs").mkdir()
     assert kb_cli.main(["build", "--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "i"),
                         "--encoder", str(tmp_path)]) == 2
@@ -119,3 +119,7 @@ def test_cli_failures_are_one_line(tmp_path, capsys):
     assert kb_cli.main(["ask", str(tmp_path / "idx"), "q"]) == 2
     err = capsys.readouterr().err
     assert "has no manifest.json" in err and "jaxmm kb build" in err and err.count("\n") == 1
+    monkeypatch.setitem(sys.modules, "faiss", None)  # faiss not installed
+    assert kb_cli.main(["ask", str(tmp_path / "idx"), "q"]) == 2
+    err = capsys.readouterr().err
+    assert "needs faiss" in err and "pip install 'jaxmm[kb]'" in err and err.count("\n") == 1
