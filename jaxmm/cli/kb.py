@@ -100,7 +100,7 @@ def _ask(args: argparse.Namespace) -> int:
         raise InputError(f"--k must be >= 1; got {args.k}.")
     base = kb.KnowledgeBase.load(args.index)
     if args.encoder:
-        base.manifest["encoder"] = args.encoder
+        base.manifest["encoder"] = base.manifest["tokenizer"] = args.encoder
     elif not os.path.isdir(base.manifest["encoder"]):
         raise InputError(f"The index's encoder {base.manifest['encoder']!r} is gone.",
                          hint="Pass the same encoder folder with --encoder.")

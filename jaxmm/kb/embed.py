@@ -46,7 +46,8 @@ class TextEmbedder:
         from jaxmm.data.tokenizers import load as load_tokenizer
 
         self.path = os.fspath(path)
-        self.tokenizer = load_tokenizer(os.fspath(tokenizer or path))
+        self.tokenizer_path = os.fspath(tokenizer or path)
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.model, self.params = load_model(self.path)
         self.max_length = max_length
         self.batch_size = batch_size

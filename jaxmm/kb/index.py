@@ -112,7 +112,9 @@ class KnowledgeBase:
             raise InputError("No passages to index: the documents are empty.")
         vectors = embedder.encode([c.text for c in chunks])
         manifest = {"format": FORMAT, "version": VERSION,
-                    "encoder": os.path.abspath(embedder.path), "dim": int(vectors.shape[1]),
+                    "encoder": os.path.abspath(embedder.path),
+                    "tokenizer": os.path.abspath(embedder.tokenizer_path),
+                    "dim": int(vectors.shape[1]),
                     "max_length": embedder.max_length, "index": kind,
                     "chunking": dict(chunking or {}), "num_chunks": len(chunks),
                     "num_docs": len({c.doc_id for c in chunks})}
@@ -126,6 +128,7 @@ class KnowledgeBase:
             from jaxmm.kb.embed import TextEmbedder
 
             self._embedder = TextEmbedder(self.manifest["encoder"],
+                                          tokenizer=self.manifest.get("tokenizer"),
                                           max_length=self.manifest.get("max_length", 256))
         return self._embedder
 

@@ -136,6 +136,7 @@ def test_save_load_round_trip_and_broken_directories(gloss_base, embedder, tmp_p
     assert sorted(os.listdir(out)) == ["chunks.jsonl", "index.faiss", "manifest.json"]
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["dim"] == 384 and manifest["index"] == "flat"
+    assert manifest["tokenizer"] == manifest["encoder"] == os.path.abspath(embedder.path)
     assert manifest["num_chunks"] == len(base.chunks)
     back = kb.KnowledgeBase.load(out, embedder=embedder)
     assert back.chunks == base.chunks
