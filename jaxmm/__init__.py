@@ -20,6 +20,7 @@ _SUBMODULES = (
     "data",
     "evaluate",
     "generation",
+    "kb",
     "layers",
     "lora",
     "losses",

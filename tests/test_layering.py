@@ -26,7 +26,7 @@ RANKS = {
     "models": 6,
     "convert": 7, "data": 7, "generation": 7,
     "evaluate": 8, "viz": 8,
-    "train": 9,
+    "train": 9, "kb": 9,
     "demo": 10, "compile": 10,
     "cli": 11,
     "__main__": 12,

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "compile": "compile a run's train step for a TPU topology (no TPU needed) and report",
     "config": "print the complete run config that 'jaxmm train' would run",
     "info": "show versions and devices",
+    "kb": "build a knowledge-base index of documents and ask it questions",
 }
 
 
