@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.errors import InputError
+from jaxmm.models.dual_encoder import masked_mean
 
 __all__ = ["TextEmbedder", "mean_pool"]
 
@@ -25,8 +26,7 @@ __all__ = ["TextEmbedder", "mean_pool"]
 def mean_pool(hidden: jax.Array, mask: jax.Array, normalize: bool = True) -> jax.Array:
     """``(B, T, D)`` hidden states and a ``(B, T)`` 1/0 mask -> ``(B, D)`` mean over
     the masked-in tokens (L2-normalised when ``normalize``)."""
-    m = mask.astype(hidden.dtype)[..., None]
-    pooled = (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    pooled = masked_mean(hidden, mask)
     if normalize:
         pooled = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
     return pooled
